@@ -1,0 +1,1 @@
+"""wsol-jax: Learning a Weight Map for Weakly-Supervised Localization (Shaharabany & Wolf), in JAX."""

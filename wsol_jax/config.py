@@ -1,0 +1,67 @@
+"""Config defaults shared by every `configs/*.py`, and validation at start-up.
+
+Configs are data (`ml_collections.ConfigDict`, locked: an unknown key fails); the dataset files
+in `configs/` only change values. `validate` checks values that types alone cannot.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from wsol_jax.errors import ConfigError
+from wsol_jax.models.resnet import RESNET_SPECS
+from wsol_jax.losses import MASK_SPACES
+
+METHODS = ('method1', 'method2')
+
+
+def optimizer(learning_rate: float, weight_decay: float, momentum: float = 0.9, decay_every: int = 80,
+              decay_factor: float = 0.1, name: str = 'sgd') -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(name=name, learning_rate=learning_rate, momentum=momentum,
+                                          weight_decay=weight_decay, decay_every=decay_every,
+                                          decay_factor=decay_factor))
+
+
+def base_config(method: str) -> ml_collections.ConfigDict:
+    """The paper's settings (Section 4, "Implementation details") where it gives them."""
+    if method not in METHODS:
+        raise ConfigError(f'the config argument must be one of {METHODS} (e.g. configs/cub.py:method1), '
+                          f'got {method!r}')
+    c = ml_collections.ConfigDict()
+    c.method = method
+    c.seed = 0
+    c.dtype = 'float32'          # compute dtype; 'bfloat16' keeps float32 parameters
+    c.distributed = False        # call jax.distributed.initialize() (multi-host runs)
+    c.data = ml_collections.ConfigDict(dict(source='synthetic', root='', image_size=256, crop_size=224,
+                                            num_classes=0))
+    c.f = ml_collections.ConfigDict(dict(
+        depth='resnet18', width=1.0, embed_dim=200, margin=1.0, epochs=200, batch_size=16,
+        pretrained='', optimizer=optimizer(1e-3, 1e-4, decay_every=80)))
+    c.g = ml_collections.ConfigDict(dict(
+        depth='resnet18', width=1.0, decoder_channels=(256, 128, 64, 32, 16), epochs=100, batch_size=128,
+        pretrained='', optimizer=optimizer(1e-4, 1e-4, decay_every=1000),
+        reg_weight=1.0, inner_weight=1.0, outer_weight=1.0, margin=1.0, mask_space='normalized'))
+    c.eval = ml_collections.ConfigDict(dict(
+        batch_size=64, threshold_ratio=0.1, pxap_interval=0.01, maxboxacc_ious=(30, 50, 70),
+        num_overlays=8, strip_images=4))
+    return c
+
+
+def validate(config) -> None:
+    """Raise `ConfigError` naming the key for values that cannot work."""
+    def need(ok, key, msg):
+        if not ok:
+            raise ConfigError(f'config.{key}: {msg}')
+    need(config.method in METHODS, 'method', f'must be one of {METHODS}, got {config.method!r}')
+    need(config.dtype in ('float32', 'bfloat16'), 'dtype', f"must be 'float32' or 'bfloat16', got {config.dtype!r}")
+    for net in ('f', 'g'):
+        need(config[net].depth in RESNET_SPECS, f'{net}.depth', f'must be one of {sorted(RESNET_SPECS)}')
+        need(config[net].width > 0, f'{net}.width', 'must be positive')
+        need(config[net].epochs >= 1, f'{net}.epochs', 'must be at least 1')
+        need(config[net].batch_size >= 1, f'{net}.batch_size', 'must be at least 1')
+        need(config[net].optimizer.name in ('sgd', 'adam'), f'{net}.optimizer.name', "must be 'sgd' or 'adam'")
+    need(config.g.mask_space in MASK_SPACES, 'g.mask_space', f'must be one of {MASK_SPACES}')
+    need(len(config.g.decoder_channels) == 5, 'g.decoder_channels', 'needs five widths (five upsampling blocks)')
+    crop, size = config.data.crop_size, config.data.image_size
+    need(crop % 32 == 0, 'data.crop_size', f'must be divisible by 32 (g downscales 32x), got {crop}')
+    need(crop <= size, 'data.crop_size', f'must not exceed data.image_size={size}')
+    need(0 < config.eval.threshold_ratio < 1, 'eval.threshold_ratio', 'must be in (0, 1)')

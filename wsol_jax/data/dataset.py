@@ -1,0 +1,155 @@
+"""In-memory splits of decoded uint8 images, their annotations, and the input transforms.
+
+Images are decoded and resized once into a uint8 cache (`Split.images`, `(N, S, S, 3)`); every
+epoch only indexes it. Cropping, flipping and normalisation run on the device inside the
+compiled steps (`augment`, `center_crop`), so the host never touches pixels after the cache.
+Boxes are stored in cache-pixel coordinates `[x0, y0, x1, y1]`, `(N, K, 4)` with `PAD_BOX` rows.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wsol_jax.metrics import PAD_BOX, valid_boxes
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+@dataclasses.dataclass
+class Split:
+    """One split. `images` `(N, S, S, 3)` uint8; `labels` `(N,)` int32; `boxes` `(N, K, 4)`
+    int32 or None; `masks` `(N, S, S)` uint8 (1 = object) or None; `names` identify images."""
+    images: np.ndarray
+    labels: np.ndarray
+    boxes: Optional[np.ndarray] = None
+    masks: Optional[np.ndarray] = None
+    names: Optional[list] = None
+
+    def __post_init__(self):
+        n = len(self.images)
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise ValueError(f'images must be (N, S, S, 3) uint8, got {self.images.shape} {self.images.dtype}')
+        for name in ('labels', 'boxes', 'masks'):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f'{name} has {len(value)} entries for {n} images')
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[1]
+
+    def subset(self, index) -> 'Split':
+        take = lambda a: None if a is None else a[index]
+        names = None if self.names is None else [self.names[i] for i in np.asarray(index)]
+        return Split(self.images[index], self.labels[index], take(self.boxes), take(self.masks), names)
+
+
+@dataclasses.dataclass
+class Dataset:
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+
+
+def normalize(images_uint8: jnp.ndarray) -> jnp.ndarray:
+    """uint8 `(N, H, W, 3)` -> float32 `(x / 255 - mean) / std` (ImageNet statistics)."""
+    return (images_uint8.astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def augment(images_uint8: jnp.ndarray, rng: jax.Array, crop_size: int) -> jnp.ndarray:
+    """Training transform on the device: random `crop_size` crop, horizontal flip with p=0.5,
+    normalisation. `(N, S, S, 3)` uint8 -> `(N, crop, crop, 3)` float32."""
+    n, size = images_uint8.shape[0], images_uint8.shape[1]
+    k_y, k_x, k_flip = jax.random.split(rng, 3)
+    ys = jax.random.randint(k_y, (n,), 0, size - crop_size + 1)
+    xs = jax.random.randint(k_x, (n,), 0, size - crop_size + 1)
+    flips = jax.random.bernoulli(k_flip, 0.5, (n,))
+
+    def one(image, y, x, flip):
+        crop = jax.lax.dynamic_slice(image, (y, x, 0), (crop_size, crop_size, 3))
+        return jnp.where(flip, crop[:, ::-1], crop)
+
+    return normalize(jax.vmap(one)(images_uint8, ys, xs, flips))
+
+
+def crop_offset(size: int, crop_size: int) -> int:
+    return (size - crop_size) // 2
+
+
+def center_crop(images_uint8: jnp.ndarray, crop_size: int) -> jnp.ndarray:
+    """Evaluation transform: centre crop and normalisation, `(N, S, S, 3)` -> `(N, c, c, 3)`."""
+    o = crop_offset(images_uint8.shape[1], crop_size)
+    return normalize(images_uint8[:, o:o + crop_size, o:o + crop_size])
+
+
+def center_crop_boxes(boxes: np.ndarray, size: int, crop_size: int) -> np.ndarray:
+    """Boxes `(N, K, 4)` in cache coordinates -> centre-crop coordinates, clipped to
+    `[0, crop_size - 1]` (e.g. 256 -> 224: `x - 16`). Padding rows stay `PAD_BOX`."""
+    o = crop_offset(size, crop_size)
+    moved = np.clip(np.asarray(boxes) - o, 0, crop_size - 1)
+    return np.where(valid_boxes(boxes)[..., None], moved, np.asarray(PAD_BOX)).astype(np.int32)
+
+
+def center_crop_masks(masks: np.ndarray, crop_size: int) -> np.ndarray:
+    o = crop_offset(masks.shape[1], crop_size)
+    return masks[:, o:o + crop_size, o:o + crop_size]
+
+
+def epoch_permutation(key: jax.Array, n: int) -> np.ndarray:
+    """The order of the training examples for one epoch, from an explicit PRNG key."""
+    return np.asarray(jax.random.permutation(key, n))
+
+
+def train_batches(n: int, batch_size: int, key: jax.Array) -> Iterator[np.ndarray]:
+    """Index batches of a shuffled epoch; the incomplete last batch is dropped."""
+    order = epoch_permutation(key, n)
+    for start in range(0, n - batch_size + 1, batch_size):
+        yield order[start:start + batch_size]
+
+
+def eval_batches(n: int, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
+    """`(indices, n_valid)` in order; the last batch is padded (repeating index 0) to full size
+    so that every compiled evaluation step sees one shape."""
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(start + batch_size, n))
+        n_valid = len(idx)
+        yield np.concatenate([idx, np.zeros(batch_size - n_valid, idx.dtype)]), n_valid
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return n // batch_size
+
+
+def host_rng(key: jax.Array) -> np.random.Generator:
+    """A numpy generator seeded from a JAX key, for host-side sampling (triplets)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
+def triplet_indices(labels: np.ndarray, anchors: np.ndarray, key: jax.Array) -> np.ndarray:
+    """`(B, 3)` indices (anchor, positive, negative): for each anchor, a random other example of
+    the same class and a random example of another class (Method II, Eq. 2-4)."""
+    rng = host_rng(key)
+    labels = np.asarray(labels)
+    by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    if len(by_class) < 2:
+        raise ValueError('triplets need at least two classes in the training split')
+    out = np.empty((len(anchors), 3), np.int64)
+    for row, a in enumerate(anchors):
+        same = by_class[labels[a]]
+        positive = same[rng.integers(len(same))] if len(same) == 1 else a
+        while positive == a:
+            positive = same[rng.integers(len(same))]
+        negative = a
+        while labels[negative] == labels[a]:
+            negative = rng.integers(len(labels))
+        out[row] = (a, positive, negative)
+    return out

@@ -1,0 +1,121 @@
+"""A synthetic weakly-supervised localization benchmark, generated deterministically from a seed.
+
+It reproduces the situation the paper is about:
+  * every object is a large textured "body" (an ellipse of random size, aspect, angle and
+    position) that looks the same in all classes;
+  * the class is decided only by a small discriminative "part" on the body (its colour and
+    shape), so a classifier can be right while looking at a fraction of the object;
+  * backgrounds are cluttered (smooth colour noise plus fine noise) and hold distractor shapes
+    that carry no part;
+  * `body_class_signal` > 0 tints the body per class, a weak cue spread over the whole object
+    (as plumage colour is for birds); 0 makes the part the only cue.
+Each image has a label, a GT box (the body's bounding rectangle, `[x, y, x + w, y + h]` as
+`boxes_from_maps` returns) and a GT foreground mask. Training uses labels only.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from wsol_jax.data.dataset import Dataset, Split
+
+PART_COLORS = np.array([(230, 30, 30), (30, 200, 40), (40, 60, 240), (240, 220, 20),
+                        (230, 40, 230), (20, 220, 230), (255, 140, 0), (140, 80, 20)], np.float32)
+PART_SHAPES = ('disc', 'square', 'triangle')
+SPLIT_IDS = {'train': 0, 'val': 1, 'test': 2}
+
+
+def _draw_shape(canvas: np.ndarray, shape: str, cx: float, cy: float, r: float, color) -> None:
+    color = tuple(float(c) for c in color)
+    if shape == 'disc':
+        cv2.circle(canvas, (int(cx), int(cy)), max(1, int(r)), color, -1, cv2.LINE_AA)
+    elif shape == 'square':
+        cv2.rectangle(canvas, (int(cx - r), int(cy - r)), (int(cx + r), int(cy + r)), color, -1)
+    else:
+        pts = np.array([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], np.int32)
+        cv2.fillPoly(canvas, [pts], color, cv2.LINE_AA)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    coarse = rng.uniform(40, 200, (4, 4, 3)).astype(np.float32)
+    image = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+    return image + rng.normal(0, 12, (size, size, 3)).astype(np.float32)
+
+
+def _distractors(rng: np.random.Generator, image: np.ndarray, count: int) -> None:
+    size = image.shape[0]
+    for _ in range(count):
+        color = rng.uniform(30, 230, 3)
+        cx, cy = rng.uniform(0, size, 2)
+        r = rng.uniform(0.06, 0.16) * size
+        if rng.random() < 0.5:
+            cv2.rectangle(image, (int(cx - r), int(cy - r * 0.6)), (int(cx + r), int(cy + r * 0.6)),
+                          tuple(float(c) for c in color), -1)
+        else:
+            _draw_shape(image, 'triangle', cx, cy, r, color)
+
+
+def _body(rng, size, min_scale, max_scale):
+    """A random ellipse fully inside the image: centre, axes, angle."""
+    while True:
+        axes = rng.uniform(min_scale, max_scale, 2) * size / 2
+        angle = rng.uniform(0, 180)
+        cx, cy = rng.uniform(0, size, 2)
+        mask = np.zeros((size, size), np.uint8)
+        cv2.ellipse(mask, ((cx, cy), (2 * axes[0], 2 * axes[1]), angle), 1, -1)
+        x, y, w, h = cv2.boundingRect(mask)
+        if x > 0 and y > 0 and x + w < size and y + h < size and mask.sum() > 0:
+            return (cx, cy), axes, angle, mask
+
+
+def make_image(rng: np.random.Generator, label: int, size: int, *, num_distractors: int = 3,
+               min_scale: float = 0.35, max_scale: float = 0.8, part_scale: float = 0.12,
+               body_class_signal: float = 0.0, num_classes: int = 6):
+    """One image: `(image (S, S, 3) uint8, box (4,) int, mask (S, S) uint8)`."""
+    image = _background(rng, size)
+    _distractors(rng, image, rng.integers(1, num_distractors + 1) if num_distractors else 0)
+    (cx, cy), axes, angle, mask = _body(rng, size, min_scale, max_scale)
+    # The body: a common mid-grey-blue with stripes, optionally tinted by class.
+    tint = body_class_signal * (PART_COLORS[label % len(PART_COLORS)] - 128) * 0.5
+    base = np.array([120, 110, 150], np.float32) + tint + rng.normal(0, 8, 3)
+    yy, xx = np.mgrid[:size, :size]
+    theta = np.deg2rad(angle)
+    stripes = 25 * np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * (2 * np.pi / max(4, axes.min() / 2)))
+    body = base[None, None] + stripes[..., None]
+    image = np.where(mask[..., None] > 0, body, image)
+    outline = np.zeros((size, size), np.uint8)
+    cv2.ellipse(outline, ((cx, cy), (2 * axes[0], 2 * axes[1]), angle), 1, max(1, size // 64))
+    image[outline > 0] = (30, 30, 40)
+    # The discriminative part: a small shape of the class's colour, somewhere on the body.
+    r_part = max(2.0, part_scale * axes.min() * 2 / 2)
+    inner = np.argwhere(cv2.erode(mask, np.ones((3, 3), np.uint8), iterations=int(r_part) + 1) > 0)
+    if len(inner) == 0:
+        inner = np.argwhere(mask > 0)
+    py, px = inner[rng.integers(len(inner))]
+    _draw_shape(image, PART_SHAPES[label % len(PART_SHAPES)], px, py, r_part,
+                PART_COLORS[label % len(PART_COLORS)])
+    image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+    x, y, w, h = cv2.boundingRect(mask)
+    return image, np.array([x, y, x + w, y + h], np.int32), mask
+
+
+def make_split(seed: int, split: str, n: int, size: int, num_classes: int, **kwargs) -> Split:
+    """`n` images of a split, deterministic in `(seed, split)`; classes are balanced."""
+    if num_classes > len(PART_COLORS):
+        raise ValueError(f'the synthetic benchmark has at most {len(PART_COLORS)} classes, got {num_classes}')
+    rng = np.random.default_rng([seed, SPLIT_IDS[split]])
+    labels = rng.permutation(np.arange(n) % num_classes).astype(np.int32)
+    images, boxes, masks = zip(*(make_image(rng, int(c), size, num_classes=num_classes, **kwargs)
+                                 for c in labels))
+    return Split(np.stack(images), labels, np.stack(boxes)[:, None, :], np.stack(masks),
+                 [f'{split}_{i:05d}' for i in range(n)])
+
+
+def load(cfg, seed: int) -> Dataset:
+    """The synthetic dataset for a `config.data` block (`num_train`, `num_val`, `num_test`,
+    `image_size`, `num_classes` and the generator's options)."""
+    kwargs = dict(num_distractors=cfg.num_distractors, min_scale=cfg.min_scale, max_scale=cfg.max_scale,
+                  part_scale=cfg.part_scale, body_class_signal=cfg.body_class_signal)
+    splits = {name: make_split(seed, name, getattr(cfg, f'num_{name}'), cfg.image_size, cfg.num_classes, **kwargs)
+              for name in SPLIT_IDS}
+    return Dataset(num_classes=cfg.num_classes, **splits)

@@ -1,0 +1,83 @@
+"""From weight maps to boxes, and the early-stopping score (Section 3, Eq. 5 and Eq. 6).
+
+Conventions: maps are `(N, H, W)` floats; boxes are `(N, 4)` integer `[x0, y0, x1, y1]` =
+`[x, y, x + w, y + h]` of OpenCV's bounding rectangle (the clovaai/wsolevaluation convention),
+so a box covers the pixels `x0 <= x < x1`, `y0 <= y < y1`.
+"""
+from __future__ import annotations
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+EMPTY_BOX = (0, 0, 0, 0)
+
+
+def _namespace(a):
+    """jax.numpy for jax arrays (and tracers), numpy otherwise."""
+    return jnp if isinstance(a, jax.Array) else np
+
+
+def threshold_maps(maps, ratio: float = 0.1):
+    """Eq. 5: per map, values below `tau = ratio * max(M)` are set to zero (`M_hat`).
+
+    Works on numpy and jax arrays alike (jit-compatible); `(N, H, W)` -> `(N, H, W)`.
+    """
+    xp = _namespace(maps)
+    tau = ratio * xp.max(maps, axis=(-2, -1), keepdims=True)
+    return xp.where(maps >= tau, maps, xp.zeros_like(maps))
+
+
+def _largest_contour_box(binary: np.ndarray) -> tuple[int, int, int, int]:
+    """Bounding rectangle of the largest-area contour of a uint8 `(H, W)` mask (Suzuki [39])."""
+    contours, _ = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return EMPTY_BOX
+    x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
+    return (x, y, x + w, y + h)
+
+
+def boxes_from_maps(maps, ratio: float = 0.1) -> np.ndarray:
+    """Eq. 5 + largest contour: `(N, H, W)` maps -> `(N, 4)` int32 boxes `[x0, y0, x1, y1]`.
+
+    The kept pixels (`M >= ratio * max(M)` and `M > 0`) form a binary mask; OpenCV's
+    `findContours` (RETR_TREE, CHAIN_APPROX_SIMPLE) proposes contours, the one with the largest
+    `contourArea` wins, and its bounding rectangle is returned. A map with no kept pixel (all
+    zero) gives `[0, 0, 0, 0]`.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f'boxes_from_maps expects (N, H, W) maps, got shape {maps.shape}')
+    kept = np.asarray(threshold_maps(maps, ratio)) > 0
+    return np.array([_largest_contour_box(k.astype(np.uint8)) for k in kept],
+                    dtype=np.int32).reshape(-1, 4)
+
+
+def containment_score(thresholded_maps: jnp.ndarray, boxes: jnp.ndarray) -> jnp.ndarray:
+    """Eq. 6: the share of each thresholded map's mass inside its box; `(N,)` in [0, 1].
+
+    Args:
+      thresholded_maps: `(N, H, W)` `M_hat` (the output of `threshold_maps`).
+      boxes: `(N, 4)` `[x0, y0, x1, y1]`; pixels `x0 <= x < x1`, `y0 <= y < y1` count as inside.
+    A map with no mass scores 0. Vectorised and jit-compatible: it runs on the device.
+    """
+    maps = jnp.asarray(thresholded_maps, jnp.float32)
+    boxes = jnp.asarray(boxes)
+    height, width = maps.shape[-2:]
+    ys = jnp.arange(height)[None, :, None]
+    xs = jnp.arange(width)[None, None, :]
+    x0, y0, x1, y1 = (boxes[:, i, None, None] for i in range(4))
+    inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+    total = jnp.sum(maps, axis=(1, 2))
+    kept = jnp.sum(jnp.where(inside, maps, 0.0), axis=(1, 2))
+    return jnp.where(total > 0, kept / jnp.where(total > 0, total, 1.0), 0.0)
+
+
+def normalize_maps(maps, eps: float = 1e-8):
+    """Per-map min-max normalisation to [0, 1], as wsolevaluation does to every score map
+    before PxAP and MaxBoxAccV2 (`normalize_scoremap`). `(N, H, W)` -> `(N, H, W)`."""
+    xp = _namespace(maps)
+    lo = xp.min(maps, axis=(-2, -1), keepdims=True)
+    hi = xp.max(maps, axis=(-2, -1), keepdims=True)
+    return (maps - lo) / xp.maximum(hi - lo, eps)

@@ -1,0 +1,85 @@
+"""The paper's objectives (Eq. 1-4) and the cross-entropy used to pre-train `f`.
+
+Every loss returns `(total, parts)`, where `parts` is a dict of named scalars for logging and
+for the ablations of Table 6 (switch `R`, `L_inner` or `L_outer` off with a weight of 0).
+
+Where the map multiplies the image (`mask_space`):
+  * `'normalized'` (default): `I` is the normalised network input `(x / 255 - mean) / std`, so a
+    weight of 0 turns a pixel into the dataset-mean colour, which is the least informative input
+    for `f` and needs no extra preprocessing after masking. This is what a PyTorch
+    implementation that multiplies the loader's normalised tensor does.
+  * `'pixels'`: the map multiplies raw pixels in [0, 1] and the product is normalised
+    afterwards, so a weight of 0 gives a black pixel.
+The choice is one config switch (`config.g.mask_space`); `apply_weight_map` implements both.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Parts = dict[str, jnp.ndarray]
+MASK_SPACES = ('normalized', 'pixels')
+
+def classification_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> tuple[jnp.ndarray, Parts]:
+    """Cross-entropy of `(N, C)` logits against integer labels `(N,)`, batch mean."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return ce, {'ce': ce, 'accuracy': accuracy}
+
+def triplet_loss(anchor: jnp.ndarray, positive: jnp.ndarray, negative: jnp.ndarray,
+                 margin: float = 1.0) -> jnp.ndarray:
+    """Eq. 2: `max(||a - p|| - ||a - n|| + margin, 0)` on `(N, D)` embeddings, batch mean."""
+    d_pos = _euclidean(anchor, positive)
+    d_neg = _euclidean(anchor, negative)
+    return jnp.mean(jnp.maximum(d_pos - d_neg + margin, 0.0))
+
+def _euclidean(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    # The small constant keeps the gradient finite when a == b (e.g. an all-ones map).
+    return jnp.sqrt(jnp.sum(jnp.square(a - b), axis=-1) + 1e-12)
+
+def sparsity(weight_map: jnp.ndarray) -> jnp.ndarray:
+    """R(M): the L1 norm of the map, averaged over pixels and batch (maps are non-negative)."""
+    return jnp.mean(jnp.abs(weight_map))
+
+def apply_weight_map(images: jnp.ndarray, weight_map: jnp.ndarray, mask_space: str,
+                     mean: jnp.ndarray, std: jnp.ndarray) -> jnp.ndarray:
+    """`I * M` for normalised images `(N, H, W, 3)` and maps `(N, H, W)`; see the module doc."""
+    m = weight_map[..., None].astype(images.dtype)
+    if mask_space == 'normalized':
+        return images * m
+    if mask_space == 'pixels':
+        pixels = images * std + mean
+        return (pixels * m - mean) / std
+    raise ValueError(f'mask_space must be one of {MASK_SPACES}, got {mask_space!r}')
+
+def method1_loss(logits_image: jnp.ndarray, logits_masked: jnp.ndarray, weight_map: jnp.ndarray,
+                 reg_weight: float = 1.0) -> tuple[jnp.ndarray, Parts]:
+    """Eq. 1 with D = cross-entropy and R = L1.
+
+    The target is `f`'s softmax on the unmasked image, a fixed distribution (no gradient flows
+    through it); the prediction is `f`'s logits on `I * g(I)`.
+    Args: logits `(N, C)` of `f(I)` and `f(I * M)`; `weight_map` `(N, H, W)`.
+    """
+    target = jax.lax.stop_gradient(jax.nn.softmax(logits_image, axis=-1))
+    ce = optax.softmax_cross_entropy(logits_masked, target).mean()
+    reg = sparsity(weight_map)
+    total = ce + reg_weight * reg
+    agree = jnp.mean(jnp.argmax(logits_masked, -1) == jnp.argmax(logits_image, -1))
+    return total, {'ce': ce, 'reg': reg, 'agreement': agree, 'map_mean': jnp.mean(weight_map)}
+
+def method2_loss(emb: dict[str, jnp.ndarray], weight_map_anchor: jnp.ndarray, reg_weight: float = 1.0,
+                 inner_weight: float = 1.0, outer_weight: float = 1.0,
+                 margin: float = 1.0) -> tuple[jnp.ndarray, Parts]:
+    """Eq. 3 + Eq. 4 + lambda R(M_a).
+
+    `emb` holds `(N, D)` embeddings of `f` for `'I_a'`, `'Jf_a'`, `'Jb_a'`, `'Jf_p'`, `'Jf_n'`
+    where `Jf_x = M_x * I_x` and `Jb_x = (1 - M_x) * I_x`. The weights switch terms off for the
+    ablations of Table 6.
+    """
+    inner = triplet_loss(emb['I_a'], emb['Jf_a'], emb['Jb_a'], margin)   # Eq. 3
+    outer = triplet_loss(emb['Jf_a'], emb['Jf_p'], emb['Jf_n'], margin)  # Eq. 4
+    reg = sparsity(weight_map_anchor)
+    total = inner_weight * inner + outer_weight * outer + reg_weight * reg
+    return total, {'inner': inner, 'outer': outer, 'reg': reg, 'map_mean': jnp.mean(weight_map_anchor)}
+

@@ -1,0 +1,153 @@
+"""Localization and segmentation metrics (Section 4), as fractions in [0, 1].
+
+Boxes are `[x0, y0, x1, y1]` with the clovaai/wsolevaluation `+1` pixel convention for areas.
+Ground truth may hold several boxes per image: `(N, K, 4)` arrays whose unused rows are filled
+with `PAD_BOX` (all -1); the best-matching valid box counts.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+PAD_BOX = (-1, -1, -1, -1)
+
+
+def box_iou(a, b) -> np.ndarray:
+    """Element-wise IoU of broadcastable `(..., 4)` boxes; area = (x1 - x0 + 1) * (y1 - y0 + 1)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
+    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    return inter / (area_a + area_b - inter)
+
+
+def valid_boxes(gt_boxes) -> np.ndarray:
+    """`(N, K)` bool: which rows of `(N, K, 4)` ground truth are real boxes (not `PAD_BOX`)."""
+    return np.asarray(gt_boxes)[..., 0] >= 0
+
+
+def best_iou(pred_boxes, gt_boxes) -> np.ndarray:
+    """`(N,)` IoU of each predicted box `(N, 4)` with its best ground-truth box `(N, K, 4)`."""
+    gt_boxes = np.asarray(gt_boxes)
+    if gt_boxes.ndim == 2:
+        gt_boxes = gt_boxes[:, None]
+    ious = box_iou(np.asarray(pred_boxes)[:, None, :], gt_boxes)
+    return np.max(np.where(valid_boxes(gt_boxes), ious, 0.0), axis=1)
+
+
+def localization_accuracy(pred_boxes, gt_boxes, predicted_labels, labels,
+                          iou_threshold: float = 0.5) -> dict[str, float]:
+    """GT-known loc, Top-1 loc and Top-1 cls (Section 4).
+
+    GT-known loc: the box is right (IoU >= threshold) whatever the class; Top-1 loc: the box is
+    right and the class prediction too; Top-1 cls: the class prediction is right.
+    """
+    box_ok = best_iou(pred_boxes, gt_boxes) >= iou_threshold
+    cls_ok = np.asarray(predicted_labels) == np.asarray(labels)
+    return {'gt_known_loc': float(box_ok.mean()), 'top1_loc': float((box_ok & cls_ok).mean()),
+            'top1_cls': float(cls_ok.mean())}
+
+
+class PxAPAccumulator:
+    """Streaming PxAP, exactly as wsolevaluation's MaskEvaluator (Eq. 7-8 and the PxAP sum).
+
+    Histograms of map values of foreground and background pixels over the thresholds
+    `arange(0, 1, interval)` (plus right edges 1, 2, 3) are accumulated batch by batch, so the
+    test set never sits in memory. Maps are expected in [0, 1] (wsolevaluation min-max
+    normalises each map first: `localization.normalize_maps`).
+    """
+
+    def __init__(self, interval: float = 0.01):
+        self.thresholds = np.arange(0, 1, interval)
+        self._edges = np.append(self.thresholds, [1.0, 2.0, 3.0])
+        self.foreground_hist = np.zeros(len(self._edges) - 1)
+        self.background_hist = np.zeros(len(self._edges) - 1)
+
+    def update(self, maps, masks) -> None:
+        """Add `(N, H, W)` maps and their `(N, H, W)` ground-truth masks (non-zero = object)."""
+        maps = np.asarray(maps, np.float64)
+        masks = np.asarray(masks) > 0
+        if maps.shape != masks.shape:
+            raise ValueError(f'maps {maps.shape} and masks {masks.shape} must have the same shape')
+        self.foreground_hist += np.histogram(maps[masks], bins=self._edges)[0]
+        self.background_hist += np.histogram(maps[~masks], bins=self._edges)[0]
+
+    def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
+        """Precision and recall at decreasing thresholds (index 0: the empty top bin)."""
+        n_foreground = self.foreground_hist.sum()
+        if n_foreground <= 0:
+            raise ValueError('PxAP needs at least one foreground pixel in the ground-truth masks')
+        tp = self.foreground_hist[::-1].cumsum()
+        fp = self.background_hist[::-1].cumsum()
+        # Where nothing is predicted (tp + fp == 0) wsolevaluation divides 0 by 0; that point's
+        # recall increment is 0, so any finite precision gives the same sum.
+        precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
+        return precision, tp / n_foreground
+
+    def result(self) -> float:
+        precision, recall = self.precision_recall()
+        return float(np.sum(precision[1:] * np.diff(recall)))
+
+
+def pxap(maps, masks, interval: float = 0.01) -> float:
+    """PxAP of `(N, H, W)` maps in [0, 1] against `(N, H, W)` binary masks (a fraction)."""
+    acc = PxAPAccumulator(interval)
+    acc.update(maps, masks)
+    return acc.result()
+
+
+def _boxes_at_threshold(map_uint8: np.ndarray, threshold: float) -> np.ndarray:
+    """wsolevaluation's `scoremap2bbox` with multi-contour evaluation: all contours' boxes."""
+    height, width = map_uint8.shape
+    binary = (map_uint8 > int(threshold * map_uint8.max())).astype(np.uint8)
+    contours, _ = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return np.zeros((1, 4))
+    boxes = []
+    for contour in contours:
+        x, y, w, h = cv2.boundingRect(contour)
+        boxes.append((x, y, min(x + w, width - 1), min(y + h, height - 1)))
+    return np.asarray(boxes, np.float64)
+
+
+class MaxBoxAccV2Accumulator:
+    """MaxBoxAccV2 (Choe et al., 2020) as wsolevaluation's BoxEvaluator computes it.
+
+    For every map threshold in `arange(0, 1, interval)` every contour's box is a candidate (the
+    map quantised to uint8, `> int(threshold * max)`, boxes clipped to `W - 1, H - 1`); an image
+    counts as correct at that threshold if any candidate reaches the IoU. The result is, per IoU
+    in `iou_thresholds` (percent), the accuracy at the best threshold, and their mean.
+    """
+
+    def __init__(self, interval: float = 0.01, iou_thresholds: Sequence[int] = (30, 50, 70)):
+        self.thresholds = np.arange(0, 1, interval)
+        self.iou_thresholds = tuple(iou_thresholds)
+        self.num_correct = np.zeros((len(self.iou_thresholds), len(self.thresholds)))
+        self.count = 0
+
+    def update(self, maps, gt_boxes) -> None:
+        """Add `(N, H, W)` maps in [0, 1] and `(N, K, 4)` ground-truth boxes."""
+        maps = np.asarray(maps, np.float32)
+        gt_boxes = np.asarray(gt_boxes)
+        if gt_boxes.ndim == 2:
+            gt_boxes = gt_boxes[:, None]
+        for scoremap, gt in zip(maps, gt_boxes):
+            gt = gt[valid_boxes(gt)]
+            map_uint8 = (scoremap * 255).astype(np.uint8)
+            best = np.array([box_iou(_boxes_at_threshold(map_uint8, t)[:, None], gt[None]).max()
+                             for t in self.thresholds])
+            self.num_correct += best[None, :] >= np.asarray(self.iou_thresholds)[:, None] / 100
+            self.count += 1
+
+    def result(self) -> dict[str, float]:
+        if self.count == 0:
+            raise ValueError('MaxBoxAccV2 needs at least one image')
+        best = (self.num_correct / self.count).max(axis=1)
+        out = {f'maxboxacc_iou{t}': float(b) for t, b in zip(self.iou_thresholds, best)}
+        out['maxboxacc_v2'] = float(best.mean())
+        return out

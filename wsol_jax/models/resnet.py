@@ -1,0 +1,127 @@
+"""ResNet-18/34/50/101 backbones, structurally identical to torchvision's.
+
+Same blocks, strides (v1.5: the stride of a bottleneck sits on its 3x3 conv), padding and
+BatchNorm placement, so that parameter shapes match torchvision one to one (NHWC/HWIO layout)
+and ImageNet weights can be mapped in by name (`wsol_jax.models.pretrained`).
+
+`width` scales every channel count (1.0 = torchvision); the synthetic CPU benchmark uses a
+narrow network. `dtype` is the compute dtype (e.g. bfloat16); parameters stay float32.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+ModuleDef = Any
+
+# name -> (block kind, blocks per stage)
+RESNET_SPECS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
+    'resnet18': ('basic', (2, 2, 2, 2)),
+    'resnet34': ('basic', (3, 4, 6, 3)),
+    'resnet50': ('bottleneck', (3, 4, 6, 3)),
+    'resnet101': ('bottleneck', (3, 4, 23, 3)),
+}
+EXPANSION = {'basic': 1, 'bottleneck': 4}
+STAGE_WIDTHS = (64, 128, 256, 512)
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count `channels * width`, at least 1."""
+    return max(1, int(round(channels * width)))
+
+
+def stage_channels(depth: str, width: float = 1.0) -> tuple[int, ...]:
+    """Output channels of (stem, layer1, ..., layer4) for a backbone, e.g. resnet18 at width 1:
+    (64, 64, 128, 256, 512); resnet50: (64, 256, 512, 1024, 2048)."""
+    kind, _ = _spec(depth)
+    return (scaled(64, width),) + tuple(scaled(c, width) * EXPANSION[kind] for c in STAGE_WIDTHS)
+
+
+def _spec(depth: str) -> tuple[str, tuple[int, ...]]:
+    if depth not in RESNET_SPECS:
+        raise ValueError(f'unknown ResNet depth {depth!r}; choose one of {sorted(RESNET_SPECS)}')
+    return RESNET_SPECS[depth]
+
+
+def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    # torchvision pads k // 2 on every side; Flax's 'SAME' pads asymmetrically for stride 2.
+    return ((k // 2, k // 2), (k // 2, k // 2))
+
+
+class BasicBlock(nn.Module):
+    """torchvision BasicBlock: conv3x3(stride) - bn - relu - conv3x3 - bn, + shortcut, relu."""
+    planes: int
+    stride: int
+    conv: ModuleDef
+    norm: ModuleDef
+
+    @nn.compact
+    def __call__(self, x):
+        residual = x
+        y = self.conv(self.planes, (3, 3), (self.stride, self.stride), padding=_pad(3), name='conv1')(x)
+        y = nn.relu(self.norm(name='bn1')(y))
+        y = self.conv(self.planes, (3, 3), padding=_pad(3), name='conv2')(y)
+        y = self.norm(name='bn2')(y)
+        if self.stride != 1 or x.shape[-1] != self.planes:
+            residual = self.conv(self.planes, (1, 1), (self.stride, self.stride), padding=0,
+                                 name='downsample_conv')(x)
+            residual = self.norm(name='downsample_bn')(residual)
+        return nn.relu(y + residual)
+
+
+class Bottleneck(nn.Module):
+    """torchvision Bottleneck (v1.5): conv1x1 - conv3x3(stride) - conv1x1(x4), bn after each."""
+    planes: int
+    stride: int
+    conv: ModuleDef
+    norm: ModuleDef
+
+    @nn.compact
+    def __call__(self, x):
+        out_ch = self.planes * EXPANSION['bottleneck']
+        residual = x
+        y = nn.relu(self.norm(name='bn1')(self.conv(self.planes, (1, 1), padding=0, name='conv1')(x)))
+        y = self.conv(self.planes, (3, 3), (self.stride, self.stride), padding=_pad(3), name='conv2')(y)
+        y = nn.relu(self.norm(name='bn2')(y))
+        y = self.norm(name='bn3')(self.conv(out_ch, (1, 1), padding=0, name='conv3')(y))
+        if self.stride != 1 or x.shape[-1] != out_ch:
+            residual = self.conv(out_ch, (1, 1), (self.stride, self.stride), padding=0,
+                                 name='downsample_conv')(x)
+            residual = self.norm(name='downsample_bn')(residual)
+        return nn.relu(y + residual)
+
+
+class ResNet(nn.Module):
+    """ResNet backbone without the classification head.
+
+    Input: `(N, H, W, 3)` normalised images. Output: the list of feature maps
+    `[stem (H/2), layer1 (H/4), layer2 (H/8), layer3 (H/16), layer4 (H/32)]`, which the
+    classifier pools and the U-Net decoder uses as skip connections.
+    """
+    depth: str = 'resnet18'
+    width: float = 1.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False) -> Sequence[jnp.ndarray]:
+        kind, blocks = _spec(self.depth)
+        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+        # torchvision BatchNorm2d: momentum 0.1 (Flax: 0.9), eps 1e-5.
+        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                                 epsilon=1e-5, dtype=self.dtype)
+        block_cls = BasicBlock if kind == 'basic' else Bottleneck
+        x = x.astype(self.dtype)
+        x = conv(scaled(64, self.width), (7, 7), (2, 2), padding=_pad(7), name='conv1')(x)
+        x = nn.relu(norm(name='bn1')(x))
+        features = [x]
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
+        for stage, (n_blocks, planes) in enumerate(zip(blocks, STAGE_WIDTHS)):
+            for b in range(n_blocks):
+                stride = 2 if stage > 0 and b == 0 else 1
+                x = block_cls(scaled(planes, self.width), stride, conv, norm,
+                              name=f'layer{stage + 1}_{b}')(x)
+            features.append(x)
+        return features

@@ -1,0 +1,160 @@
+"""Results a person can read and look at: results.json, results.md and PNG figures.
+
+* `selection.png`: mean S and validation GT-known loc per epoch, the selected epoch marked (the
+  paper's early-stopping story in one figure);
+* `overlays.png`: test images with the selected map, GT box (green) and predicted box (red),
+  beside the CAM baseline (Fig. 5);
+* `strip.png`: the maps of a few validation images across epochs (Fig. 4).
+"""
+from __future__ import annotations
+
+import glob
+import importlib.metadata
+import json
+import os
+import subprocess
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from wsol_jax.data.dataset import crop_offset  # noqa: E402
+
+METRIC_NAMES = {'gt_known_loc': 'GT-known loc', 'top1_loc': 'Top-1 loc', 'top1_cls': 'Top-1 cls',
+                'pxap': 'PxAP', 'maxboxacc_v2': 'MaxBoxAccV2'}
+VARIANT_NAMES = {'weight_map_selected': 'weight map g, epoch selected by S',
+                 'weight_map_last': 'weight map g, last epoch', 'cam': 'CAM of f (baseline)'}
+PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'opencv-python-headless',
+            'ml-collections')
+
+
+def provenance() -> dict:
+    """Library versions and the git commit of the code, for reproducing any number."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=here, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(['git', 'status', '--porcelain'], cwd=here, capture_output=True,
+                                    text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {'versions': versions, 'git_commit': commit, 'git_dirty': dirty}
+
+
+def markdown_table(results: dict, selection: dict) -> str:
+    cols = [k for k in METRIC_NAMES if any(k in r for r in results.values())]
+    lines = [f'Selected epoch: {selection["selected_epoch"]} of {selection["last_epoch"]} '
+             f'({selection["criterion"]}). Metrics in %.', '',
+             '| method | ' + ' | '.join(METRIC_NAMES[c] for c in cols) + ' |',
+             '|---|' + '---|' * len(cols)]
+    for variant, r in results.items():
+        cells = [f'{100 * r[c]:.2f}' if c in r else '-' for c in cols]
+        lines.append(f'| {VARIANT_NAMES.get(variant, variant)} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def plot_selection(selection: dict, path: str) -> None:
+    epochs = sorted(int(e) for e in selection['history'])
+    hist = [selection['history'][str(e)] for e in epochs]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(epochs, [h['mean_S'] for h in hist], 'o-', label='mean S (validation, Eq. 6)')
+    if all('val/gt_known_loc' in h for h in hist):
+        ax.plot(epochs, [h['val/gt_known_loc'] for h in hist], 's--', label='GT-known loc (validation)')
+    ax.axvline(selection['selected_epoch'], color='k', ls=':', label='selected epoch')
+    ax.set_xlabel('epoch of g')
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc='lower left', fontsize=8)
+    ax.set_title('Early stopping by the containment score S')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _center(images_uint8: np.ndarray, crop_size: int) -> np.ndarray:
+    o = crop_offset(images_uint8.shape[1], crop_size)
+    return images_uint8[:, o:o + crop_size, o:o + crop_size]
+
+
+def _draw_box(ax, box, color):
+    x0, y0, x1, y1 = box
+    ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=color, lw=1.5))
+
+
+def plot_overlays(images_uint8: np.ndarray, samples, crop_size: int, path: str) -> None:
+    """Rows: test images; columns: image + boxes of g, map of g, map of CAM (+ its box)."""
+    images = _center(images_uint8, crop_size)
+    n = len(samples.indices)
+    cols = 4
+    fig, axes = plt.subplots(n, cols, figsize=(2 * cols, 2 * n), squeeze=False)
+    for row in range(n):
+        gt = samples.gt_boxes[row]
+        panels = [('image', None, samples.boxes['weight_map_selected'][row]),
+                  ('g (selected)', samples.maps['weight_map_selected'][row], samples.boxes['weight_map_selected'][row]),
+                  ('g (last)', samples.maps['weight_map_last'][row], samples.boxes['weight_map_last'][row]),
+                  ('CAM', samples.maps['cam'][row], samples.boxes['cam'][row])]
+        for col, (title, m, box) in enumerate(panels):
+            ax = axes[row, col]
+            ax.imshow(images[samples.indices[row]])
+            if m is not None:
+                ax.imshow(m, cmap='jet', alpha=0.5, vmin=0, vmax=1)
+            for g in gt[gt[:, 0] >= 0]:
+                _draw_box(ax, g, 'lime')
+            _draw_box(ax, box, 'red')
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_strip(strip_dir: str, images_uint8: np.ndarray, crop_size: int, selected: int, path: str,
+               max_columns: int = 12) -> None:
+    """Fig. 4: maps of the same validation images over the epochs of g."""
+    files = sorted(glob.glob(os.path.join(strip_dir, 'epoch_*.npy')))
+    if not files:
+        return
+    epochs = [int(os.path.basename(f)[6:9]) for f in files]
+    pick = np.unique(np.linspace(0, len(files) - 1, min(max_columns, len(files))).round().astype(int))
+    if selected in epochs and epochs.index(selected) not in pick:
+        pick = np.sort(np.append(pick, epochs.index(selected)))
+    maps = [np.load(files[i]) for i in pick]
+    n = min(len(maps[0]), len(images_uint8))
+    images = _center(images_uint8[:n], crop_size)
+    fig, axes = plt.subplots(n, len(pick) + 1, figsize=(1.4 * (len(pick) + 1), 1.4 * n), squeeze=False)
+    for r in range(n):
+        axes[r, 0].imshow(images[r])
+        for c, (i, m) in enumerate(zip(pick, maps)):
+            axes[r, c + 1].imshow(m[r], cmap='gray', vmin=0, vmax=255)
+            if r == 0:
+                star = ' *' if epochs[i] == selected else ''
+                axes[r, c + 1].set_title(f'ep {epochs[i]}{star}', fontsize=8)
+        for ax in axes[r]:
+            ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(workdir: str, config, results: dict, selection: dict, samples, data, timings: dict) -> None:
+    record = {'method': config.method, 'seed': config.seed, 'results': results,
+              'selected_epoch': selection['selected_epoch'], 'last_epoch': selection['last_epoch'],
+              'history': selection['history'], 'timings_s': timings, 'config': config.to_dict(),
+              **provenance()}
+    with open(os.path.join(workdir, 'results.json'), 'w') as fh:
+        json.dump(record, fh, indent=1, default=str)
+    with open(os.path.join(workdir, 'results.md'), 'w') as fh:
+        fh.write(f'# wsol-jax results: {config.method}\n\n' + markdown_table(results, selection))
+    plot_selection(selection, os.path.join(workdir, 'selection.png'))
+    plot_overlays(data.test.images[:len(samples.indices)], samples, config.data.crop_size,
+                  os.path.join(workdir, 'overlays.png'))
+    plot_strip(os.path.join(workdir, 'strip'), data.val.images[:config.eval.strip_images], config.data.crop_size,
+               selection['selected_epoch'], os.path.join(workdir, 'strip.png'))

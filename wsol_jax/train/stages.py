@@ -1,0 +1,190 @@
+"""The training stages of the method: pre-train `f`, train `g`, select the epoch by S.
+
+Workdir layout: `f_classifier/` (Method I `f`; also the classifier of Top-1 cls and the CAM
+baseline in both methods), `f_siamese/` (Method II `f`), `g/` (one checkpoint per epoch, ranked
+by mean S), `strip/epoch_XXX.npy` (maps of a few validation images per epoch, for the Fig. 4-style
+strip), `selection.json`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Optional
+
+import jax
+import numpy as np
+
+from wsol_jax import localization, metrics, parallel
+from wsol_jax.data.dataset import Dataset, center_crop_boxes, steps_per_epoch
+from wsol_jax.data.pipeline import classification_batches, map_split, triplet_batches
+from wsol_jax.errors import WorkdirError
+from wsol_jax.train import checkpoint, loop, steps
+from wsol_jax.train.state import (TrainState, build_classifier, build_weight_map_net,
+                                  create_train_state, make_optimizer)
+
+F_CLASSIFIER, F_SIAMESE, G_DIR, STRIP_DIR, SELECTION = 'f_classifier', 'f_siamese', 'g', 'strip', 'selection.json'
+
+
+@dataclasses.dataclass
+class Context:
+    config: object
+    workdir: str
+    data: Dataset
+    mesh: object
+    writer: Optional[object] = None
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.workdir, *parts)
+
+    @property
+    def crop(self) -> int:
+        return self.config.data.crop_size
+
+    def key(self, name: str) -> jax.Array:
+        """A PRNG key per stage, derived from `config.seed`."""
+        return jax.random.fold_in(jax.random.key(self.config.seed), sum(map(ord, name)))
+
+
+def _f_setup(ctx: Context, siamese: bool) -> tuple[object, TrainState, int]:
+    cfg = ctx.config
+    model = build_classifier(cfg, cfg.f.embed_dim if siamese else ctx.data.num_classes)
+    n_steps = steps_per_epoch(len(ctx.data.train), cfg.f.batch_size)
+    state = create_train_state(model, ctx.key('init_f'), (1, ctx.crop, ctx.crop, 3),
+                               make_optimizer(cfg.f.optimizer, n_steps))
+    return model, parallel.replicate(state, ctx.mesh), n_steps
+
+
+def train_f(ctx: Context) -> None:
+    """Stage train_f: the classifier (cross-entropy) and, for Method II, the Siamese embedding
+    (triplet loss, Eq. 2). Both are frozen afterwards."""
+    cfg = ctx.config
+    parallel.check_batch_size(cfg.f.batch_size, ctx.mesh, 'config.f')
+    todo = [False] + ([True] if cfg.method == 'method2' else [])
+    for siamese in todo:
+        model, state, n_steps = _f_setup(ctx, siamese)
+        if len(ctx.data.train) < cfg.f.batch_size:
+            raise WorkdirError(f'the training split has {len(ctx.data.train)} images, fewer than '
+                               f'config.f.batch_size={cfg.f.batch_size}')
+        if siamese:
+            fn = functools.partial(steps.f_triplet_step, model, ctx.crop, cfg.f.margin)
+            batches = functools.partial(triplet_batches, ctx.data.train, cfg.f.batch_size, ctx.mesh)
+            per_step = 3 * cfg.f.batch_size
+        else:
+            fn = functools.partial(steps.f_classifier_step, model, ctx.crop)
+            batches = functools.partial(classification_batches, ctx.data.train, cfg.f.batch_size, ctx.mesh)
+            per_step = cfg.f.batch_size
+        name = F_SIAMESE if siamese else F_CLASSIFIER
+        spec = loop.Loop(name, ctx.path(name), cfg.f.epochs, n_steps, per_step, writer=ctx.writer)
+        loop.run(spec, state, steps.compile_step(fn, ctx.mesh), batches, ctx.key(name))
+
+
+def frozen_f(ctx: Context, siamese: bool) -> tuple[object, dict]:
+    """`(f, its variables)` restored from the workdir, replicated over the mesh."""
+    model, state, _ = _f_setup(ctx, siamese)
+    name = F_SIAMESE if siamese else F_CLASSIFIER
+    variables, _ = checkpoint.restore_variables(ctx.path(name), state, what=f'f ({name})')
+    return model, variables
+
+
+def g_setup(ctx: Context) -> tuple[object, TrainState, int]:
+    cfg = ctx.config
+    model = build_weight_map_net(cfg)
+    n_steps = steps_per_epoch(len(ctx.data.train), cfg.g.batch_size)
+    state = create_train_state(model, ctx.key('init_g'), (1, ctx.crop, ctx.crop, 3),
+                               make_optimizer(cfg.g.optimizer, n_steps))
+    return model, parallel.replicate(state, ctx.mesh), n_steps
+
+
+def compile_weight_maps(ctx: Context, g_model):
+    """`(g_vars, images) -> (M, M_hat)` compiled once per run."""
+    return jax.jit(functools.partial(steps.weight_maps, g_model, ctx.crop, ctx.config.eval.threshold_ratio))
+
+
+def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
+    """Mean S (Eq. 6) over the validation split, the selection criterion (no box used), and,
+    only for the plot of the report, GT-known loc on the validation boxes when there are any.
+    Returns the metrics and the maps of the first `eval.strip_images` validation images."""
+    split, cfg = ctx.data.val, ctx.config
+    score = jax.jit(localization.containment_score)
+    s_values, ious, strip = [], [], []
+    for (maps, maps_hat), valid in map_split(lambda b: map_fn(g_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh):
+        boxes = localization.boxes_from_maps(parallel.to_host(maps_hat), cfg.eval.threshold_ratio)
+        s_values.append(parallel.to_host(score(maps_hat, boxes))[:len(valid)])
+        if split.boxes is not None:
+            gt = center_crop_boxes(split.boxes[valid], split.size, ctx.crop)
+            ious.append(metrics.best_iou(boxes[:len(valid)], gt))
+        if sum(map(len, strip)) < cfg.eval.strip_images:
+            strip.append(parallel.to_host(maps)[:len(valid)])
+    out = {'mean_S': float(np.mean(np.concatenate(s_values)))}
+    if ious:
+        out['val/gt_known_loc'] = float(np.mean(np.concatenate(ious) >= 0.5))
+    return out, np.concatenate(strip)[:cfg.eval.strip_images]
+
+
+def train_g(ctx: Context) -> None:
+    """Stage train_g: `g` with `f` frozen; after every epoch the mean S on the validation split
+    and a checkpoint."""
+    cfg = ctx.config
+    parallel.check_batch_size(cfg.g.batch_size, ctx.mesh, 'config.g')
+    parallel.check_batch_size(cfg.eval.batch_size, ctx.mesh, 'config.eval')
+    f_model, f_vars = frozen_f(ctx, siamese=(cfg.method == 'method2'))
+    g_model, state, n_steps = g_setup(ctx)
+    fn = functools.partial(steps.g_step, g_model, f_model, cfg.g, ctx.crop, cfg.method)
+    compiled = steps.compile_step(fn, ctx.mesh, n_frozen=1)
+    step = lambda s, batch, rng: compiled(s, f_vars, batch, rng)
+    if cfg.method == 'method2':
+        batches = functools.partial(triplet_batches, ctx.data.train, cfg.g.batch_size, ctx.mesh)
+    else:
+        batches = functools.partial(classification_batches, ctx.data.train, cfg.g.batch_size, ctx.mesh)
+    map_fn = compile_weight_maps(ctx, g_model)
+    os.makedirs(ctx.path(STRIP_DIR), exist_ok=True)
+
+    def epoch_end(epoch: int, s: TrainState):
+        scores, strip = validation_scores(ctx, map_fn, s.variables)
+        if parallel.is_chief():
+            np.save(ctx.path(STRIP_DIR, f'epoch_{epoch:03d}.npy'), (strip * 255).round().astype(np.uint8))
+        return scores, {}
+
+    per_step = cfg.g.batch_size * (3 if cfg.method == 'method2' else 1)
+    spec = loop.Loop('g', ctx.path(G_DIR), cfg.g.epochs, n_steps, per_step, best_metric='mean_S',
+                     writer=ctx.writer)
+    loop.run(spec, state, step, batches, ctx.key('g'), epoch_end)
+
+
+def select(ctx: Context) -> dict:
+    """Stage select: the epoch of `g` with the highest mean S (Eq. 6); no box or mask is used."""
+    directory = ctx.path(G_DIR)
+    if not os.path.isdir(directory):
+        raise WorkdirError(f'no checkpoint of g in {directory}; run --stage=train_g first')
+    mgr = checkpoint.manager(directory, best_metric='mean_S', read_only=True)
+    if not mgr.all_steps():
+        raise WorkdirError(f'no checkpoint of g in {directory}; run --stage=train_g first')
+    history = {e: m['metrics'] for e, m in checkpoint.all_meta(mgr).items()}
+    selection = {'selected_epoch': int(mgr.best_step()), 'last_epoch': int(mgr.latest_step()),
+                 'criterion': 'max mean containment score S (Eq. 6) on the validation split',
+                 'history': {str(e): history[e] for e in sorted(history)}}
+    if parallel.is_chief():
+        with open(ctx.path(SELECTION), 'w') as fh:
+            json.dump(selection, fh, indent=1)
+    print(f'[select] epoch {selection["selected_epoch"]} '
+          f'(mean S {history[selection["selected_epoch"]]["mean_S"]:.4f}) of {len(history)}')
+    return selection
+
+
+def load_selection(ctx: Context) -> dict:
+    path = ctx.path(SELECTION)
+    if not os.path.exists(path):
+        raise WorkdirError(f'{path} is missing; run --stage=select first')
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def restore_g(ctx: Context, g_state: TrainState, epoch: int) -> dict:
+    variables, _ = checkpoint.restore_variables(ctx.path(G_DIR), g_state, epoch, what='g')
+    return variables
+
+
+__all__ = ['Context', 'train_f', 'train_g', 'select', 'frozen_f', 'g_setup', 'restore_g',
+           'load_selection', 'compile_weight_maps']

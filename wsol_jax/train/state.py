@@ -1,0 +1,63 @@
+"""Train state, optimiser and model construction from a config."""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from wsol_jax.models import Classifier, WeightMapNet
+
+
+class TrainState(train_state.TrainState):
+    """Flax's TrainState plus BatchNorm running statistics."""
+    batch_stats: Any = None
+
+    @property
+    def variables(self) -> dict:
+        return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def compute_dtype(name: str):
+    if name not in ('float32', 'bfloat16'):
+        raise ValueError(f"config.dtype must be 'float32' or 'bfloat16', got {name!r}")
+    return jnp.dtype(name)
+
+
+def build_classifier(config, num_outputs: int) -> Classifier:
+    """`f` for Method I (`num_outputs` = classes) or Method II (`num_outputs` = embedding)."""
+    return Classifier(num_outputs, config.f.depth, config.f.width, compute_dtype(config.dtype))
+
+
+def build_weight_map_net(config) -> WeightMapNet:
+    return WeightMapNet(config.g.depth, config.g.width, tuple(config.g.decoder_channels),
+                        compute_dtype(config.dtype))
+
+
+def make_optimizer(opt_cfg, steps_per_epoch: int) -> optax.GradientTransformation:
+    """SGD (or Adam) with the paper's step decay: the learning rate is multiplied by
+    `decay_factor` every `decay_every` epochs; weight decay is added to the gradient as
+    PyTorch's SGD does."""
+    schedule = optax.exponential_decay(
+        opt_cfg.learning_rate, transition_steps=max(1, opt_cfg.decay_every * steps_per_epoch),
+        decay_rate=opt_cfg.decay_factor, staircase=True)
+    if opt_cfg.name == 'sgd':
+        base = optax.sgd(schedule, momentum=opt_cfg.momentum or None)
+    elif opt_cfg.name == 'adam':
+        base = optax.adam(schedule)
+    else:
+        raise ValueError(f"optimizer.name must be 'sgd' or 'adam', got {opt_cfg.name!r}")
+    return optax.chain(optax.add_decayed_weights(opt_cfg.weight_decay), base)
+
+
+def create_train_state(model, rng: jax.Array, input_shape: tuple[int, ...],
+                       tx: optax.GradientTransformation, params: Any = None,
+                       batch_stats: Any = None) -> TrainState:
+    """Initialise `model` on zeros of `input_shape` (or take given params, e.g. pretrained)."""
+    variables = jax.jit(model.init)(rng, jnp.zeros(input_shape, jnp.float32))
+    return TrainState.create(apply_fn=model.apply,
+                             params=variables['params'] if params is None else params,
+                             batch_stats=variables['batch_stats'] if batch_stats is None else batch_stats,
+                             tx=tx)
