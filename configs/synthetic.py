@@ -13,15 +13,16 @@ def get_config(arg: str = 'method1'):
     c.data.update(dict(source='synthetic', image_size=64, crop_size=64, num_classes=6))
     c.data.num_train = 2000
     c.data.num_val = 256
+    c.data.val_split = 'val'   # the generator makes its own validation split
     c.data.num_test = 512
     c.data.num_distractors = 3
     c.data.min_scale = 0.35
     c.data.max_scale = 0.8
     c.data.part_scale = 0.12
-    c.data.body_class_signal = 0.0
+    c.data.body_class_signal = 1.0
     c.f.update(dict(width=0.25, embed_dim=32, epochs=8, batch_size=32))
     c.f.optimizer = optimizer(0.05, 1e-4, decay_every=6)
     c.g.update(dict(width=0.25, epochs=12, batch_size=32))
-    c.g.optimizer = optimizer(0.01, 1e-5, decay_every=1000)
+    c.g.optimizer = optimizer(0.03, 1e-5, decay_every=1000)
     c.eval.batch_size = 128
     return c

@@ -31,8 +31,17 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.seed = 0
     c.dtype = 'float32'          # compute dtype; 'bfloat16' keeps float32 parameters
     c.distributed = False        # call jax.distributed.initialize() (multi-host runs)
-    c.data = ml_collections.ConfigDict(dict(source='synthetic', root='', image_size=256, crop_size=224,
-                                            num_classes=0))
+    c.data = ml_collections.ConfigDict(dict(
+        source='synthetic',      # synthetic | cub | cars | flowers | tiny_imagenet | wsolevaluation | tfds
+        root='',                 # the unpacked dataset (TFDS: its data_dir)
+        metadata_dir='',         # wsolevaluation: default <root>/metadata
+        tfds_name='',            # tfds: caltech_birds2011 | cars196 | oxford_flowers102
+        cache_dir='',            # decoded uint8 cache; default <workdir>/data_cache
+        image_size=256, crop_size=224,
+        num_classes=0,           # 0: read from the data
+        val_split='holdout',     # holdout: num_val images held out of train | val: the dataset's own
+        num_val=500,
+        on_bad_sample='error'))  # error | skip (missing or corrupt files)
     c.f = ml_collections.ConfigDict(dict(
         depth='resnet18', width=1.0, embed_dim=200, margin=1.0, epochs=200, batch_size=16,
         pretrained='', optimizer=optimizer(1e-3, 1e-4, decay_every=80)))
@@ -65,3 +74,8 @@ def validate(config) -> None:
     need(crop % 32 == 0, 'data.crop_size', f'must be divisible by 32 (g downscales 32x), got {crop}')
     need(crop <= size, 'data.crop_size', f'must not exceed data.image_size={size}')
     need(0 < config.eval.threshold_ratio < 1, 'eval.threshold_ratio', 'must be in (0, 1)')
+    need(config.data.val_split in ('holdout', 'val'), 'data.val_split', "must be 'holdout' or 'val'")
+    need(config.data.on_bad_sample in ('error', 'skip'), 'data.on_bad_sample', "must be 'error' or 'skip'")
+    if config.data.source != 'synthetic':
+        need(bool(config.data.root), 'data.root', 'is empty: set it to the unpacked dataset, e.g. '
+             '--config.data.root=/data/CUB_200_2011')

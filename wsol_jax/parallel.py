@@ -26,8 +26,9 @@ def maybe_initialize_distributed(enabled: bool) -> None:
         jax.distributed.initialize()
 
 
-def make_mesh() -> Mesh:
-    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def make_mesh(devices=None) -> Mesh:
+    """A one-axis mesh over `devices` (default: all devices of all hosts)."""
+    return Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -51,7 +51,7 @@ def run(config, workdir: str, stage: str = 'all') -> dict:
         with open(os.path.join(workdir, 'config.json'), 'w') as fh:
             json.dump(config.to_dict(), fh, indent=1, default=str)
     t0 = time.perf_counter()
-    data = load_dataset(config)
+    data = load_dataset(config, cache_dir=os.path.join(workdir, 'data_cache'))
     print(f'[data] {config.data.source}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} '
           f'images, {data.num_classes} classes ({time.perf_counter() - t0:.1f} s); '
           f'{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} host(s)')

@@ -1,14 +1,17 @@
 """A synthetic weakly-supervised localization benchmark, generated deterministically from a seed.
 
-It reproduces the situation the paper is about:
-  * every object is a large textured "body" (an ellipse of random size, aspect, angle and
-    position) that looks the same in all classes;
-  * the class is decided only by a small discriminative "part" on the body (its colour and
-    shape), so a classifier can be right while looking at a fraction of the object;
+It reproduces the fine-grained situation the paper is about:
+  * every object is a large striped "body" (an ellipse of random size, aspect, angle and
+    position); classes come in pairs ("genera") whose bodies share a colour, so the body tells
+    the genus but never the class;
+  * the two classes of a genus differ only in a small discriminative "part" on the body (one of
+    two kinds, each with its own colour and shape, the same two kinds in every genus), so the
+    part plus a glimpse of the body colour around it decide the class: a classifier can be
+    right while looking at a fraction of the object, and its CAM tends to light up that part;
   * backgrounds are cluttered (smooth colour noise plus fine noise) and hold distractor shapes
     that carry no part;
-  * `body_class_signal` > 0 tints the body per class, a weak cue spread over the whole object
-    (as plumage colour is for birds); 0 makes the part the only cue.
+  * `body_class_signal` in [0, 1] scales how strongly the body colour differs between genera
+    (0: one body colour for all classes, the part is then the only cue).
 Each image has a label, a GT box (the body's bounding rectangle, `[x, y, x + w, y + h]` as
 `boxes_from_maps` returns) and a GT foreground mask. Training uses labels only.
 """
@@ -19,9 +22,13 @@ import numpy as np
 
 from wsol_jax.data.dataset import Dataset, Split
 
-PART_COLORS = np.array([(230, 30, 30), (30, 200, 40), (40, 60, 240), (240, 220, 20),
-                        (230, 40, 230), (20, 220, 230), (255, 140, 0), (140, 80, 20)], np.float32)
-PART_SHAPES = ('disc', 'square', 'triangle')
+# The two kinds of discriminative part: class = 2 * genus + part kind.
+PART_COLORS = np.array([(235, 30, 30), (245, 235, 40)], np.float32)
+PART_SHAPES = ('disc', 'triangle')
+# Saturated body colours, one per genus (pair of classes), far from the ImageNet mean colour so
+# that masking the body (which turns it into the mean colour) changes the image.
+GENUS_COLORS = np.array([(200, 120, 40), (40, 160, 150), (150, 60, 170), (60, 90, 200)], np.float32)
+NEUTRAL_BODY = np.array([170, 150, 60], np.float32)
 SPLIT_IDS = {'train': 0, 'val': 1, 'test': 2}
 
 
@@ -70,18 +77,18 @@ def _body(rng, size, min_scale, max_scale):
 
 def make_image(rng: np.random.Generator, label: int, size: int, *, num_distractors: int = 3,
                min_scale: float = 0.35, max_scale: float = 0.8, part_scale: float = 0.12,
-               body_class_signal: float = 0.0, num_classes: int = 6):
+               body_class_signal: float = 0.0):
     """One image: `(image (S, S, 3) uint8, box (4,) int, mask (S, S) uint8)`."""
     image = _background(rng, size)
     _distractors(rng, image, rng.integers(1, num_distractors + 1) if num_distractors else 0)
     (cx, cy), axes, angle, mask = _body(rng, size, min_scale, max_scale)
-    # The body: a common mid-grey-blue with stripes, optionally tinted by class.
-    tint = body_class_signal * (PART_COLORS[label % len(PART_COLORS)] - 128) * 0.5
-    base = np.array([120, 110, 150], np.float32) + tint + rng.normal(0, 8, 3)
+    # The body: the genus colour (label // 2) with dark stripes across it.
+    genus = GENUS_COLORS[(label // 2) % len(GENUS_COLORS)]
+    base = NEUTRAL_BODY + body_class_signal * (genus - NEUTRAL_BODY) + rng.normal(0, 8, 3)
     yy, xx = np.mgrid[:size, :size]
     theta = np.deg2rad(angle)
-    stripes = 25 * np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * (2 * np.pi / max(4, axes.min() / 2)))
-    body = base[None, None] + stripes[..., None]
+    phase = (xx * np.cos(theta) + yy * np.sin(theta)) * (2 * np.pi / max(4, axes.min() / 2))
+    body = base[None, None] * (0.75 + 0.25 * np.sin(phase))[..., None]
     image = np.where(mask[..., None] > 0, body, image)
     outline = np.zeros((size, size), np.uint8)
     cv2.ellipse(outline, ((cx, cy), (2 * axes[0], 2 * axes[1]), angle), 1, max(1, size // 64))
@@ -92,8 +99,7 @@ def make_image(rng: np.random.Generator, label: int, size: int, *, num_distracto
     if len(inner) == 0:
         inner = np.argwhere(mask > 0)
     py, px = inner[rng.integers(len(inner))]
-    _draw_shape(image, PART_SHAPES[label % len(PART_SHAPES)], px, py, r_part,
-                PART_COLORS[label % len(PART_COLORS)])
+    _draw_shape(image, PART_SHAPES[label % 2], px, py, r_part, PART_COLORS[label % 2])
     image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
     x, y, w, h = cv2.boundingRect(mask)
     return image, np.array([x, y, x + w, y + h], np.int32), mask
@@ -101,11 +107,11 @@ def make_image(rng: np.random.Generator, label: int, size: int, *, num_distracto
 
 def make_split(seed: int, split: str, n: int, size: int, num_classes: int, **kwargs) -> Split:
     """`n` images of a split, deterministic in `(seed, split)`; classes are balanced."""
-    if num_classes > len(PART_COLORS):
-        raise ValueError(f'the synthetic benchmark has at most {len(PART_COLORS)} classes, got {num_classes}')
+    if not 2 <= num_classes <= 2 * len(GENUS_COLORS):
+        raise ValueError(f'the synthetic benchmark has 2 to {2 * len(GENUS_COLORS)} classes, got {num_classes}')
     rng = np.random.default_rng([seed, SPLIT_IDS[split]])
     labels = rng.permutation(np.arange(n) % num_classes).astype(np.int32)
-    images, boxes, masks = zip(*(make_image(rng, int(c), size, num_classes=num_classes, **kwargs)
+    images, boxes, masks = zip(*(make_image(rng, int(c), size, **kwargs)
                                  for c in labels))
     return Split(np.stack(images), labels, np.stack(boxes)[:, None, :], np.stack(masks),
                  [f'{split}_{i:05d}' for i in range(n)])

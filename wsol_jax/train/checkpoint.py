@@ -16,9 +16,10 @@ from wsol_jax.train.state import TrainState
 
 
 def manager(directory: str, best_metric: Optional[str] = None, read_only: bool = False) -> ocp.CheckpointManager:
+    # Reading is done with create=False rather than Orbax's read_only, which warns on every use.
     options = ocp.CheckpointManagerOptions(
         best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode='max',
-        create=not read_only, read_only=read_only)
+        create=not read_only)
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 

@@ -1,0 +1,177 @@
+"""Small datasets written in the real on-disk formats (generated JPEGs + annotation files laid
+out exactly as the original archives), for the loaders' tests.
+
+Every image is `W x H` = 320 x 240 with one coloured rectangle (the object) on noise; the object
+box is `[x0, y0, x1, y1]` = `[x, y, x + w, y + h]` in pixels.
+"""
+import os
+
+import cv2
+import numpy as np
+
+W, H = 320, 240
+
+
+def make_image(rng, box):
+    image = rng.integers(0, 120, (H, W, 3), dtype=np.uint8)
+    x0, y0, x1, y1 = box
+    image[y0:y1, x0:x1] = rng.integers(150, 255, 3, dtype=np.uint8)
+    mask = np.zeros((H, W), np.uint8)
+    mask[y0:y1, x0:x1] = 255
+    return image, mask
+
+
+def random_box(rng):
+    x0, y0 = rng.integers(10, 120), rng.integers(10, 100)
+    return [int(x0), int(y0), int(x0 + rng.integers(60, 180)), int(y0 + rng.integers(50, 120))]
+
+
+def _write_jpg(path, image):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    assert cv2.imwrite(path, image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+
+
+def write_cub(root, num_classes=4, per_class=6, segmentations=True, seed=0, first_box=(32, 48, 192, 144)):
+    """CUB_200_2011 layout. Returns `{image_id: (relative path, label0, box, is_train)}`."""
+    rng = np.random.default_rng(seed)
+    meta, lines = {}, {k: [] for k in ('images', 'labels', 'split', 'boxes')}
+    image_id = 0
+    for c in range(num_classes):
+        folder = f'{c + 1:03d}.Bird_{c}'
+        for j in range(per_class):
+            image_id += 1
+            rel = f'{folder}/Bird_{c}_{j:04d}.jpg'
+            box = list(first_box) if image_id == 1 else random_box(rng)
+            image, mask = make_image(rng, box)
+            _write_jpg(os.path.join(root, 'images', rel), image)
+            if segmentations:
+                seg = os.path.join(root, 'segmentations', rel[:-4] + '.png')
+                os.makedirs(os.path.dirname(seg), exist_ok=True)
+                cv2.imwrite(seg, mask)
+            is_train = int(j < per_class // 2)
+            lines['images'].append(f'{image_id} {rel}')
+            lines['labels'].append(f'{image_id} {c + 1}')
+            lines['split'].append(f'{image_id} {is_train}')
+            x0, y0, x1, y1 = box
+            lines['boxes'].append(f'{image_id} {x0:.1f} {y0:.1f} {x1 - x0:.1f} {y1 - y0:.1f}')
+            meta[image_id] = (rel, c, box, is_train)
+    for name, key in (('images.txt', 'images'), ('image_class_labels.txt', 'labels'),
+                      ('train_test_split.txt', 'split'), ('bounding_boxes.txt', 'boxes')):
+        with open(os.path.join(root, name), 'w') as fh:
+            fh.write('\n'.join(lines[key]) + '\n')
+    return meta
+
+
+def _mat_annotations(rows):
+    from scipy import io as sio  # noqa: F401
+    dtype = [('bbox_x1', 'O'), ('bbox_y1', 'O'), ('bbox_x2', 'O'), ('bbox_y2', 'O'), ('class', 'O'), ('fname', 'O')]
+    arr = np.zeros((1, len(rows)), dtype=dtype)
+    for i, r in enumerate(rows):
+        arr[0, i] = tuple(r)
+    return arr
+
+
+def write_cars(root, num_classes=3, per_split=6, seed=1):
+    """Stanford Cars layout (1-based inclusive boxes in .mat struct arrays)."""
+    from scipy import io as sio
+    rng = np.random.default_rng(seed)
+    meta = {}
+    for split, folder, mat in (('train', 'cars_train', 'devkit/cars_train_annos.mat'),
+                               ('test', 'cars_test', 'devkit/cars_test_annos_withlabels.mat')):
+        rows = []
+        for i in range(per_split):
+            box = random_box(rng)
+            image, _ = make_image(rng, box)
+            fname = f'{i + 1:05d}.jpg'
+            _write_jpg(os.path.join(root, folder, fname), image)
+            x0, y0, x1, y1 = box
+            rows.append([np.uint8(x0 + 1), np.uint8(y0 + 1), np.uint16(x1), np.uint16(y1),
+                         np.uint8(i % num_classes + 1), fname])
+            meta[(split, fname)] = (i % num_classes, box)
+        os.makedirs(os.path.join(root, 'devkit'), exist_ok=True)
+        sio.savemat(os.path.join(root, mat), {'annotations': _mat_annotations(rows)})
+    return meta
+
+
+def write_flowers(root, num_classes=3, n=12, seed=2):
+    """Oxford Flowers 102 layout: jpg/, segmim/ (blue background), imagelabels.mat, setid.mat."""
+    from scipy import io as sio
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % num_classes + 1
+    boxes = {}
+    for i in range(1, n + 1):
+        box = random_box(rng)
+        image, mask = make_image(rng, box)
+        _write_jpg(os.path.join(root, 'jpg', f'image_{i:05d}.jpg'), image)
+        seg = image.copy()
+        seg[mask == 0] = (0, 0, 254)
+        _write_jpg(os.path.join(root, 'segmim', f'segmim_{i:05d}.jpg'), seg)
+        boxes[i] = box
+    sio.savemat(os.path.join(root, 'imagelabels.mat'), {'labels': labels[None].astype(np.uint8)})
+    ids = np.arange(1, n + 1)
+    sio.savemat(os.path.join(root, 'setid.mat'), {'trnid': ids[0::3][None], 'valid': ids[1::3][None],
+                                                  'tstid': ids[2::3][None]})
+    return labels - 1, boxes
+
+
+def write_tiny_imagenet(root, wnids=('n01443537', 'n01629819', 'n01641577'), per_class=4, seed=3):
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, 'wnids.txt'), 'w') as fh:
+        fh.write('\n'.join(wnids) + '\n')
+    meta = {}
+    for w in wnids:
+        lines = []
+        for j in range(per_class):
+            box = random_box(rng)
+            image, _ = make_image(rng, box)
+            name = f'{w}_{j}.JPEG'
+            _write_jpg(os.path.join(root, 'train', w, 'images', name), image)
+            lines.append(name + '\t' + '\t'.join(map(str, box)))
+        with open(os.path.join(root, 'train', w, f'{w}_boxes.txt'), 'w') as fh:
+            fh.write('\n'.join(lines) + '\n')
+    lines = []
+    for i in range(2 * len(wnids)):
+        box = random_box(rng)
+        image, _ = make_image(rng, box)
+        name = f'val_{i}.JPEG'
+        _write_jpg(os.path.join(root, 'val', 'images', name), image)
+        lines.append(f'{name}\t{wnids[i % len(wnids)]}\t' + '\t'.join(map(str, box)))
+        meta[name] = (i % len(wnids), box)
+    with open(os.path.join(root, 'val', 'val_annotations.txt'), 'w') as fh:
+        fh.write('\n'.join(lines) + '\n')
+    return meta
+
+
+def write_wsolevaluation(root, num_classes=3, per_split=6, seed=4, masks_for_test=False):
+    """clovaai/wsolevaluation metadata layout with images under root/images/."""
+    rng = np.random.default_rng(seed)
+    meta = {}
+    for split in ('train', 'val', 'test'):
+        folder = os.path.join(root, 'metadata', split)
+        os.makedirs(folder, exist_ok=True)
+        ids, labels, sizes, loc = [], [], [], []
+        for i in range(per_split):
+            box = random_box(rng)
+            image, mask = make_image(rng, box)
+            rel = f'images/{split}/{i:03d}.jpg'
+            _write_jpg(os.path.join(root, rel), image)
+            c = i % num_classes
+            ids.append(rel)
+            labels.append(f'{rel},{c}')
+            sizes.append(f'{rel},{W},{H}')
+            if masks_for_test and split == 'test':
+                mrel = f'masks/{split}/{i:03d}.png'
+                os.makedirs(os.path.dirname(os.path.join(root, mrel)), exist_ok=True)
+                cv2.imwrite(os.path.join(root, mrel), mask)
+                loc.append(f'{rel},{mrel},')
+            else:
+                loc.append(f'{rel},' + ','.join(map(str, box)))
+                if i == 0:   # a second box for the first image
+                    loc.append(f'{rel},0,0,20,20')
+            meta[rel] = (c, box)
+        for name, rows in (('image_ids.txt', ids), ('class_labels.txt', labels), ('image_sizes.txt', sizes),
+                           ('localization.txt', loc)):
+            with open(os.path.join(folder, name), 'w') as fh:
+                fh.write('\n'.join(rows) + '\n')
+    return meta

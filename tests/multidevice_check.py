@@ -1,0 +1,69 @@
+"""Run by test_parallel.py in a fresh process with 8 fake CPU devices: a few training steps of f
+and g (both methods) on 8 devices and on 1 device from the same state and global batches must
+give the same parameters and BatchNorm statistics. Prints one JSON line of max differences."""
+import os
+
+os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
+os.environ['JAX_PLATFORMS'] = 'cpu'
+
+import functools  # noqa: E402
+import json  # noqa: E402
+
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from wsol_jax import parallel  # noqa: E402
+from wsol_jax.models import Classifier, WeightMapNet  # noqa: E402
+from wsol_jax.train import steps  # noqa: E402
+from wsol_jax.train.state import create_train_state, make_optimizer  # noqa: E402
+
+CROP, B = 32, 16
+OPT = ml_collections.ConfigDict(dict(name='sgd', learning_rate=0.05, momentum=0.9, weight_decay=1e-4,
+                                     decay_every=10, decay_factor=0.1))
+G_CFG = ml_collections.ConfigDict(dict(mask_space='normalized', reg_weight=1.0, inner_weight=1.0,
+                                       outer_weight=1.0, margin=1.0))
+
+
+def run(mesh, kind, n_steps=3):
+    f = Classifier(8 if kind == 'f_triplet' else 4, width=0.125)
+    g = WeightMapNet(width=0.125)
+    rng = np.random.default_rng(0)
+    f_state = create_train_state(f, jax.random.key(0), (1, CROP, CROP, 3), make_optimizer(OPT, 10))
+    if kind == 'f_classifier':
+        fn, state, frozen = functools.partial(steps.f_classifier_step, f, CROP), f_state, ()
+    elif kind == 'f_triplet':
+        fn, state, frozen = functools.partial(steps.f_triplet_step, f, CROP, 1.0), f_state, ()
+    else:
+        method = kind.split('_')[1]
+        f_trip = Classifier(8, width=0.125) if method == 'method2' else f
+        f_vars = create_train_state(f_trip, jax.random.key(0), (1, CROP, CROP, 3), make_optimizer(OPT, 10)).variables
+        fn = functools.partial(steps.g_step, g, f_trip, G_CFG, CROP, method)
+        state = create_train_state(g, jax.random.key(1), (1, CROP, CROP, 3), make_optimizer(OPT, 10))
+        frozen = (parallel.replicate(f_vars, mesh),)
+    state = parallel.replicate(state, mesh)
+    step = steps.compile_step(fn, mesh, n_frozen=len(frozen))
+    triplet = kind in ('f_triplet', 'g_method2')
+    for i in range(n_steps):
+        shape = (B, 3, CROP, CROP, 3) if triplet else (B, CROP, CROP, 3)
+        batch = {'image': rng.integers(0, 256, shape, dtype=np.uint8)}
+        if kind == 'f_classifier':
+            batch['label'] = rng.integers(0, 4, (B,)).astype(np.int32)
+        state, _ = step(state, *frozen, parallel.global_batch(batch, mesh), jax.random.key(i))
+    return jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in
+               zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+if __name__ == '__main__':
+    assert jax.device_count() == 8, jax.devices()
+    one, eight = parallel.make_mesh(jax.devices()[:1]), parallel.make_mesh()
+    out = {}
+    for kind in ('f_classifier', 'f_triplet', 'g_method1', 'g_method2'):
+        a, b = run(one, kind), run(eight, kind)
+        out[kind] = {'params': max_diff(a['params'], b['params']),
+                     'batch_stats': max_diff(a['batch_stats'], b['batch_stats'])}
+    print(json.dumps(out))

@@ -1,0 +1,80 @@
+"""Eq. 1-4 against hand computations."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wsol_jax import losses
+from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
+
+
+def _log_softmax(x):
+    x = np.asarray(x, np.float64)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_classification_loss_hand_computed():
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    total, parts = losses.classification_loss(jnp.asarray(logits), jnp.array([0, 2]))
+    expected = -(_log_softmax(logits)[0, 0] + np.log(1 / 3)) / 2
+    assert float(total) == pytest.approx(expected, rel=1e-6)
+    assert float(parts['accuracy']) == 0.5  # ties resolve to class 0 for the second row
+
+
+def test_triplet_loss_eq2():
+    a = jnp.array([[0.0, 0.0], [0.0, 0.0]])
+    p = jnp.array([[3.0, 4.0], [0.0, 1.0]])   # distances 5 and 1
+    n = jnp.array([[0.0, 1.0], [6.0, 8.0]])   # distances 1 and 10
+    # max(5 - 1 + 1, 0) = 5 ; max(1 - 10 + 1, 0) = 0 -> mean 2.5
+    assert float(losses.triplet_loss(a, p, n)) == pytest.approx(2.5, rel=1e-5)
+    assert float(losses.triplet_loss(a, p, n, margin=0.0)) == pytest.approx(2.0, rel=1e-5)
+
+
+def test_method1_loss_hand_computed_and_target_is_fixed():
+    logits_image = np.array([[1.0, 2.0, 0.5]])
+    logits_masked = np.array([[0.0, 1.0, 3.0]])
+    weight_map = np.full((1, 2, 2), 0.25)
+    target = np.exp(_log_softmax(logits_image))
+    ce = -(target * _log_softmax(logits_masked)).sum()
+    total, parts = losses.method1_loss(jnp.asarray(logits_image), jnp.asarray(logits_masked),
+                                       jnp.asarray(weight_map), reg_weight=1.0)
+    assert float(parts['ce']) == pytest.approx(ce, rel=1e-5)
+    assert float(parts['reg']) == pytest.approx(0.25)
+    assert float(total) == pytest.approx(ce + 0.25, rel=1e-5)
+    # No gradient flows into the target f(I).
+    grad = jax.grad(lambda li: losses.method1_loss(li, jnp.asarray(logits_masked), jnp.asarray(weight_map))[0])(
+        jnp.asarray(logits_image))
+    np.testing.assert_array_equal(np.asarray(grad), 0.0)
+
+
+def test_method2_loss_terms_and_ablation_weights():
+    z = jnp.zeros((1, 2))
+    emb = {'I_a': z, 'Jf_a': jnp.array([[3.0, 4.0]]), 'Jb_a': jnp.array([[0.0, 1.0]]),
+           'Jf_p': jnp.array([[3.0, 4.0]]), 'Jf_n': jnp.array([[3.0, 5.0]])}
+    m = jnp.full((1, 2, 2), 0.5)
+    total, parts = losses.method2_loss(emb, m)
+    # inner: max(5 - 1 + 1, 0) = 5; outer: max(0 - 1 + 1, 0) = 0; reg 0.5
+    assert float(parts['inner']) == pytest.approx(5.0, rel=1e-5)
+    assert float(parts['outer']) == pytest.approx(0.0, abs=1e-5)
+    assert float(total) == pytest.approx(5.5, rel=1e-5)
+    total_no_inner, _ = losses.method2_loss(emb, m, inner_weight=0.0)
+    assert float(total_no_inner) == pytest.approx(0.5, rel=1e-5)
+    total_no_reg, _ = losses.method2_loss(emb, m, reg_weight=0.0)
+    assert float(total_no_reg) == pytest.approx(5.0, rel=1e-5)
+
+
+@pytest.mark.parametrize('space', ['normalized', 'pixels'])
+def test_apply_weight_map_spaces(space):
+    rng = np.random.default_rng(0)
+    pixels = rng.random((2, 4, 4, 3)).astype(np.float32)
+    images = (pixels - IMAGENET_MEAN) / IMAGENET_STD
+    ones, zeros = np.ones((2, 4, 4), np.float32), np.zeros((2, 4, 4), np.float32)
+    mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
+    np.testing.assert_allclose(losses.apply_weight_map(images, ones, space, mean, std), images, atol=1e-6)
+    blank = np.asarray(losses.apply_weight_map(images, zeros, space, mean, std))
+    if space == 'normalized':   # the dataset-mean colour
+        np.testing.assert_allclose(blank, 0.0, atol=1e-6)
+    else:                       # black pixels, normalised
+        np.testing.assert_allclose(blank, np.broadcast_to(-IMAGENET_MEAN / IMAGENET_STD, blank.shape), atol=1e-6)
+    with pytest.raises(ValueError, match='mask_space'):
+        losses.apply_weight_map(images, ones, 'rgb', mean, std)

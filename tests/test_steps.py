@@ -1,0 +1,81 @@
+"""The compiled training steps: gradients reach only g, f stays frozen, losses decrease."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from wsol_jax import parallel
+from wsol_jax.models import Classifier, WeightMapNet
+from wsol_jax.train import steps
+from wsol_jax.train.state import create_train_state, make_optimizer
+
+CROP = 32
+G_CFG = ml_collections.ConfigDict(dict(mask_space='normalized', reg_weight=1.0, inner_weight=1.0,
+                                       outer_weight=1.0, margin=1.0))
+OPT = ml_collections.ConfigDict(dict(name='sgd', learning_rate=0.01, momentum=0.9, weight_decay=1e-4,
+                                     decay_every=10, decay_factor=0.1))
+
+
+@pytest.fixture(scope='module')
+def setup():
+    f = Classifier(3, width=0.125)
+    g = WeightMapNet(width=0.125)
+    f_state = create_train_state(f, jax.random.key(0), (1, CROP, CROP, 3), make_optimizer(OPT, 10))
+    g_state = create_train_state(g, jax.random.key(1), (1, CROP, CROP, 3), make_optimizer(OPT, 10))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, CROP, CROP, 3), dtype=np.uint8)
+    return f, g, f_state, g_state, images
+
+
+@pytest.mark.parametrize('method', ['method1', 'method2'])
+def test_g_loss_has_no_gradient_for_f(setup, method):
+    f, g, f_state, g_state, images = setup
+    batch = images if method == 'method1' else np.stack([images, images[::-1], images[1:].repeat(2, 0)[:4]], 1)
+    loss = functools.partial(steps.g_loss, g, f, G_CFG, CROP, method)
+    grad_f = jax.grad(lambda fv: loss(g_state.params, g_state.batch_stats, fv, batch, jax.random.key(0))[0])(
+        f_state.variables)
+    assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(grad_f))
+    grad_g = jax.grad(lambda gp: loss(gp, g_state.batch_stats, f_state.variables, batch, jax.random.key(0))[0])(
+        g_state.params)
+    assert sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(grad_g)) > 0
+
+
+def test_g_step_leaves_f_untouched_and_updates_g_batch_stats(setup):
+    f, g, f_state, g_state, images = setup
+    mesh = parallel.make_mesh()
+    step = steps.compile_step(functools.partial(steps.g_step, g, f, G_CFG, CROP, 'method1'), mesh,
+                              n_frozen=1, donate_state=False)
+    f_vars = f_state.variables
+    before = jax.tree.map(np.asarray, f_vars)
+    new_state, metrics = step(g_state, f_vars, {'image': images}, jax.random.key(3))
+    jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, f_vars))
+    assert set(metrics) >= {'loss', 'ce', 'reg', 'agreement'}
+    assert int(new_state.step) == 1
+    changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+                           g_state.batch_stats, new_state.batch_stats)
+    assert any(jax.tree.leaves(changed))
+
+
+def test_f_classifier_step_learns_a_separable_problem(setup):
+    f, _, f_state, _, _ = setup
+    mesh = parallel.make_mesh()
+    step = steps.compile_step(functools.partial(steps.f_classifier_step, f, CROP), mesh, donate_state=False)
+    # Three classes of flat colours: trivially separable.
+    colors = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
+    labels = np.arange(12) % 3
+    images = np.broadcast_to(colors[labels][:, None, None], (12, CROP, CROP, 3)).copy()
+    state, losses = f_state, []
+    for i in range(15):
+        state, m = step(state, {'image': images, 'label': labels}, jax.random.key(i))
+        losses.append(float(m['loss']))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_cam_maps_are_normalised_and_full_size(setup):
+    f, _, f_state, _, images = setup
+    cams = jax.jit(functools.partial(steps.cam_maps, f, CROP))(f_state.variables, images, jnp.array([0, 1, 2, 0]))
+    assert cams.shape == (4, CROP, CROP)
+    assert float(cams.min()) >= 0.0 and float(cams.max()) <= 1.0 + 1e-6
