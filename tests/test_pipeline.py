@@ -95,3 +95,22 @@ def test_cli_unwritable_workdir(tmp_path):
     proc = _cli('--config=configs/synthetic.py:method1', f'--workdir={blocker}/run', *TINY)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith('error: cannot write to workdir') and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cub_config_runs_every_stage_on_the_cub_fixture(tmp_path):
+    """`main.py --config=configs/cub.py:method1 --config.data.root=FIXTURE`: the real CUB loader,
+    decode cache, all stages, report (sizes shrunk for the CPU)."""
+    import fixtures
+    root = tmp_path / 'CUB_200_2011'
+    fixtures.write_cub(root, num_classes=3, per_class=8)
+    workdir = tmp_path / 'run'
+    proc = _cli('--config=configs/cub.py:method1', f'--config.data.root={root}', f'--workdir={workdir}',
+                '--config.data.image_size=40', '--config.data.crop_size=32', '--config.data.num_val=4',
+                '--config.data.num_classes=0', '--config.f.width=0.125', '--config.f.epochs=1',
+                '--config.f.batch_size=4', '--config.g.width=0.125', '--config.g.epochs=2',
+                '--config.g.batch_size=4', '--config.eval.batch_size=4')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.load(open(workdir / 'results.json'))
+    assert record['config']['data']['source'] == 'cub'
+    assert 'pxap' in record['results']['weight_map_selected']   # CUB segmentations were read
+    assert os.listdir(workdir / 'data_cache')

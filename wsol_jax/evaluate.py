@@ -61,7 +61,7 @@ def evaluate(ctx: stages.Context) -> tuple[dict, Samples]:
         raise ValueError('the test split has no boxes; localization cannot be evaluated')
     selection = stages.load_selection(ctx)
     f_model, f_vars = stages.frozen_f(ctx, siamese=False)
-    g_model, g_state, _ = stages.g_setup(ctx)
+    g_model, g_state, _ = stages.g_setup(ctx, abstract=True)
     map_fn = stages.compile_weight_maps(ctx, g_model)
     gt_boxes = center_crop_boxes(split.boxes, split.size, ctx.crop)
     gt_masks = None if split.masks is None else center_crop_masks(split.masks, ctx.crop)

@@ -20,9 +20,10 @@ from wsol_jax import localization, metrics, parallel
 from wsol_jax.data.dataset import Dataset, center_crop_boxes, steps_per_epoch
 from wsol_jax.data.pipeline import classification_batches, map_split, triplet_batches
 from wsol_jax.errors import WorkdirError
+from wsol_jax.models.pretrained import load_backbone
 from wsol_jax.train import checkpoint, loop, steps
-from wsol_jax.train.state import (TrainState, build_classifier, build_weight_map_net,
-                                  create_train_state, make_optimizer)
+from wsol_jax.train.state import (TrainState, abstract_train_state, build_classifier,
+                                  build_weight_map_net, create_train_state, make_optimizer)
 
 F_CLASSIFIER, F_SIAMESE, G_DIR, STRIP_DIR, SELECTION = 'f_classifier', 'f_siamese', 'g', 'strip', 'selection.json'
 
@@ -47,13 +48,26 @@ class Context:
         return jax.random.fold_in(jax.random.key(self.config.seed), sum(map(ord, name)))
 
 
-def _f_setup(ctx: Context, siamese: bool) -> tuple[object, TrainState, int]:
+def _setup(ctx: Context, model, net_cfg, init_name: str, abstract: bool,
+           backbone: str) -> tuple[TrainState, int]:
+    """A replicated train state for `model` (abstract: only its structure, as a restore target).
+    With `net_cfg.pretrained`, the ResNet `backbone` submodule starts from those weights."""
+    n_steps = steps_per_epoch(len(ctx.data.train), net_cfg.batch_size)
+    shape, tx = (1, ctx.crop, ctx.crop, 3), make_optimizer(net_cfg.optimizer, n_steps)
+    if abstract:
+        return abstract_train_state(model, shape, tx, parallel.replicated_sharding(ctx.mesh)), n_steps
+    state = create_train_state(model, ctx.key(init_name), shape, tx)
+    if net_cfg.pretrained:
+        variables = load_backbone(state.variables, net_cfg.pretrained, net_cfg.depth, net_cfg.width, backbone)
+        state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
+        print(f'[{init_name[5:]}] {backbone} initialised from {net_cfg.pretrained}')
+    return parallel.replicate(state, ctx.mesh), n_steps
+
+
+def _f_setup(ctx: Context, siamese: bool, abstract: bool = False) -> tuple[object, TrainState, int]:
     cfg = ctx.config
     model = build_classifier(cfg, cfg.f.embed_dim if siamese else ctx.data.num_classes)
-    n_steps = steps_per_epoch(len(ctx.data.train), cfg.f.batch_size)
-    state = create_train_state(model, ctx.key('init_f'), (1, ctx.crop, ctx.crop, 3),
-                               make_optimizer(cfg.f.optimizer, n_steps))
-    return model, parallel.replicate(state, ctx.mesh), n_steps
+    return (model, *_setup(ctx, model, cfg.f, 'init_f', abstract, 'backbone'))
 
 
 def train_f(ctx: Context) -> None:
@@ -82,19 +96,15 @@ def train_f(ctx: Context) -> None:
 
 def frozen_f(ctx: Context, siamese: bool) -> tuple[object, dict]:
     """`(f, its variables)` restored from the workdir, replicated over the mesh."""
-    model, state, _ = _f_setup(ctx, siamese)
+    model, state, _ = _f_setup(ctx, siamese, abstract=True)
     name = F_SIAMESE if siamese else F_CLASSIFIER
     variables, _ = checkpoint.restore_variables(ctx.path(name), state, what=f'f ({name})')
     return model, variables
 
 
-def g_setup(ctx: Context) -> tuple[object, TrainState, int]:
-    cfg = ctx.config
-    model = build_weight_map_net(cfg)
-    n_steps = steps_per_epoch(len(ctx.data.train), cfg.g.batch_size)
-    state = create_train_state(model, ctx.key('init_g'), (1, ctx.crop, ctx.crop, 3),
-                               make_optimizer(cfg.g.optimizer, n_steps))
-    return model, parallel.replicate(state, ctx.mesh), n_steps
+def g_setup(ctx: Context, abstract: bool = False) -> tuple[object, TrainState, int]:
+    model = build_weight_map_net(ctx.config)
+    return (model, *_setup(ctx, model, ctx.config.g, 'init_g', abstract, 'encoder'))
 
 
 def compile_weight_maps(ctx: Context, g_model):

@@ -52,11 +52,20 @@ def make_optimizer(opt_cfg, steps_per_epoch: int) -> optax.GradientTransformatio
     return optax.chain(optax.add_decayed_weights(opt_cfg.weight_decay), base)
 
 
+def abstract_train_state(model, input_shape: tuple[int, ...], tx: optax.GradientTransformation,
+                         sharding) -> TrainState:
+    """The structure of a train state as `ShapeDtypeStruct`s placed on `sharding`: a restore
+    target that costs no initialisation (compiling `init` takes seconds on CPU)."""
+    abstract = jax.eval_shape(lambda: create_train_state(model, jax.random.key(0), input_shape, tx, jit=False))
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
+
+
 def create_train_state(model, rng: jax.Array, input_shape: tuple[int, ...],
                        tx: optax.GradientTransformation, params: Any = None,
-                       batch_stats: Any = None) -> TrainState:
+                       batch_stats: Any = None, jit: bool = True) -> TrainState:
     """Initialise `model` on zeros of `input_shape` (or take given params, e.g. pretrained)."""
-    variables = jax.jit(model.init)(rng, jnp.zeros(input_shape, jnp.float32))
+    init = jax.jit(model.init) if jit else model.init
+    variables = init(rng, jnp.zeros(input_shape, jnp.float32))
     return TrainState.create(apply_fn=model.apply,
                              params=variables['params'] if params is None else params,
                              batch_stats=variables['batch_stats'] if batch_stats is None else batch_stats,
