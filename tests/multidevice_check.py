@@ -19,7 +19,7 @@ from wsol_jax.train import steps  # noqa: E402
 from wsol_jax.train.state import create_train_state, make_optimizer  # noqa: E402
 
 CROP, B = 32, 16
-OPT = ml_collections.ConfigDict(dict(name='sgd', learning_rate=0.05, momentum=0.9, weight_decay=1e-4,
+OPT = ml_collections.ConfigDict(dict(name='sgd', learning_rate=0.01, momentum=0.9, weight_decay=1e-4,
                                      decay_every=10, decay_factor=0.1))
 G_CFG = ml_collections.ConfigDict(dict(mask_space='normalized', reg_weight=1.0, inner_weight=1.0,
                                        outer_weight=1.0, margin=1.0))
@@ -54,8 +54,9 @@ def run(mesh, kind, n_steps=3):
 
 
 def max_diff(a, b):
-    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in
-               zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    """Largest difference of any tensor, relative to that tensor's largest magnitude."""
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))) / (np.max(np.abs(np.asarray(x))) + 1e-6))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 if __name__ == '__main__':

@@ -22,8 +22,9 @@ def differences():
 
 @pytest.mark.parametrize('kind', ['f_classifier', 'f_triplet', 'g_method1', 'g_method2'])
 def test_eight_devices_match_one(differences, kind):
-    assert differences[kind]['params'] < 2e-4, differences[kind]
-    assert differences[kind]['batch_stats'] < 2e-4, differences[kind]
+    # Relative to each tensor's scale; only the order of floating-point sums differs.
+    assert differences[kind]['params'] < 1e-3, differences[kind]
+    assert differences[kind]['batch_stats'] < 1e-4, differences[kind]
 
 
 def test_batch_size_must_divide_devices():

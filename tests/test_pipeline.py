@@ -73,7 +73,8 @@ def _cli(*args):
 
 
 TINY = ['--config.data.num_train=16', '--config.data.num_val=8', '--config.data.num_test=8',
-        '--config.data.image_size=32', '--config.data.crop_size=32']
+        '--config.data.image_size=32', '--config.data.crop_size=32', '--config.f.batch_size=8',
+        '--config.g.batch_size=8']
 
 
 @pytest.mark.parametrize('args, message', [

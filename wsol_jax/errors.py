@@ -6,7 +6,7 @@ class WsolError(Exception):
     """Base class of user-facing errors."""
 
 
-class ConfigError(WsolError):
+class ConfigError(WsolError, ValueError):
     """A config value is missing, of the wrong type, or out of range."""
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from wsol_jax import localization, metrics, parallel
 from wsol_jax.data.dataset import center_crop_boxes, center_crop_masks
 from wsol_jax.data.pipeline import map_split
+from wsol_jax.errors import DataError
 from wsol_jax.train import stages, steps
 
 
@@ -58,7 +59,8 @@ def evaluate(ctx: stages.Context) -> tuple[dict, Samples]:
     `weight_map_selected`, `weight_map_last` and `cam`."""
     cfg, split = ctx.config, ctx.data.test
     if split.boxes is None:
-        raise ValueError('the test split has no boxes; localization cannot be evaluated')
+        raise DataError('the test split has no boxes (e.g. TFDS oxford_flowers102): localization cannot be '
+                        'evaluated; use a source with boxes or masks')
     selection = stages.load_selection(ctx)
     f_model, f_vars = stages.frozen_f(ctx, siamese=False)
     g_model, g_state, _ = stages.g_setup(ctx, abstract=True)

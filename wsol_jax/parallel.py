@@ -15,6 +15,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from wsol_jax.errors import ConfigError
+
 DATA_AXIS = 'data'
 
 
@@ -46,7 +48,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 def check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
     if batch_size % mesh.size or batch_size % jax.process_count():
-        raise ValueError(f'{what} batch size {batch_size} must be divisible by the number of devices '
+        raise ConfigError(f'{what} batch size {batch_size} must be divisible by the number of devices '
                          f'({mesh.size}) and of hosts ({jax.process_count()})')
 
 

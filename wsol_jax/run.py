@@ -47,6 +47,10 @@ def run(config, workdir: str, stage: str = 'all') -> dict:
     if stage != 'all' and stage not in STAGES:
         raise ValueError(f'unknown stage {stage!r}; choose all or one of {STAGES}')
     workdir = prepare_workdir(workdir)
+    if jax.config.jax_compilation_cache_dir is None:
+        # Re-running a stage (resume, evaluate again) reuses compiled programs instead of
+        # spending minutes in XLA on a CPU.
+        jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'xla_cache'))
     if parallel.is_chief():
         with open(os.path.join(workdir, 'config.json'), 'w') as fh:
             json.dump(config.to_dict(), fh, indent=1, default=str)
@@ -81,7 +85,10 @@ def run(config, workdir: str, stage: str = 'all') -> dict:
 
 def _load_timings(workdir: str) -> dict:
     path = os.path.join(workdir, 'timings.json')
-    return json.load(open(path)) if os.path.exists(path) else {}
+    if not os.path.exists(path):
+        return {}
+    with open(path) as fh:
+        return json.load(fh)
 
 
 def _save_timings(workdir: str, timings: dict) -> None:

@@ -40,25 +40,25 @@ class Record:
     boxes_from_mask: bool = False
 
 
-def read_image(path: str, source: str = '') -> np.ndarray:
-    """RGB uint8 `(H, W, 3)`; raises `DataError` naming the file (and annotation line)."""
+def _imread(path: str, what: str, source: str) -> np.ndarray:
+    """BGR uint8 `(H, W, 3)`; raises `DataError` naming the file (and annotation line)."""
     where = f' (listed in {source})' if source else ''
     if not os.path.isfile(path):
-        raise DataError(f'image file not found: {path}{where}')
+        raise DataError(f'{what} file not found: {path}{where}')
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
-        raise DataError(f'cannot decode image {path}{where}: the file is corrupt or not an image')
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        raise DataError(f'cannot decode {what} {path}{where}: the file is corrupt or not an image')
+    return image
+
+
+def read_image(path: str, source: str = '') -> np.ndarray:
+    """RGB uint8 `(H, W, 3)`."""
+    return cv2.cvtColor(_imread(path, 'image', source), cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: str, kind: str, source: str = '') -> np.ndarray:
     """uint8 `(H, W)` with 1 = object."""
-    where = f' (listed in {source})' if source else ''
-    if not os.path.isfile(path):
-        raise DataError(f'mask file not found: {path}{where}')
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f'cannot decode mask {path}{where}')
+    image = _imread(path, 'mask', source)
     if kind == 'flowers':
         b, g, r = image[..., 0].astype(int), image[..., 1].astype(int), image[..., 2].astype(int)
         background = (b > 200) & (g < 50) & (r < 50)   # (0, 0, 254) in RGB, JPEG-tolerant

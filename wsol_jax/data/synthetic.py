@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from wsol_jax.data.dataset import Dataset, Split
+from wsol_jax.errors import ConfigError
 
 # The two kinds of discriminative part: class = 2 * genus + part kind.
 PART_COLORS = np.array([(235, 30, 30), (245, 235, 40)], np.float32)
@@ -108,7 +109,7 @@ def make_image(rng: np.random.Generator, label: int, size: int, *, num_distracto
 def make_split(seed: int, split: str, n: int, size: int, num_classes: int, **kwargs) -> Split:
     """`n` images of a split, deterministic in `(seed, split)`; classes are balanced."""
     if not 2 <= num_classes <= 2 * len(GENUS_COLORS):
-        raise ValueError(f'the synthetic benchmark has 2 to {2 * len(GENUS_COLORS)} classes, got {num_classes}')
+        raise ConfigError(f'config.data.num_classes: the synthetic benchmark has 2 to {2 * len(GENUS_COLORS)} classes, got {num_classes}')
     rng = np.random.default_rng([seed, SPLIT_IDS[split]])
     labels = rng.permutation(np.arange(n) % num_classes).astype(np.int32)
     images, boxes, masks = zip(*(make_image(rng, int(c), size, **kwargs)

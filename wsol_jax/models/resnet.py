@@ -51,6 +51,15 @@ def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return ((k // 2, k // 2), (k // 2, k // 2))
 
 
+def _shortcut(block: nn.Module, x, out_channels: int):
+    """The identity, or torchvision's `downsample` (conv1x1(stride) - bn) when the shape changes.
+    Called inside a block's compact `__call__`, so the layers belong to that block."""
+    if block.stride == 1 and x.shape[-1] == out_channels:
+        return x
+    y = block.conv(out_channels, (1, 1), (block.stride, block.stride), padding=0, name='downsample_conv')(x)
+    return block.norm(name='downsample_bn')(y)
+
+
 class BasicBlock(nn.Module):
     """torchvision BasicBlock: conv3x3(stride) - bn - relu - conv3x3 - bn, + shortcut, relu."""
     planes: int
@@ -60,16 +69,11 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        residual = x
         y = self.conv(self.planes, (3, 3), (self.stride, self.stride), padding=_pad(3), name='conv1')(x)
         y = nn.relu(self.norm(name='bn1')(y))
         y = self.conv(self.planes, (3, 3), padding=_pad(3), name='conv2')(y)
         y = self.norm(name='bn2')(y)
-        if self.stride != 1 or x.shape[-1] != self.planes:
-            residual = self.conv(self.planes, (1, 1), (self.stride, self.stride), padding=0,
-                                 name='downsample_conv')(x)
-            residual = self.norm(name='downsample_bn')(residual)
-        return nn.relu(y + residual)
+        return nn.relu(y + _shortcut(self, x, self.planes))
 
 
 class Bottleneck(nn.Module):
@@ -82,16 +86,11 @@ class Bottleneck(nn.Module):
     @nn.compact
     def __call__(self, x):
         out_ch = self.planes * EXPANSION['bottleneck']
-        residual = x
         y = nn.relu(self.norm(name='bn1')(self.conv(self.planes, (1, 1), padding=0, name='conv1')(x)))
         y = self.conv(self.planes, (3, 3), (self.stride, self.stride), padding=_pad(3), name='conv2')(y)
         y = nn.relu(self.norm(name='bn2')(y))
         y = self.norm(name='bn3')(self.conv(out_ch, (1, 1), padding=0, name='conv3')(y))
-        if self.stride != 1 or x.shape[-1] != out_ch:
-            residual = self.conv(out_ch, (1, 1), (self.stride, self.stride), padding=0,
-                                 name='downsample_conv')(x)
-            residual = self.norm(name='downsample_bn')(residual)
-        return nn.relu(y + residual)
+        return nn.relu(y + _shortcut(self, x, out_ch))
 
 
 class ResNet(nn.Module):

@@ -19,7 +19,7 @@ import numpy as np
 from wsol_jax import localization, metrics, parallel
 from wsol_jax.data.dataset import Dataset, center_crop_boxes, steps_per_epoch
 from wsol_jax.data.pipeline import classification_batches, map_split, triplet_batches
-from wsol_jax.errors import WorkdirError
+from wsol_jax.errors import ConfigError, WorkdirError
 from wsol_jax.models.pretrained import load_backbone
 from wsol_jax.train import checkpoint, loop, steps
 from wsol_jax.train.state import (TrainState, abstract_train_state, build_classifier,
@@ -70,17 +70,20 @@ def _f_setup(ctx: Context, siamese: bool, abstract: bool = False) -> tuple[objec
     return (model, *_setup(ctx, model, cfg.f, 'init_f', abstract, 'backbone'))
 
 
+def _check_enough_data(ctx: Context, batch_size: int, key: str) -> None:
+    if len(ctx.data.train) < batch_size:
+        raise ConfigError(f'the training split has {len(ctx.data.train)} images, fewer than {key}={batch_size}')
+
+
 def train_f(ctx: Context) -> None:
     """Stage train_f: the classifier (cross-entropy) and, for Method II, the Siamese embedding
     (triplet loss, Eq. 2). Both are frozen afterwards."""
     cfg = ctx.config
     parallel.check_batch_size(cfg.f.batch_size, ctx.mesh, 'config.f')
+    _check_enough_data(ctx, cfg.f.batch_size, 'config.f.batch_size')
     todo = [False] + ([True] if cfg.method == 'method2' else [])
     for siamese in todo:
         model, state, n_steps = _f_setup(ctx, siamese)
-        if len(ctx.data.train) < cfg.f.batch_size:
-            raise WorkdirError(f'the training split has {len(ctx.data.train)} images, fewer than '
-                               f'config.f.batch_size={cfg.f.batch_size}')
         if siamese:
             fn = functools.partial(steps.f_triplet_step, model, ctx.crop, cfg.f.margin)
             batches = functools.partial(triplet_batches, ctx.data.train, cfg.f.batch_size, ctx.mesh)
@@ -139,6 +142,7 @@ def train_g(ctx: Context) -> None:
     cfg = ctx.config
     parallel.check_batch_size(cfg.g.batch_size, ctx.mesh, 'config.g')
     parallel.check_batch_size(cfg.eval.batch_size, ctx.mesh, 'config.eval')
+    _check_enough_data(ctx, cfg.g.batch_size, 'config.g.batch_size')
     f_model, f_vars = frozen_f(ctx, siamese=(cfg.method == 'method2'))
     g_model, state, n_steps = g_setup(ctx)
     fn = functools.partial(steps.g_step, g_model, f_model, cfg.g, ctx.crop, cfg.method)
