@@ -35,6 +35,17 @@ def test_all_stages_write_results(method1_run):
     assert os.listdir(os.path.join(workdir, 'tensorboard'))
 
 
+def test_method2_runs_every_stage(tmp_path):
+    """Method II: Siamese f (triplet loss), g with Eq. 3 + 4, and the classifier for Top-1."""
+    cfg = tiny_synthetic('method2', g_epochs=2)
+    cfg.g.batch_size = 8
+    results = run_lib.run(cfg, str(tmp_path))
+    assert os.path.isdir(tmp_path / 'f_siamese') and os.path.isdir(tmp_path / 'f_classifier')
+    assert all(0.0 <= v <= 1.0 for r in results.values() for v in r.values())
+    history = json.load(open(tmp_path / 'selection.json'))['history']
+    assert {'train/inner', 'train/outer', 'train/reg', 'mean_S'} <= set(history['1'])
+
+
 def test_selected_epoch_maximises_mean_s(method1_run):
     workdir, _ = method1_run
     selection = json.load(open(os.path.join(workdir, 'selection.json')))
