@@ -77,3 +77,16 @@ def test_cam_maps_are_normalised_and_full_size(setup):
     cams = jax.jit(functools.partial(steps.cam_maps, f, CROP))(f_state.variables, images, jnp.array([0, 1, 2, 0]))
     assert cams.shape == (4, CROP, CROP)
     assert float(cams.min()) >= 0.0 and float(cams.max()) <= 1.0 + 1e-6
+
+
+def test_bfloat16_loss_close_to_float32(setup):
+    """Method I loss with bf16 compute (float32 parameters) matches float32."""
+    f, g, f_state, g_state, images = setup
+    f16, g16 = Classifier(3, width=0.125, dtype=jnp.bfloat16), WeightMapNet(width=0.125, dtype=jnp.bfloat16)
+    losses = {}
+    for name, (fm, gm) in {'fp32': (f, g), 'bf16': (f16, g16)}.items():
+        fn = jax.jit(functools.partial(steps.g_loss, gm, fm, G_CFG, CROP, 'method1'))
+        total, (parts, _) = fn(g_state.params, g_state.batch_stats, f_state.variables, images, jax.random.key(0))
+        losses[name] = (float(total), float(parts['reg']))
+    assert losses['bf16'][0] == pytest.approx(losses['fp32'][0], rel=0.03)
+    assert losses['bf16'][1] == pytest.approx(losses['fp32'][1], rel=0.03)
