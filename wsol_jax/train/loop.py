@@ -11,7 +11,6 @@ import time
 from typing import Callable, Iterator, Optional
 
 import jax
-import numpy as np
 from tqdm import tqdm
 
 from wsol_jax import parallel
