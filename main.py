@@ -4,6 +4,7 @@ Any config field can be overridden (`--config.g.epochs=5`); `--stage` runs one s
 (an unknown config key, a value of the wrong type, a missing checkpoint, a workdir that cannot be
 written) end with one line `error: ...` and exit status 2.
 """
+import os
 import re
 import sys
 
@@ -26,12 +27,27 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def _config_path(argv) -> str:
+    value = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), '')
+    return value.split(':')[0]
+
+
 def parse_flags(argv):
     """absl's parsing, with config mistakes reported in one line."""
     try:
-        return FLAGS(argv)
+        args = FLAGS(argv)
+        FLAGS.config.method   # a config file that failed to load raises here, not while parsing
+        return args
     except flags.Error as e:
-        fail(e)
+        text = str(e)
+        if 'Traceback' in text:   # get_config raised: keep its message, drop the traceback
+            last = [line for line in text.splitlines() if line.strip()][-1]
+            text = f'{_config_path(argv)}: ' + re.sub(r'^[\w.]*(Error|Exception): ', '', last.strip())
+        fail(text)
+    except OSError:
+        path = _config_path(argv)
+        fail(f'config file {path!r} not found' if not os.path.isfile(path) else f'cannot load config file {path!r}'
+             + '; give --config=configs/<name>.py:<method>, e.g. --config=configs/synthetic.py:method1')
     except WsolError as e:
         fail(e)
     except (AttributeError, KeyError) as e:

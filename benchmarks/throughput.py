@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from wsol_jax import parallel  # noqa: E402
+from wsol_jax import inference, parallel  # noqa: E402
 from wsol_jax.data.dataset import Split  # noqa: E402
 from wsol_jax.data.pipeline import classification_batches  # noqa: E402
 from wsol_jax.train import steps  # noqa: E402
@@ -113,7 +113,7 @@ def main(_):
             args = (g_state, f_vars, single if method == 'method1' else triple, key)
             imgs, carry = (b if method == 'method1' else 3 * per), True
         elif what == 'maps':
-            fn = jax.jit(functools.partial(steps.weight_maps, g, size, 0.1))
+            fn = inference.compile_weight_maps(g, size, cfg.eval)
             args, imgs, carry = (g_state.variables, single['image']), b, False
         elif what == 'epoch':
             continue

@@ -10,6 +10,7 @@ from wsol_jax.config import base_config, optimizer
 
 def get_config(arg: str = 'method1'):
     c = base_config(arg)
+    c.require_pretrained = True   # ImageNet weights (Section 4); f/g.pretrained=none: from scratch
     c.data.update(dict(source='tiny_imagenet', num_classes=200, image_size=64, crop_size=64,
                        val_split='holdout', num_val=5000))
     c.f.update(dict(depth='resnet50'))

@@ -31,6 +31,47 @@ def _write_jpg(path, image):
     assert cv2.imwrite(path, image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
 
 
+def _write_image(path, image):
+    """An RGB image, encoded by the path's suffix (.jpg/.JPEG at quality 95, .png lossless)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    assert cv2.imwrite(str(path), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+
+
+def damage(path, how):
+    """Break an image file the ways real downloads break: 'truncate' keeps its first 40 % of
+    bytes (an interrupted copy), 'random' replaces it by random bytes of the same length (a file
+    of another kind with an image suffix), 'empty' leaves 0 bytes."""
+    data = open(path, 'rb').read()
+    if how == 'truncate':
+        data = data[:int(0.4 * len(data))]
+    elif how == 'random':
+        data = np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8).tobytes()
+    elif how == 'empty':
+        data = b''
+    else:
+        raise ValueError(how)
+    with open(path, 'wb') as fh:
+        fh.write(data)
+
+
+def set_line(path, number, text):
+    """Replace line `number` (1-based) of an annotation file by `text`; `number` one past the
+    end appends it."""
+    with open(path) as fh:
+        lines = fh.read().splitlines()
+    if number == len(lines) + 1:
+        lines.append(text)
+    else:
+        lines[number - 1] = text
+    with open(path, 'w') as fh:
+        fh.write('\n'.join(lines) + '\n')
+
+
+def get_line(path, number):
+    with open(path) as fh:
+        return fh.read().splitlines()[number - 1]
+
+
 def write_cub(root, num_classes=4, per_class=6, segmentations=True, seed=0, first_box=(32, 48, 192, 144)):
     """CUB_200_2011 layout. Returns `{image_id: (relative path, label0, box, is_train)}`."""
     rng = np.random.default_rng(seed)
@@ -71,8 +112,9 @@ def _mat_annotations(rows):
     return arr
 
 
-def write_cars(root, num_classes=3, per_split=6, seed=1):
-    """Stanford Cars layout (1-based inclusive boxes in .mat struct arrays)."""
+def write_cars(root, num_classes=3, per_split=6, seed=1, edits=None):
+    """Stanford Cars layout (1-based inclusive boxes in .mat struct arrays). `edits`
+    `{(split, i): {field: value}}` overrides fields of annotation `i` (0-based)."""
     from scipy import io as sio
     rng = np.random.default_rng(seed)
     meta = {}
@@ -85,19 +127,24 @@ def write_cars(root, num_classes=3, per_split=6, seed=1):
             fname = f'{i + 1:05d}.jpg'
             _write_jpg(os.path.join(root, folder, fname), image)
             x0, y0, x1, y1 = box
-            rows.append([np.uint8(x0 + 1), np.uint8(y0 + 1), np.uint16(x1), np.uint16(y1),
-                         np.uint8(i % num_classes + 1), fname])
+            row = dict(bbox_x1=np.uint8(x0 + 1), bbox_y1=np.uint8(y0 + 1), bbox_x2=np.uint16(x1),
+                       bbox_y2=np.uint16(y1), **{'class': np.uint8(i % num_classes + 1)}, fname=fname)
+            row.update((edits or {}).get((split, i), {}))
+            rows.append([row[k] for k in ('bbox_x1', 'bbox_y1', 'bbox_x2', 'bbox_y2', 'class', 'fname')])
             meta[(split, fname)] = (i % num_classes, box)
         os.makedirs(os.path.join(root, 'devkit'), exist_ok=True)
         sio.savemat(os.path.join(root, mat), {'annotations': _mat_annotations(rows)})
     return meta
 
 
-def write_flowers(root, num_classes=3, n=12, seed=2):
-    """Oxford Flowers 102 layout: jpg/, segmim/ (blue background), imagelabels.mat, setid.mat."""
+def write_flowers(root, num_classes=3, n=12, seed=2, label_values=None, setid=None):
+    """Oxford Flowers 102 layout: jpg/, segmim/ (blue background), imagelabels.mat, setid.mat.
+    Images 3k+1, 3k+2, 3k+3 go to train, valid, test, and the labels cycle every three images,
+    so that each split holds every class. `label_values` replaces the stored labels and `setid`
+    (`{key: ids}`) the stored splits, to write broken files."""
     from scipy import io as sio
     rng = np.random.default_rng(seed)
-    labels = np.arange(n) % num_classes + 1
+    labels = (np.arange(n) // 3) % num_classes + 1
     boxes = {}
     for i in range(1, n + 1):
         box = random_box(rng)
@@ -107,10 +154,12 @@ def write_flowers(root, num_classes=3, n=12, seed=2):
         seg[mask == 0] = (0, 0, 254)
         _write_jpg(os.path.join(root, 'segmim', f'segmim_{i:05d}.jpg'), seg)
         boxes[i] = box
-    sio.savemat(os.path.join(root, 'imagelabels.mat'), {'labels': labels[None].astype(np.uint8)})
+    stored = labels.astype(np.uint8) if label_values is None else np.asarray(label_values)
+    sio.savemat(os.path.join(root, 'imagelabels.mat'), {'labels': stored[None]})
     ids = np.arange(1, n + 1)
-    sio.savemat(os.path.join(root, 'setid.mat'), {'trnid': ids[0::3][None], 'valid': ids[1::3][None],
-                                                  'tstid': ids[2::3][None]})
+    splits = {'trnid': ids[0::3], 'valid': ids[1::3], 'tstid': ids[2::3]}
+    splits.update(setid or {})
+    sio.savemat(os.path.join(root, 'setid.mat'), {k: np.asarray(v)[None] for k, v in splits.items()})
     return labels - 1, boxes
 
 
@@ -143,8 +192,10 @@ def write_tiny_imagenet(root, wnids=('n01443537', 'n01629819', 'n01641577'), per
     return meta
 
 
-def write_wsolevaluation(root, num_classes=3, per_split=6, seed=4, masks_for_test=False):
-    """clovaai/wsolevaluation metadata layout with images under root/images/."""
+def write_wsolevaluation(root, num_classes=3, per_split=6, seed=4, masks_for_test=False, suffix='.jpg'):
+    """clovaai/wsolevaluation metadata layout with images under root/images/ (`suffix` .jpg or
+    .png). Line i + 1 of every metadata file of a split is image i, except in localization.txt,
+    where image 0 has a second box (line 2) when boxes are written."""
     rng = np.random.default_rng(seed)
     meta = {}
     for split in ('train', 'val', 'test'):
@@ -154,8 +205,8 @@ def write_wsolevaluation(root, num_classes=3, per_split=6, seed=4, masks_for_tes
         for i in range(per_split):
             box = random_box(rng)
             image, mask = make_image(rng, box)
-            rel = f'images/{split}/{i:03d}.jpg'
-            _write_jpg(os.path.join(root, rel), image)
+            rel = f'images/{split}/{i:03d}{suffix}'
+            _write_image(os.path.join(root, rel), image)
             c = i % num_classes
             ids.append(rel)
             labels.append(f'{rel},{c}')

@@ -1,9 +1,13 @@
-"""Synthetic benchmark, transforms and batching."""
+"""Synthetic benchmark, transforms, batching, triplets, and the data settings' checks."""
+import signal
+
 import jax
 import numpy as np
 import pytest
 
-from wsol_jax.data import dataset, synthetic
+from helpers import load_config, tiny_synthetic
+from wsol_jax.data import check_source, dataset, load_dataset, synthetic
+from wsol_jax.errors import ConfigError, DataError
 from wsol_jax.metrics import PAD_BOX
 
 
@@ -64,8 +68,84 @@ def test_triplets_are_same_and_other_class():
     t = dataset.triplet_indices(labels, np.arange(7), jax.random.key(1))
     assert (labels[t[:, 0]] == labels[t[:, 1]]).all() and (t[:, 0] != t[:, 1]).all()
     assert (labels[t[:, 0]] != labels[t[:, 2]]).all()
-    with pytest.raises(ValueError, match='two classes'):
+    with pytest.raises(DataError, match='two classes'):
         dataset.triplet_indices(np.zeros(4, int), np.arange(4), jax.random.key(0))
+
+
+@pytest.fixture
+def deadline():
+    """Fail a test that runs past 20 s instead of hanging the suite (a sampling loop that spins)."""
+    def expire(*_):
+        raise TimeoutError('did not finish in 20 s')
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_triplets_with_a_single_image_class_finish(deadline):
+    labels = np.array([0, 0, 0, 1, 2, 2])   # class 1 has one training image
+    t = dataset.triplet_indices(labels, np.array([3, 3, 0, 4, 3]), jax.random.key(0))
+    assert t.shape == (5, 3)
+    np.testing.assert_array_equal(t[t[:, 0] == 3, 1], 3)   # its anchor is its own positive
+    assert (labels[t[:, 2]] != labels[t[:, 0]]).all()
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_triplet_property_random_labels(deadline, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 1 + seed * 3, 40) if seed else np.r_[np.zeros(39, int), 1]
+    labels[0] = labels.max() + 1   # at least one singleton class, and two classes
+    anchors = rng.integers(0, 40, 64)
+    t = dataset.triplet_indices(labels, anchors, jax.random.key(seed))
+    np.testing.assert_array_equal(t[:, 0], anchors)
+    assert (labels[t[:, 1]] == labels[anchors]).all() and (labels[t[:, 2]] != labels[anchors]).all()
+    alone = np.bincount(labels)[labels[anchors]] == 1
+    assert (t[alone, 1] == anchors[alone]).all() and (t[~alone, 1] != anchors[~alone]).all()
+
+
+def test_triplet_draws_are_uniform():
+    labels = np.array([2, 0, 2, 1, 2, 0])
+    t = dataset.triplet_indices(labels, np.full(3000, 2), jax.random.key(3))
+    positives, negatives = np.bincount(t[:, 1], minlength=6), np.bincount(t[:, 2], minlength=6)
+    assert positives[[1, 2, 3, 5]].sum() == 0 and 1300 < positives[0] < 1700 and 1300 < positives[4] < 1700
+    assert negatives[[0, 2, 4]].sum() == 0 and all(850 < negatives[i] < 1150 for i in (1, 3, 5))
+
+
+def test_data_settings_fail_with_one_clear_error():
+    c = load_config('cub', 'method1')
+    c.data.source, c.data.root = 'bogus', ''   # the source is named, not the empty root
+    with pytest.raises(ConfigError, match=r"^config.data.source: unknown source 'bogus'; choose one of synthetic, cub"):
+        check_source(c)
+    with pytest.raises(ConfigError, match=r"^config.data.source: unknown source 'bogus'"):
+        load_dataset(c)
+    c.data.source = 'cub'
+    with pytest.raises(ConfigError, match=r'^config.data.root is empty'):
+        check_source(c)
+    c.data.root, c.data.num_val = '/nowhere', 0
+    with pytest.raises(ConfigError, match=r'^config.data.num_val must be at least 1 with data.val_split=holdout'):
+        check_source(c)
+    c.data.num_val, c.data.source, c.data.tfds_name = 10, 'tfds', 'imagenet2012'
+    with pytest.raises(ConfigError, match=r"^config.data.tfds_name must be one of caltech_birds2011, .*'imagenet2012'"):
+        check_source(c)
+    c.data.tfds_name = 'cars196'
+    check_source(c)   # reads nothing: /nowhere is not looked at
+    c.data.source = 'synthetic'   # another dataset's config lacks the generator's keys
+    with pytest.raises(ConfigError, match=r'^config.data.num_train is missing: data.source=synthetic needs'):
+        check_source(c)
+
+
+def test_synthetic_split_sizes_are_checked():
+    c = tiny_synthetic('method1')
+    check_source(c)
+    for key in ('num_val', 'num_train', 'num_test'):
+        c.data[key] = 0
+        with pytest.raises(ConfigError, match=rf'^config.data.{key} must be at least 1'):
+            load_dataset(c)
+        c.data[key] = 8
+    with pytest.raises(ConfigError, match=r'^config.data.num_val must be at least 1'):
+        synthetic.make_split(0, 'val', 0, 32, 4)
 
 
 def test_split_validates_shapes():

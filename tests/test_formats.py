@@ -2,12 +2,13 @@
 in that format: labels, boxes (hand-checked after the 256/224 transform), masks, splits, errors."""
 import os
 
+import cv2
 import numpy as np
 import pytest
 
 import fixtures
 from helpers import load_config
-from wsol_jax.data import load_dataset
+from wsol_jax.data import decode, formats, load_dataset
 from wsol_jax.data.dataset import center_crop_boxes
 from wsol_jax.errors import ConfigError, DataError
 
@@ -43,14 +44,264 @@ def test_cub_layout_and_hand_checked_box(tmp_path):
         assert mask[y0 + 2:y1 - 2, x0 + 2:x1 - 2].all() and mask.sum() < 0.95 * 256 * 256
 
 
-def test_decoded_cache_is_reused(tmp_path):
-    fixtures.write_cub(tmp_path / 'cub')
-    cfg = _config('cub', tmp_path / 'cub', num_val=2, num_classes=0)
-    a = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))
-    assert len(os.listdir(tmp_path / 'cache')) == 3
-    os.remove(tmp_path / 'cub' / 'images' / a.test.names[0].split('images/')[1])  # cached: not read again
-    b = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))
+def _small_cub(tmp_path, **data):
+    """A CUB fixture of 8 images (ids 1-8, line k of every file is id k; ids 3, 4, 7, 8 are
+    test images) and its config with 1 held-out image."""
+    root = tmp_path / 'cub'
+    meta = fixtures.write_cub(root, num_classes=2, per_class=4)
+    return root, meta, _config('cub', root, num_val=1, num_classes=0, **data)
+
+
+def _names(data):
+    return [n for split in (data.train, data.val, data.test) for n in split.names]
+
+
+def test_decoded_cache_is_reused_until_a_file_changes(tmp_path, monkeypatch, capsys):
+    root, meta, cfg = _small_cub(tmp_path, on_bad_sample='skip')
+    cache = str(tmp_path / 'cache')
+    victim, other = root / 'images' / meta[3][0], root / 'images' / meta[4][0]
+    saved = victim.read_bytes()
+    os.remove(victim)
+    a = load_dataset(cfg, cache_dir=cache)
+    assert len(a.test) == 3 and len(os.listdir(cache)) == 3
+    # Nothing changed: read back without decoding, and the skip is still reported.
+    monkeypatch.setattr(decode, '_decode', lambda *_: pytest.fail('decoded again'))
+    capsys.readouterr()
+    b = load_dataset(cfg, cache_dir=cache)
     np.testing.assert_array_equal(a.test.images, b.test.images)
+    assert '1 samples were skipped' in capsys.readouterr().out
+    monkeypatch.undo()
+    # The same records with on_bad_sample=error do not read the cache built with skip.
+    cfg.data.on_bad_sample = 'error'
+    with pytest.raises(DataError, match=f'image file not found: .*{victim.name}'):
+        load_dataset(cfg, cache_dir=cache)
+    cfg.data.on_bad_sample = 'skip'
+    # Restored: decoded again and included.
+    victim.write_bytes(saved)
+    c = load_dataset(cfg, cache_dir=cache)
+    assert len(c.test) == 4 and str(victim) in c.test.names
+    # Replaced by other pixels under the same name: decoded again.
+    victim.write_bytes(other.read_bytes())
+    d = load_dataset(cfg, cache_dir=cache)
+    np.testing.assert_array_equal(d.test.images[d.test.names.index(str(victim))],
+                                  d.test.images[d.test.names.index(str(other))])
+    # Touched (same bytes, a later modification time): a new cache entry.
+    st = os.stat(victim)
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    before = len(os.listdir(cache))
+    load_dataset(cfg, cache_dir=cache)
+    assert len(os.listdir(cache)) == before + 1
+
+
+def test_cache_key_covers_what_the_arrays_depend_on(tmp_path):
+    root, _, _ = _small_cub(tmp_path)
+    records = formats.cub(str(root))[0]['test']
+    key = decode._fingerprint(records, 256, 2, 'error')
+    assert key == decode._fingerprint(records, 256, 2, 'error')
+    assert key != decode._fingerprint(records, 256, 2, 'skip')
+    assert key != decode._fingerprint(records, 128, 2, 'error')
+    assert key != decode._fingerprint(records, 256, 3, 'error')
+    os.remove(records[0].mask_path)   # a mask file counts too
+    assert key != decode._fingerprint(records, 256, 2, 'error')
+
+
+@pytest.mark.parametrize('how', ['truncate', 'random', 'empty'])
+def test_broken_images_name_file_and_line_or_are_skipped(tmp_path, capsys, how):
+    root, meta, cfg = _small_cub(tmp_path)
+    victim = root / 'images' / meta[3][0]   # image id 3: line 3 of images.txt, a test image
+    fixtures.damage(victim, how)
+    if how == 'truncate':   # OpenCV decoded it: half grey, a libjpeg warning that names no file
+        assert cv2.imread(str(victim)) is not None
+    with pytest.raises(DataError, match=rf'cannot decode image .*{victim.name} \(listed in .*images.txt:3\): '):
+        load_dataset(cfg)
+    cfg.data.on_bad_sample = 'skip'
+    data = load_dataset(cfg)
+    assert len(_names(data)) == 7 and str(victim) not in _names(data)
+    assert 'cub-test: skipped 1 of 4 samples' in capsys.readouterr().out
+
+
+def test_truncated_png_image_and_mask(tmp_path, capsys):
+    root, meta, cfg = _small_cub(tmp_path)
+    mask = root / 'segmentations' / (meta[4][0][:-4] + '.png')
+    fixtures.damage(mask, 'truncate')
+    with pytest.raises(DataError, match=rf'cannot decode mask .*{mask.name} \(listed in .*images.txt:4\): .*truncated'):
+        load_dataset(cfg)
+    cfg.data.on_bad_sample = 'skip'
+    assert len(load_dataset(cfg).test) == 3
+    mine = tmp_path / 'mine'
+    fixtures.write_wsolevaluation(mine, suffix='.png')
+    fixtures.damage(mine / 'images' / 'val' / '002.png', 'truncate')
+    with pytest.raises(DataError, match=r'cannot decode image .*002.png \(listed in .*val/class_labels.txt:3\)'):
+        load_dataset(_config('custom', mine))
+
+
+def test_boxes_outside_the_image_or_inverted(tmp_path, capsys):
+    W, H = fixtures.W, fixtures.H
+    root, meta, cfg = _small_cub(tmp_path)
+    boxes_txt = root / 'bounding_boxes.txt'
+    # One pixel beyond the border (CUB's x + w == W is inside): accepted and clipped.
+    fixtures.set_line(boxes_txt, 3, f'3 {W - 100}.0 10.0 101.0 {H - 9}.0')
+    data = load_dataset(cfg)
+    k = data.test.names.index(str(root / 'images' / meta[3][0]))
+    np.testing.assert_array_equal(data.test.boxes[k, 0], [176, 11, 255, 255])   # [220, 10, 320, 240] * 0.8, 256/240
+    for line, problem in ((f'3 250.0 10.0 75.0 20.0', 'outside the image'),   # x1 = 325 > 320 + 1
+                          ('3 50.0 60.0 -10.0 20.0', r'inverted \(x0 > x1 or y0 > y1\)'),
+                          ('3 -5.0 60.0 10.0 20.0', 'outside the image')):
+        fixtures.set_line(boxes_txt, 3, line)
+        cfg.data.on_bad_sample = 'error'
+        with pytest.raises(DataError, match=rf'bounding_boxes.txt:3: box .* of .*{meta[3][0]} is {problem} '
+                                            rf'\(the image is {W}x{H}\); fix the annotation'):
+            load_dataset(cfg)
+        cfg.data.on_bad_sample = 'skip'
+        assert len(_names(load_dataset(cfg))) == 7
+        assert 'cub-test: skipped 1 of 4 samples' in capsys.readouterr().out
+    # Stanford Cars (1-based inclusive): x2 == W + 1 is tolerated, x2 == W + 2 is not.
+    cars = tmp_path / 'cars'
+    fixtures.write_cars(cars, edits={('train', 2): {'bbox_x2': np.uint16(W + 1)}})
+    load_dataset(_config('cars', cars, num_val=1, num_classes=0))
+    fixtures.write_cars(cars, edits={('train', 2): {'bbox_x2': np.uint16(W + 2)}})
+    with pytest.raises(DataError, match=r'cars_train_annos.mat\[2\]: box .* is outside the image'):
+        load_dataset(_config('cars', cars, num_val=1, num_classes=0))
+
+
+def test_wsolevaluation_box_lines_and_image_sizes_are_checked(tmp_path):
+    mine = tmp_path / 'mine'
+    fixtures.write_wsolevaluation(mine)
+    loc = mine / 'metadata' / 'val' / 'localization.txt'
+    rel1 = fixtures.get_line(loc, 3).split(',')[0]   # line 3: image 1 (image 0 has two boxes)
+    fixtures.set_line(loc, 3, f'{rel1},200,10,100,50')
+    with pytest.raises(DataError, match=r'val/localization.txt:3: box \[x0, y0, x1, y1\] = \[200, 10, 100, 50\] '
+                                        r'.*inverted'):
+        load_dataset(_config('custom', mine))
+    fixtures.set_line(loc, 3, f'{rel1},10,10,100,50')
+    sizes = mine / 'metadata' / 'test' / 'image_sizes.txt'
+    rel = fixtures.get_line(sizes, 2).split(',')[0]
+    fixtures.set_line(sizes, 2, f'{rel},300,240')   # the file is 320x240: its boxes would be off
+    with pytest.raises(DataError, match=rf'test/image_sizes.txt:2: lists .*{rel} as 300x240 but the file is 320x240'):
+        load_dataset(_config('custom', mine))
+    fixtures.set_line(loc, 8, 'images/val/nope.jpg,1,2,3,4')
+    with pytest.raises(DataError, match=r'val/localization.txt:8: images/val/nope.jpg is not in image_ids.txt'):
+        load_dataset(_config('custom', mine))
+
+
+def test_test_label_never_seen_in_training_is_an_error(tmp_path):
+    mine = tmp_path / 'mine'
+    fixtures.write_wsolevaluation(mine)
+    for split in ('test', 'val'):
+        labels = mine / 'metadata' / split / 'class_labels.txt'
+        line = fixtures.get_line(labels, 2)
+        fixtures.set_line(labels, 2, line.split(',')[0] + ',7')
+        with pytest.raises(DataError, match=rf'{split}/class_labels.txt:2: label 7 of .* \({split} split\) never '
+                                            'occurs in the training split'):
+            load_dataset(_config('custom', mine))
+        fixtures.set_line(labels, 2, line)
+    # A hold-out val is part of train: only the test split is checked then.
+    root, _, cfg = _small_cub(tmp_path)
+    fixtures.set_line(root / 'image_class_labels.txt', 3, '3 9')
+    with pytest.raises(DataError, match=r"image_class_labels.txt:3: label 8 of .*Bird_0_0002.jpg \(test split\) "
+                                        "never occurs"):
+        load_dataset(cfg)
+
+
+def test_images_listed_twice_are_errors(tmp_path):
+    root, meta, cfg = _small_cub(tmp_path)
+    images = root / 'images.txt'
+    fixtures.set_line(images, 9, fixtures.get_line(images, 3))   # id 3 again
+    with pytest.raises(DataError, match=r'images.txt:9: 3 is listed twice \(also at .*images.txt:3\)'):
+        load_dataset(cfg)
+    fixtures.set_line(images, 9, f'9 {meta[3][0]}')             # the path of id 3 under a new id
+    for name, line in (('image_class_labels.txt', '9 1'), ('train_test_split.txt', '9 0'),
+                       ('bounding_boxes.txt', '9 1.0 1.0 10.0 10.0')):
+        fixtures.set_line(root / name, 9, line)
+    with pytest.raises(DataError, match=rf'images.txt:9: .*{meta[3][0]} is listed twice in the test split '
+                                        r'\(also at .*images.txt:3\)'):
+        load_dataset(cfg)
+    mine = tmp_path / 'mine'
+    fixtures.write_wsolevaluation(mine)
+    ids = mine / 'metadata' / 'train' / 'image_ids.txt'
+    fixtures.set_line(ids, 7, fixtures.get_line(ids, 2))
+    with pytest.raises(DataError, match=r'train/image_ids.txt:7: images/train/001.jpg is listed twice \(also at '
+                                        r'.*train/image_ids.txt:2\)'):
+        load_dataset(_config('custom', mine))
+    flowers = tmp_path / 'flowers'
+    fixtures.write_flowers(flowers, setid={'trnid': [1, 4, 7, 1]})
+    with pytest.raises(DataError, match=r'setid.mat:trnid\[3\]: .*image_00001.jpg is listed twice in the train split'):
+        load_dataset(_config('flowers', flowers))
+    tiny = tmp_path / 'tiny'
+    fixtures.write_tiny_imagenet(tiny)
+    fixtures.set_line(tiny / 'wnids.txt', 4, fixtures.get_line(tiny / 'wnids.txt', 1))
+    with pytest.raises(DataError, match=r'wnids.txt:4: class n01443537 is listed twice'):
+        load_dataset(_config('tiny_imagenet', tiny, num_val=2))
+
+
+def _cub_field(tmp_path, name, line):
+    root = tmp_path / 'cub'
+    fixtures.write_cub(root, num_classes=2, per_class=4)
+    fixtures.set_line(root / name, 3, line)
+    return _config('cub', root, num_val=1, num_classes=0)
+
+
+def _cars_field(tmp_path, field, value):
+    fixtures.write_cars(tmp_path / 'cars', edits={('test', 2): {field: value}})
+    return _config('cars', tmp_path / 'cars', num_val=1, num_classes=0)
+
+
+def _flowers_labels(tmp_path):
+    fixtures.write_flowers(tmp_path / 'flowers', label_values=np.array([1, 1, 1, 2, 2, 2.5, 3, 3, 3, 1, 1, 1]))
+    return _config('flowers', tmp_path / 'flowers')
+
+
+def _tiny_box(tmp_path):
+    fixtures.write_tiny_imagenet(tmp_path / 'tiny')
+    path = tmp_path / 'tiny' / 'val' / 'val_annotations.txt'
+    fields = fixtures.get_line(path, 2).split('\t')
+    fixtures.set_line(path, 2, '\t'.join(fields[:2] + ['abc'] + fields[3:]))
+    return _config('tiny_imagenet', tmp_path / 'tiny', num_val=2)
+
+
+def _wsol_line(tmp_path, name, make):
+    fixtures.write_wsolevaluation(tmp_path / 'mine')
+    path = tmp_path / 'mine' / 'metadata' / 'test' / name
+    fixtures.set_line(path, 2, make(fixtures.get_line(path, 2).split(',')))
+    return _config('custom', tmp_path / 'mine')
+
+
+# (config with one broken field, the error, whether on_bad_sample=skip drops the sample instead)
+BAD_FIELDS = {
+    'cub label': (lambda t: _cub_field(t, 'image_class_labels.txt', '3 abc'),
+                  r"image_class_labels.txt:3: class label 'abc' is not an integer", False),
+    'cub split flag': (lambda t: _cub_field(t, 'train_test_split.txt', '3 2'),
+                       r"train_test_split.txt:3: is_training_image must be 1 \(train\) or 0 \(test\), got '2'", False),
+    'cub box': (lambda t: _cub_field(t, 'bounding_boxes.txt', '3 10.0 abc 30.0 40.0'),
+                r"bounding_boxes.txt:3: box field 'abc' is not a number", True),
+    'cars class': (lambda t: _cars_field(t, 'class', 'abc'),
+                   r"cars_test_annos_withlabels.mat\[2\]: class 'abc' is not an integer", False),
+    'cars box': (lambda t: _cars_field(t, 'bbox_y1', 'abc'),
+                 r"cars_test_annos_withlabels.mat\[2\]: box field 'abc' is not a number", True),
+    'flowers label': (_flowers_labels, r'imagelabels.mat:labels\[5\]: label .*2.5.* is not an integer', False),
+    'tiny_imagenet box': (_tiny_box, r"val_annotations.txt:2: box field 'abc' is not a number", True),
+    'wsolevaluation label': (lambda t: _wsol_line(t, 'class_labels.txt', lambda f: f'{f[0]},abc'),
+                             r"test/class_labels.txt:2: class label 'abc' is not an integer", False),
+    'wsolevaluation box': (lambda t: _wsol_line(t, 'localization.txt', lambda f: f'{f[0]},1,2,x,4'),
+                           r"test/localization.txt:2: box field 'x' is not a number", True),
+    'wsolevaluation size': (lambda t: _wsol_line(t, 'image_sizes.txt', lambda f: f'{f[0]},320.5,240'),
+                            r'test/image_sizes.txt:2: image size .* is not a pair of integers', True),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_FIELDS))
+def test_unparseable_fields_name_file_and_line(tmp_path, case):
+    make, message, skippable = BAD_FIELDS[case]
+    cfg = make(tmp_path)
+    with pytest.raises(DataError, match=message):
+        load_dataset(cfg)
+    cfg.data.on_bad_sample = 'skip'
+    if skippable:   # a per-sample problem: that sample is dropped
+        data = load_dataset(cfg)
+        assert len(data.test) == {'cub': 3, 'cars': 5, 'tiny_imagenet': 5, 'wsolevaluation': 5}[cfg.data.source]
+    else:           # a structural one: the listing itself is doubtful, skip does not hide it
+        with pytest.raises(DataError, match=message):
+            load_dataset(cfg)
 
 
 def test_cub_errors_name_the_file(tmp_path):
@@ -74,7 +325,8 @@ def test_missing_root_and_bad_labels(tmp_path):
         load_dataset(_config('cub', tmp_path / 'nowhere'))
     root = tmp_path / 'cub'
     fixtures.write_cub(root)
-    with pytest.raises(DataError, match=r'label 2 \(0-based\) of .*Bird_2_0000.jpg .*is outside \[0, 2\)'):
+    with pytest.raises(DataError, match=r'image_class_labels.txt:13: label 2 \(0-based\) of .*Bird_2_0000.jpg is '
+                                        r'outside \[0, 2\)'):
         load_dataset(_config('cub', root, num_val=2, num_classes=2))
     with pytest.raises(ConfigError, match='num_val'):
         load_dataset(_config('cub', root, num_val=100, num_classes=0))
@@ -128,3 +380,17 @@ def test_wsolevaluation_metadata_with_several_boxes_and_masks(tmp_path):
     for k, name in enumerate(data.val.names):
         rel = os.path.relpath(name, tmp_path / 'mine')
         assert data.val.labels[k] == meta[rel][0]
+
+
+def test_wsolevaluation_masks_of_one_image_are_united(tmp_path):
+    mine = tmp_path / 'mine'
+    fixtures.write_wsolevaluation(mine, masks_for_test=True)
+    cfg = _config('custom', mine)
+    k = 0   # test image 000.jpg, the first line of test/localization.txt
+    alone = load_dataset(cfg).test.masks[k].astype(bool)
+    corner = np.zeros((fixtures.H, fixtures.W), np.uint8)
+    corner[:30, :40] = 255   # a second object in the corner (the fixture's objects start at x, y >= 10)
+    cv2.imwrite(str(mine / 'masks' / 'test' / '000b.png'), corner)
+    fixtures.set_line(mine / 'metadata' / 'test' / 'localization.txt', 7, 'images/test/000.jpg,masks/test/000b.png,')
+    united = load_dataset(cfg).test.masks[k].astype(bool)
+    assert (united >= alone).all() and united[:30, :30].all() and united.sum() > alone.sum()

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wsol_jax.localization import (boxes_from_maps, containment_score, normalize_maps,
-                                   threshold_maps)
+from wsol_jax.localization import (boxes_from_maps, containment_score, normalize_maps, selection_scores,
+                                   threshold_maps, thresholded_maps)
 
 
 def test_threshold_keeps_values_from_a_tenth_of_the_max():
@@ -21,6 +21,7 @@ def test_larger_of_two_blobs_wins():
     m[0, 2:5, 3:6] = 1.0      # 3x3, the maximum
     m[0, 8:18, 10:25] = 0.3   # 10x15, weaker but larger and above max/10
     np.testing.assert_array_equal(boxes_from_maps(m), [[10, 8, 25, 18]])
+    np.testing.assert_array_equal(boxes_from_maps(m, box_rule='literal'), [[10, 8, 25, 18]])
 
 
 def test_nested_contours_give_the_outer_box():
@@ -63,11 +64,63 @@ def test_containment_score_jits_and_matches_loop():
 
 def test_box_of_full_map_contains_everything():
     maps = np.ones((1, 32, 32), np.float32)
-    boxes = boxes_from_maps(maps)
+    boxes = boxes_from_maps(maps, box_rule='literal')
     np.testing.assert_array_equal(boxes, [[0, 0, 32, 32]])
     assert float(containment_score(maps, boxes)[0]) == pytest.approx(1.0)
+    # A flat map carries no location: min-max normalisation leaves nothing to keep.
+    np.testing.assert_array_equal(boxes_from_maps(maps), [[0, 0, 0, 0]])
 
 
 def test_normalize_maps():
     m = np.array([[[2.0, 4.0], [3.0, 6.0]], [[1.0, 1.0], [1.0, 1.0]]])
     np.testing.assert_allclose(normalize_maps(m), [[[0, 0.5], [0.25, 1]], [[0, 0], [0, 0]]])
+
+
+def _unsharp_map():
+    """Background 0.3 everywhere, an object of 0.9 at rows 4..11, columns 6..17 (a map whose
+    minimum is far from 0, as early in training)."""
+    m = np.full((1, 20, 24), 0.3, np.float32)
+    m[0, 4:12, 6:18] = 0.9
+    return m
+
+
+def test_normalized_rule_finds_the_object_of_an_unsharp_map():
+    m = _unsharp_map()
+    box = boxes_from_maps(m)                     # default: min-max normalised first
+    np.testing.assert_array_equal(box, [[6, 4, 18, 12]])
+    hat = thresholded_maps(m)
+    assert float(containment_score(hat, box)[0]) == pytest.approx(1.0)
+    # S < 1 as soon as some weight lies outside the box: add a second, smaller blob.
+    m2 = m.copy()
+    m2[0, 15:18, 1:3] = 0.9
+    s = float(containment_score(thresholded_maps(m2), boxes_from_maps(m2))[0])
+    assert s == pytest.approx(96 / (96 + 6))
+
+
+def test_literal_rule_keeps_the_whole_unsharp_map():
+    m = _unsharp_map()
+    box = boxes_from_maps(m, box_rule='literal')  # Eq. 5 as written: 0.3 >= 0.09 is kept
+    np.testing.assert_array_equal(box, [[0, 0, 24, 20]])
+    hat = thresholded_maps(m, box_rule='literal')
+    assert float(containment_score(hat, box)[0]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match='box_rule'):
+        thresholded_maps(m, box_rule='other')
+
+
+def test_whole_image_blobs_score_zero_for_the_selection():
+    """A map whose kept pixels cover (nearly) the whole image has S = 1 by Eq. 6; for the
+    selection it is degenerate and scores 0, as does an empty map."""
+    whole = np.full((1, 16, 16), 0.8, np.float32)
+    whole[0, 0, 0] = 0.0                          # after normalisation 255/256 of the pixels are kept
+    obj = np.zeros((1, 16, 16), np.float32)
+    obj[0, 2:10, 3:9] = 1.0
+    empty = np.zeros((1, 16, 16), np.float32)
+    maps = np.concatenate([whole, obj, empty])
+    hat = thresholded_maps(maps)
+    boxes = boxes_from_maps(maps)
+    s, degenerate = selection_scores(jnp.asarray(hat), jnp.asarray(boxes), max_coverage=0.95)
+    np.testing.assert_allclose(np.asarray(containment_score(hat, boxes)), [1.0, 1.0, 0.0])
+    np.testing.assert_allclose(np.asarray(s), [0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(np.asarray(degenerate), [True, False, True])
+    s_off, _ = selection_scores(jnp.asarray(hat), jnp.asarray(boxes), max_coverage=1.0)
+    np.testing.assert_allclose(np.asarray(s_off), [1.0, 1.0, 0.0])

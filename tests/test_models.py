@@ -30,14 +30,14 @@ def test_classifier_parameter_count_matches_torchvision(depth):
 def test_backbone_feature_shapes(depth):
     shapes = jax.eval_shape(lambda x: ResNet(depth).init_with_output(jax.random.key(0), x)[0],
                             jnp.zeros((2, 224, 224, 3)))
-    assert [s.shape for s in shapes] == [(2, 112 // 2 ** i if i else 112, 112 // 2 ** i if i else 112, c)
-                                         for i, c in enumerate(stage_channels(depth))]
+    sides = (112, 56, 56, 28, 14, 7)   # stem, max-pool, layer1..4
+    assert [s.shape for s in shapes] == [(2, side, side, c) for side, c in zip(sides, stage_channels(depth))]
 
 
-@pytest.mark.parametrize('depth', sorted(TORCHVISION_PARAMS))
-@pytest.mark.parametrize('size', [64, 224])
-def test_weight_map_shape_and_range(depth, size):
-    g = WeightMapNet(depth, width=0.125)
+@pytest.mark.parametrize('depth, size, decoder', [(d, s, 'released') for d in sorted(TORCHVISION_PARAMS) for s in (64, 224)]
+                         + [('resnet18', 64, 'paper'), ('resnet50', 64, 'paper')])
+def test_weight_map_shape_and_range(depth, size, decoder):
+    g = WeightMapNet(depth, width=0.125, decoder=decoder)
     x = jax.random.normal(jax.random.key(1), (2, size, size, 3))
     with jax.disable_jit():  # op-by-op: compiling the deepest U-Nets whole is slow on CPU
         variables = g.init(jax.random.key(0), x)
@@ -79,3 +79,79 @@ def test_cam_decomposes_the_class_score():
     np.testing.assert_allclose(np.asarray(cams.mean(axis=(1, 2))),
                                np.asarray(logits[jnp.arange(2), jnp.array([1, 3])] - bias[jnp.array([1, 3])]),
                                rtol=1e-4, atol=1e-5)
+
+
+# The released SkipDecoder (what-is-where-by-looking @ f237ab4, base.py): every decoder tensor
+# with its PyTorch shape, written from that file for ResNet-18 (full_features 64, 64, 128, 256,
+# 512) and ResNet-50 (64, 256, 512, 1024, 2048). Its `up5.BN2` is created but never called, so it
+# has no counterpart here.
+def _released_decoder_shapes(ff):
+    shapes = {}
+    def conv(name, cin, cout):
+        shapes[f'{name}.weight'] = (cout, cin, 3, 3)
+        shapes[f'{name}.bias'] = (cout,)
+    def bn(name, c):
+        for leaf in ('weight', 'bias', 'running_mean', 'running_var'):
+            shapes[f'{name}.{leaf}'] = (c,)
+    conv('bottleneck.conv1', ff[4], ff[4]); bn('bottleneck.BN1', ff[4])
+    conv('bottleneck.conv2', ff[4], ff[4]); bn('bottleneck.BN2', ff[4])
+    blocks = [('up1', ff[4] + ff[3], ff[3]), ('up2', ff[3] + ff[2], ff[2]), ('up3', ff[2] + ff[1], ff[1]),
+              ('up4', ff[1] + ff[0], ff[0]), ('up5', ff[0] + ff[0], 1)]
+    for name, cin, cout in blocks:
+        conv(f'{name}.conv1', cin, cout); conv(f'{name}.conv2', cout, cout); bn(f'{name}.BN1', cout)
+        if name != 'up5':
+            bn(f'{name}.BN2', cout)
+    return shapes
+
+
+RELEASED_FULL_FEATURES = {'resnet18': (64, 64, 128, 256, 512), 'resnet50': (64, 256, 512, 1024, 2048)}
+
+
+def _flax_decoder_as_torch(depth):
+    shapes = jax.eval_shape(WeightMapNet(depth).init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    out = {}
+    for collection in ('params', 'batch_stats'):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(shapes[collection]['decoder'])[0]:
+            keys = [p.key for p in path]
+            module = keys[:-1]
+            # 'bottleneck_conv1' -> 'bottleneck.conv1'; 'up1', 'bn1' -> 'up1.BN1'
+            module = [m.replace('bottleneck_', 'bottleneck.').replace('bn', 'BN') for m in module]
+            torch_leaf = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean',
+                          'var': 'running_var'}[keys[-1]]
+            shape = leaf.shape
+            if keys[-1] == 'kernel':   # HWIO -> OIHW
+                shape = (shape[3], shape[2], shape[0], shape[1])
+            out['.'.join(module + [torch_leaf])] = shape
+    return out
+
+
+@pytest.mark.parametrize('depth', ['resnet18', 'resnet50'])
+def test_released_decoder_tensors_match_the_authors_skip_decoder(depth):
+    assert _flax_decoder_as_torch(depth) == _released_decoder_shapes(RELEASED_FULL_FEATURES[depth])
+
+
+@pytest.mark.parametrize('depth', ['resnet18', 'resnet50'])
+def test_paper_decoder_widths_and_skips(depth):
+    """The paper-text decoder: conv1 sees the upsampled features plus the skip of the same
+    resolution (the last block: the RGB input), conv2 has no bias (BatchNorm follows)."""
+    g = WeightMapNet(depth, decoder='paper')
+    params = jax.eval_shape(g.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))['params']
+    ch = stage_channels(depth)   # stem, pool, layer1..4
+    ins = [ch[5] + ch[4], 256 + ch[3], 128 + ch[2], 64 + ch[0], 32 + 3]
+    for i, (cin, cout) in enumerate(zip(ins, (256, 128, 64, 32, 1))):
+        block = params[f'decoder{i + 1}']
+        assert block['conv1']['kernel'].shape[2] == cin
+        assert block['conv2']['kernel'].shape[3] == cout and 'bias' not in block['conv2']
+
+
+def test_align_corners_resize_matches_pytorch():
+    torch = pytest.importorskip('torch')
+    from wsol_jax.models.weight_map import resize_align_corners, upsample_bilinear2x
+    x = np.random.default_rng(0).normal(size=(2, 7, 5, 3)).astype(np.float32)
+    tx = torch.from_numpy(x).permute(0, 3, 1, 2)
+    want = torch.nn.functional.interpolate(tx, size=(32, 20), mode='bilinear', align_corners=True)
+    np.testing.assert_allclose(np.asarray(resize_align_corners(jnp.asarray(x), 32, 20)),
+                               want.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+    want2 = torch.nn.Upsample(scale_factor=2, mode='bilinear')(tx)
+    np.testing.assert_allclose(np.asarray(upsample_bilinear2x(jnp.asarray(x))), want2.permute(0, 2, 3, 1).numpy(),
+                               atol=1e-5)

@@ -1,5 +1,7 @@
 """ImageNet weight import: the Flax ResNets equal a PyTorch (torchvision-layout) reference forward
-pass with the same weights, from .pth and .safetensors files; mismatches list what differs."""
+pass with the same weights, from .pth and .safetensors files; mismatches list what differs, and
+every unreadable file (random bytes, empty, truncated, not a state dict) fails with one line that
+names it. `check_pretrained` validates a file without compiling anything."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,9 @@ import pytest
 
 from wsol_jax.errors import ConfigError
 from wsol_jax.models import Classifier, ResNet, WeightMapNet
-from wsol_jax.models.pretrained import load_backbone, read_state_dict, resnet_variables
+from wsol_jax.models.pretrained import (check_pretrained, load_backbone, read_state_dict, resnet_variables,
+                                        wants_pretrained)
+from wsol_jax.models.resnet import scaled
 
 torch = pytest.importorskip('torch')
 tnn = torch.nn
@@ -55,14 +59,15 @@ class TBottleneck(tnn.Module):
 class TResNet(tnn.Module):
     """torchvision.models.ResNet's layout and names (torchvision itself is not needed)."""
 
-    def __init__(self, block, layers, num_classes=1000):
+    def __init__(self, block, layers, num_classes=1000, width=1.0):
         super().__init__()
-        self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = tnn.BatchNorm2d(64)
+        inp = scaled(64, width)
+        self.conv1 = tnn.Conv2d(3, inp, 7, 2, 3, bias=False)
+        self.bn1 = tnn.BatchNorm2d(inp)
         self.maxpool = tnn.MaxPool2d(3, 2, 1)
-        inp = 64
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
             blocks = []
+            planes = scaled(planes, width)
             for j in range(n):
                 blocks.append(block(inp, planes, 2 if i > 0 and j == 0 else 1))
                 inp = planes * block.expansion
@@ -79,11 +84,12 @@ class TResNet(tnn.Module):
 
 
 SPECS = {'resnet18': (TBasic, (2, 2, 2, 2)), 'resnet50': (TBottleneck, (3, 4, 6, 3))}
+TINY = 0.125   # width of the files that the error tests read: 1/8 of the channels, fast to save and load
 
 
-def _reference(depth):
+def _reference(depth, width=1.0):
     torch.manual_seed(0)
-    model = TResNet(*SPECS[depth])
+    model = TResNet(*SPECS[depth], width=width)
     with torch.no_grad():   # non-trivial BatchNorm statistics and affine parameters
         for m in model.modules():
             if isinstance(m, tnn.BatchNorm2d):
@@ -94,21 +100,34 @@ def _reference(depth):
     return model.eval()
 
 
+def _save(state_dict, path):
+    """`state_dict` written as `path` (.pth or .safetensors); returns `path`."""
+    if path.endswith('.pth'):
+        torch.save(state_dict, path)
+    else:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def tiny_files(tmp_path_factory):
+    """A resnet18 of width TINY saved in both formats: {'pth': path, 'safetensors': path}."""
+    folder = tmp_path_factory.mktemp('tiny_weights')
+    state_dict = _reference('resnet18', TINY).state_dict()
+    return {fmt: _save(state_dict, str(folder / f'r18.{fmt}')) for fmt in ('pth', 'safetensors')}
+
+
 @pytest.mark.parametrize('depth', ['resnet18', 'resnet50'])
 @pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
 def test_flax_backbone_equals_pytorch_reference(tmp_path, depth, fmt):
     model = _reference(depth)
-    path = str(tmp_path / f'weights.{fmt}')
-    if fmt == 'pth':
-        torch.save(model.state_dict(), path)
-    else:
-        from safetensors.torch import save_file
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    path = _save(model.state_dict(), str(tmp_path / f'weights.{fmt}'))
     x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
     with torch.no_grad():
         expected = [t.permute(0, 2, 3, 1).numpy() for t in model(torch.from_numpy(x).permute(0, 3, 1, 2))]
     variables = resnet_variables(read_state_dict(path), depth)
-    got = jax.jit(ResNet(depth).apply)(variables, jnp.asarray(x))[1:]
+    got = jax.jit(ResNet(depth).apply)(variables, jnp.asarray(x))[-4:]   # layer1..4, the reference's outputs
     for e, g in zip(expected, got):
         np.testing.assert_allclose(np.asarray(g), e, rtol=1e-3, atol=1e-3 * np.abs(e).max())
 
@@ -135,3 +154,102 @@ def test_mismatched_weights_list_the_differences(tmp_path):
         resnet_variables(read_state_dict(path), 'resnet18', width=0.5)
     with pytest.raises(ConfigError, match='pretrained weights not found'):
         read_state_dict(str(tmp_path / 'absent.pth'))
+
+
+def _random_bytes(path, files):
+    with open(path, 'wb') as f:
+        f.write(np.random.default_rng(0).bytes(4096))
+
+
+def _empty(path, files):
+    open(path, 'wb').close()
+
+
+def _truncated(path, files):
+    with open(files[path.rsplit('.', 1)[1]], 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])
+
+
+# name -> (file name, writer(path, tiny_files), the reason the error must give)
+UNREADABLE = {
+    'random_pth': ('x.pth', _random_bytes, 'not a readable PyTorch file'),
+    'random_safetensors': ('x.safetensors', _random_bytes, 'not a readable safetensors file'),
+    'empty_pth': ('x.pth', _empty, 'the file is empty'),
+    'empty_safetensors': ('x.safetensors', _empty, 'the file is empty'),
+    'truncated_pth': ('x.pth', _truncated, 'not a readable PyTorch file, corrupt or truncated'),
+    'truncated_safetensors': ('x.safetensors', _truncated, 'not a readable safetensors file, corrupt or truncated'),
+    'list_pth': ('x.pth', lambda p, f: torch.save([torch.zeros(3)], p), r'holds a list, not a state dict'),
+    'tensor_pth': ('x.pth', lambda p, f: torch.save(torch.zeros(3), p), r'holds a Tensor, not a state dict'),
+    'whole_model_pth': ('x.pth', lambda p, f: torch.save(tnn.Linear(2, 2), p),
+                        r'pickles Python objects \(torch\.nn\.modules\.linear\.Linear\).*model\.state_dict\(\)'),
+    'no_tensors_pth': ('x.pth', lambda p, f: torch.save({'epoch': 3}, p), 'it holds no tensors'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(UNREADABLE))
+def test_unreadable_file_is_one_line_naming_it(tmp_path, tiny_files, case):
+    name, write, reason = UNREADABLE[case]
+    path = str(tmp_path / name)
+    write(path, tiny_files)
+    for read in (lambda: read_state_dict(path), lambda: check_pretrained(path, 'resnet18', TINY)):
+        with pytest.raises(ConfigError, match=reason) as error:
+            read()
+        message = str(error.value)
+        assert message.startswith(f'cannot read pretrained weights {path}: ') and 'download them again' in message
+        assert '\n' not in message and len(message) < 600, message
+
+
+def test_wrong_ranks_are_listed_not_crashed(tmp_path, tiny_files):
+    tensors = read_state_dict(tiny_files['safetensors'])
+    tensors['conv1.weight'] = tensors['conv1.weight'].reshape(8, -1)    # a conv kernel stored 2-D
+    tensors['bn1.weight'] = tensors['bn1.weight'][:, None]               # a BatchNorm vector stored 2-D
+    from safetensors.numpy import save_file
+    path = str(tmp_path / 'ranks.safetensors')
+    save_file(tensors, path)
+    listing = (r'do not fit a resnet18 of width 0\.125: 2 with other shapes \(bn1\.weight: file \(8, 1\) vs '
+               r'model \(8,\), conv1\.weight: file \(8, 147\) vs model \(7, 7, 3, 8\)\)')
+    with pytest.raises(ConfigError, match=listing):
+        resnet_variables(read_state_dict(path), 'resnet18', TINY)
+    with pytest.raises(ConfigError, match=f'weights in {path} ' + listing):
+        check_pretrained(path, 'resnet18', TINY)
+
+
+@pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
+def test_check_pretrained_passes_a_fitting_file_without_compiling(tiny_files, fmt):
+    from wsol_jax.models import pretrained
+    pretrained._abstract_variables.cache_clear()   # trace again, so the check covers it
+    events = []
+
+    def listen(name, duration, **kwargs):
+        events.append(name)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        assert check_pretrained(tiny_files[fmt], 'resnet18', TINY) is None
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert not [e for e in events if 'backend_compile' in e or 'mlir_module' in e], events
+
+
+def test_check_pretrained_lists_differences_of_another_backbone(tiny_files):
+    path = tiny_files['pth']
+    with pytest.raises(ConfigError, match=rf'weights in {path} do not fit a resnet34 of width 0\.125: 80 missing '
+                                          r'\(layer1\.2\.bn1\.bias.*Check config\.f/g\.depth'):
+        check_pretrained(path, 'resnet34', TINY)
+    with pytest.raises(ConfigError, match=r'do not fit a resnet18 of width 0\.25: 100 with other shapes'):
+        check_pretrained(path, 'resnet18', 0.25)
+    with pytest.raises(ConfigError, match='pretrained weights not found'):
+        check_pretrained(path + '.missing.pth', 'resnet18', TINY)
+
+
+@pytest.mark.parametrize('value', ['', 'none', 'None', 'NONE', ' none '])
+def test_none_and_empty_mean_no_file(value):
+    assert not wants_pretrained(value)
+    assert check_pretrained(value, 'resnet18', TINY) is None
+    variables = {'params': {'backbone': {}}, 'batch_stats': {'backbone': {}}}
+    assert load_backbone(variables, value, 'resnet18', TINY, 'backbone') is variables
+
+
+def test_a_path_wants_pretrained():
+    assert wants_pretrained('weights/resnet18-f37072fd.pth') and wants_pretrained('none.pth')

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from wsol_jax import parallel
+from wsol_jax import inference, parallel
 from wsol_jax.models import Classifier, WeightMapNet
 from wsol_jax.train import steps
 from wsol_jax.train.state import create_train_state, make_optimizer
@@ -74,7 +74,7 @@ def test_f_classifier_step_learns_a_separable_problem(setup):
 
 def test_cam_maps_are_normalised_and_full_size(setup):
     f, _, f_state, _, images = setup
-    cams = jax.jit(functools.partial(steps.cam_maps, f, CROP))(f_state.variables, images, jnp.array([0, 1, 2, 0]))
+    cams = inference.compile_cam_maps(f, CROP)(f_state.variables, images, jnp.array([0, 1, 2, 0]))
     assert cams.shape == (4, CROP, CROP)
     assert float(cams.min()) >= 0.0 and float(cams.max()) <= 1.0 + 1e-6
 

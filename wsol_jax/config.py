@@ -8,8 +8,10 @@ from __future__ import annotations
 import ml_collections
 
 from wsol_jax.errors import ConfigError
-from wsol_jax.models.resnet import RESNET_SPECS
+from wsol_jax.localization import BOX_RULES
 from wsol_jax.losses import MASK_SPACES
+from wsol_jax.models.resnet import RESNET_SPECS
+from wsol_jax.models.weight_map import DECODERS
 
 METHODS = ('method1', 'method2')
 
@@ -31,6 +33,8 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.seed = 0
     c.dtype = 'float32'          # compute dtype; 'bfloat16' keeps float32 parameters
     c.distributed = False        # call jax.distributed.initialize() (multi-host runs)
+    c.overwrite = False          # retrain a stage whose checkpoints were made with other settings
+    c.require_pretrained = False  # the paper's datasets: f.pretrained and g.pretrained must be given
     c.data = ml_collections.ConfigDict(dict(
         source='synthetic',      # synthetic | cub | cars | flowers | tiny_imagenet | wsolevaluation | tfds
         root='',                 # the unpacked dataset (TFDS: its data_dir)
@@ -44,13 +48,23 @@ def base_config(method: str) -> ml_collections.ConfigDict:
         on_bad_sample='error'))  # error | skip (missing or corrupt files)
     c.f = ml_collections.ConfigDict(dict(
         depth='resnet18', width=1.0, embed_dim=200, margin=1.0, epochs=200, batch_size=16,
-        pretrained='', optimizer=optimizer(1e-3, 1e-4, decay_every=80)))
+        pretrained='',           # ImageNet weights (.pth / .safetensors); 'none': from scratch on purpose
+        allow_weak=False,        # continue to train_g although f is below min_accuracy_over_chance
+        min_accuracy_over_chance=2.0,
+        optimizer=optimizer(1e-3, 1e-4, decay_every=80)))
     c.g = ml_collections.ConfigDict(dict(
-        depth='resnet18', width=1.0, decoder_channels=(256, 128, 64, 32, 16), epochs=100, batch_size=128,
+        depth='resnet18', width=1.0, epochs=100, batch_size=128,
+        decoder='released',      # released: the authors' SkipDecoder | paper: the paper text's decoder
+        decoder_channels=(256, 128, 64, 32, 16),
         pretrained='', optimizer=optimizer(1e-4, 1e-4, decay_every=1000),
-        reg_weight=1.0, inner_weight=1.0, outer_weight=1.0, margin=1.0, mask_space='normalized'))
+        reg_weight=1.0, inner_weight=1.0, outer_weight=1.0, margin=1.0, mask_space='normalized',
+        keep_all_checkpoints=False))  # default: only the best-S and the latest epoch stay on disk
     c.eval = ml_collections.ConfigDict(dict(
-        batch_size=64, threshold_ratio=0.1, pxap_interval=0.01, maxboxacc_ious=(30, 50, 70),
+        batch_size=64,
+        box_rule='normalized',   # normalized: min-max rescale before Eq. 5 (released code) | literal
+        threshold_ratio=0.1,     # Eq. 5: tau = ratio * max
+        max_coverage=0.95,       # a map keeping more of the image than this is degenerate (S = 0)
+        pxap_interval=0.01, maxboxacc_ious=(30, 50, 70),
         num_overlays=8, strip_images=4))
     return c
 
@@ -69,6 +83,10 @@ def validate(config) -> None:
         need(config[net].batch_size >= 1, f'{net}.batch_size', 'must be at least 1')
         need(config[net].optimizer.name in ('sgd', 'adam'), f'{net}.optimizer.name', "must be 'sgd' or 'adam'")
     need(config.g.mask_space in MASK_SPACES, 'g.mask_space', f'must be one of {MASK_SPACES}')
+    need(config.g.decoder in DECODERS, 'g.decoder', f'must be one of {DECODERS}, got {config.g.decoder!r}')
+    need(config.eval.box_rule in BOX_RULES, 'eval.box_rule', f'must be one of {BOX_RULES}, got {config.eval.box_rule!r}')
+    need(0 < config.eval.max_coverage <= 1, 'eval.max_coverage', 'must be in (0, 1] (1 switches the rule off)')
+    need(config.f.min_accuracy_over_chance >= 0, 'f.min_accuracy_over_chance', 'must be >= 0')
     need(len(config.g.decoder_channels) == 5, 'g.decoder_channels', 'needs five widths (five upsampling blocks)')
     crop, size = config.data.crop_size, config.data.image_size
     need(crop % 32 == 0, 'data.crop_size', f'must be divisible by 32 (g downscales 32x), got {crop}')
@@ -76,6 +94,17 @@ def validate(config) -> None:
     need(0 < config.eval.threshold_ratio < 1, 'eval.threshold_ratio', 'must be in (0, 1)')
     need(config.data.val_split in ('holdout', 'val'), 'data.val_split', "must be 'holdout' or 'val'")
     need(config.data.on_bad_sample in ('error', 'skip'), 'data.on_bad_sample', "must be 'error' or 'skip'")
-    if config.data.source != 'synthetic':
-        need(bool(config.data.root), 'data.root', 'is empty: set it to the unpacked dataset, e.g. '
-             '--config.data.root=/data/CUB_200_2011')
+    from wsol_jax.data import check_source
+    check_source(config)
+    if config.require_pretrained:
+        for net in ('f', 'g'):
+            need(bool(config[net].pretrained), f'{net}.pretrained',
+                 f'is empty, but this config reproduces the paper only from ImageNet weights: download '
+                 f'{PRETRAINED_FILES.get(config[net].depth, "the torchvision weights")} and pass '
+                 f'--config.{net}.pretrained=PATH, or --config.{net}.pretrained=none to train from scratch on purpose')
+
+
+PRETRAINED_FILES = {'resnet18': 'https://download.pytorch.org/models/resnet18-f37072fd.pth',
+                    'resnet34': 'https://download.pytorch.org/models/resnet34-b627a593.pth',
+                    'resnet50': 'https://download.pytorch.org/models/resnet50-0676ba61.pth',
+                    'resnet101': 'https://download.pytorch.org/models/resnet101-63fe2227.pth'}

@@ -16,3 +16,8 @@ class WorkdirError(WsolError):
 
 class DataError(WsolError):
     """A dataset file is missing, corrupt or inconsistent."""
+
+
+class TrainingError(WsolError):
+    """Training went wrong in a way that would make the numbers meaningless (a non-finite loss,
+    a classifier at chance, weight maps that localise nothing)."""

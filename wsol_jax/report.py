@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import importlib.metadata
-import json
 import os
 import subprocess
 
@@ -20,6 +19,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from wsol_jax import workdir as workdir_lib  # noqa: E402
 from wsol_jax.data.dataset import crop_offset  # noqa: E402
 
 METRIC_NAMES = {'gt_known_loc': 'GT-known loc', 'top1_loc': 'Top-1 loc', 'top1_cls': 'Top-1 cls',
@@ -52,13 +52,31 @@ def provenance() -> dict:
 def markdown_table(results: dict, selection: dict) -> str:
     cols = [k for k in METRIC_NAMES if any(k in r for r in results.values())]
     lines = [f'Selected epoch: {selection["selected_epoch"]} of {selection["last_epoch"]} '
-             f'({selection["criterion"]}). Metrics in %.', '',
+             f'({selection["criterion"]}; box rule: {selection.get("box_rule", "literal")}). Metrics in %.', '',
              '| method | ' + ' | '.join(METRIC_NAMES[c] for c in cols) + ' |',
              '|---|' + '---|' * len(cols)]
     for variant, r in results.items():
         cells = [f'{100 * r[c]:.2f}' if c in r else '-' for c in cols]
         lines.append(f'| {VARIANT_NAMES.get(variant, variant)} | ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(lines + diagnostics(selection)) + '\n'
+
+
+def diagnostics(selection: dict) -> list[str]:
+    """What the selection did not use but a reader should know: the regret against the best
+    epoch in hindsight (validation boxes), and maps that were degenerate or collapsed."""
+    lines = []
+    regret = selection.get('regret')
+    if regret:
+        lines += ['', f'Selection diagnostic (validation boxes, never used by the selection): GT-known loc of the '
+                      f'selected epoch {regret["selected_epoch"]} {100 * regret["selected"]:.2f}, of the best epoch '
+                      f'{regret["best_epoch"]} {100 * regret["best"]:.2f}; regret {100 * regret["regret"]:.2f} points.']
+    chosen = selection['history'].get(str(selection['selected_epoch']), {})
+    for key, what in (('val/collapsed', 'collapsed (weights all below 0.1 or all above 0.9)'),
+                      ('val/degenerate', 'degenerate (one blob over nearly the whole image, or empty)')):
+        if chosen.get(key, 0) > 0.05:
+            lines += ['', f'**Warning**: at the selected epoch the weight map is {what} on '
+                          f'{100 * chosen[key]:.0f}% of the validation images.']
+    return lines
 
 
 def plot_selection(selection: dict, path: str) -> None:
@@ -74,7 +92,11 @@ def plot_selection(selection: dict, path: str) -> None:
     ax.legend(loc='lower left', fontsize=8)
     ax.set_title('Early stopping by the containment score S')
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save_figure(fig, path, dpi=120)
+
+
+def _save_figure(fig, path: str, dpi: int) -> None:
+    workdir_lib.write_atomically(path, lambda fh: fig.savefig(fh, format='png', dpi=dpi))
     plt.close(fig)
 
 
@@ -112,8 +134,7 @@ def plot_overlays(images_uint8: np.ndarray, samples, crop_size: int, path: str) 
             if row == 0:
                 ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save_figure(fig, path, dpi=100)
 
 
 def plot_strip(strip_dir: str, images_uint8: np.ndarray, crop_size: int, selected: int, path: str,
@@ -140,19 +161,19 @@ def plot_strip(strip_dir: str, images_uint8: np.ndarray, crop_size: int, selecte
         for ax in axes[r]:
             ax.set_axis_off()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save_figure(fig, path, dpi=100)
 
 
 def write(workdir: str, config, results: dict, selection: dict, samples, data, timings: dict) -> None:
     record = {'method': config.method, 'seed': config.seed, 'results': results,
               'selected_epoch': selection['selected_epoch'], 'last_epoch': selection['last_epoch'],
-              'history': selection['history'], 'timings_s': timings, 'config': config.to_dict(),
-              **provenance()}
-    with open(os.path.join(workdir, 'results.json'), 'w') as fh:
-        json.dump(record, fh, indent=1, default=str)
-    with open(os.path.join(workdir, 'results.md'), 'w') as fh:
-        fh.write(f'# wsol-jax results: {config.method}\n\n' + markdown_table(results, selection))
+              'box_rule': selection.get('box_rule'), 'selection_regret': selection.get('regret'),
+              'history': selection['history'], 'timings_s': timings.get('total_s', timings),
+              'f_quality': workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.F_QUALITY)),
+              'config': config.to_dict(), **provenance()}
+    workdir_lib.write_json(os.path.join(workdir, 'results.json'), record)
+    workdir_lib.write_atomically(os.path.join(workdir, 'results.md'), lambda fh: fh.write(
+        f'# wsol-jax results: {config.method}\n\n' + markdown_table(results, selection)), text=True)
     plot_selection(selection, os.path.join(workdir, 'selection.png'))
     plot_overlays(data.test.images[:len(samples.indices)], samples, config.data.crop_size,
                   os.path.join(workdir, 'overlays.png'))

@@ -1,19 +1,20 @@
 """Runs the stages of the method on a workdir: train_f -> train_g -> select -> evaluate.
 
 Each stage reads what the previous one wrote, so any stage can be re-run alone, and re-running
-an interrupted stage resumes from its last complete checkpoint.
+an interrupted stage resumes from its last complete checkpoint. Before anything runs, the
+workdir's checkpoints are checked against the config (`wsol_jax.workdir`) and everything the
+run will need is checked (`wsol_jax.checks`).
 """
 from __future__ import annotations
 
-import json
+import datetime
 import os
 import time
 
 import jax
 
-from wsol_jax import config as config_lib
-from wsol_jax import evaluate as evaluate_lib
-from wsol_jax import parallel, report
+from wsol_jax import checks, config as config_lib, evaluate as evaluate_lib
+from wsol_jax import parallel, report, workdir as workdir_lib
 from wsol_jax.data import load_dataset
 from wsol_jax.errors import WorkdirError
 from wsol_jax.train import stages
@@ -41,57 +42,72 @@ def _writer(workdir: str):
     return SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
 
+def trained_stages(config) -> tuple[str, ...]:
+    """The stage folders this config trains, in order."""
+    f = (workdir_lib.F_CLASSIFIER,) + ((workdir_lib.F_SIAMESE,) if config.method == 'method2' else ())
+    return f + (workdir_lib.G,)
+
+
 def run(config, workdir: str, stage: str = 'all') -> dict:
     """Run one stage or all of them; returns the evaluation results when it evaluates."""
     config_lib.validate(config)
     if stage != 'all' and stage not in STAGES:
         raise ValueError(f'unknown stage {stage!r}; choose all or one of {STAGES}')
+    todo = STAGES if stage == 'all' else (stage,)
     workdir = prepare_workdir(workdir)
+    workdir_lib.check(workdir, config, trained_stages(config))
     if jax.config.jax_compilation_cache_dir is None:
         # Re-running a stage (resume, evaluate again) reuses compiled programs instead of
         # spending minutes in XLA on a CPU.
         jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'xla_cache'))
-    if parallel.is_chief():
-        with open(os.path.join(workdir, 'config.json'), 'w') as fh:
-            json.dump(config.to_dict(), fh, indent=1, default=str)
     t0 = time.perf_counter()
     data = load_dataset(config, cache_dir=os.path.join(workdir, 'data_cache'))
     print(f'[data] {config.data.source}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} '
           f'images, {data.num_classes} classes ({time.perf_counter() - t0:.1f} s); '
           f'{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} host(s)')
-    ctx = stages.Context(config, workdir, data, parallel.make_mesh(), _writer(workdir))
-    timings, results = _load_timings(workdir), {}
-    todo = STAGES if stage == 'all' else (stage,)
-    for name in todo:
-        t0 = time.perf_counter()
-        if name == 'train_f':
-            stages.train_f(ctx)
-        elif name == 'train_g':
-            stages.train_g(ctx)
-        elif name == 'select':
-            stages.select(ctx)
-        else:
-            results, samples = evaluate_lib.evaluate(ctx)
-        timings[name] = round(time.perf_counter() - t0, 1)
-        _save_timings(workdir, timings)
-        if name == 'evaluate' and parallel.is_chief():
-            report.write(workdir, config, results, stages.load_selection(ctx), samples, data, timings)
-            print(f'[report] {os.path.join(workdir, "results.md")}\n' +
-                  open(os.path.join(workdir, 'results.md')).read())
-    if ctx.writer is not None:
-        ctx.writer.close()
+    mesh = parallel.make_mesh()
+    checks.check_run(config, data, mesh, todo)
+    if parallel.is_chief():
+        workdir_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+    ctx = stages.Context(config, workdir, data, mesh, _writer(workdir))
+    timings, results = {}, {}
+    started = datetime.datetime.now().isoformat(timespec='seconds')
+    try:
+        for name in todo:
+            t0 = time.perf_counter()
+            if name == 'train_f':
+                stages.train_f(ctx)
+            elif name == 'train_g':
+                stages.train_g(ctx)
+            elif name == 'select':
+                stages.select(ctx)
+            else:
+                results, samples = evaluate_lib.evaluate(ctx)
+            timings[name] = round(time.perf_counter() - t0, 1)
+            all_timings = _add_timings(workdir, started, timings)
+            if name == 'evaluate' and parallel.is_chief():
+                report.write(workdir, config, results, stages.load_selection(ctx), samples, data, all_timings)
+                print(f'[report] {os.path.join(workdir, "results.md")}\n' +
+                      open(os.path.join(workdir, 'results.md')).read())
+    finally:
+        if ctx.writer is not None:
+            ctx.writer.close()
     return results
 
 
-def _load_timings(workdir: str) -> dict:
-    path = os.path.join(workdir, 'timings.json')
-    if not os.path.exists(path):
-        return {}
-    with open(path) as fh:
-        return json.load(fh)
-
-
-def _save_timings(workdir: str, timings: dict) -> None:
+def _add_timings(workdir: str, started: str, timings: dict) -> dict:
+    """Accumulate wall times over invocations: `{'runs': [...], 'total_s': {stage: seconds}}`."""
+    path = os.path.join(workdir, workdir_lib.TIMINGS)
+    record = workdir_lib.read_json(path, {})
+    if 'runs' not in record:   # older format: one flat {stage: seconds}
+        record = {'runs': [{'started': None, 'seconds': record}] if record else []}
+    runs = [r for r in record['runs'] if r.get('started') != started or started is None] + \
+           [{'started': started, 'seconds': dict(timings)}]
+    total: dict[str, float] = {}
+    for r in runs:
+        for k, v in r['seconds'].items():
+            total[k] = round(total.get(k, 0.0) + v, 1)
+    record = {'runs': runs, 'total_s': total}
     if parallel.is_chief():
-        with open(os.path.join(workdir, 'timings.json'), 'w') as fh:
-            json.dump(timings, fh)
+        workdir_lib.write_json(path, record)
+    return record

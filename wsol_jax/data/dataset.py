@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wsol_jax.errors import DataError
 from wsol_jax.metrics import PAD_BOX, valid_boxes
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -134,22 +135,38 @@ def host_rng(key: jax.Array) -> np.random.Generator:
     return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
 
 
+def _class_blocks(labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Examples grouped by class without a per-class copy: `order` `(N,)` sorts them by label,
+    class `c` of `classes` fills `order[starts[c]:starts[c] + counts[c]]`, and `slot` `(N,)` is
+    each example's position in `order`."""
+    order = np.argsort(labels, kind='stable')
+    classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    slot = np.empty(len(labels), np.int64)
+    slot[order] = np.arange(len(labels))
+    return order, classes, starts, counts, slot
+
+
 def triplet_indices(labels: np.ndarray, anchors: np.ndarray, key: jax.Array) -> np.ndarray:
-    """`(B, 3)` indices (anchor, positive, negative): for each anchor, a random other example of
-    the same class and a random example of another class (Method II, Eq. 2-4)."""
+    """`(B, 3)` indices (anchor, positive, negative) for `(B,)` anchors into `(N,)` labels: for each
+    anchor, a uniformly random other example of the same class and a uniformly random example of
+    another class (Method II, Eq. 2-4). An anchor whose class has a single example is its own
+    positive (the triplet then only pushes the negative away). Both draws pick an index in the
+    class's block of the label-sorted order, or in its complement, in one step: no rejection
+    loop, so no class can make sampling spin."""
     rng = host_rng(key)
     labels = np.asarray(labels)
-    by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
-    if len(by_class) < 2:
-        raise ValueError('triplets need at least two classes in the training split')
-    out = np.empty((len(anchors), 3), np.int64)
-    for row, a in enumerate(anchors):
-        same = by_class[labels[a]]
-        positive = same[rng.integers(len(same))] if len(same) == 1 else a
-        while positive == a:
-            positive = same[rng.integers(len(same))]
-        negative = a
-        while labels[negative] == labels[a]:
-            negative = rng.integers(len(labels))
-        out[row] = (a, positive, negative)
-    return out
+    anchors = np.asarray(anchors, np.int64)
+    order, classes, starts, counts, slot = _class_blocks(labels)
+    if len(classes) < 2:
+        raise DataError('triplets (Method II) need at least two classes in the training split, found '
+                        f'{len(classes)}; check the labels or use method1')
+    c = np.searchsorted(classes, labels[anchors])
+    start, count = starts[c], counts[c]
+    # Positive: one of the count - 1 other slots of the block (the anchor's own slot skipped).
+    r = start + rng.integers(0, np.maximum(count - 1, 1))
+    r = np.where(r >= slot[anchors], r + 1, r)
+    positive = np.where(count > 1, order[np.minimum(r, len(labels) - 1)], anchors)
+    # Negative: one of the n - count slots outside the block.
+    r = rng.integers(0, len(labels) - count)
+    negative = order[np.where(r >= start, r + count, r)]
+    return np.stack([anchors, positive, negative], axis=1)

@@ -1,9 +1,14 @@
 """Decode-once: images and masks from disk -> resized uint8 arrays, with clear errors.
 
 Every dataset format produces a list of `Record`s (an image path, a label, boxes in original
-pixels, an optional mask); `build_split` decodes them in parallel threads (OpenCV releases the
-GIL), resizes to the cache size (the paper's 256x256, aspect ratio not kept) and scales the boxes
-to match. `cached_split` stores the result as an `.npz` so that a later run skips decoding.
+pixels, an optional mask); `build_split` decodes them in parallel threads, checks the boxes
+against the decoded image, resizes to the cache size (the paper's 256x256, aspect ratio not kept)
+and scales the boxes to match. `cached_split` stores the result as an `.npz` so that a later run
+skips decoding; its key covers everything the arrays depend on, files' sizes and times included.
+
+Files are decoded with Pillow, strictly: a truncated or corrupt file is an error (OpenCV would
+return a half-grey image and only print a warning), and `.convert('RGB')` handles grayscale,
+palette, alpha and CMYK files as clovaai/wsolevaluation and the paper's released code do.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from typing import Optional, Sequence
 
 import cv2
 import numpy as np
+from PIL import Image, ImageFile
 from tqdm import tqdm
 
 from wsol_jax.data.dataset import Split
@@ -23,14 +29,28 @@ from wsol_jax.errors import DataError
 from wsol_jax.metrics import PAD_BOX
 
 MASK_KINDS = ('binary', 'flowers')
+# Part of the cache key: bump it whenever decoding, checks or the cache layout change, so that
+# caches written by an older version are not read back.
+FORMAT_VERSION = 2
+# Boxes may exceed the image by this many pixels (inclusive pixel conventions: CUB's x + w == W,
+# Stanford Cars' 1-based inclusive x2 == W); they are clipped. Anything further is an error.
+BOX_TOLERANCE = 1.0
+# How many skipped samples are printed one by one before only the count is reported.
+MAX_SKIPS_SHOWN = 10
+SKIP_HINT = 'or set config.data.on_bad_sample=skip to drop the sample'
 
 
 @dataclasses.dataclass
 class Record:
     """One annotated image. `boxes` `(K, 4)` float `[x0, y0, x1, y1]` in original pixels (K may
-    be 0); `mask_path` a mask image (`mask_kind` 'binary': > 127 is object; 'flowers': Oxford
-    Flowers 102 segmentation images, pure blue is background); `source` names the annotation
-    file and line, for error messages."""
+    be 0); `mask_path` a mask image (`mask_kind` 'binary': > 127 is object, or 1 for a 0/1 mask;
+    'flowers': Oxford Flowers 102 segmentation images, pure blue is background) and
+    `extra_mask_paths` more masks of the same image, united with it (wsolevaluation lists one
+    line per object mask); `source` names the annotation file and line, for error messages, and
+    `box_sources` the line of each box and `label_source` that of the label where they differ. `size` `(width, height)` is the size the
+    annotations list (wsolevaluation's image_sizes.txt, at `size_source`): the decoded image
+    must match it. `error`: a per-sample annotation problem found while reading (an unparseable
+    box), raised, or skipped with `on_bad_sample='skip'`, when the sample is decoded."""
     path: str
     label: int
     boxes: np.ndarray
@@ -38,32 +58,85 @@ class Record:
     mask_kind: str = 'binary'
     source: str = ''
     boxes_from_mask: bool = False
+    box_sources: tuple = ()
+    size: Optional[tuple] = None
+    size_source: str = ''
+    extra_mask_paths: tuple = ()
+    error: str = ''
+    label_source: str = ''
+
+    def box_source(self, k: int) -> str:
+        """The annotation line of box `k`."""
+        return self.box_sources[k] if k < len(self.box_sources) else self.source
+
+    @property
+    def label_where(self) -> str:
+        """The annotation line of the label."""
+        return self.label_source or self.source
 
 
-def _imread(path: str, what: str, source: str) -> np.ndarray:
-    """BGR uint8 `(H, W, 3)`; raises `DataError` naming the file (and annotation line)."""
-    where = f' (listed in {source})' if source else ''
+def _listed(source: str) -> str:
+    return f' (listed in {source})' if source else ''
+
+
+def _read_pixels(path: str, what: str, source: str, mode: str) -> np.ndarray:
+    """The file decoded by Pillow and converted to `mode` ('RGB': `(H, W, 3)`, 'L': `(H, W)`)
+    uint8; raises `DataError` naming the file (and annotation line) if it is missing, truncated,
+    corrupt or not an image."""
     if not os.path.isfile(path):
-        raise DataError(f'{what} file not found: {path}{where}')
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f'cannot decode {what} {path}{where}: the file is corrupt or not an image')
-    return image
+        raise DataError(f'{what} file not found: {path}{_listed(source)}; restore it, {SKIP_HINT}')
+    # Pillow refuses a truncated file only while this flag is False; any library that set it
+    # would make a cut-off JPEG decode as grey again, silently.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.asarray(image.convert(mode))
+    except MemoryError:
+        raise
+    except Exception as e:   # OSError, SyntaxError, ValueError, ...: Pillow's plugins differ
+        reason = ' '.join(str(e).split()) or type(e).__name__
+        raise DataError(f'cannot decode {what} {path}{_listed(source)}: {reason}; the file is corrupt, truncated '
+                        f'or not an image: replace it, {SKIP_HINT}') from None
 
 
 def read_image(path: str, source: str = '') -> np.ndarray:
     """RGB uint8 `(H, W, 3)`."""
-    return cv2.cvtColor(_imread(path, 'image', source), cv2.COLOR_BGR2RGB)
+    return _read_pixels(path, 'image', source, 'RGB')
 
 
 def read_mask(path: str, kind: str, source: str = '') -> np.ndarray:
     """uint8 `(H, W)` with 1 = object."""
-    image = _imread(path, 'mask', source)
     if kind == 'flowers':
-        b, g, r = image[..., 0].astype(int), image[..., 1].astype(int), image[..., 2].astype(int)
-        background = (b > 200) & (g < 50) & (r < 50)   # (0, 0, 254) in RGB, JPEG-tolerant
+        rgb = _read_pixels(path, 'mask', source, 'RGB').astype(int)
+        background = (rgb[..., 0] < 50) & (rgb[..., 1] < 50) & (rgb[..., 2] > 200)  # (0, 0, 254), JPEG-tolerant
         return (~background).astype(np.uint8)
-    return (cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) > 127).astype(np.uint8)
+    gray = _read_pixels(path, 'mask', source, 'L')
+    # A 0/1 mask (max 1) would be empty with the 0/255 threshold.
+    return (gray > (0 if gray.max() == 1 else 127)).astype(np.uint8)
+
+
+def check_boxes(boxes, width: int, height: int, where: Sequence[str], path: str) -> np.ndarray:
+    """Boxes `(K, 4)` `[x0, y0, x1, y1]` in pixels of a `width x height` image -> the same,
+    clipped to `[0, width] x [0, height]`. As wsolevaluation's `check_box_convention`, plus the
+    image's extent: a box that is not finite, inverted (x0 > x1 or y0 > y1) or outside the image
+    by more than `BOX_TOLERANCE` pixels raises `DataError` naming `where[k]` (its annotation
+    line; the last entry serves for further boxes) and `path`."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    tol = BOX_TOLERANCE
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        if not np.isfinite([x0, y0, x1, y1]).all():
+            problem = 'not finite'
+        elif x0 > x1 or y0 > y1:
+            problem = 'inverted (x0 > x1 or y0 > y1)'
+        elif min(x0, y0) < -tol or x1 > width + tol or y1 > height + tol:
+            problem = 'outside the image'
+        else:
+            continue
+        box = ', '.join(f'{v:g}' for v in (x0, y0, x1, y1))
+        raise DataError(f'{where[min(k, len(where) - 1)] if where else path}: box [x0, y0, x1, y1] = [{box}] of '
+                        f'{path} is {problem} (the image is {width}x{height}); fix the annotation, {SKIP_HINT}')
+    return np.clip(boxes, 0, [width, height, width, height])
 
 
 def resize_sample(image: np.ndarray, boxes, mask: Optional[np.ndarray], size: int, boxes_from_mask: bool = False):
@@ -82,31 +155,48 @@ def resize_sample(image: np.ndarray, boxes, mask: Optional[np.ndarray], size: in
     return resized, boxes, mask
 
 
-def _decode(record: Record, size: int):
-    image = read_image(record.path, record.source)
+def _read_record_mask(record: Record, image_shape) -> Optional[np.ndarray]:
+    """The record's mask(s) united, `(H, W)` uint8, checked against the image's `(H, W)`."""
     mask = None
-    if record.mask_path:
-        mask = read_mask(record.mask_path, record.mask_kind, record.source)
-        if mask.shape != image.shape[:2]:
-            raise DataError(f'mask {record.mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image '
-                            f'{record.path} is {image.shape[1]}x{image.shape[0]}')
-    return resize_sample(image, record.boxes, mask, size, record.boxes_from_mask)
+    for path in ((record.mask_path,) if record.mask_path else ()) + tuple(record.extra_mask_paths):
+        m = read_mask(path, record.mask_kind, record.source)
+        if m.shape != tuple(image_shape):
+            raise DataError(f'mask {path}{_listed(record.source)} is {m.shape[1]}x{m.shape[0]} but its image '
+                            f'{record.path} is {image_shape[1]}x{image_shape[0]}; fix the mask, {SKIP_HINT}')
+        mask = m if mask is None else mask | m
+    return mask
 
 
-def build_split(records: Sequence[Record], size: int, num_classes: int, on_bad_sample: str = 'error',
-                desc: str = 'decode', workers: int = 8) -> Split:
-    """Decode `records` into a `Split` of `(N, size, size, 3)` uint8 images.
+def _decode(record: Record, size: int):
+    """One record -> `(image (S, S, 3) uint8, boxes (K, 4) int32, mask (S, S) uint8 or None)`."""
+    if record.error:
+        raise DataError(record.error)
+    image = read_image(record.path, record.source)
+    h, w = image.shape[:2]
+    if record.size is not None and tuple(record.size) != (w, h):
+        listed = 'x'.join(map(str, record.size))
+        raise DataError(f'{record.size_source or record.source}: lists {record.path} as {listed} but the file is '
+                        f'{w}x{h}, so its boxes would be misplaced; fix the size or the image, {SKIP_HINT}')
+    boxes = check_boxes(record.boxes, w, h, [record.box_source(k) for k in range(len(record.boxes))] or
+                        [record.source], record.path)
+    mask = _read_record_mask(record, (h, w))
+    return resize_sample(image, boxes, mask, size, record.boxes_from_mask)
 
-    `on_bad_sample`: 'error' stops at the first missing or corrupt file with its name; 'skip'
-    drops such samples and prints how many were skipped.
-    """
-    if not records:
-        raise DataError(f'{desc}: the split is empty; check the dataset root and split files')
+
+def _check_labels(records: Sequence[Record], num_classes: int) -> None:
     for r in records:
         if not 0 <= r.label < num_classes:
-            raise DataError(f'label {r.label} (0-based) of {r.path} ({r.source}) is outside [0, {num_classes}); '
+            raise DataError(f'{r.label_where}: label {r.label} (0-based) of {r.path} is outside [0, {num_classes}); '
                             'check the annotations and config.data.num_classes')
-    samples, kept = [], []
+
+
+def _build(records: Sequence[Record], size: int, num_classes: int, on_bad_sample: str, desc: str,
+           workers: int) -> tuple[Split, list[str]]:
+    """`build_split`, also returning the reason of each skipped sample."""
+    if not records:
+        raise DataError(f'{desc}: the split is empty; check the dataset root and split files')
+    _check_labels(records, num_classes)
+    samples, kept, skipped = [], [], []
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(_decode, r, size) for r in records]
         for r, fut in tqdm(zip(records, futures), total=len(records), desc=desc, leave=False):
@@ -114,15 +204,31 @@ def build_split(records: Sequence[Record], size: int, num_classes: int, on_bad_s
                 samples.append(fut.result())
             except DataError as e:
                 if on_bad_sample != 'skip':
+                    for f in futures:   # stop at once instead of decoding the rest
+                        f.cancel()
                     raise
-                print(f'[data] skipped: {e}')
+                if len(skipped) < MAX_SKIPS_SHOWN:
+                    print(f'[data] skipped: {e}')
+                skipped.append(str(e))
                 continue
             kept.append(r)
-    if len(kept) < len(records):
-        print(f'[data] {desc}: skipped {len(records) - len(kept)} of {len(records)} samples')
+    if skipped:
+        print(f'[data] {desc}: skipped {len(skipped)} of {len(records)} samples (on_bad_sample=skip)')
     if not kept:
-        raise DataError(f'{desc}: every sample was unreadable')
-    return stack_samples(samples, [r.label for r in kept], [r.path for r in kept])
+        raise DataError(f'{desc}: every sample was unreadable (first: {skipped[0]})')
+    return stack_samples(samples, [r.label for r in kept], [r.path for r in kept]), skipped
+
+
+def build_split(records: Sequence[Record], size: int, num_classes: int, on_bad_sample: str = 'error',
+                desc: str = 'decode', workers: int = 8) -> Split:
+    """Decode `records` into a `Split` of `(N, size, size, 3)` uint8 images.
+
+    `on_bad_sample`: 'error' stops at the first bad sample (a missing, truncated or corrupt
+    image or mask, a box outside its image or inverted, an image whose size differs from the
+    listed one) with its file and annotation line; 'skip' drops such samples and prints how many
+    were skipped. A label outside `[0, num_classes)` is an error in both modes.
+    """
+    return _build(records, size, num_classes, on_bad_sample, desc, workers)[0]
 
 
 def stack_samples(samples, labels, names) -> Split:
@@ -138,11 +244,42 @@ def stack_samples(samples, labels, names) -> Split:
                  np.stack(masks) if has_masks else None, list(names))
 
 
-def _fingerprint(records: Sequence[Record], size: int) -> str:
-    h = hashlib.sha1(f'{size}'.encode())
-    for r in records:
-        h.update(json.dumps([r.path, r.label, np.asarray(r.boxes).tolist(), r.mask_path]).encode())
+def _file_state(path: Optional[str]):
+    """What a cache depends on of one file: `[size, mtime in ns]`, or a marker if it is missing
+    (so that restoring the file changes the key)."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 'missing'
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _fingerprint(records: Sequence[Record], size: int, num_classes: int, on_bad_sample: str,
+                 workers: int = 8) -> str:
+    """A key of everything a cached split depends on: the format version, the cache size,
+    `num_classes`, `on_bad_sample` (it decides which samples are in), and per record its
+    annotations and the size and modification time of its image and mask files."""
+    h = hashlib.sha1(json.dumps([FORMAT_VERSION, size, num_classes, on_bad_sample]).encode())
+    files = [[r.path, r.mask_path, *r.extra_mask_paths] for r in records]
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:   # stat is slow on network disks
+        states = list(pool.map(lambda paths: [_file_state(p) for p in paths], files))
+    for r, state in zip(records, states):
+        h.update(json.dumps([r.path, r.label, np.asarray(r.boxes, np.float64).tolist(), r.mask_path,
+                             list(r.extra_mask_paths), r.mask_kind, r.boxes_from_mask,
+                             None if r.size is None else list(r.size), r.error, state]).encode())
     return h.hexdigest()[:16]
+
+
+def _read_cache(path: str, name: str) -> Split:
+    with np.load(path, allow_pickle=False) as z:
+        split = Split(z['images'], z['labels'], z['boxes'] if 'boxes' in z else None,
+                      z['masks'] if 'masks' in z else None, list(z['names']))
+        skipped = list(z['skipped']) if 'skipped' in z else []
+    if skipped:   # a cached split still says that it lacks samples
+        print(f'[data] {name}: {len(skipped)} samples were skipped when {path} was built (first: {skipped[0]})')
+    return split
 
 
 def cached_split(cache_dir: Optional[str], name: str, records: Sequence[Record], size: int,
@@ -150,14 +287,13 @@ def cached_split(cache_dir: Optional[str], name: str, records: Sequence[Record],
     """`build_split`, stored in `cache_dir/<name>-<fingerprint>.npz` and read back next time."""
     if not cache_dir:
         return build_split(records, size, num_classes, on_bad_sample, desc=name)
-    path = os.path.join(cache_dir, f'{name}-{_fingerprint(records, size)}.npz')
+    path = os.path.join(cache_dir, f'{name}-{_fingerprint(records, size, num_classes, on_bad_sample)}.npz')
     if os.path.exists(path):
-        with np.load(path, allow_pickle=False) as z:
-            return Split(z['images'], z['labels'], z['boxes'] if 'boxes' in z else None,
-                         z['masks'] if 'masks' in z else None, list(z['names']))
-    split = build_split(records, size, num_classes, on_bad_sample, desc=name)
+        return _read_cache(path, name)
+    split, skipped = _build(records, size, num_classes, on_bad_sample, name, workers=8)
     os.makedirs(cache_dir, exist_ok=True)
-    arrays = {'images': split.images, 'labels': split.labels, 'names': np.array(split.names)}
+    arrays = {'images': split.images, 'labels': split.labels, 'names': np.array(split.names),
+              'skipped': np.array(skipped, dtype=str)}
     if split.boxes is not None:
         arrays['boxes'] = split.boxes
     if split.masks is not None:

@@ -2,15 +2,22 @@
 
 Splits are 'train' and 'test', plus 'val' where the dataset defines one. Paths in error
 messages point at the file and line that is wrong, and missing roots say what to download.
+
+Two kinds of annotation problems: structural ones (a missing file, a line with the wrong number
+of fields, an unparseable label or split flag, an image listed twice) raise `DataError` at once,
+even with `on_bad_sample='skip'`, since they make the whole listing doubtful; a per-sample one (an
+unparseable box or image size) is stored in `Record.error` and raised, or skipped with the
+sample under `on_bad_sample='skip'`, when the split is decoded (`decode.build_split`), where
+boxes are also checked against the decoded image.
 """
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
-from wsol_jax.data.decode import Record
+from wsol_jax.data.decode import SKIP_HINT, Record
 from wsol_jax.errors import DataError
 
 Records = dict[str, list[Record]]
@@ -39,22 +46,64 @@ def _need(path: str, source: str) -> str:
 def _lines(path: str, source: str, sep=None) -> list[tuple[int, list[str]]]:
     """Non-empty lines of an annotation file as `(line number, fields)`."""
     with open(_need(path, source)) as fh:
-        return [(i, line.strip().split(sep)) for i, line in enumerate(fh, 1) if line.strip()]
+        return [(i, [f.strip() for f in line.strip().split(sep)]) for i, line in enumerate(fh, 1) if line.strip()]
 
 
 def _fields(path, source, n, sep=None) -> dict[str, tuple[str, list[str]]]:
-    """`{first field: ("file:line", rest)}`, checking each line has `n` fields."""
+    """`{first field: ("file:line", rest)}`, checking each line has `n` fields and that no first
+    field (an image id or path) is listed twice."""
     out = {}
     for i, f in _lines(path, source, sep):
         if len(f) != n:
-            raise DataError(f'{path}:{i}: expected {n} fields, found {len(f)}: {" ".join(f)!r}')
+            raise DataError(f'{path}:{i}: expected {n} fields, found {len(f)}: {" ".join(f)!r}; fix the line')
+        if f[0] in out:
+            raise DataError(f'{path}:{i}: {f[0]} is listed twice (also at {out[f[0]][0]}); remove one of the lines')
         out[f[0]] = (f'{path}:{i}', f[1:])
     return out
 
 
+def _int(value, where: str, what: str) -> int:
+    """`value` (text or a number) as an int; `DataError` naming `where` if it is not an integer."""
+    try:
+        number = float(value) if not isinstance(value, str) else None
+        result = int(value) if number is None else int(number)
+        if number is not None and number != result:
+            raise ValueError
+        return result
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f'{where}: {what} {value!r} is not an integer; fix the annotation') from None
+
+
+def _box(values, where: str, convention: str = 'x0y0x1y1') -> tuple[np.ndarray, str]:
+    """Four numbers -> `((1, 4) [x0, y0, x1, y1], '')`, or `((0, 4), error)` if one is not a
+    number: a per-sample problem, raised or skipped when the split is decoded. `convention`
+    'xywh': the numbers are x, y, width, height (CUB)."""
+    numbers = []
+    for v in values:
+        try:
+            numbers.append(float(np.asarray(v).item()))
+        except (TypeError, ValueError):
+            return np.zeros((0, 4)), f'{where}: box field {str(v)!r} is not a number; fix the annotation, {SKIP_HINT}'
+    x0, y0, a, b = numbers
+    x1, y1 = (x0 + a, y0 + b) if convention == 'xywh' else (a, b)
+    return np.array([[x0, y0, x1, y1]]), ''
+
+
+def _check_unique(records: Records) -> Records:
+    """`DataError` if a split lists the same image twice (it would count twice)."""
+    for split, rs in records.items():
+        seen: dict[str, str] = {}
+        for r in rs:
+            if r.path in seen:
+                raise DataError(f'{r.source}: {r.path} is listed twice in the {split} split (also at '
+                                f'{seen[r.path]}); remove one of the entries')
+            seen[r.path] = r.source
+    return records
+
+
 def cub(root: str) -> tuple[Records, int]:
-    """CUB_200_2011: images.txt, image_class_labels.txt (1-based), train_test_split.txt,
-    bounding_boxes.txt (x, y, w, h), and segmentations/<image path>.png if present."""
+    """CUB_200_2011: images.txt, image_class_labels.txt (1-based), train_test_split.txt (1: train,
+    0: test), bounding_boxes.txt (x, y, w, h), and segmentations/<image path>.png if present."""
     images = _fields(os.path.join(root, 'images.txt'), 'cub', 2)
     labels = _fields(os.path.join(root, 'image_class_labels.txt'), 'cub', 2)
     split = _fields(os.path.join(root, 'train_test_split.txt'), 'cub', 2)
@@ -66,12 +115,20 @@ def cub(root: str) -> tuple[Records, int]:
                             (boxes, 'bounding_boxes.txt')):
             if image_id not in table:
                 raise DataError(f'{where}: image id {image_id} has no entry in {os.path.join(root, name)}')
-        x, y, w, h = map(float, boxes[image_id][1])
+        label_where, (label,) = labels[image_id]
+        label = _int(label, label_where, 'class label')
+        if label < 1:
+            raise DataError(f'{label_where}: class label {label} must be at least 1 (CUB labels are 1-based)')
+        split_where, (is_train,) = split[image_id]
+        if is_train not in ('0', '1'):
+            raise DataError(f'{split_where}: is_training_image must be 1 (train) or 0 (test), got {is_train!r}')
+        box_where, box_fields = boxes[image_id]
+        box, error = _box(box_fields, box_where, 'xywh')
         mask = os.path.join(seg_dir, os.path.splitext(rel)[0] + '.png') if os.path.isdir(seg_dir) else None
-        out['train' if split[image_id][1][0] == '1' else 'test'].append(Record(
-            os.path.join(root, 'images', rel), int(labels[image_id][1][0]) - 1,
-            np.array([[x, y, x + w, y + h]]), mask, 'binary', where))
-    return out, _num_classes(out)
+        out['train' if is_train == '1' else 'test'].append(Record(
+            os.path.join(root, 'images', rel), label - 1, box, mask, 'binary', where,
+            box_sources=(box_where,), error=error, label_source=label_where))
+    return _check_unique(out), _num_classes(out)
 
 
 def _loadmat(path: str, source: str):
@@ -80,6 +137,32 @@ def _loadmat(path: str, source: str):
         return sio.loadmat(_need(path, source), squeeze_me=True, struct_as_record=False)
     except (ValueError, OSError, TypeError) as e:
         raise DataError(f'cannot read {path}: {e}') from None
+
+
+def _mat_key(mat: dict, key: str, path: str):
+    if key not in mat:
+        raise DataError(f'{path} has no variable {key!r}; is it the right file?')
+    return mat[key]
+
+
+def _mat_field(annotation, name: str, where: str):
+    """A field of one .mat struct; `DataError` naming `where` if it is missing."""
+    if not hasattr(annotation, name):
+        raise DataError(f'{where}: the annotation has no field {name!r}; use the devkit\'s cars_train_annos.mat and '
+                        'cars_test_annos_withlabels.mat')
+    return getattr(annotation, name)
+
+
+def _cars_record(a, i: int, mat: str, folder: str) -> Record:
+    """One Stanford Cars annotation (1-based inclusive box) -> a `Record`, box `[x1 - 1, y1 - 1, x2, y2]`."""
+    where = f'{mat}[{i}]'
+    label = _int(_mat_field(a, 'class', where), where, 'class')
+    if label < 1:
+        raise DataError(f'{where}: class {label} must be at least 1 (Stanford Cars classes are 1-based)')
+    box, error = _box([_mat_field(a, k, where) for k in ('bbox_x1', 'bbox_y1', 'bbox_x2', 'bbox_y2')], where)
+    box[:, :2] -= 1
+    return Record(os.path.join(folder, str(_mat_field(a, 'fname', where))), label - 1, box, source=where,
+                  box_sources=(where,), error=error)
 
 
 def cars(root: str) -> tuple[Records, int]:
@@ -92,58 +175,131 @@ def cars(root: str) -> tuple[Records, int]:
     out: Records = {}
     for split, mat, folder in (('train', os.path.join(root, 'devkit', 'cars_train_annos.mat'), 'cars_train'),
                                ('test', test_annos, 'cars_test')):
-        annos = np.atleast_1d(_loadmat(mat, 'cars')['annotations'])
-        out[split] = [Record(os.path.join(root, folder, str(a.fname)), int(getattr(a, 'class')) - 1,
-                             np.array([[a.bbox_x1 - 1, a.bbox_y1 - 1, a.bbox_x2, a.bbox_y2]], np.float64),
-                             source=f'{mat}[{i}]') for i, a in enumerate(annos)]
-    return out, _num_classes(out)
+        annos = np.atleast_1d(_mat_key(_loadmat(mat, 'cars'), 'annotations', mat))
+        out[split] = [_cars_record(a, i, mat, os.path.join(root, folder)) for i, a in enumerate(annos)]
+    return _check_unique(out), _num_classes(out)
+
+
+def _mat_ints(values, where: str, what: str) -> np.ndarray:
+    """A .mat vector of integers as int64 `(N,)`; `DataError` naming `where[k]` otherwise."""
+    values = np.atleast_1d(values)
+    if values.dtype.kind in 'iu':
+        return values.astype(np.int64)
+    if values.dtype.kind == 'f' and np.isfinite(values).all() and (values == np.round(values)).all():
+        return values.astype(np.int64)   # MATLAB's doubles
+    return np.array([_int(v, f'{where}[{k}]', what) for k, v in enumerate(values)], np.int64)
 
 
 def flowers(root: str) -> tuple[Records, int]:
     """Oxford Flowers 102: jpg/image_XXXXX.jpg, imagelabels.mat (labels, 1-based), setid.mat
     (trnid, valid, tstid), segmim/segmim_XXXXX.jpg (blue = background). The dataset has no boxes:
     the GT box is the bounding rectangle of the mask (the paper reports PxAP only)."""
-    labels = np.atleast_1d(_loadmat(os.path.join(root, 'imagelabels.mat'), 'flowers')['labels']).astype(int)
-    setid = _loadmat(os.path.join(root, 'setid.mat'), 'flowers')
+    labels_mat = os.path.join(root, 'imagelabels.mat')
+    labels = _mat_ints(_mat_key(_loadmat(labels_mat, 'flowers'), 'labels', labels_mat), f'{labels_mat}:labels', 'label')
+    if labels.size and labels.min() < 1:
+        k = int(np.argmin(labels))
+        raise DataError(f'{labels_mat}:labels[{k}]: label {labels[k]} must be at least 1 (the labels are 1-based)')
+    setid_mat = os.path.join(root, 'setid.mat')
+    setid = _loadmat(setid_mat, 'flowers')
     out: Records = {}
     for split, key in (('train', 'trnid'), ('val', 'valid'), ('test', 'tstid')):
-        ids = np.atleast_1d(setid[key]).astype(int)
+        ids = _mat_ints(_mat_key(setid, key, setid_mat), f'{setid_mat}:{key}', 'image id')
         if ids.size and (ids.max() > len(labels) or ids.min() < 1):
-            raise DataError(f'{os.path.join(root, "setid.mat")}: {key} refers to image ids outside 1..{len(labels)}')
+            raise DataError(f'{setid_mat}: {key} refers to image ids outside 1..{len(labels)}')
         out[split] = [Record(os.path.join(root, 'jpg', f'image_{i:05d}.jpg'), int(labels[i - 1]) - 1,
                              np.zeros((0, 4)), os.path.join(root, 'segmim', f'segmim_{i:05d}.jpg'), 'flowers',
-                             f'setid.mat:{key}', boxes_from_mask=True) for i in ids]
-    return out, int(labels.max())
+                             f'{setid_mat}:{key}[{j}]', boxes_from_mask=True,
+                             label_source=f'{labels_mat}:labels[{i - 1}]') for j, i in enumerate(ids)]
+    return _check_unique(out), int(labels.max())
 
 
 def tiny_imagenet(root: str) -> tuple[Records, int]:
     """tiny-imagenet-200: wnids.txt; train/<wnid>/images/*.JPEG with train/<wnid>/<wnid>_boxes.txt;
     val/images/*.JPEG with val/val_annotations.txt (file, wnid, x0, y0, x1, y1). Its labelled
     'val' split is the test split here (the official test split has no labels)."""
-    wnids = [f[0] for _, f in _lines(os.path.join(root, 'wnids.txt'), 'tiny_imagenet')]
-    index = {w: i for i, w in enumerate(wnids)}
+    wnids_path = os.path.join(root, 'wnids.txt')
+    index: dict[str, int] = {}
+    for i, f in _lines(wnids_path, 'tiny_imagenet'):
+        if f[0] in index:
+            raise DataError(f'{wnids_path}:{i}: class {f[0]} is listed twice; remove one of the lines')
+        index[f[0]] = len(index)
     train = []
-    for wnid in wnids:
+    for wnid in index:
         path = os.path.join(root, 'train', wnid, f'{wnid}_boxes.txt')
         for name, (where, f) in _fields(path, 'tiny_imagenet', 5).items():
-            train.append(Record(os.path.join(root, 'train', wnid, 'images', name), index[wnid],
-                                np.array([list(map(float, f))]), source=where))
+            box, error = _box(f, where)
+            train.append(Record(os.path.join(root, 'train', wnid, 'images', name), index[wnid], box,
+                                source=where, box_sources=(where,), error=error))
     test = []
     path = os.path.join(root, 'val', 'val_annotations.txt')
     for name, (where, f) in _fields(path, 'tiny_imagenet', 6).items():
         if f[0] not in index:
             raise DataError(f'{where}: class {f[0]} is not in wnids.txt')
-        test.append(Record(os.path.join(root, 'val', 'images', name), index[f[0]],
-                           np.array([list(map(float, f[1:]))]), source=where))
-    return {'train': train, 'test': test}, len(wnids)
+        box, error = _box(f[1:], where)
+        test.append(Record(os.path.join(root, 'val', 'images', name), index[f[0]], box, source=where,
+                           box_sources=(where,), error=error))
+    return _check_unique({'train': train, 'test': test}), len(index)
+
+
+def _image_ids(path: str) -> dict[str, str]:
+    """wsolevaluation image_ids.txt -> `{image path: "file:line"}`, in order; no path twice."""
+    ids: dict[str, str] = {}
+    for i, f in _lines(path, 'wsolevaluation', ','):
+        if f[0] in ids:
+            raise DataError(f'{path}:{i}: {f[0]} is listed twice (also at {ids[f[0]]}); remove one of the lines')
+        ids[f[0]] = f'{path}:{i}'
+    return ids
+
+
+def _image_sizes(path: str) -> dict[str, tuple[str, Optional[tuple[int, int]], str]]:
+    """Optional image_sizes.txt -> `{image path: ("file:line", (width, height) or None, error)}`."""
+    if not os.path.exists(path):
+        return {}
+    out = {}
+    for p, (where, (w, h)) in _fields(path, 'wsolevaluation', 3, ',').items():
+        try:
+            size = (int(w), int(h))
+            out[p] = (where, size, '' if min(size) > 0 else f'{where}: image size {w}x{h} is not positive')
+        except ValueError:
+            out[p] = (where, None, f'{where}: image size {w!r},{h!r} is not a pair of integers; fix the line, '
+                                   f'{SKIP_HINT}')
+    return out
+
+
+def _localization(path: str, ids: dict[str, str], root: str):
+    """Optional localization.txt -> `(boxes, masks, errors)`: `{image path: ([box (1, 4)],
+    ["file:line"])}`, `{image path: [mask path]}` (one line per object mask, united) and
+    `{image path: first per-sample error}`."""
+    boxes: dict[str, tuple[list, list]] = {}
+    masks: dict[str, list[str]] = {}
+    errors: dict[str, str] = {}
+    if not os.path.exists(path):
+        return boxes, masks, errors
+    for i, f in _lines(path, 'wsolevaluation', ','):
+        where = f'{path}:{i}'
+        if f[0] not in ids:
+            raise DataError(f'{where}: {f[0]} is not in image_ids.txt of this split; fix the path or add the image')
+        if len(f) == 5:
+            box, error = _box(f[1:], where)
+            if error:
+                errors.setdefault(f[0], error)
+            b, w = boxes.setdefault(f[0], ([], []))
+            b.append(box)
+            w.append(where)
+        elif len(f) in (2, 3):
+            masks.setdefault(f[0], []).append(os.path.join(root, f[1]))
+        else:
+            raise DataError(f'{where}: expected path,x0,y0,x1,y1 or path,mask_path[,ignore_path]')
+    return boxes, masks, errors
 
 
 def wsolevaluation(root: str, metadata_dir: str = '') -> tuple[Records, int]:
     """clovaai/wsolevaluation metadata: `<metadata_dir>/<split>/image_ids.txt` (path),
-    `class_labels.txt` (path,label), `image_sizes.txt` (path,w,h), `localization.txt`
-    (path,x0,y0,x1,y1, one line per box; or path,mask_path[,ignore_path] for masks). Image and
-    mask paths are relative to `root`. Splits: train, test, and val if present. This is also the
-    format for your own data."""
+    `class_labels.txt` (path,label), `image_sizes.txt` (path,w,h; optional, checked against the
+    decoded image), `localization.txt` (path,x0,y0,x1,y1, one line per box; or
+    path,mask_path[,ignore_path], one line per object mask, united; ignore masks are not used).
+    Image and mask paths are relative to `root`. Splits: train, test, and val if present. This
+    is also the format for your own data."""
     metadata_dir = metadata_dir or os.path.join(root, 'metadata')
     out: Records = {}
     for split in ('train', 'val', 'test'):
@@ -152,29 +308,28 @@ def wsolevaluation(root: str, metadata_dir: str = '') -> tuple[Records, int]:
             if split == 'val':
                 continue
             _need(folder, 'wsolevaluation')
-        ids = [f[0] for _, f in _lines(os.path.join(folder, 'image_ids.txt'), 'wsolevaluation', ',')]
-        labels = {p: (w, f[0]) for p, (w, f) in _fields(os.path.join(folder, 'class_labels.txt'),
-                                                       'wsolevaluation', 2, ',').items()}
-        boxes: dict[str, list] = {}
-        masks: dict[str, str] = {}
-        loc = os.path.join(folder, 'localization.txt')
-        if os.path.exists(loc):
-            for i, f in _lines(loc, 'wsolevaluation', ','):
-                if len(f) == 5:
-                    boxes.setdefault(f[0], []).append(list(map(float, f[1:])))
-                elif len(f) in (2, 3):
-                    masks[f[0]] = os.path.join(root, f[1])
-                else:
-                    raise DataError(f'{loc}:{i}: expected path,x0,y0,x1,y1 or path,mask_path[,ignore_path]')
+        ids = _image_ids(os.path.join(folder, 'image_ids.txt'))
+        labels = _fields(os.path.join(folder, 'class_labels.txt'), 'wsolevaluation', 2, ',')
+        sizes = _image_sizes(os.path.join(folder, 'image_sizes.txt'))
+        boxes, masks, errors = _localization(os.path.join(folder, 'localization.txt'), ids, root)
         records = []
-        for p in ids:
+        for p, id_where in ids.items():
             if p not in labels:
-                raise DataError(f'{os.path.join(folder, "image_ids.txt")}: {p} has no line in class_labels.txt')
-            where, label = labels[p]
-            records.append(Record(os.path.join(root, p), int(label), np.array(boxes.get(p, []), np.float64).reshape(-1, 4),
-                                  masks.get(p), 'binary', where, boxes_from_mask=p in masks and p not in boxes))
+                raise DataError(f'{id_where}: {p} has no line in {os.path.join(folder, "class_labels.txt")}')
+            where, (label,) = labels[p]
+            label = _int(label, where, 'class label')
+            if label < 0:
+                raise DataError(f'{where}: class label {label} must be at least 0 (labels are 0-based)')
+            size_where, size, size_error = sizes.get(p, ('', None, ''))
+            b, box_where = boxes.get(p, ([], []))
+            mask_paths = masks.get(p, [])
+            records.append(Record(
+                os.path.join(root, p), label, np.concatenate(b) if b else np.zeros((0, 4)),
+                mask_paths[0] if mask_paths else None, 'binary', where, boxes_from_mask=bool(mask_paths) and not b,
+                box_sources=tuple(box_where), size=size, size_source=size_where,
+                extra_mask_paths=tuple(mask_paths[1:]), error=errors.get(p) or size_error))
         out[split] = records
-    return out, _num_classes(out)
+    return _check_unique(out), _num_classes(out)
 
 
 FORMATS: dict[str, Callable[..., tuple[Records, int]]] = {

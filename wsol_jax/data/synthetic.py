@@ -110,6 +110,8 @@ def make_split(seed: int, split: str, n: int, size: int, num_classes: int, **kwa
     """`n` images of a split, deterministic in `(seed, split)`; classes are balanced."""
     if not 2 <= num_classes <= 2 * len(GENUS_COLORS):
         raise ConfigError(f'config.data.num_classes: the synthetic benchmark has 2 to {2 * len(GENUS_COLORS)} classes, got {num_classes}')
+    if n < 1:
+        raise ConfigError(f'config.data.num_{split} must be at least 1 (the synthetic {split} split), got {n}')
     rng = np.random.default_rng([seed, SPLIT_IDS[split]])
     labels = rng.permutation(np.arange(n) % num_classes).astype(np.int32)
     images, boxes, masks = zip(*(make_image(rng, int(c), size, **kwargs)
@@ -118,11 +120,35 @@ def make_split(seed: int, split: str, n: int, size: int, num_classes: int, **kwa
                  [f'{split}_{i:05d}' for i in range(n)])
 
 
+GENERATOR_KEYS = ('num_distractors', 'min_scale', 'max_scale', 'part_scale', 'body_class_signal')
+
+
+def check_config(cfg) -> None:
+    """`ConfigError` naming the key for a `config.data` block the generator cannot use: a missing
+    key (another dataset's config with `source=synthetic`), split sizes below 1, a class count
+    outside 2..8. Generates nothing."""
+    for key in ('num_train', 'num_val', 'num_test') + GENERATOR_KEYS:
+        if cfg.get(key) is None:
+            raise ConfigError(f'config.data.{key} is missing: data.source=synthetic needs the keys of '
+                              'configs/synthetic.py (use --config=configs/synthetic.py:method1)')
+    for split in SPLIT_IDS:
+        n = cfg.get(f'num_{split}')
+        if n < 1:
+            raise ConfigError(f'config.data.num_{split} must be at least 1 (the size of the synthetic {split} '
+                              f'split), got {n}')
+    if not 2 <= cfg.num_classes <= 2 * len(GENUS_COLORS):
+        raise ConfigError(f'config.data.num_classes: the synthetic benchmark has 2 to {2 * len(GENUS_COLORS)} '
+                          f'classes, got {cfg.num_classes}')
+    if not 0 < cfg.min_scale <= cfg.max_scale < 1:
+        raise ConfigError(f'config.data.min_scale and max_scale must satisfy 0 < min_scale <= max_scale < 1, got '
+                          f'{cfg.min_scale} and {cfg.max_scale}')
+
+
 def load(cfg, seed: int) -> Dataset:
     """The synthetic dataset for a `config.data` block (`num_train`, `num_val`, `num_test`,
     `image_size`, `num_classes` and the generator's options)."""
-    kwargs = dict(num_distractors=cfg.num_distractors, min_scale=cfg.min_scale, max_scale=cfg.max_scale,
-                  part_scale=cfg.part_scale, body_class_signal=cfg.body_class_signal)
+    check_config(cfg)
+    kwargs = {key: cfg[key] for key in GENERATOR_KEYS}
     splits = {name: make_split(seed, name, getattr(cfg, f'num_{name}'), cfg.image_size, cfg.num_classes, **kwargs)
               for name in SPLIT_IDS}
     return Dataset(num_classes=cfg.num_classes, **splits)

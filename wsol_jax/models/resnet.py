@@ -34,10 +34,10 @@ def scaled(channels: int, width: float) -> int:
 
 
 def stage_channels(depth: str, width: float = 1.0) -> tuple[int, ...]:
-    """Output channels of (stem, layer1, ..., layer4) for a backbone, e.g. resnet18 at width 1:
-    (64, 64, 128, 256, 512); resnet50: (64, 256, 512, 1024, 2048)."""
+    """Output channels of (stem, max-pool, layer1, ..., layer4) for a backbone, e.g. resnet18 at
+    width 1: (64, 64, 64, 128, 256, 512); resnet50: (64, 64, 256, 512, 1024, 2048)."""
     kind, _ = _spec(depth)
-    return (scaled(64, width),) + tuple(scaled(c, width) * EXPANSION[kind] for c in STAGE_WIDTHS)
+    return (scaled(64, width),) * 2 + tuple(scaled(c, width) * EXPANSION[kind] for c in STAGE_WIDTHS)
 
 
 def _spec(depth: str) -> tuple[str, tuple[int, ...]]:
@@ -97,8 +97,8 @@ class ResNet(nn.Module):
     """ResNet backbone without the classification head.
 
     Input: `(N, H, W, 3)` normalised images. Output: the list of feature maps
-    `[stem (H/2), layer1 (H/4), layer2 (H/8), layer3 (H/16), layer4 (H/32)]`, which the
-    classifier pools and the U-Net decoder uses as skip connections.
+    `[stem (H/2), max-pool (H/4), layer1 (H/4), layer2 (H/8), layer3 (H/16), layer4 (H/32)]`,
+    which the classifier pools (the last) and the U-Net decoders use as skip connections.
     """
     depth: str = 'resnet18'
     width: float = 1.0
@@ -117,6 +117,7 @@ class ResNet(nn.Module):
         x = nn.relu(norm(name='bn1')(x))
         features = [x]
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
+        features.append(x)
         for stage, (n_blocks, planes) in enumerate(zip(blocks, STAGE_WIDTHS)):
             for b in range(n_blocks):
                 stride = 2 if stage > 0 and b == 0 else 1

@@ -1,13 +1,13 @@
-"""Orbax checkpoints: one per epoch (the epoch is the step), state plus JSON metadata.
+"""Orbax checkpoints: the epoch is the step, state plus JSON metadata.
 
-The train state is saved as a plain dict (params, batch_stats, opt_state, step). For `g` the
-manager ranks epochs by the mean containment score (`best_fn` reads `mean_S`); without
-`best_fn`, Orbax's `best_step()` would silently return the latest step.
+The train state is saved as a plain dict (params, batch_stats, opt_state, step). Which epochs
+stay on disk is decided by the training loop from the per-epoch history (`wsol_jax.selection`),
+not by Orbax's `best_fn`, so that the kept epoch is exactly the one the selection picks.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Optional
 
 import orbax.checkpoint as ocp
 
@@ -15,11 +15,9 @@ from wsol_jax.errors import WorkdirError
 from wsol_jax.train.state import TrainState
 
 
-def manager(directory: str, best_metric: Optional[str] = None, read_only: bool = False) -> ocp.CheckpointManager:
+def manager(directory: str, read_only: bool = False) -> ocp.CheckpointManager:
     # Reading is done with create=False rather than Orbax's read_only, which warns on every use.
-    options = ocp.CheckpointManagerOptions(
-        best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode='max',
-        create=not read_only)
+    options = ocp.CheckpointManagerOptions(create=not read_only)
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
@@ -28,10 +26,9 @@ def _state_dict(state: TrainState) -> dict:
             'step': state.step}
 
 
-def save(mgr: ocp.CheckpointManager, epoch: int, state: TrainState, meta: dict,
-         metrics: Optional[dict] = None) -> None:
+def save(mgr: ocp.CheckpointManager, epoch: int, state: TrainState, meta: dict) -> None:
     mgr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(_state_dict(state)),
-                                            meta=ocp.args.JsonSave(meta)), metrics=metrics)
+                                            meta=ocp.args.JsonSave(meta)))
 
 
 def restore(mgr: ocp.CheckpointManager, epoch: int, target: TrainState) -> tuple[TrainState, dict]:
@@ -57,9 +54,3 @@ def restore_variables(directory: str, target: TrainState, epoch: Optional[int] =
                            f'in {directory}; run the stage that trains it first')
     state, meta = restore(mgr, epoch, target)
     return state.variables, meta
-
-
-def all_meta(mgr: ocp.CheckpointManager) -> dict[int, Any]:
-    """The JSON metadata of every saved epoch, `{epoch: meta}`."""
-    return {e: mgr.restore(e, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
-            for e in mgr.all_steps()}

@@ -1,31 +1,29 @@
 """The training stages of the method: pre-train `f`, train `g`, select the epoch by S.
 
-Workdir layout: `f_classifier/` (Method I `f`; also the classifier of Top-1 cls and the CAM
-baseline in both methods), `f_siamese/` (Method II `f`), `g/` (one checkpoint per epoch, ranked
-by mean S), `strip/epoch_XXX.npy` (maps of a few validation images per epoch, for the Fig. 4-style
-strip), `selection.json`.
+Where things go in the workdir is named in `wsol_jax.workdir`. Each stage records its config
+fingerprint before its first checkpoint, so that a rerun resumes only what it can continue.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Optional
 
 import jax
 import numpy as np
 
-from wsol_jax import localization, metrics, parallel
-from wsol_jax.data.dataset import Dataset, center_crop_boxes, steps_per_epoch
+from wsol_jax import inference, localization, metrics, parallel, selection as selection_lib
+from wsol_jax import workdir as workdir_lib
+from wsol_jax.data.dataset import Dataset, Split, center_crop_boxes, steps_per_epoch
 from wsol_jax.data.pipeline import classification_batches, map_split, triplet_batches
-from wsol_jax.errors import ConfigError, WorkdirError
-from wsol_jax.models.pretrained import load_backbone
+from wsol_jax.errors import TrainingError, WorkdirError
+from wsol_jax.models.pretrained import load_backbone, wants_pretrained
 from wsol_jax.train import checkpoint, loop, steps
 from wsol_jax.train.state import (TrainState, abstract_train_state, build_classifier,
                                   build_weight_map_net, create_train_state, make_optimizer)
 
-F_CLASSIFIER, F_SIAMESE, G_DIR, STRIP_DIR, SELECTION = 'f_classifier', 'f_siamese', 'g', 'strip', 'selection.json'
+F_CLASSIFIER, F_SIAMESE, G_DIR = workdir_lib.F_CLASSIFIER, workdir_lib.F_SIAMESE, workdir_lib.G
 
 
 @dataclasses.dataclass
@@ -37,7 +35,7 @@ class Context:
     writer: Optional[object] = None
 
     def path(self, *parts: str) -> str:
-        return os.path.join(self.workdir, *parts)
+        return workdir_lib.path(self.workdir, *parts)
 
     @property
     def crop(self) -> int:
@@ -57,7 +55,7 @@ def _setup(ctx: Context, model, net_cfg, init_name: str, abstract: bool,
     if abstract:
         return abstract_train_state(model, shape, tx, parallel.replicated_sharding(ctx.mesh)), n_steps
     state = create_train_state(model, ctx.key(init_name), shape, tx)
-    if net_cfg.pretrained:
+    if wants_pretrained(net_cfg.pretrained):
         variables = load_backbone(state.variables, net_cfg.pretrained, net_cfg.depth, net_cfg.width, backbone)
         state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
         print(f'[{init_name[5:]}] {backbone} initialised from {net_cfg.pretrained}')
@@ -70,19 +68,17 @@ def _f_setup(ctx: Context, siamese: bool, abstract: bool = False) -> tuple[objec
     return (model, *_setup(ctx, model, cfg.f, 'init_f', abstract, 'backbone'))
 
 
-def _check_enough_data(ctx: Context, batch_size: int, key: str) -> None:
-    if len(ctx.data.train) < batch_size:
-        raise ConfigError(f'the training split has {len(ctx.data.train)} images, fewer than {key}={batch_size}')
+def _lr_hint(net: str, ctx: Context) -> str:
+    lr = ctx.config[net].optimizer.learning_rate
+    return (f'Lower config.{net}.optimizer.learning_rate (now {lr}, e.g. to {lr / 10:g}) and run again with '
+            f'--config.overwrite=True' + (' (or use dtype=float32)' if ctx.config.dtype != 'float32' else ''))
 
 
 def train_f(ctx: Context) -> None:
     """Stage train_f: the classifier (cross-entropy) and, for Method II, the Siamese embedding
-    (triplet loss, Eq. 2). Both are frozen afterwards."""
+    (triplet loss, Eq. 2). Both are frozen afterwards; their validation accuracy is recorded."""
     cfg = ctx.config
-    parallel.check_batch_size(cfg.f.batch_size, ctx.mesh, 'config.f')
-    _check_enough_data(ctx, cfg.f.batch_size, 'config.f.batch_size')
-    todo = [False] + ([True] if cfg.method == 'method2' else [])
-    for siamese in todo:
+    for siamese in [False] + ([True] if cfg.method == 'method2' else []):
         model, state, n_steps = _f_setup(ctx, siamese)
         if siamese:
             fn = functools.partial(steps.f_triplet_step, model, ctx.crop, cfg.f.margin)
@@ -93,8 +89,12 @@ def train_f(ctx: Context) -> None:
             batches = functools.partial(classification_batches, ctx.data.train, cfg.f.batch_size, ctx.mesh)
             per_step = cfg.f.batch_size
         name = F_SIAMESE if siamese else F_CLASSIFIER
-        spec = loop.Loop(name, ctx.path(name), cfg.f.epochs, n_steps, per_step, writer=ctx.writer)
-        loop.run(spec, state, steps.compile_step(fn, ctx.mesh), batches, ctx.key(name))
+        if parallel.is_chief():
+            workdir_lib.record(ctx.workdir, cfg, name)
+        spec = loop.Loop(name, ctx.path(name), cfg.f.epochs, n_steps, per_step, ctx.path(f'{name}_history.json'),
+                         keep='latest', hint=_lr_hint('f', ctx), writer=ctx.writer)
+        state = loop.run(spec, state, steps.compile_step(fn, ctx.mesh), batches, ctx.key(name))
+        _record_f_quality(ctx, name, model, state.variables)
 
 
 def frozen_f(ctx: Context, siamese: bool) -> tuple[object, dict]:
@@ -105,94 +105,147 @@ def frozen_f(ctx: Context, siamese: bool) -> tuple[object, dict]:
     return model, variables
 
 
+def _outputs(ctx: Context, fn, split: Split) -> np.ndarray:
+    """`fn(images)` over a split, `(N, ...)` numpy, in order."""
+    batch = ctx.config.eval.batch_size
+    return np.concatenate([parallel.to_host(out)[:len(valid)]
+                           for (out,), valid in map_split(lambda b: fn(b['image']), split, batch, ctx.mesh)])
+
+
+def f_accuracy(ctx: Context, name: str, model, variables) -> float:
+    """Validation accuracy of `f`: Top-1 of the classifier; for the Siamese embedding, the
+    nearest class mean (class means of the training embeddings, Euclidean as in Eq. 2)."""
+    fn = inference.compile_f_outputs(model, ctx.crop)
+    out = _outputs(ctx, functools.partial(fn, variables), ctx.data.val)
+    if name == F_CLASSIFIER:
+        return float(np.mean(np.argmax(out, -1) == ctx.data.val.labels))
+    train = _outputs(ctx, functools.partial(fn, variables), ctx.data.train)
+    classes = np.unique(ctx.data.train.labels)
+    means = np.stack([train[ctx.data.train.labels == c].mean(0) for c in classes])
+    nearest = classes[np.argmin(((out[:, None] - means[None]) ** 2).sum(-1), axis=1)]
+    return float(np.mean(nearest == ctx.data.val.labels))
+
+
+def _record_f_quality(ctx: Context, name: str, model, variables) -> dict:
+    accuracy = f_accuracy(ctx, name, model, variables)
+    chance = 1.0 / ctx.data.num_classes
+    entry = {'val_accuracy': accuracy, 'chance': chance,
+             'measure': 'top-1' if name == F_CLASSIFIER else 'nearest class mean (top-1)'}
+    if parallel.is_chief():
+        quality = workdir_lib.read_json(ctx.path(workdir_lib.F_QUALITY), {})
+        quality[name] = entry
+        workdir_lib.write_json(ctx.path(workdir_lib.F_QUALITY), quality)
+    print(f'[{name}] validation accuracy {accuracy:.3f} ({entry["measure"]}; chance {chance:.3f})')
+    return entry
+
+
+def check_f_quality(ctx: Context, names: tuple[str, ...]) -> None:
+    """Stop before training g on an f that is near chance: g is only as good as its f."""
+    cfg = ctx.config
+    quality = workdir_lib.read_json(ctx.path(workdir_lib.F_QUALITY), {})
+    for name in names:
+        entry = quality.get(name)
+        if entry is None:   # f trained elsewhere or by an older version: measure it now
+            model, variables = frozen_f(ctx, siamese=(name == F_SIAMESE))
+            entry = _record_f_quality(ctx, name, model, variables)
+        floor = cfg.f.min_accuracy_over_chance * entry['chance']
+        if entry['val_accuracy'] < floor and not cfg.f.allow_weak:
+            raise TrainingError(
+                f'{name} reaches {entry["val_accuracy"]:.3f} validation accuracy, below {floor:.3f} '
+                f'({cfg.f.min_accuracy_over_chance:g}x chance {entry["chance"]:.3f}): g trained on it would localise '
+                f'nothing. Train f better (more f.epochs, ImageNet weights f.pretrained, another '
+                f'f.optimizer.learning_rate) with --config.overwrite=True, or continue with --config.f.allow_weak=True')
+
+
 def g_setup(ctx: Context, abstract: bool = False) -> tuple[object, TrainState, int]:
     model = build_weight_map_net(ctx.config)
     return (model, *_setup(ctx, model, ctx.config.g, 'init_g', abstract, 'encoder'))
 
 
-def compile_weight_maps(ctx: Context, g_model):
-    """`(g_vars, images) -> (M, M_hat)` compiled once per run."""
-    return jax.jit(functools.partial(steps.weight_maps, g_model, ctx.crop, ctx.config.eval.threshold_ratio))
-
-
 def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
-    """Mean S (Eq. 6) over the validation split, the selection criterion (no box used), and,
-    only for the plot of the report, GT-known loc on the validation boxes when there are any.
-    Returns the metrics and the maps of the first `eval.strip_images` validation images."""
+    """Mean S (Eq. 6) over the validation split, the selection criterion (no box used), with
+    the share of degenerate and collapsed maps; and, only as a diagnostic, GT-known loc on the
+    validation boxes when there are any. Returns the metrics and the maps of the first
+    `eval.strip_images` validation images."""
     split, cfg = ctx.data.val, ctx.config
-    score = jax.jit(localization.containment_score)
-    s_values, ious, strip = [], [], []
+    per_image, ious, strip = [], [], []
     for (maps, maps_hat), valid in map_split(lambda b: map_fn(g_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh):
-        boxes = localization.boxes_from_maps(parallel.to_host(maps_hat), cfg.eval.threshold_ratio)
-        s_values.append(parallel.to_host(score(maps_hat, boxes))[:len(valid)])
+        maps, maps_hat = parallel.to_host(maps)[:len(valid)], parallel.to_host(maps_hat)[:len(valid)]
+        boxes = localization.boxes_from_thresholded(maps_hat)
+        per_image.append(inference.map_scores(maps, maps_hat, boxes, cfg.eval.max_coverage))
         if split.boxes is not None:
             gt = center_crop_boxes(split.boxes[valid], split.size, ctx.crop)
-            ious.append(metrics.best_iou(boxes[:len(valid)], gt))
+            ious.append(metrics.best_iou(boxes, gt))
         if sum(map(len, strip)) < cfg.eval.strip_images:
-            strip.append(parallel.to_host(maps)[:len(valid)])
-    out = {'mean_S': float(np.mean(np.concatenate(s_values)))}
+            strip.append(maps)
+    scores = {k: np.concatenate([p[k] for p in per_image]) for k in per_image[0]}
+    out = {'mean_S': float(np.mean(scores['S'])), 'mean_S_raw': float(np.mean(scores['S_raw'])),
+           'val/degenerate': float(np.mean(scores['degenerate'])), 'val/collapsed': float(np.mean(scores['collapsed']))}
     if ious:
         out['val/gt_known_loc'] = float(np.mean(np.concatenate(ious) >= 0.5))
     return out, np.concatenate(strip)[:cfg.eval.strip_images]
 
 
 def train_g(ctx: Context) -> None:
-    """Stage train_g: `g` with `f` frozen; after every epoch the mean S on the validation split
-    and a checkpoint."""
+    """Stage train_g: `g` with `f` frozen; after every epoch the mean S on the validation split,
+    the history, and the checkpoints of the best-S and the latest epoch."""
     cfg = ctx.config
-    parallel.check_batch_size(cfg.g.batch_size, ctx.mesh, 'config.g')
-    parallel.check_batch_size(cfg.eval.batch_size, ctx.mesh, 'config.eval')
-    _check_enough_data(ctx, cfg.g.batch_size, 'config.g.batch_size')
-    f_model, f_vars = frozen_f(ctx, siamese=(cfg.method == 'method2'))
+    siamese = cfg.method == 'method2'
+    check_f_quality(ctx, (F_SIAMESE,) if siamese else (F_CLASSIFIER,))
+    f_model, f_vars = frozen_f(ctx, siamese=siamese)
     g_model, state, n_steps = g_setup(ctx)
     fn = functools.partial(steps.g_step, g_model, f_model, cfg.g, ctx.crop, cfg.method)
     compiled = steps.compile_step(fn, ctx.mesh, n_frozen=1)
     step = lambda s, batch, rng: compiled(s, f_vars, batch, rng)
-    if cfg.method == 'method2':
+    if siamese:
         batches = functools.partial(triplet_batches, ctx.data.train, cfg.g.batch_size, ctx.mesh)
     else:
         batches = functools.partial(classification_batches, ctx.data.train, cfg.g.batch_size, ctx.mesh)
-    map_fn = compile_weight_maps(ctx, g_model)
-    os.makedirs(ctx.path(STRIP_DIR), exist_ok=True)
+    map_fn = inference.compile_weight_maps(g_model, ctx.crop, cfg.eval)
+    if parallel.is_chief():
+        workdir_lib.record(ctx.workdir, cfg, G_DIR)
+        os.makedirs(ctx.path(workdir_lib.STRIP), exist_ok=True)
 
     def epoch_end(epoch: int, s: TrainState):
         scores, strip = validation_scores(ctx, map_fn, s.variables)
         if parallel.is_chief():
-            np.save(ctx.path(STRIP_DIR, f'epoch_{epoch:03d}.npy'), (strip * 255).round().astype(np.uint8))
+            np.save(ctx.path(workdir_lib.STRIP, f'epoch_{epoch:03d}.npy'), (strip * 255).round().astype(np.uint8))
+        if scores['val/collapsed'] >= 0.9:
+            print(f'[g] warning: epoch {epoch}: the weight map collapsed (weights all below 0.1 or all above 0.9) '
+                  f'on {100 * scores["val/collapsed"]:.0f}% of the validation images')
         return scores, {}
 
-    per_step = cfg.g.batch_size * (3 if cfg.method == 'method2' else 1)
-    spec = loop.Loop('g', ctx.path(G_DIR), cfg.g.epochs, n_steps, per_step, best_metric='mean_S',
-                     writer=ctx.writer)
+    per_step = cfg.g.batch_size * (3 if siamese else 1)
+    spec = loop.Loop('g', ctx.path(G_DIR), cfg.g.epochs, n_steps, per_step, ctx.path(workdir_lib.G_HISTORY),
+                     keep='all' if cfg.g.keep_all_checkpoints else 'selected_and_latest',
+                     hint=_lr_hint('g', ctx), writer=ctx.writer)
     loop.run(spec, state, step, batches, ctx.key('g'), epoch_end)
 
 
 def select(ctx: Context) -> dict:
     """Stage select: the epoch of `g` with the highest mean S (Eq. 6); no box or mask is used."""
-    directory = ctx.path(G_DIR)
-    if not os.path.isdir(directory):
-        raise WorkdirError(f'no checkpoint of g in {directory}; run --stage=train_g first')
-    mgr = checkpoint.manager(directory, best_metric='mean_S', read_only=True)
-    if not mgr.all_steps():
-        raise WorkdirError(f'no checkpoint of g in {directory}; run --stage=train_g first')
-    history = {e: m['metrics'] for e, m in checkpoint.all_meta(mgr).items()}
-    selection = {'selected_epoch': int(mgr.best_step()), 'last_epoch': int(mgr.latest_step()),
-                 'criterion': 'max mean containment score S (Eq. 6) on the validation split',
+    history = workdir_lib.read_json(ctx.path(workdir_lib.G_HISTORY))
+    if not history or not workdir_lib.has_checkpoints(ctx.path(G_DIR)):
+        raise WorkdirError(f'no trained g in {ctx.path(G_DIR)}; run --stage=train_g first')
+    history = {int(e): h for e, h in history.items()}
+    chosen = selection_lib.select_epoch(history)
+    selection = {'selected_epoch': chosen, 'last_epoch': max(history),
+                 'criterion': 'max mean containment score S (Eq. 6) on the validation split; degenerate maps '
+                              f'(kept region > {ctx.config.eval.max_coverage:g} of the image) score 0; ties: earliest epoch',
+                 'box_rule': ctx.config.eval.box_rule,
+                 'regret': selection_lib.selection_regret(history, chosen),
                  'history': {str(e): history[e] for e in sorted(history)}}
     if parallel.is_chief():
-        with open(ctx.path(SELECTION), 'w') as fh:
-            json.dump(selection, fh, indent=1)
-    print(f'[select] epoch {selection["selected_epoch"]} '
-          f'(mean S {history[selection["selected_epoch"]]["mean_S"]:.4f}) of {len(history)}')
+        workdir_lib.write_json(ctx.path(workdir_lib.SELECTION), selection)
+    print(f'[select] epoch {chosen} (mean S {history[chosen]["mean_S"]:.4f}) of {len(history)}')
     return selection
 
 
 def load_selection(ctx: Context) -> dict:
-    path = ctx.path(SELECTION)
-    if not os.path.exists(path):
-        raise WorkdirError(f'{path} is missing; run --stage=select first')
-    with open(path) as fh:
-        return json.load(fh)
+    selection = workdir_lib.read_json(ctx.path(workdir_lib.SELECTION))
+    if selection is None:
+        raise WorkdirError(f'{ctx.path(workdir_lib.SELECTION)} is missing; run --stage=select first')
+    return selection
 
 
 def restore_g(ctx: Context, g_state: TrainState, epoch: int) -> dict:
@@ -200,5 +253,5 @@ def restore_g(ctx: Context, g_state: TrainState, epoch: int) -> dict:
     return variables
 
 
-__all__ = ['Context', 'train_f', 'train_g', 'select', 'frozen_f', 'g_setup', 'restore_g',
-           'load_selection', 'compile_weight_maps']
+__all__ = ['Context', 'train_f', 'train_g', 'select', 'frozen_f', 'g_setup', 'restore_g', 'load_selection',
+           'check_f_quality', 'f_accuracy']

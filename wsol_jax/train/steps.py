@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from wsol_jax import losses, parallel
-from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD, augment, center_crop
-from wsol_jax.localization import normalize_maps, threshold_maps
+from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD, augment
 from wsol_jax.train.state import TrainState
 
 G_METHODS = ('method1', 'method2')
@@ -108,26 +107,6 @@ def g_step(g_model, f_model, g_cfg, crop_size: int, method: str, state: TrainSta
     """One step of `g`; gradients reach only `g`'s parameters."""
     loss_fn = functools.partial(g_loss, g_model, f_model, g_cfg, crop_size, method)
     return _apply_update(state, lambda p: loss_fn(p, state.batch_stats, f_vars, batch['image'], rng))
-
-
-def weight_maps(g_model, crop_size: int, ratio: float, g_vars, images_uint8):
-    """Evaluation: centre crop -> `M = g(I)` `(N, c, c)` and the thresholded `M_hat` (Eq. 5)."""
-    maps = g_model.apply(g_vars, center_crop(images_uint8, crop_size), train=False)
-    return maps, threshold_maps(maps, ratio)
-
-
-def classify(f_model, crop_size: int, f_vars, images_uint8):
-    """Evaluation: `f`'s logits `(N, C)` on the centre crop."""
-    return f_model.apply(f_vars, center_crop(images_uint8, crop_size), train=False)
-
-
-def cam_maps(f_model, crop_size: int, f_vars, images_uint8, classes):
-    """The CAM baseline: class activation maps of `classes`, bilinearly upsampled to the crop
-    and min-max normalised per image, `(N, c, c)` in [0, 1]."""
-    cams = f_model.apply(f_vars, center_crop(images_uint8, crop_size), classes,
-                         method=f_model.class_activation_maps)
-    up = jax.image.resize(cams, (cams.shape[0], crop_size, crop_size), 'bilinear')
-    return normalize_maps(jnp.maximum(up, 0.0))
 
 
 def compile_step(fn: Callable, mesh, n_frozen: int = 0, donate_state: bool = True):

@@ -1,0 +1,57 @@
+"""Start-up checks: everything a run will need, checked before its first step.
+
+A mistake that would surface only after f has trained (on CUB, 200 epochs) stops the run at
+once with one line that names the value or the file to fix.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from wsol_jax.data.dataset import Dataset
+from wsol_jax.errors import ConfigError, DataError
+from wsol_jax.models.pretrained import check_pretrained, wants_pretrained
+
+
+def _batch(config, key: str, batch_size: int, n_train: int, mesh) -> None:
+    devices, hosts = mesh.size, jax.process_count()
+    if batch_size % devices or batch_size % hosts:
+        raise ConfigError(f'config.{key}={batch_size} must be divisible by the number of devices ({devices}) '
+                          f'and of hosts ({hosts})')
+    if n_train and batch_size > n_train:
+        raise ConfigError(f'config.{key}={batch_size} is larger than the training split ({n_train} images): '
+                          'lower it, or use more training data')
+
+
+def _annotation_hint(config, split: str) -> str:
+    """Where the boxes of a split come from, for the error message."""
+    data = config.data
+    if data.source == 'wsolevaluation':
+        return os.path.join(data.metadata_dir or os.path.join(data.root, 'metadata'), split, 'localization.txt')
+    if data.source == 'tfds':
+        return f'TFDS {data.tfds_name} in {data.root}'
+    return f'the {data.source} annotations in {data.root or "the generator"}'
+
+
+def check_run(config, data: Dataset, mesh, stages: tuple[str, ...]) -> None:
+    """Batch sizes against the splits and devices, weight files, annotations the evaluation needs."""
+    n_train = len(data.train)
+    if 'train_f' in stages:
+        _batch(config, 'f.batch_size', config.f.batch_size, n_train, mesh)
+        if wants_pretrained(config.f.pretrained):
+            check_pretrained(config.f.pretrained, config.f.depth, config.f.width)
+    if 'train_g' in stages:
+        _batch(config, 'g.batch_size', config.g.batch_size, n_train, mesh)
+        if wants_pretrained(config.g.pretrained):
+            check_pretrained(config.g.pretrained, config.g.depth, config.g.width)
+    _batch(config, 'eval.batch_size', config.eval.batch_size, 0, mesh)
+    if config.method == 'method2' and len(np.unique(data.train.labels)) < 2:
+        raise DataError('Method II draws triplets (anchor, positive, negative) and needs at least two classes in '
+                        'the training split')
+    if len(data.val) == 0:
+        raise DataError('the validation split is empty: the epoch selection by S needs validation images')
+    if 'evaluate' in stages and data.test.boxes is None and data.test.masks is None:
+        raise DataError(f'the test split has no boxes or masks ({_annotation_hint(config, "test")} is missing or '
+                        'empty): localization cannot be evaluated. Add them, or run --stage=train_f/train_g/select only')
