@@ -7,14 +7,37 @@
     <root>/<path>                                       the images (paths relative to root)
 
     python main.py --config=configs/custom.py:method1 --config.data.root=/data/mine --workdir=runs/mine
+    python main.py --config=configs/custom.py:method1,small ...      # CPU preset, no ImageNet weights
 
 The number of classes is read from the data; without a val/ folder use
 --config.data.val_split=holdout --config.data.num_val=N.
+
+`small`: a preset for a CPU and a few thousand photographs (under 15 minutes on 2 cores for
+3,000 training images): 80 px images with random 64 px crops, quarter-width ResNet-18s trained
+from scratch. f gets a recipe that learns from scratch on small real data (Adam, 24 epochs,
+the rate divided by 10 for the last quarter), g eight epochs at a rate that moves it visibly
+within each epoch, so that the selection by S has a trajectory to choose from.
 """
-from wsol_jax.config import base_config
+from wsol_jax.config import base_config, optimizer
+from wsol_jax.errors import ConfigError
+
+PRESETS = ('small',)
 
 
 def get_config(arg: str = 'method1'):
-    c = base_config(arg)
+    method, *presets = arg.split(',')
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        raise ConfigError(f'unknown preset {unknown[0]!r} in {arg!r}; presets: {PRESETS} (e.g. custom.py:method1,small)')
+    c = base_config(method)
     c.data.update(dict(source='wsolevaluation', num_classes=0, image_size=256, crop_size=224, val_split='val'))
+    if 'small' in presets:
+        c.data.update(dict(image_size=80, crop_size=64))
+        c.f.update(dict(width=0.25, embed_dim=32, epochs=24, batch_size=32, pretrained='none'))
+        c.f.optimizer = optimizer(1e-3, 5e-4, decay_every=18, name='adam')
+        c.g.update(dict(width=0.25, epochs=8, batch_size=32, pretrained='none'))
+        c.g.optimizer = optimizer(0.03, 1e-5, decay_every=1000)
+        c.eval.batch_size = 128
+        if method == 'method2':
+            c.g.update(dict(epochs=5, batch_size=16))
     return c

@@ -21,8 +21,11 @@ def get_config(arg: str = 'method1'):
     c.data.max_scale = 0.8
     c.data.part_scale = 0.12
     c.data.body_class_signal = 1.0
+    c.data.num_parts = 2            # over-localised maps break into two blobs (see synthetic.py)
     c.f.update(dict(width=0.25, embed_dim=32, epochs=8, batch_size=32))
-    c.f.optimizer = optimizer(0.05, 1e-4, decay_every=6)
+    # Adam learns the parts on every seed; SGD at 0.05 sat at the genus level (1/2 accuracy) for
+    # several epochs on some seeds, and g is only as good as its f.
+    c.f.optimizer = optimizer(2e-3, 1e-4, decay_every=6, name='adam')
     c.g.update(dict(width=0.25, epochs=8, batch_size=32))
     c.g.optimizer = optimizer(0.03, 1e-5, decay_every=1000)
     c.eval.batch_size = 128

@@ -75,3 +75,9 @@ def to_host(x: jax.Array) -> np.ndarray:
 def is_chief() -> bool:
     """Only process 0 writes results, plots and logs; Orbax coordinates checkpoints itself."""
     return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Wait until every process gets here (after process 0 wrote a file the others read)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)

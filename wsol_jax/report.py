@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import importlib.metadata
 import os
+import re
 import subprocess
 
 import matplotlib
@@ -140,10 +141,12 @@ def plot_overlays(images_uint8: np.ndarray, samples, crop_size: int, path: str) 
 def plot_strip(strip_dir: str, images_uint8: np.ndarray, crop_size: int, selected: int, path: str,
                max_columns: int = 12) -> None:
     """Fig. 4: maps of the same validation images over the epochs of g."""
-    files = sorted(glob.glob(os.path.join(strip_dir, 'epoch_*.npy')))
-    if not files:
+    numbered = [(int(m.group(1)), f) for f in glob.glob(os.path.join(strip_dir, 'epoch_*.npy'))
+                if (m := re.fullmatch(r'epoch_(\d+)\.npy', os.path.basename(f)))]
+    if not numbered:
         return
-    epochs = [int(os.path.basename(f)[6:9]) for f in files]
+    epochs, files = zip(*sorted(numbered))
+    epochs, files = list(epochs), list(files)
     pick = np.unique(np.linspace(0, len(files) - 1, min(max_columns, len(files))).round().astype(int))
     if selected in epochs and epochs.index(selected) not in pick:
         pick = np.sort(np.append(pick, epochs.index(selected)))

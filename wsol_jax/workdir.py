@@ -5,6 +5,7 @@ Layout of `<workdir>/`:
   f_siamese/           Orbax checkpoints of the Siamese f (Method II)
   g/                   Orbax checkpoints of g: the best-S epoch and the latest (or every epoch)
   g_history.json       metrics of every epoch of g (mean S, ...): what the selection reads
+  f_*_history.json     metrics of every epoch of each f
   f_quality.json       f's accuracy on the validation split, measured after train_f
   fingerprints/        per stage, the config values its artifacts were made with
   strip/epoch_XXX.npy  maps of a few validation images per epoch (Fig. 4-style strip)
@@ -22,6 +23,7 @@ import shutil
 import tempfile
 from typing import Any
 
+from wsol_jax import parallel
 from wsol_jax.errors import WorkdirError
 
 F_CLASSIFIER, F_SIAMESE, G = 'f_classifier', 'f_siamese', 'g'
@@ -29,6 +31,11 @@ G_HISTORY, F_QUALITY, FINGERPRINTS = 'g_history.json', 'f_quality.json', 'finger
 STRIP, SELECTION, TIMINGS = 'strip', 'selection.json', 'timings.json'
 REPORTS = ('results.json', 'results.md', 'selection.png', 'overlays.png', 'strip.png')
 TRAINED = (F_CLASSIFIER, F_SIAMESE, G)   # in the order they are trained
+
+
+def history_name(stage: str) -> str:
+    """The per-epoch metrics file of a trained stage."""
+    return G_HISTORY if stage == G else f'{stage}_history.json'
 
 # Config keys that never change what a stage produced (where things go, how long to train: a
 # longer run continues a shorter one, and g records the f it was trained with).
@@ -103,17 +110,19 @@ def check(workdir: str, config, stages: tuple[str, ...]) -> None:
         if not config.overwrite:
             raise WorkdirError(f'the checkpoints of {stage} in {workdir} {problem}; use a new --workdir, or '
                                f'--config.overwrite=True to train {stage} and the stages after it afresh')
-        remove_from(workdir, stage)
-        print(f'[workdir] overwrite: removed {stage} and the stages after it ({problem})')
+        if parallel.is_chief():
+            remove_from(workdir, stage)
+            print(f'[workdir] overwrite: removed {stage} and the stages after it ({problem})')
+        parallel.barrier('workdir_overwrite')
         return
 
 
 def remove_from(workdir: str, stage: str) -> None:
     """Delete `stage`'s artifacts and everything derived from them."""
     later = TRAINED[TRAINED.index(stage):]
-    doomed = [*later, *(f'{FINGERPRINTS}/{s}.json' for s in later), SELECTION, *REPORTS]
+    doomed = [*later, *(f'{FINGERPRINTS}/{s}.json' for s in later), *map(history_name, later), SELECTION, *REPORTS]
     if G in later:
-        doomed += [G_HISTORY, STRIP]
+        doomed.append(STRIP)
     if stage in (F_CLASSIFIER, F_SIAMESE):
         doomed.append(F_QUALITY)
     for name in doomed:
@@ -122,6 +131,13 @@ def remove_from(workdir: str, stage: str) -> None:
             shutil.rmtree(p)
         elif os.path.exists(p):
             os.remove(p)
+
+
+def remove_derived(workdir: str) -> None:
+    """Delete the selection and the reports (they describe an older set of epochs of g)."""
+    for name in (SELECTION, *REPORTS):
+        if os.path.exists(path(workdir, name)):
+            os.remove(path(workdir, name))
 
 
 def record(workdir: str, config, stage: str) -> None:
@@ -149,6 +165,9 @@ def write_atomically(file: str, write, text: bool = False) -> None:
     try:
         with os.fdopen(fd, 'w' if text else 'wb') as fh:
             write(fh)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600: results must be readable like any file
         os.replace(tmp, file)
     except BaseException:
         if os.path.exists(tmp):

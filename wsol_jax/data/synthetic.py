@@ -4,10 +4,14 @@ It reproduces the fine-grained situation the paper is about:
   * every object is a large striped "body" (an ellipse of random size, aspect, angle and
     position); classes come in pairs ("genera") whose bodies share a colour, so the body tells
     the genus but never the class;
-  * the two classes of a genus differ only in a small discriminative "part" on the body (one of
-    two kinds, each with its own colour and shape, the same two kinds in every genus), so the
+  * the two classes of a genus differ only in small discriminative "parts" on the body (one of
+    two kinds, each with its own colour and shape, the same two kinds in every genus), so a
     part plus a glimpse of the body colour around it decide the class: a classifier can be
-    right while looking at a fraction of the object, and its CAM tends to light up that part;
+    right while looking at a fraction of the object, and its CAM tends to light up a part;
+  * `num_parts` copies of the part sit apart on the body, as a bird's discriminative head,
+    wing bars and tail do: a map that shrinks to what discriminates (the over-localisation of
+    Section 3, "Early stopping") breaks into separate blobs, and the largest one's box leaves
+    weight out, which is what the containment score S detects;
   * backgrounds are cluttered (smooth colour noise plus fine noise) and hold distractor shapes
     that carry no part;
   * `body_class_signal` in [0, 1] scales how strongly the body colour differs between genera
@@ -76,9 +80,20 @@ def _body(rng, size, min_scale, max_scale):
             return (cx, cy), axes, angle, mask
 
 
+def _spread_points(rng: np.random.Generator, candidates: np.ndarray, n: int) -> np.ndarray:
+    """`n` of the `(M, 2)` candidate points, apart from each other: the first at random, each
+    next one at random among the quarter of the candidates farthest from those already chosen."""
+    chosen = [candidates[rng.integers(len(candidates))]]
+    for _ in range(n - 1):
+        distance = np.min([np.hypot(*(candidates - c).T) for c in chosen], axis=0)
+        far = np.flatnonzero(distance >= np.quantile(distance, 0.75))
+        chosen.append(candidates[far[rng.integers(len(far))]])
+    return np.asarray(chosen)
+
+
 def make_image(rng: np.random.Generator, label: int, size: int, *, num_distractors: int = 3,
                min_scale: float = 0.35, max_scale: float = 0.8, part_scale: float = 0.12,
-               body_class_signal: float = 0.0):
+               body_class_signal: float = 0.0, num_parts: int = 1):
     """One image: `(image (S, S, 3) uint8, box (4,) int, mask (S, S) uint8)`."""
     image = _background(rng, size)
     _distractors(rng, image, rng.integers(1, num_distractors + 1) if num_distractors else 0)
@@ -94,13 +109,13 @@ def make_image(rng: np.random.Generator, label: int, size: int, *, num_distracto
     outline = np.zeros((size, size), np.uint8)
     cv2.ellipse(outline, ((cx, cy), (2 * axes[0], 2 * axes[1]), angle), 1, max(1, size // 64))
     image[outline > 0] = (30, 30, 40)
-    # The discriminative part: a small shape of the class's colour, somewhere on the body.
+    # The discriminative parts: small shapes of the class's colour, spread over the body.
     r_part = max(2.0, part_scale * axes.min() * 2 / 2)
     inner = np.argwhere(cv2.erode(mask, np.ones((3, 3), np.uint8), iterations=int(r_part) + 1) > 0)
     if len(inner) == 0:
         inner = np.argwhere(mask > 0)
-    py, px = inner[rng.integers(len(inner))]
-    _draw_shape(image, PART_SHAPES[label % 2], px, py, r_part, PART_COLORS[label % 2])
+    for py, px in _spread_points(rng, inner, num_parts):
+        _draw_shape(image, PART_SHAPES[label % 2], px, py, r_part, PART_COLORS[label % 2])
     image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
     x, y, w, h = cv2.boundingRect(mask)
     return image, np.array([x, y, x + w, y + h], np.int32), mask
@@ -120,7 +135,7 @@ def make_split(seed: int, split: str, n: int, size: int, num_classes: int, **kwa
                  [f'{split}_{i:05d}' for i in range(n)])
 
 
-GENERATOR_KEYS = ('num_distractors', 'min_scale', 'max_scale', 'part_scale', 'body_class_signal')
+GENERATOR_KEYS = ('num_distractors', 'min_scale', 'max_scale', 'part_scale', 'body_class_signal', 'num_parts')
 
 
 def check_config(cfg) -> None:
@@ -139,6 +154,8 @@ def check_config(cfg) -> None:
     if not 2 <= cfg.num_classes <= 2 * len(GENUS_COLORS):
         raise ConfigError(f'config.data.num_classes: the synthetic benchmark has 2 to {2 * len(GENUS_COLORS)} '
                           f'classes, got {cfg.num_classes}')
+    if cfg.num_parts < 1:
+        raise ConfigError(f'config.data.num_parts must be at least 1, got {cfg.num_parts}')
     if not 0 < cfg.min_scale <= cfg.max_scale < 1:
         raise ConfigError(f'config.data.min_scale and max_scale must satisfy 0 < min_scale <= max_scale < 1, got '
                           f'{cfg.min_scale} and {cfg.max_scale}')

@@ -54,3 +54,10 @@ def restore_variables(directory: str, target: TrainState, epoch: Optional[int] =
                            f'in {directory}; run the stage that trains it first')
     state, meta = restore(mgr, epoch, target)
     return state.variables, meta
+
+
+def latest_epoch(directory: str) -> Optional[int]:
+    """The last complete epoch saved in `directory`, or None."""
+    if not os.path.isdir(directory):
+        return None
+    return manager(directory, read_only=True).latest_step()

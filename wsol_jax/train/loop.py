@@ -66,19 +66,25 @@ def _save(loop: Loop, mgr, epoch: int, state: TrainState, metrics: dict, history
     """History first, then the checkpoint, then the epochs that are no longer needed: a kill at
     any point leaves a workdir that resumes exactly (an epoch in the history without its
     checkpoint is redone and overwritten)."""
-    if parallel.is_chief():
-        workdir_lib.write_json(loop.history_path, {str(e): m for e, m in sorted(history.items())})
     try:
+        if parallel.is_chief():
+            workdir_lib.write_json(loop.history_path, {str(e): m for e, m in sorted(history.items())})
         checkpoint.save(mgr, epoch, state, {'epoch': epoch, 'metrics': metrics})
         mgr.wait_until_finished()
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
+    except Exception as e:   # Orbax/TensorStore report a full disk as OSError, ValueError, ...
+        if getattr(e, 'errno', None) == errno.ENOSPC or 'No space left' in str(e):
             raise WorkdirError(f'no space left on the device while writing {loop.directory}/{epoch}; free some '
                                f'space and run the same command again (it resumes after epoch {epoch - 1})') from None
         raise
     if loop.keep != 'all':
         for old in set(mgr.all_steps()) - _kept_epochs(loop, history, epoch):
             mgr.delete(old)
+
+
+def read_history(path: str, latest: int) -> dict[int, dict]:
+    """`{epoch: metrics}` of the epochs up to `latest`, the last one with a checkpoint (a later
+    entry belongs to an epoch that was interrupted before its checkpoint was complete)."""
+    return {int(e): m for e, m in (workdir_lib.read_json(path) or {}).items() if int(e) <= latest}
 
 
 def run(loop: Loop, state: TrainState, step_fn: Callable, batches: Callable[[jax.Array], Iterator],
@@ -90,7 +96,10 @@ def run(loop: Loop, state: TrainState, step_fn: Callable, batches: Callable[[jax
     """
     mgr = checkpoint.manager(loop.directory)
     start = mgr.latest_step() or 0
-    history = {int(e): m for e, m in (workdir_lib.read_json(loop.history_path) or {}).items() if int(e) <= start}
+    if start > loop.epochs:
+        raise WorkdirError(f'{loop.directory} holds {start} epochs, more than the {loop.epochs} asked for: set the '
+                           f'epochs to {start} or more, or use --config.overwrite=True to train it afresh')
+    history = read_history(loop.history_path, start)
     if start:
         state, _ = checkpoint.restore(mgr, start, state)
         print(f'[{loop.name}] resuming after epoch {start}/{loop.epochs} from {loop.directory}')
@@ -99,7 +108,7 @@ def run(loop: Loop, state: TrainState, step_fn: Callable, batches: Callable[[jax
         sums: dict[str, float] = {}
         bar = tqdm(total=loop.steps_per_epoch, desc=f'{loop.name} epoch {epoch}/{loop.epochs}',
                    disable=not parallel.is_chief(), leave=False, dynamic_ncols=True)
-        t0, pending = time.perf_counter(), []
+        t0, pending, done = time.perf_counter(), [], 0
         for i, batch in enumerate(batches(jax.random.fold_in(epoch_key, 0))):
             state, metrics = step_fn(state, batch, jax.random.fold_in(epoch_key, i + 1))
             pending.append(metrics)
@@ -111,15 +120,16 @@ def run(loop: Loop, state: TrainState, step_fn: Callable, batches: Callable[[jax
                     for k, v in m.items():
                         sums[k] = sums.get(k, 0.0) + v
                 bar.update(len(pending))
+                done += len(pending)
                 pending = []
-                seen = max(1, bar.n)
+                seen = max(1, done)
                 bar.set_postfix(loss=f'{sums["loss"] / seen:.4f}',
                                 img_s=f'{seen * loop.images_per_step / (time.perf_counter() - t0):.0f}')
         bar.close()
         if not _params_finite(state):
             raise TrainingError(f'{loop.name}: the parameters became non-finite in epoch {epoch}; nothing of this '
                                 f'epoch was saved. {loop.hint}')
-        n_steps = max(1, bar.n)
+        n_steps = max(1, done)
         train_metrics = {f'train/{k}': v / n_steps for k, v in sums.items()}
         train_metrics['train/images_per_s'] = n_steps * loop.images_per_step / (time.perf_counter() - t0)
         extra, _ = epoch_end(epoch, state) if epoch_end else ({}, {})

@@ -91,17 +91,23 @@ def train_f(ctx: Context) -> None:
         name = F_SIAMESE if siamese else F_CLASSIFIER
         if parallel.is_chief():
             workdir_lib.record(ctx.workdir, cfg, name)
-        spec = loop.Loop(name, ctx.path(name), cfg.f.epochs, n_steps, per_step, ctx.path(f'{name}_history.json'),
+        spec = loop.Loop(name, ctx.path(name), cfg.f.epochs, n_steps, per_step, ctx.path(workdir_lib.history_name(name)),
                          keep='latest', hint=_lr_hint('f', ctx), writer=ctx.writer)
+        quality = workdir_lib.read_json(ctx.path(workdir_lib.F_QUALITY), {})
+        trained = checkpoint.latest_epoch(ctx.path(name))
         state = loop.run(spec, state, steps.compile_step(fn, ctx.mesh), batches, ctx.key(name))
-        _record_f_quality(ctx, name, model, state.variables)
+        if name not in quality or trained != cfg.f.epochs:   # measured once, after the last epoch
+            _record_f_quality(ctx, name, model, state.variables)
 
 
 def frozen_f(ctx: Context, siamese: bool) -> tuple[object, dict]:
     """`(f, its variables)` restored from the workdir, replicated over the mesh."""
     model, state, _ = _f_setup(ctx, siamese, abstract=True)
     name = F_SIAMESE if siamese else F_CLASSIFIER
-    variables, _ = checkpoint.restore_variables(ctx.path(name), state, what=f'f ({name})')
+    variables, meta = checkpoint.restore_variables(ctx.path(name), state, what=f'f ({name})')
+    if meta.get('epoch') != ctx.config.f.epochs:   # g must not train on, or be judged with, a half-trained f
+        raise WorkdirError(f'{name} in {ctx.workdir} was trained for {meta.get("epoch")} of config.f.epochs='
+                           f'{ctx.config.f.epochs} epochs; run --stage=train_f first')
     return model, variables
 
 
@@ -135,6 +141,7 @@ def _record_f_quality(ctx: Context, name: str, model, variables) -> dict:
         quality = workdir_lib.read_json(ctx.path(workdir_lib.F_QUALITY), {})
         quality[name] = entry
         workdir_lib.write_json(ctx.path(workdir_lib.F_QUALITY), quality)
+    parallel.barrier('f_quality')
     print(f'[{name}] validation accuracy {accuracy:.3f} ({entry["measure"]}; chance {chance:.3f})')
     return entry
 
@@ -205,6 +212,8 @@ def train_g(ctx: Context) -> None:
     if parallel.is_chief():
         workdir_lib.record(ctx.workdir, cfg, G_DIR)
         os.makedirs(ctx.path(workdir_lib.STRIP), exist_ok=True)
+        if checkpoint.latest_epoch(ctx.path(G_DIR)) != cfg.g.epochs:
+            workdir_lib.remove_derived(ctx.workdir)   # a selection of fewer epochs is stale now
 
     def epoch_end(epoch: int, s: TrainState):
         scores, strip = validation_scores(ctx, map_fn, s.variables)
@@ -224,10 +233,10 @@ def train_g(ctx: Context) -> None:
 
 def select(ctx: Context) -> dict:
     """Stage select: the epoch of `g` with the highest mean S (Eq. 6); no box or mask is used."""
-    history = workdir_lib.read_json(ctx.path(workdir_lib.G_HISTORY))
-    if not history or not workdir_lib.has_checkpoints(ctx.path(G_DIR)):
+    latest = checkpoint.latest_epoch(ctx.path(G_DIR))
+    history = loop.read_history(ctx.path(workdir_lib.G_HISTORY), latest or 0)
+    if not history:
         raise WorkdirError(f'no trained g in {ctx.path(G_DIR)}; run --stage=train_g first')
-    history = {int(e): h for e, h in history.items()}
     chosen = selection_lib.select_epoch(history)
     selection = {'selected_epoch': chosen, 'last_epoch': max(history),
                  'criterion': 'max mean containment score S (Eq. 6) on the validation split; degenerate maps '
@@ -237,14 +246,16 @@ def select(ctx: Context) -> dict:
                  'history': {str(e): history[e] for e in sorted(history)}}
     if parallel.is_chief():
         workdir_lib.write_json(ctx.path(workdir_lib.SELECTION), selection)
+    parallel.barrier('selection')
     print(f'[select] epoch {chosen} (mean S {history[chosen]["mean_S"]:.4f}) of {len(history)}')
     return selection
 
 
 def load_selection(ctx: Context) -> dict:
     selection = workdir_lib.read_json(ctx.path(workdir_lib.SELECTION))
-    if selection is None:
-        raise WorkdirError(f'{ctx.path(workdir_lib.SELECTION)} is missing; run --stage=select first')
+    if selection is None or selection['last_epoch'] != checkpoint.latest_epoch(ctx.path(G_DIR)):
+        raise WorkdirError(f'{ctx.path(workdir_lib.SELECTION)} is missing or older than the last epoch of g; '
+                           'run --stage=select first')
     return selection
 
 

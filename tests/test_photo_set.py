@@ -1,0 +1,83 @@
+"""benchmarks/make_photo_set.py: a tiny real-photo set, read back by the wsolevaluation reader."""
+import filecmp
+import importlib.util
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip('skimage', reason='make_photo_set.py takes its photographs from scikit-image')
+
+from wsol_jax.data import formats  # noqa: E402
+from wsol_jax.data.decode import read_image, read_mask  # noqa: E402
+
+_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks', 'make_photo_set.py')
+
+
+@pytest.fixture(scope='module')
+def mps():
+    spec = importlib.util.spec_from_file_location('make_photo_set', _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def built(mps, tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('photo') / 'set')
+    assert mps.main([f'--out={root}', '--seed=3', '--size=64', '--num_train=12', '--num_val=5', '--num_test=11',
+                     '--no_progress']) == root
+    return root
+
+
+def _files(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+
+
+def test_reader_sees_the_set(mps, built):
+    records, num_classes = formats.wsolevaluation(built)
+    assert {k: len(v) for k, v in records.items()} == {'train': 12, 'val': 5, 'test': 11}
+    assert num_classes <= len(mps.CLASSES) == 10
+    with open(os.path.join(built, 'classes.txt')) as fh:
+        assert fh.read().split() == mps.CLASSES
+    assert sorted(r.label for r in records['train']) == sorted(np.arange(12) % 10)   # balanced
+    for split, rs in records.items():
+        for r in rs:
+            assert 0 <= r.label < 10
+            assert read_image(r.path, r.source).shape == (64, 64, 3)
+            if split == 'train':
+                assert r.boxes.shape == (0, 4) and r.mask_path is None
+                continue
+            assert r.boxes.shape == (1, 4) and not r.boxes_from_mask
+            x0, y0, x1, y1 = r.boxes[0]
+            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+            mask = read_mask(r.mask_path, 'binary', r.source)
+            assert mask.shape == (64, 64) and mask.any()
+            x, y, w, h = cv2.boundingRect(mask)
+            assert [x, y, x + w, y + h] == r.boxes[0].tolist()
+    for name in ('README.txt', 'preview.png'):
+        assert os.path.isfile(os.path.join(built, name))
+    assert not os.path.exists(built + '.tmp')
+
+
+def test_deterministic_for_a_seed(mps, built, tmp_path):
+    again = mps.build(str(tmp_path / 'again'), seed=3, size=64, num_train=12, num_val=5, num_test=11, progress=False)
+    files = _files(built)
+    assert files == _files(again) and 'metadata/test/localization.txt' in files
+    match, mismatch, errors = filecmp.cmpfiles(built, again, files, shallow=False)
+    assert not mismatch and not errors
+    other = mps.build(str(tmp_path / 'other'), seed=4, size=64, num_train=12, num_val=5, num_test=11, progress=False)
+    assert not filecmp.cmp(os.path.join(built, 'images/test/00000.jpg'), os.path.join(other, 'images/test/00000.jpg'),
+                           shallow=False)
+
+
+def test_masks_only_and_existing_output(mps, tmp_path):
+    root = mps.build(str(tmp_path / 'm'), seed=0, size=48, num_train=3, num_val=0, num_test=4, loc='masks',
+                     progress=False)
+    records, _ = formats.wsolevaluation(root)
+    assert set(records) == {'train', 'test'}
+    for r in records['test']:
+        assert r.boxes_from_mask and r.mask_path and r.boxes.shape == (0, 4)
+    with pytest.raises(SystemExit, match='exists'):
+        mps.main([f'--out={root}', '--num_train=3', '--num_test=4'])
