@@ -1,0 +1,48 @@
+"""Workdir helpers: atomic writes, fingerprints; per-image flags of collapsed maps."""
+import os
+
+import numpy as np
+import pytest
+
+from helpers import tiny_synthetic
+from wsol_jax import inference, localization, workdir
+
+
+def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / 'results.md'
+    workdir.write_atomically(str(target), lambda fh: fh.write('complete'), text=True)
+
+    def dies_half_way(fh):
+        fh.write('trunc')
+        raise KeyboardInterrupt   # a kill while writing
+    with pytest.raises(KeyboardInterrupt):
+        workdir.write_atomically(str(target), dies_half_way, text=True)
+    assert target.read_text() == 'complete'
+    assert os.listdir(tmp_path) == ['results.md']
+
+
+def test_fingerprints_separate_what_each_stage_depends_on():
+    a = tiny_synthetic('method1')
+    b = tiny_synthetic('method1')
+    b.g.epochs, b.eval.num_overlays, b.data.cache_dir = 9, 5, '/elsewhere'   # continue / evaluate only
+    for stage in workdir.TRAINED:
+        assert workdir.fingerprint(a, stage) == workdir.fingerprint(b, stage)
+    b.g.reg_weight = 0.5
+    assert workdir.fingerprint(a, 'f_classifier') == workdir.fingerprint(b, 'f_classifier')
+    assert workdir.fingerprint(a, 'g')['g.reg_weight'] != workdir.fingerprint(b, 'g')['g.reg_weight']
+    b.f.epochs = 3                # f continues; g was trained with the shorter f
+    assert workdir.fingerprint(a, 'f_classifier') == workdir.fingerprint(b, 'f_classifier')
+    assert workdir.fingerprint(a, 'g')['f.epochs'] != workdir.fingerprint(b, 'g')['f.epochs']
+
+
+def test_collapsed_maps_are_flagged():
+    maps = np.zeros((3, 16, 16), np.float32)
+    maps[0] = 0.02                               # weights nothing
+    maps[0, 4:8, 4:8] = 0.05
+    maps[1] = 0.97                               # weights everything
+    maps[1, 0, 0] = 0.95
+    maps[2, 4:10, 3:12] = 1.0                    # an object
+    hat = localization.thresholded_maps(maps)
+    scores = inference.map_scores(maps, hat, localization.boxes_from_thresholded(hat), 0.95)
+    np.testing.assert_array_equal(scores['collapsed'], [True, True, False])
+    assert scores['S'][2] == pytest.approx(1.0)
