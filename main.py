@@ -16,8 +16,8 @@ from wsol_jax.errors import WsolError
 config_flags.DEFINE_config_file('config', None, 'Config file and argument, e.g. configs/cub.py:method2.',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
-flags.DEFINE_enum('stage', 'all', ['all', 'train_f', 'train_g', 'select', 'evaluate'],
-                  'Run every stage (all) or only one.')
+flags.DEFINE_enum('stage', 'all', ['all', 'train_f', 'train_g', 'select', 'evaluate', 'export', 'predict'],
+                  'Run every training stage (all) or only one; export and predict use a trained run.')
 flags.mark_flags_as_required(['config', 'workdir'])
 FLAGS = flags.FLAGS
 

@@ -14,7 +14,7 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from wsol_jax import parallel  # noqa: E402
+from wsol_jax import methods, parallel  # noqa: E402
 from wsol_jax.models import Classifier, WeightMapNet  # noqa: E402
 from wsol_jax.train import steps  # noqa: E402
 from wsol_jax.train.state import create_train_state, make_optimizer  # noqa: E402
@@ -39,7 +39,7 @@ def run(mesh, kind, n_steps=3):
         method = kind.split('_')[1]
         f_trip = Classifier(8, width=0.125) if method == 'method2' else f
         f_vars = create_train_state(f_trip, jax.random.key(0), (1, CROP, CROP, 3), make_optimizer(OPT, 10)).variables
-        fn = functools.partial(steps.g_step, g, f_trip, G_CFG, CROP, method)
+        fn = functools.partial(steps.g_step, g, f_trip, G_CFG, CROP, methods.get(method).g_objective)
         state = create_train_state(g, jax.random.key(1), (1, CROP, CROP, 3), make_optimizer(OPT, 10))
         frozen = (parallel.replicate(f_vars, mesh),)
     state = parallel.replicate(state, mesh)

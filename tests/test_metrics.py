@@ -59,7 +59,7 @@ def test_maxboxacc_counts_any_contour():
     m[0, 2:32, 2:32] = 0.5
     m[0, 34:39, 34:39] = 1.0
     gt = np.array([[[34, 34, 39, 39]]])  # boundingRect [x, y, x + w, y + h] of the 5x5 blob
-    acc = metrics.MaxBoxAccV2Accumulator()
+    acc = metrics.MaxBoxAccAccumulator()
     acc.update(m, gt)
     out = acc.result()
     assert out['maxboxacc_iou70'] == 1.0 and out['maxboxacc_v2'] == 1.0
@@ -73,8 +73,48 @@ def test_maxboxacc_partial_hits():
     m = np.zeros((1, 20, 20), np.float32)
     m[0, 0:10, 0:5] = 1.0             # contour box [0, 0, 5, 10] -> 6 x 11 pixels with +1
     gt = np.array([[[0, 0, 11, 10]]])  # 12 x 11 pixels: IoU = 66 / 132 = 0.5
-    acc = metrics.MaxBoxAccV2Accumulator()
+    acc = metrics.MaxBoxAccAccumulator()
     acc.update(m, gt)
     out = acc.result()
     assert (out['maxboxacc_iou30'], out['maxboxacc_iou50'], out['maxboxacc_iou70']) == (1.0, 1.0, 0.0)
     assert out['maxboxacc_v2'] == pytest.approx(2 / 3)
+
+
+def test_maxboxacc_v1_takes_only_the_largest_contour():
+    """A strong 30x30 blob and a weak 5x5 one: at every threshold the largest contour is the
+    large blob (IoU with the small GT ~0.03), so v1 (largest box, IoU 0.5) is 0 while V2 finds
+    the small blob below threshold 0.5. With the GT on the large blob, both are 1."""
+    m = np.zeros((1, 40, 40), np.float32)
+    m[0, 2:32, 2:32] = 1.0
+    m[0, 34:39, 34:39] = 0.5
+    small, large = np.array([[[34, 34, 39, 39]]]), np.array([[[2, 2, 32, 32]]])
+    for gt, v1, v2_50 in ((small, 0.0, 1.0), (large, 1.0, 1.0)):
+        acc = metrics.MaxBoxAccAccumulator()
+        acc.update(m, gt)
+        out = acc.result()
+        assert out['maxboxacc_v1'] == v1 and out['maxboxacc_iou50'] == v2_50
+
+
+def test_maxboxacc_worker_processes_give_the_same_numbers():
+    import concurrent.futures
+    import multiprocessing
+    rng = np.random.default_rng(0)
+    maps = rng.random((6, 24, 24)).astype(np.float32)
+    gt = np.array([[[2, 3, 15, 20]], [[0, 0, 23, 23]], [[5, 5, 9, 9]]] * 2)
+    inline = metrics.MaxBoxAccAccumulator()
+    inline.update(maps, gt)
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context('spawn')) as pool:
+        pooled = metrics.MaxBoxAccAccumulator(executor=pool)
+        pooled.update(maps[:4], gt[:4])
+        pooled.update(maps[4:], gt[4:])
+        assert pooled.result() == inline.result()
+
+
+def test_top_k_correct_hand_computed():
+    logits = np.array([[0.1, 0.5, 0.3, 0.2], [0.9, 0.0, 0.05, 0.04], [0.2, 0.2, 0.1, 0.5]])
+    labels = np.array([2, 3, 1])
+    np.testing.assert_array_equal(metrics.top_k_correct(logits, labels, 1), [False, False, False])
+    # row 3: classes 0 and 1 tie; the lower index wins, so label 1 is not in the top 2
+    np.testing.assert_array_equal(metrics.top_k_correct(logits, labels, 2), [True, False, False])
+    np.testing.assert_array_equal(metrics.top_k_correct(logits, labels, 3), [True, True, True])
+    np.testing.assert_array_equal(metrics.top_k_correct(logits, labels, 9), [True, True, True])   # k > classes

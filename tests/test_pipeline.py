@@ -12,13 +12,6 @@ from wsol_jax import run as run_lib
 from wsol_jax.errors import TrainingError, WorkdirError
 
 
-@pytest.fixture(scope='module')
-def method1_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp('m1'))
-    results = run_lib.run(tiny_synthetic('method1'), workdir)
-    return workdir, results
-
-
 def test_all_stages_write_results(method1_run):
     workdir, results = method1_run
     assert set(results) == {'weight_map_selected', 'weight_map_last', 'cam'}

@@ -10,6 +10,7 @@ import os
 import jax
 import numpy as np
 
+from wsol_jax import methods
 from wsol_jax.data.dataset import Dataset
 from wsol_jax.errors import ConfigError, DataError
 from wsol_jax.models.pretrained import check_pretrained, wants_pretrained
@@ -47,7 +48,7 @@ def check_run(config, data: Dataset, mesh, stages: tuple[str, ...]) -> None:
         if wants_pretrained(config.g.pretrained):
             check_pretrained(config.g.pretrained, config.g.depth, config.g.width)
     _batch(config, 'eval.batch_size', config.eval.batch_size, 0, mesh)
-    if config.method == 'method2' and len(np.unique(data.train.labels)) < 2:
+    if methods.get(config.method).images_per_example == 3 and len(np.unique(data.train.labels)) < 2:
         raise DataError('Method II draws triplets (anchor, positive, negative) and needs at least two classes in '
                         'the training split')
     if len(data.val) == 0:

@@ -17,10 +17,14 @@ METHODS = ('method1', 'method2')
 
 
 def optimizer(learning_rate: float, weight_decay: float, momentum: float = 0.9, decay_every: int = 80,
-              decay_factor: float = 0.1, name: str = 'sgd') -> ml_collections.ConfigDict:
+              decay_factor: float = 0.1, name: str = 'sgd', warmup_epochs: float = 0.0,
+              clip_norm: float = 0.0) -> ml_collections.ConfigDict:
+    """`warmup_epochs`: the learning rate rises linearly from 0 over that many epochs;
+    `clip_norm` > 0: gradients are clipped to that global norm (0: off)."""
     return ml_collections.ConfigDict(dict(name=name, learning_rate=learning_rate, momentum=momentum,
                                           weight_decay=weight_decay, decay_every=decay_every,
-                                          decay_factor=decay_factor))
+                                          decay_factor=decay_factor, warmup_epochs=warmup_epochs,
+                                          clip_norm=clip_norm))
 
 
 def base_config(method: str) -> ml_collections.ConfigDict:
@@ -51,6 +55,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
         pretrained='',           # ImageNet weights (.pth / .safetensors); 'none': from scratch on purpose
         allow_weak=False,        # continue to train_g although f is below min_accuracy_over_chance
         min_accuracy_over_chance=2.0,
+        erase_prob=0.0,          # random erasing to the mean colour while training f (0: off, the paper)
         optimizer=optimizer(1e-3, 1e-4, decay_every=80)))
     c.g = ml_collections.ConfigDict(dict(
         depth='resnet18', width=1.0, epochs=100, batch_size=128,
@@ -65,7 +70,17 @@ def base_config(method: str) -> ml_collections.ConfigDict:
         threshold_ratio=0.1,     # Eq. 5: tau = ratio * max
         max_coverage=0.95,       # a map keeping more of the image than this is degenerate (S = 0)
         pxap_interval=0.01, maxboxacc_ious=(30, 50, 70),
+        top_k=5,                 # Top-k cls / Top-k loc beside Top-1
+        num_workers=0,           # processes for the contour work of MaxBoxAcc; 0: one per core, 1: in-line
+        save_maps=False,         # write the test maps in clovaai/wsolevaluation's layout (<workdir>/scoremaps)
         num_overlays=8, strip_images=4))
+    c.predict = ml_collections.ConfigDict(dict(
+        images='',               # --stage=predict: a folder (recursive), a glob, or a .txt of paths
+        model='',                # an export folder (--stage=export); default: the workdir's selected epoch
+        out='',                  # default <workdir>/predictions
+        save_npy=False,          # also write each map as .npy (float32, the image's own resolution)
+        batch_size=32))
+    c.export = ml_collections.ConfigDict(dict(dir=''))   # default <workdir>/export
     return c
 
 
@@ -85,8 +100,10 @@ def validate(config) -> None:
     need(config.g.mask_space in MASK_SPACES, 'g.mask_space', f'must be one of {MASK_SPACES}')
     need(config.g.decoder in DECODERS, 'g.decoder', f'must be one of {DECODERS}, got {config.g.decoder!r}')
     need(config.eval.box_rule in BOX_RULES, 'eval.box_rule', f'must be one of {BOX_RULES}, got {config.eval.box_rule!r}')
-    for key in ('batch_size', 'num_overlays', 'strip_images'):
+    for key in ('batch_size', 'num_overlays', 'strip_images', 'top_k'):
         need(config.eval[key] >= 1, f'eval.{key}', 'must be at least 1')
+    need(config.eval.num_workers >= 0, 'eval.num_workers', 'must be >= 0 (0: one per core)')
+    need(config.predict.batch_size >= 1, 'predict.batch_size', 'must be at least 1')
     need(0 < config.eval.max_coverage <= 1, 'eval.max_coverage', 'must be in (0, 1] (1 switches the rule off)')
     need(config.f.min_accuracy_over_chance >= 0, 'f.min_accuracy_over_chance', 'must be >= 0')
     need(len(config.g.decoder_channels) == 5, 'g.decoder_channels', 'needs five widths (five upsampling blocks)')

@@ -3,20 +3,29 @@
 For each: boxes from the paper's rule (Eq. 5 + largest contour, under `eval.box_rule`, the same
 rule that scored the epochs for the selection), GT-known loc, Top-1 loc (with the classifier
 `f`), Top-1 cls; and, after wsolevaluation's per-map min-max normalisation, PxAP (where masks
-exist) and MaxBoxAccV2. Everything streams over the test set.
+exist) and MaxBoxAcc (v1 and V2). Everything streams over the test set; the contours of
+MaxBoxAcc run in worker processes while the device computes the next batch.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
+import multiprocessing
+import os
 
+import cv2
+import jax
 import numpy as np
 
-from wsol_jax import inference, localization, metrics, parallel
+from wsol_jax import inference, localization, metrics, parallel, workdir as workdir_lib
+from wsol_jax.context import Context, frozen_f, g_setup, restore_g
 from wsol_jax.data.dataset import center_crop_boxes, center_crop_masks
 from wsol_jax.data.pipeline import map_split
 from wsol_jax.errors import DataError
-from wsol_jax.train import stages
+from wsol_jax.select import load_selection
+
+WSOLEVAL_SIZE = 224   # clovaai/wsolevaluation's evaluation.py: _RESIZE_LENGTH
 
 
 @dataclasses.dataclass
@@ -28,11 +37,20 @@ class Samples:
     gt_boxes: np.ndarray
 
 
-def _score_variant(ctx, name, fn, split, gt_boxes, gt_masks, predicted, n_samples):
+def contour_executor(num_workers: int):
+    """Worker processes for MaxBoxAcc's contours (`eval.num_workers`; 0: one per core), or None
+    to run them in-line. Spawned, not forked: the parent holds JAX's threads."""
+    n = num_workers or len(os.sched_getaffinity(0))
+    if n <= 1:
+        return None
+    return concurrent.futures.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context('spawn'))
+
+
+def _score_variant(ctx, name, fn, split, gt_boxes, gt_masks, logits, n_samples, executor):
     """`fn(batch) -> maps` or `(maps, M_hat)`: the metrics of one kind of map over the test split."""
     cfg = ctx.config
     box_ok, pxap_acc = [], metrics.PxAPAccumulator(cfg.eval.pxap_interval)
-    maxbox_acc = metrics.MaxBoxAccV2Accumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious))
+    maxbox_acc = metrics.MaxBoxAccAccumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious), executor)
     sample_maps, sample_boxes = [], []
     for out, valid in map_split(fn, split, cfg.eval.batch_size, ctx.mesh):
         maps = parallel.to_host(out[0])[:len(valid)]
@@ -44,49 +62,120 @@ def _score_variant(ctx, name, fn, split, gt_boxes, gt_masks, predicted, n_sample
         normalized = localization.normalize_maps(maps)
         if gt_masks is not None:
             pxap_acc.update(normalized, gt_masks[valid])
-        maxbox_acc.update(normalized, gt_boxes[valid])
+        maxbox_acc.update(normalized, gt_boxes[valid])   # returns at once with an executor
         if sum(map(len, sample_maps)) < n_samples:
             sample_maps.append(maps)
             sample_boxes.append(boxes)
     box_ok = np.concatenate(box_ok)
-    cls_ok = predicted == split.labels
+    cls_ok = metrics.top_k_correct(logits, split.labels, 1)
+    top_k_ok = metrics.top_k_correct(logits, split.labels, cfg.eval.top_k)
+    k = cfg.eval.top_k
     result = {'gt_known_loc': float(box_ok.mean()), 'top1_loc': float((box_ok & cls_ok).mean()),
-              'top1_cls': float(cls_ok.mean()), **maxbox_acc.result()}
+              'top1_cls': float(cls_ok.mean()), f'top{k}_loc': float((box_ok & top_k_ok).mean()),
+              f'top{k}_cls': float(top_k_ok.mean()), **maxbox_acc.result()}
     if gt_masks is not None:
         result['pxap'] = pxap_acc.result()
     print(f'[evaluate] {name}: ' + ' '.join(f'{k}={v:.4f}' for k, v in result.items()))
     return result, np.concatenate(sample_maps)[:n_samples], np.concatenate(sample_boxes)[:n_samples]
 
 
-def evaluate(ctx: stages.Context) -> tuple[dict, Samples]:
+def wsolevaluation_maps(maps) -> np.ndarray:
+    """Maps of the whole image -> what clovaai/wsolevaluation's `evaluation.py` reads: float32
+    `(N, 224, 224)` (its `_RESIZE_LENGTH`), min-max normalised so that each attains 0 and 1."""
+    maps = np.asarray(maps, np.float32)
+    if maps.shape[1:] != (WSOLEVAL_SIZE, WSOLEVAL_SIZE):
+        maps = np.stack([cv2.resize(m, (WSOLEVAL_SIZE, WSOLEVAL_SIZE), interpolation=cv2.INTER_LINEAR) for m in maps])
+    return localization.normalize_maps(maps).astype(np.float32)
+
+
+def wsolevaluation_targets(split) -> tuple[np.ndarray, np.ndarray | None]:
+    """The split's boxes `(N, K, 4)` and masks `(N, 224, 224)` at wsolevaluation's size, scaled
+    from the cache's whole image as its `resize_bbox` (truncating) and `load_mask_image` (nearest) do."""
+    scale = WSOLEVAL_SIZE / split.size
+    valid = metrics.valid_boxes(split.boxes)
+    boxes = np.where(valid[..., None], np.floor(split.boxes * scale), np.asarray(metrics.PAD_BOX)).astype(np.int32)
+    masks = None
+    if split.masks is not None:
+        masks = np.stack([cv2.resize(m, (WSOLEVAL_SIZE, WSOLEVAL_SIZE), interpolation=cv2.INTER_NEAREST)
+                          for m in split.masks])
+    return boxes, masks
+
+
+def scoremap_path(root: str, image_id: str) -> str:
+    """wsolevaluation's `CamDataset`: `<scoremap_root>/<image_id>.npy`."""
+    return os.path.join(root, image_id + '.npy')
+
+
+def image_ids(split) -> list[str]:
+    return list(split.names) if split.names else [f'{i:06d}' for i in range(len(split))]
+
+
+def save_and_score_maps(ctx, g_model, g_vars, executor) -> dict:
+    """`eval.save_maps`: the selected g's maps of the whole test images (wsolevaluation's protocol:
+    resize, no crop) written as `<workdir>/scoremaps/<image_id>.npy`, and scored here from the
+    same arrays (MaxBoxAcc v1/v2 at IoU 30/50/70, PxAP where masks exist)."""
+    cfg, split = ctx.config, ctx.data.test
+    root = ctx.path(workdir_lib.SCOREMAPS)
+    fn = jax.jit(lambda v, x: g_model.apply(v, inference.whole_image(x, ctx.crop), train=False))
+    boxes, masks = wsolevaluation_targets(split)
+    ids = image_ids(split)
+    maxbox = metrics.MaxBoxAccAccumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious), executor)
+    pxap = metrics.PxAPAccumulator(cfg.eval.pxap_interval)
+    for (out,), valid in map_split(lambda b: fn(g_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh):
+        maps = wsolevaluation_maps(parallel.to_host(out)[:len(valid)])
+        if parallel.is_chief():
+            for i, m in zip(valid, maps):
+                path = scoremap_path(root, ids[i])
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                np.save(path, m)
+        maxbox.update(maps, boxes[valid])
+        if masks is not None:
+            pxap.update(maps, masks[valid])
+    result = maxbox.result()
+    if masks is not None:
+        result['pxap'] = pxap.result()
+    print(f'[evaluate] scoremaps: {len(split)} maps in {root}; ' + ' '.join(f'{k}={v:.4f}' for k, v in result.items()))
+    return result
+
+
+def evaluate(ctx: Context) -> tuple[dict, Samples]:
     """Returns `({variant: metrics}, samples for the overlays)`; variants are
-    `weight_map_selected`, `weight_map_last` and `cam`."""
+    `weight_map_selected`, `weight_map_last` and `cam` (and, with `eval.save_maps`,
+    `weight_map_selected_wsolevaluation`: the whole-image protocol of the saved scoremaps)."""
     cfg, split = ctx.config, ctx.data.test
     if split.boxes is None:
         raise DataError('the test split has no boxes (e.g. TFDS oxford_flowers102): localization cannot be '
                         'evaluated; use a source with boxes or masks')
-    selection = stages.load_selection(ctx)
-    f_model, f_vars = stages.frozen_f(ctx, siamese=False)
-    g_model, g_state, _ = stages.g_setup(ctx, abstract=True)
+    selection = load_selection(ctx.workdir)
+    f_model, f_vars = frozen_f(ctx, workdir_lib.F_CLASSIFIER)
+    g_model, g_state, _ = g_setup(ctx, abstract=True)
     map_fn = inference.compile_weight_maps(g_model, ctx.crop, cfg.eval)
     gt_boxes = center_crop_boxes(split.boxes, split.size, ctx.crop)
     gt_masks = None if split.masks is None else center_crop_masks(split.masks, ctx.crop)
 
     classify = inference.compile_f_outputs(f_model, ctx.crop)
-    logits = [parallel.to_host(out)[:len(v)]
-              for (out,), v in map_split(lambda b: classify(f_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh)]
-    predicted = np.argmax(np.concatenate(logits), axis=-1)
+    logits = np.concatenate([parallel.to_host(out)[:len(v)] for (out,), v in
+                             map_split(lambda b: classify(f_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh)])
 
     cam = inference.compile_cam_maps(f_model, ctx.crop)
     variants = {'cam': lambda b: cam(f_vars, b['image'], b['label'])}
+    g_vars = {}
     for name, epoch in (('weight_map_selected', selection['selected_epoch']),
                         ('weight_map_last', selection['last_epoch'])):
-        g_vars = stages.restore_g(ctx, g_state, epoch)
-        variants[name] = functools.partial(lambda v, b: map_fn(v, b['image']), g_vars)
+        g_vars[name] = restore_g(ctx, g_state, epoch)
+        variants[name] = functools.partial(lambda v, b: map_fn(v, b['image']), g_vars[name])
 
     n = min(cfg.eval.num_overlays, len(split))
     results, sample_maps, sample_boxes = {}, {}, {}
-    for name in ('weight_map_selected', 'weight_map_last', 'cam'):
-        results[name], sample_maps[name], sample_boxes[name] = _score_variant(
-            ctx, name, variants[name], split, gt_boxes, gt_masks, predicted, n)
+    executor = contour_executor(cfg.eval.num_workers)
+    try:
+        for name in ('weight_map_selected', 'weight_map_last', 'cam'):
+            results[name], sample_maps[name], sample_boxes[name] = _score_variant(
+                ctx, name, variants[name], split, gt_boxes, gt_masks, logits, n, executor)
+        if cfg.eval.save_maps:
+            results['weight_map_selected_wsolevaluation'] = save_and_score_maps(
+                ctx, g_model, g_vars['weight_map_selected'], executor)
+    finally:
+        if executor is not None:
+            executor.shutdown()
     return results, Samples(np.arange(n), sample_maps, sample_boxes, gt_boxes[:n])

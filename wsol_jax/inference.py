@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wsol_jax import localization
-from wsol_jax.data.dataset import center_crop
+from wsol_jax.data.dataset import center_crop, normalize
 
 
 def weight_maps(g_model, crop_size: int, ratio: float, box_rule: str, g_vars, images_uint8):
@@ -21,6 +21,26 @@ def weight_maps(g_model, crop_size: int, ratio: float, box_rule: str, g_vars, im
     (Eq. 5, on the min-max normalised map by default)."""
     maps = g_model.apply(g_vars, center_crop(images_uint8, crop_size), train=False)
     return maps, localization.thresholded_maps(maps, ratio, box_rule)
+
+
+def whole_image(images_uint8, size: int):
+    """The whole image, not a centre crop, at the network's input size: `(N, S, S, 3)` uint8 ->
+    `(N, size, size, 3)` normalised (bilinear, antialiased when shrinking). This is the view of
+    predictions on new images and of wsolevaluation's protocol (resize, no crop)."""
+    n, s = images_uint8.shape[0], images_uint8.shape[1]
+    x = images_uint8.astype(jnp.float32)
+    if s != size or images_uint8.shape[2] != size:
+        x = jnp.clip(jax.image.resize(x, (n, size, size, 3), 'bilinear', antialias=True), 0, 255)
+    return normalize(x)
+
+
+def localize_whole_images(g_model, f_model, size: int, ratio: float, box_rule: str, g_vars, f_vars, images_uint8):
+    """Everything a prediction needs, on the whole image: `M` `(N, c, c)`, `M_hat` `(N, c, c)`
+    under the box rule, and f's class probabilities `(N, C)`."""
+    x = whole_image(images_uint8, size)
+    maps = g_model.apply(g_vars, x, train=False)
+    probabilities = jax.nn.softmax(f_model.apply(f_vars, x, train=False), axis=-1)
+    return maps, localization.thresholded_maps(maps, ratio, box_rule), probabilities
 
 
 def f_outputs(f_model, crop_size: int, f_vars, images_uint8):

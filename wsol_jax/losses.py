@@ -68,6 +68,20 @@ def method1_loss(logits_image: jnp.ndarray, logits_masked: jnp.ndarray, weight_m
     agree = jnp.mean(jnp.argmax(logits_masked, -1) == jnp.argmax(logits_image, -1))
     return total, {'ce': ce, 'reg': reg, 'agreement': agree, 'map_mean': jnp.mean(weight_map)}
 
+def inner_triplet_loss(emb_image: jnp.ndarray, emb_foreground: jnp.ndarray, emb_background: jnp.ndarray,
+                       margin: float = 1.0) -> jnp.ndarray:
+    """Eq. 3: the masked anchor `J^f_a = M_a * I_a` must stay closer to the image `I_a` than its
+    complement `J^b_a = (1 - M_a) * I_a` does; `(N, D)` embeddings of `f` -> scalar."""
+    return triplet_loss(emb_image, emb_foreground, emb_background, margin)
+
+
+def outer_triplet_loss(emb_anchor_fg: jnp.ndarray, emb_positive_fg: jnp.ndarray, emb_negative_fg: jnp.ndarray,
+                       margin: float = 1.0) -> jnp.ndarray:
+    """Eq. 4: the masked anchor `J^f_a` must be closer to the masked positive `J^f_p` (same class)
+    than to the masked negative `J^f_n`; `(N, D)` embeddings of `f` -> scalar."""
+    return triplet_loss(emb_anchor_fg, emb_positive_fg, emb_negative_fg, margin)
+
+
 def method2_loss(emb: dict[str, jnp.ndarray], weight_map_anchor: jnp.ndarray, reg_weight: float = 1.0,
                  inner_weight: float = 1.0, outer_weight: float = 1.0,
                  margin: float = 1.0) -> tuple[jnp.ndarray, Parts]:
@@ -77,8 +91,8 @@ def method2_loss(emb: dict[str, jnp.ndarray], weight_map_anchor: jnp.ndarray, re
     where `Jf_x = M_x * I_x` and `Jb_x = (1 - M_x) * I_x`. The weights switch terms off for the
     ablations of Table 6.
     """
-    inner = triplet_loss(emb['I_a'], emb['Jf_a'], emb['Jb_a'], margin)   # Eq. 3
-    outer = triplet_loss(emb['Jf_a'], emb['Jf_p'], emb['Jf_n'], margin)  # Eq. 4
+    inner = inner_triplet_loss(emb['I_a'], emb['Jf_a'], emb['Jb_a'], margin)
+    outer = outer_triplet_loss(emb['Jf_a'], emb['Jf_p'], emb['Jf_n'], margin)
     reg = sparsity(weight_map_anchor)
     total = inner_weight * inner + outer_weight * outer + reg_weight * reg
     return total, {'inner': inner, 'outer': outer, 'reg': reg, 'map_mean': jnp.mean(weight_map_anchor)}

@@ -40,6 +40,14 @@ def best_iou(pred_boxes, gt_boxes) -> np.ndarray:
     return np.max(np.where(valid_boxes(gt_boxes), ious, 0.0), axis=1)
 
 
+def top_k_correct(logits, labels, k: int) -> np.ndarray:
+    """`(N,)` bool: the label is among the `k` highest of `(N, C)` logits (ties broken by index)."""
+    logits = np.asarray(logits)
+    k = min(k, logits.shape[-1])
+    top = np.argsort(-logits, axis=-1, kind='stable')[:, :k]
+    return np.any(top == np.asarray(labels)[:, None], axis=1)
+
+
 def localization_accuracy(pred_boxes, gt_boxes, predicted_labels, labels,
                           iou_threshold: float = 0.5) -> dict[str, float]:
     """GT-known loc, Top-1 loc and Top-1 cls (Section 4).
@@ -101,34 +109,62 @@ def pxap(maps, masks, interval: float = 0.01) -> float:
     return acc.result()
 
 
-def _boxes_at_threshold(map_uint8: np.ndarray, threshold: float) -> np.ndarray:
-    """wsolevaluation's `scoremap2bbox` with multi-contour evaluation: all contours' boxes."""
+def _contour_boxes(map_uint8: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """wsolevaluation's `scoremap2bbox` at one threshold: every contour's box (clipped to
+    `W - 1, H - 1`) and the box of the largest contour (by `cv2.contourArea`), `(K, 4)`, `(4,)`."""
     height, width = map_uint8.shape
     binary = (map_uint8 > int(threshold * map_uint8.max())).astype(np.uint8)
     contours, _ = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
-        return np.zeros((1, 4))
+        return np.zeros((1, 4)), np.zeros(4)
     boxes = []
     for contour in contours:
         x, y, w, h = cv2.boundingRect(contour)
         boxes.append((x, y, min(x + w, width - 1), min(y + h, height - 1)))
-    return np.asarray(boxes, np.float64)
+    largest = int(np.argmax([cv2.contourArea(c) for c in contours]))
+    boxes = np.asarray(boxes, np.float64)
+    return boxes, boxes[largest]
 
 
-class MaxBoxAccV2Accumulator:
-    """MaxBoxAccV2 (Choe et al., 2020) as wsolevaluation's BoxEvaluator computes it.
+def max_box_ious(scoremap: np.ndarray, gt_boxes: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """For one `(H, W)` map in [0, 1] and its `(K, 4)` ground truth (`PAD_BOX` rows allowed):
+    `(2, T)` best IoU per threshold, row 0 over every contour's box (MaxBoxAccV2), row 1 of the
+    largest contour's box only (MaxBoxAcc, v1). A module-level function so that worker
+    processes can run it."""
+    gt = np.asarray(gt_boxes)
+    gt = gt[valid_boxes(gt)]
+    map_uint8 = (np.asarray(scoremap, np.float32) * 255).astype(np.uint8)
+    out = np.zeros((2, len(thresholds)))
+    for i, t in enumerate(thresholds):
+        boxes, largest = _contour_boxes(map_uint8, t)
+        out[0, i] = box_iou(boxes[:, None], gt[None]).max()
+        out[1, i] = box_iou(largest[None], gt).max()
+    return out
 
-    For every map threshold in `arange(0, 1, interval)` every contour's box is a candidate (the
-    map quantised to uint8, `> int(threshold * max)`, boxes clipped to `W - 1, H - 1`); an image
-    counts as correct at that threshold if any candidate reaches the IoU. The result is, per IoU
-    in `iou_thresholds` (percent), the accuracy at the best threshold, and their mean.
+
+class MaxBoxAccAccumulator:
+    """MaxBoxAcc (v1) and MaxBoxAccV2 (Choe et al., 2020) as wsolevaluation's BoxEvaluator computes them.
+
+    For every map threshold in `arange(0, 1, interval)` the map (quantised to uint8) is binarised
+    at `> int(threshold * max)`; an image counts as correct at that threshold if a candidate box
+    reaches the IoU. The result per IoU is the accuracy at the best threshold.
+      * v2 (`multi_contour_eval=True`): every contour's box is a candidate; IoUs `iou_thresholds`
+        (percent, default 30/50/70) and their mean `maxboxacc_v2`.
+      * v1 (`multi_contour_eval=False`, IoU 50 only): the largest contour's box; `maxboxacc_v1`.
+
+    The contours (100 thresholds per map: the slow part of an evaluation) run on `executor`
+    (e.g. a `concurrent.futures.ProcessPoolExecutor`) when one is given: `update` only submits
+    work and returns, so the device computes the next batch meanwhile; `result` waits for it.
     """
 
-    def __init__(self, interval: float = 0.01, iou_thresholds: Sequence[int] = (30, 50, 70)):
+    def __init__(self, interval: float = 0.01, iou_thresholds: Sequence[int] = (30, 50, 70), executor=None):
         self.thresholds = np.arange(0, 1, interval)
         self.iou_thresholds = tuple(iou_thresholds)
         self.num_correct = np.zeros((len(self.iou_thresholds), len(self.thresholds)))
+        self.num_correct_v1 = np.zeros(len(self.thresholds))
         self.count = 0
+        self._executor = executor
+        self._pending = []
 
     def update(self, maps, gt_boxes) -> None:
         """Add `(N, H, W)` maps in [0, 1] and `(N, K, 4)` ground-truth boxes."""
@@ -136,18 +172,27 @@ class MaxBoxAccV2Accumulator:
         gt_boxes = np.asarray(gt_boxes)
         if gt_boxes.ndim == 2:
             gt_boxes = gt_boxes[:, None]
+        if len(maps) != len(gt_boxes):
+            raise ValueError(f'{len(maps)} maps for {len(gt_boxes)} ground-truth entries')
         for scoremap, gt in zip(maps, gt_boxes):
-            gt = gt[valid_boxes(gt)]
-            map_uint8 = (scoremap * 255).astype(np.uint8)
-            best = np.array([box_iou(_boxes_at_threshold(map_uint8, t)[:, None], gt[None]).max()
-                             for t in self.thresholds])
-            self.num_correct += best[None, :] >= np.asarray(self.iou_thresholds)[:, None] / 100
-            self.count += 1
+            if self._executor is None:
+                self._add(max_box_ious(scoremap, gt, self.thresholds))
+            else:
+                self._pending.append(self._executor.submit(max_box_ious, scoremap, gt, self.thresholds))
+
+    def _add(self, ious: np.ndarray) -> None:
+        self.num_correct += ious[0][None, :] >= np.asarray(self.iou_thresholds)[:, None] / 100
+        self.num_correct_v1 += ious[1] >= 0.5
+        self.count += 1
 
     def result(self) -> dict[str, float]:
+        for future in self._pending:
+            self._add(future.result())
+        self._pending = []
         if self.count == 0:
-            raise ValueError('MaxBoxAccV2 needs at least one image')
+            raise ValueError('MaxBoxAcc needs at least one image')
         best = (self.num_correct / self.count).max(axis=1)
         out = {f'maxboxacc_iou{t}': float(b) for t, b in zip(self.iou_thresholds, best)}
         out['maxboxacc_v2'] = float(best.mean())
+        out['maxboxacc_v1'] = float((self.num_correct_v1 / self.count).max())
         return out

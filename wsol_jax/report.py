@@ -24,9 +24,39 @@ from wsol_jax import workdir as workdir_lib  # noqa: E402
 from wsol_jax.data.dataset import crop_offset  # noqa: E402
 
 METRIC_NAMES = {'gt_known_loc': 'GT-known loc', 'top1_loc': 'Top-1 loc', 'top1_cls': 'Top-1 cls',
-                'pxap': 'PxAP', 'maxboxacc_v2': 'MaxBoxAccV2'}
+                'top5_loc': 'Top-5 loc', 'top5_cls': 'Top-5 cls', 'pxap': 'PxAP',
+                'maxboxacc_v1': 'MaxBoxAcc', 'maxboxacc_v2': 'MaxBoxAccV2'}
 VARIANT_NAMES = {'weight_map_selected': 'weight map g, epoch selected by S',
-                 'weight_map_last': 'weight map g, last epoch', 'cam': 'CAM of f (baseline)'}
+                 'weight_map_last': 'weight map g, last epoch', 'cam': 'CAM of f (baseline)',
+                 'weight_map_selected_wsolevaluation': 'weight map g, selected, wsolevaluation protocol (saved scoremaps)'}
+
+
+def protocol(config) -> list[str]:
+    """How every number of the table was obtained, so that nobody has to guess."""
+    e, d = config.eval, config.data
+    crop = (f'images resized to {d.image_size}x{d.image_size}, centre crop {d.crop_size}' if d.crop_size < d.image_size
+            else f'whole image resized to {d.crop_size}x{d.crop_size} (no crop)')
+    norm = ('min-max normalised per map, then' if e.box_rule == 'normalized' else 'the raw sigmoid map (literal Eq. 5),')
+    grid = f'the best of the thresholds 0, {e.pxap_interval:g}, ..., {1 - e.pxap_interval:g} of the min-max normalised map'
+    return [
+        '', '## How each number was obtained', '',
+        '- Split: the test split; the epoch of g was selected on the validation split by mean S alone (no box, no label).',
+        f'- Crop protocol (all rows except the wsolevaluation one): {crop}.',
+        f'- GT-known loc, Top-1/Top-{e.top_k} loc (the paper\'s protocol): one box per image, {norm} thresholded at the '
+        f'fixed {e.threshold_ratio:g} x max (Eq. 5, box rule "{e.box_rule}"), largest OpenCV contour; correct at IoU >= 0.5 '
+        f'with a ground-truth box (areas +1 px, as wsolevaluation). Top-1 loc also needs f\'s top-1 class right, '
+        f'Top-{e.top_k} loc the true class among f\'s top {e.top_k}.',
+        f'- Top-1 / Top-{e.top_k} cls: the classifier f on the same crop.',
+        f'- MaxBoxAcc (v1, wsolevaluation): largest contour\'s box, IoU 0.5, at {grid}.',
+        f'- MaxBoxAccV2: every contour\'s box a candidate, mean over IoU {", ".join(map(str, e.maxboxacc_ious))}, '
+        f'each at {grid}.',
+        f'- PxAP (where masks exist): area under the pixel precision-recall curve over {grid}.',
+        '- CAM: class activation maps of f for the true class, ReLU, bilinearly upsampled, min-max normalised; '
+        'its boxes follow the same rule as g\'s.',
+        '- wsolevaluation protocol (with eval.save_maps): g on the whole image (resize, no crop), maps resized to '
+        '224x224 and min-max normalised, exactly the arrays written to scoremaps/; ground truth scaled to 224 '
+        'from the cached image. Only the threshold-free metrics are reported there.',
+        '- Numbers are percentages of the test images.']
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'opencv-python-headless',
             'ml-collections')
 
@@ -176,7 +206,8 @@ def write(workdir: str, config, results: dict, selection: dict, samples, data, t
               'config': config.to_dict(), **provenance()}
     workdir_lib.write_json(os.path.join(workdir, 'results.json'), record)
     workdir_lib.write_atomically(os.path.join(workdir, 'results.md'), lambda fh: fh.write(
-        f'# wsol-jax results: {config.method}\n\n' + markdown_table(results, selection)), text=True)
+        f'# wsol-jax results: {config.method}\n\n' + markdown_table(results, selection)
+        + '\n'.join(protocol(config)) + '\n'), text=True)
     plot_selection(selection, os.path.join(workdir, 'selection.png'))
     plot_overlays(data.test.images[:len(samples.indices)], samples, config.data.crop_size,
                   os.path.join(workdir, 'overlays.png'))

@@ -13,13 +13,15 @@ import time
 
 import jax
 
-from wsol_jax import checks, config as config_lib, evaluate as evaluate_lib
-from wsol_jax import parallel, report, workdir as workdir_lib
+from wsol_jax import checks, config as config_lib, evaluate as evaluate_lib, methods
+from wsol_jax import parallel, report, select, workdir as workdir_lib
+from wsol_jax.context import Context
 from wsol_jax.data import load_dataset
 from wsol_jax.errors import WorkdirError
 from wsol_jax.train import stages
 
 STAGES = ('train_f', 'train_g', 'select', 'evaluate')
+USE_STAGES = ('export', 'predict')   # use a trained run; need neither the data nor a device mesh
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -44,15 +46,16 @@ def _writer(workdir: str):
 
 def trained_stages(config) -> tuple[str, ...]:
     """The stage folders this config trains, in order."""
-    f = (workdir_lib.F_CLASSIFIER,) + ((workdir_lib.F_SIAMESE,) if config.method == 'method2' else ())
-    return f + (workdir_lib.G,)
+    return methods.get(config.method).f_networks + (workdir_lib.G,)
 
 
 def run(config, workdir: str, stage: str = 'all') -> dict:
     """Run one stage or all of them; returns the evaluation results when it evaluates."""
     config_lib.validate(config)
-    if stage != 'all' and stage not in STAGES:
-        raise ValueError(f'unknown stage {stage!r}; choose all or one of {STAGES}')
+    if stage != 'all' and stage not in STAGES + USE_STAGES:
+        raise ValueError(f'unknown stage {stage!r}; choose all or one of {STAGES + USE_STAGES}')
+    if stage in USE_STAGES:
+        return _use(config, workdir, stage)
     todo = STAGES if stage == 'all' else (stage,)
     workdir = prepare_workdir(workdir)
     workdir_lib.check(workdir, config, trained_stages(config))
@@ -68,8 +71,10 @@ def run(config, workdir: str, stage: str = 'all') -> dict:
     mesh = parallel.make_mesh()
     checks.check_run(config, data, mesh, todo)
     if parallel.is_chief():
-        workdir_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-    ctx = stages.Context(config, workdir, data, mesh, _writer(workdir))
+        workdir_lib.write_json(os.path.join(workdir, workdir_lib.CONFIG), config.to_dict())
+        workdir_lib.write_json(os.path.join(workdir, workdir_lib.CLASSES),
+                               {'num_classes': data.num_classes, 'names': data.names_of_classes()})
+    ctx = Context(config, workdir, data, mesh, _writer(workdir))
     timings, results = {}, {}
     started = datetime.datetime.now().isoformat(timespec='seconds')
     try:
@@ -80,19 +85,33 @@ def run(config, workdir: str, stage: str = 'all') -> dict:
             elif name == 'train_g':
                 stages.train_g(ctx)
             elif name == 'select':
-                stages.select(ctx)
+                select.select(ctx)
             else:
                 results, samples = evaluate_lib.evaluate(ctx)
             timings[name] = round(time.perf_counter() - t0, 1)
             all_timings = _add_timings(workdir, started, timings)
             if name == 'evaluate' and parallel.is_chief():
-                report.write(workdir, config, results, stages.load_selection(ctx), samples, data, all_timings)
+                report.write(workdir, config, results, select.load_selection(workdir), samples, data, all_timings)
                 print(f'[report] {os.path.join(workdir, "results.md")}\n' +
                       open(os.path.join(workdir, 'results.md')).read())
     finally:
         if ctx.writer is not None:
             ctx.writer.close()
     return results
+
+
+def _use(config, workdir: str, stage: str) -> dict:
+    """export / predict: only the process of rank 0 writes."""
+    from wsol_jax import predict as predict_lib
+    from wsol_jax.localizer import Localizer
+    if not parallel.is_chief():
+        return {}
+    if stage == 'export':
+        out = Localizer.from_workdir(workdir).export(config.export.dir or os.path.join(workdir, workdir_lib.EXPORT))
+        print(f'[export] {out}: load it with wsol_jax.load_localizer({out!r}) or '
+              f'--stage=predict --config.predict.model={out}')
+        return {'export': out}
+    return predict_lib.run_predict(config, workdir)
 
 
 def _add_timings(workdir: str, started: str, timings: dict) -> dict:

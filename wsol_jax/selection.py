@@ -3,6 +3,9 @@
 `history` maps an epoch to the metrics recorded after it (`train_g` writes them): `mean_S` is the
 mean containment score (Eq. 6) over the validation split, the only thing the selection reads;
 `val/gt_known_loc` (where the validation split has boxes) is a diagnostic the selection never uses.
+
+`select_epoch` and `selection_regret` are pure functions of that history; the stage that applies
+them to a workdir is `wsol_jax.select`.
 """
 from __future__ import annotations
 
@@ -45,3 +48,4 @@ def selection_regret(history: Mapping[int, Mapping[str, float]], selected: int,
     return {'metric': diagnostic, 'selected_epoch': int(selected), 'selected': values[int(selected)],
             'best_epoch': best_epoch, 'best': values[best_epoch],
             'regret': values[best_epoch] - values[int(selected)]}
+

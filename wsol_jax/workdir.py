@@ -9,7 +9,10 @@ Layout of `<workdir>/`:
   f_quality.json       f's accuracy on the validation split, measured after train_f
   fingerprints/        per stage, the config values its artifacts were made with
   strip/epoch_XXX.npy  maps of a few validation images per epoch (Fig. 4-style strip)
+  config.json          the config of the last run; classes.json: the number and names of the classes
   selection.json, results.json, results.md, *.png, timings.json, tensorboard/, data_cache/
+  scoremaps/           test-split maps in clovaai/wsolevaluation's layout (eval.save_maps)
+  export/              a portable localiser (--stage=export); predictions/: --stage=predict
 
 A stage's fingerprint is the part of the config that shapes its artifacts. A rerun with the same
 fingerprint resumes; with another one it stops and names the keys that differ, unless
@@ -29,6 +32,7 @@ from wsol_jax.errors import WorkdirError
 F_CLASSIFIER, F_SIAMESE, G = 'f_classifier', 'f_siamese', 'g'
 G_HISTORY, F_QUALITY, FINGERPRINTS = 'g_history.json', 'f_quality.json', 'fingerprints'
 STRIP, SELECTION, TIMINGS = 'strip', 'selection.json', 'timings.json'
+CONFIG, CLASSES, SCOREMAPS, EXPORT, PREDICTIONS = 'config.json', 'classes.json', 'scoremaps', 'export', 'predictions'
 REPORTS = ('results.json', 'results.md', 'selection.png', 'overlays.png', 'strip.png')
 TRAINED = (F_CLASSIFIER, F_SIAMESE, G)   # in the order they are trained
 
@@ -86,9 +90,18 @@ def has_checkpoints(directory: str) -> bool:
     return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
 
 
+# Keys added to the config after checkpoints may have been recorded, with the value that keeps
+# the earlier behaviour: a fingerprint without them matches a config holding that value.
+ADDED_KEYS = {'optimizer.warmup_epochs': 0.0, 'optimizer.clip_norm': 0.0, 'f.erase_prob': 0.0}
+
+
 def _differences(old: dict, new: dict) -> list[str]:
+    def same_as_before(k):
+        return k not in old and any((k == s or k.endswith('.' + s)) and new[k] == v for s, v in ADDED_KEYS.items())
+
     keys = sorted(set(old) | set(new))
-    return [f'{k}: {old.get(k, "(unset)")!r} -> {new.get(k, "(unset)")!r}' for k in keys if old.get(k) != new.get(k)]
+    return [f'{k}: {old.get(k, "(unset)")!r} -> {new.get(k, "(unset)")!r}' for k in keys
+            if old.get(k) != new.get(k) and not same_as_before(k)]
 
 
 def check(workdir: str, config, stages: tuple[str, ...]) -> None:

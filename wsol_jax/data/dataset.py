@@ -59,6 +59,13 @@ class Dataset:
     val: Split
     test: Split
     num_classes: int
+    class_names: Optional[list] = None   # where the data set names its classes
+
+    def names_of_classes(self) -> list[str]:
+        """The class names, or `class_<k>` where the data set has none."""
+        if self.class_names and len(self.class_names) == self.num_classes:
+            return [str(n) for n in self.class_names]
+        return [f'class_{k}' for k in range(self.num_classes)]
 
 
 def normalize(images_uint8: jnp.ndarray) -> jnp.ndarray:
@@ -80,6 +87,29 @@ def augment(images_uint8: jnp.ndarray, rng: jax.Array, crop_size: int) -> jnp.nd
         return jnp.where(flip, crop[:, ::-1], crop)
 
     return normalize(jax.vmap(one)(images_uint8, ys, xs, flips))
+
+
+def random_erase(images: jnp.ndarray, rng: jax.Array, prob: float, area=(0.05, 0.4),
+                 aspect=(0.3, 3.3)) -> jnp.ndarray:
+    """Random erasing (Zhong et al., 2020) of normalised images `(N, H, W, 3)`: with probability
+    `prob` per image, one rectangle of `area` (a share of the image) and `aspect` ratio is set to
+    0, the dataset-mean colour, which is what a weight of 0 of `g` does to a pixel
+    (`losses.apply_weight_map`). An `f` that has seen such regions still classifies `I * M`
+    instead of reacting to the unseen grey (and keeping background for it)."""
+    n, h, w = images.shape[:3]
+    k_on, k_area, k_aspect, k_y, k_x = jax.random.split(rng, 5)
+    on = jax.random.bernoulli(k_on, prob, (n,))
+    share = jax.random.uniform(k_area, (n,), minval=area[0], maxval=area[1])
+    ratio = jnp.exp(jax.random.uniform(k_aspect, (n,), minval=jnp.log(aspect[0]), maxval=jnp.log(aspect[1])))
+    eh = jnp.clip(jnp.sqrt(share * h * w * ratio), 1, h)
+    ew = jnp.clip(jnp.sqrt(share * h * w / ratio), 1, w)
+    y0 = jax.random.uniform(k_y, (n,)) * (h - eh)
+    x0 = jax.random.uniform(k_x, (n,)) * (w - ew)
+    ys = jnp.arange(h)[None, :, None]
+    xs = jnp.arange(w)[None, None, :]
+    inside = ((ys >= y0[:, None, None]) & (ys < (y0 + eh)[:, None, None]) &
+              (xs >= x0[:, None, None]) & (xs < (x0 + ew)[:, None, None]) & on[:, None, None])
+    return jnp.where(inside[..., None], 0.0, images)
 
 
 def crop_offset(size: int, crop_size: int) -> int:

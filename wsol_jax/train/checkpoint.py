@@ -41,10 +41,8 @@ def restore(mgr: ocp.CheckpointManager, epoch: int, target: TrainState) -> tuple
     return state, restored['meta']
 
 
-def restore_variables(directory: str, target: TrainState, epoch: Optional[int] = None,
-                      what: str = 'model') -> tuple[dict, dict]:
-    """`({'params', 'batch_stats'}, meta)` of a finished stage's checkpoint (default: latest),
-    with a clear error when it is missing."""
+def _find(directory: str, epoch: Optional[int], what: str) -> tuple[ocp.CheckpointManager, int]:
+    """The manager of `directory` and the epoch to restore (default: latest), or a clear error."""
     mgr = manager(directory, read_only=True) if os.path.isdir(directory) else None
     steps = mgr.all_steps() if mgr else []
     if epoch is None and steps:
@@ -52,8 +50,30 @@ def restore_variables(directory: str, target: TrainState, epoch: Optional[int] =
     if epoch is None or epoch not in steps:
         raise WorkdirError(f'no checkpoint of {what}{"" if epoch is None else f" at epoch {epoch}"} '
                            f'in {directory}; run the stage that trains it first')
+    return mgr, epoch
+
+
+def restore_variables(directory: str, target: TrainState, epoch: Optional[int] = None,
+                      what: str = 'model') -> tuple[dict, dict]:
+    """`({'params', 'batch_stats'}, meta)` of a finished stage's checkpoint (default: latest),
+    with a clear error when it is missing."""
+    mgr, epoch = _find(directory, epoch, what)
     state, meta = restore(mgr, epoch, target)
     return state.variables, meta
+
+
+def restore_inference_variables(directory: str, abstract_variables: dict, epoch: Optional[int] = None,
+                                what: str = 'model') -> tuple[dict, dict]:
+    """Only `{'params', 'batch_stats'}` of a checkpoint (default: latest), as numpy arrays, into
+    the structure of `abstract_variables` (e.g. `jax.eval_shape` of `model.init`): restoring for
+    inference builds no optimiser and reads none of its state."""
+    mgr, epoch = _find(directory, epoch, what)
+    item = dict(abstract_variables)
+    restored = mgr.restore(epoch, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                                     partial_restore=True),
+        meta=ocp.args.JsonRestore()))
+    return dict(restored['state']), restored['meta']
 
 
 def latest_epoch(directory: str) -> Optional[int]:

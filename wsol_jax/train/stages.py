@@ -1,71 +1,26 @@
-"""The training stages of the method: pre-train `f`, train `g`, select the epoch by S.
+"""The training stages of the method: pre-train `f`, then train `g` with `f` frozen.
 
-Where things go in the workdir is named in `wsol_jax.workdir`. Each stage records its config
-fingerprint before its first checkpoint, so that a rerun resumes only what it can continue.
+Where things go in the workdir is named in `wsol_jax.workdir`; what differs between the methods
+is read from `wsol_jax.methods`. Each stage records its config fingerprint before its first
+checkpoint, so that a rerun resumes only what it can continue.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
-from typing import Optional
 
-import jax
 import numpy as np
 
-from wsol_jax import inference, localization, metrics, parallel, selection as selection_lib
+from wsol_jax import inference, localization, methods, metrics, parallel
 from wsol_jax import workdir as workdir_lib
-from wsol_jax.data.dataset import Dataset, Split, center_crop_boxes, steps_per_epoch
-from wsol_jax.data.pipeline import classification_batches, map_split, triplet_batches
-from wsol_jax.errors import TrainingError, WorkdirError
-from wsol_jax.models.pretrained import load_backbone, wants_pretrained
+from wsol_jax.context import Context, f_setup, frozen_f, g_setup
+from wsol_jax.data.dataset import Split, center_crop_boxes
+from wsol_jax.data.pipeline import map_split
+from wsol_jax.errors import TrainingError
 from wsol_jax.train import checkpoint, loop, steps
-from wsol_jax.train.state import (TrainState, abstract_train_state, build_classifier,
-                                  build_weight_map_net, create_train_state, make_optimizer)
+from wsol_jax.train.state import TrainState
 
-F_CLASSIFIER, F_SIAMESE, G_DIR = workdir_lib.F_CLASSIFIER, workdir_lib.F_SIAMESE, workdir_lib.G
-
-
-@dataclasses.dataclass
-class Context:
-    config: object
-    workdir: str
-    data: Dataset
-    mesh: object
-    writer: Optional[object] = None
-
-    def path(self, *parts: str) -> str:
-        return workdir_lib.path(self.workdir, *parts)
-
-    @property
-    def crop(self) -> int:
-        return self.config.data.crop_size
-
-    def key(self, name: str) -> jax.Array:
-        """A PRNG key per stage, derived from `config.seed`."""
-        return jax.random.fold_in(jax.random.key(self.config.seed), sum(map(ord, name)))
-
-
-def _setup(ctx: Context, model, net_cfg, init_name: str, abstract: bool,
-           backbone: str) -> tuple[TrainState, int]:
-    """A replicated train state for `model` (abstract: only its structure, as a restore target).
-    With `net_cfg.pretrained`, the ResNet `backbone` submodule starts from those weights."""
-    n_steps = steps_per_epoch(len(ctx.data.train), net_cfg.batch_size)
-    shape, tx = (1, ctx.crop, ctx.crop, 3), make_optimizer(net_cfg.optimizer, n_steps)
-    if abstract:
-        return abstract_train_state(model, shape, tx, parallel.replicated_sharding(ctx.mesh)), n_steps
-    state = create_train_state(model, ctx.key(init_name), shape, tx)
-    if wants_pretrained(net_cfg.pretrained):
-        variables = load_backbone(state.variables, net_cfg.pretrained, net_cfg.depth, net_cfg.width, backbone)
-        state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
-        print(f'[{init_name[5:]}] {backbone} initialised from {net_cfg.pretrained}')
-    return parallel.replicate(state, ctx.mesh), n_steps
-
-
-def _f_setup(ctx: Context, siamese: bool, abstract: bool = False) -> tuple[object, TrainState, int]:
-    cfg = ctx.config
-    model = build_classifier(cfg, cfg.f.embed_dim if siamese else ctx.data.num_classes)
-    return (model, *_setup(ctx, model, cfg.f, 'init_f', abstract, 'backbone'))
+F_CLASSIFIER, G_DIR = workdir_lib.F_CLASSIFIER, workdir_lib.G
 
 
 def _lr_hint(net: str, ctx: Context) -> str:
@@ -75,40 +30,25 @@ def _lr_hint(net: str, ctx: Context) -> str:
 
 
 def train_f(ctx: Context) -> None:
-    """Stage train_f: the classifier (cross-entropy) and, for Method II, the Siamese embedding
-    (triplet loss, Eq. 2). Both are frozen afterwards; their validation accuracy is recorded."""
+    """Stage train_f: each f network of the method (the classifier with cross-entropy and, for
+    Method II, the Siamese embedding with the triplet loss of Eq. 2). They are frozen afterwards;
+    their validation accuracy is recorded."""
     cfg = ctx.config
-    for siamese in [False] + ([True] if cfg.method == 'method2' else []):
-        model, state, n_steps = _f_setup(ctx, siamese)
-        if siamese:
-            fn = functools.partial(steps.f_triplet_step, model, ctx.crop, cfg.f.margin)
-            batches = functools.partial(triplet_batches, ctx.data.train, cfg.f.batch_size, ctx.mesh)
-            per_step = 3 * cfg.f.batch_size
-        else:
-            fn = functools.partial(steps.f_classifier_step, model, ctx.crop)
-            batches = functools.partial(classification_batches, ctx.data.train, cfg.f.batch_size, ctx.mesh)
-            per_step = cfg.f.batch_size
-        name = F_SIAMESE if siamese else F_CLASSIFIER
+    for name in ctx.method.f_networks:
+        network = methods.F_NETWORKS[name]
+        model, state, n_steps = f_setup(ctx, name)
+        fn = network.step(model, ctx.crop, cfg.f)
+        batches = functools.partial(network.batches, ctx.data.train, cfg.f.batch_size, ctx.mesh)
         if parallel.is_chief():
             workdir_lib.record(ctx.workdir, cfg, name)
-        spec = loop.Loop(name, ctx.path(name), cfg.f.epochs, n_steps, per_step, ctx.path(workdir_lib.history_name(name)),
-                         keep='latest', hint=_lr_hint('f', ctx), writer=ctx.writer)
+        spec = loop.Loop(name, ctx.path(name), cfg.f.epochs, n_steps, network.images_per_example * cfg.f.batch_size,
+                         ctx.path(workdir_lib.history_name(name)), keep='latest', hint=_lr_hint('f', ctx),
+                         writer=ctx.writer)
         quality = workdir_lib.read_json(ctx.path(workdir_lib.F_QUALITY), {})
         trained = checkpoint.latest_epoch(ctx.path(name))
         state = loop.run(spec, state, steps.compile_step(fn, ctx.mesh), batches, ctx.key(name))
         if name not in quality or trained != cfg.f.epochs:   # measured once, after the last epoch
             _record_f_quality(ctx, name, model, state.variables)
-
-
-def frozen_f(ctx: Context, siamese: bool) -> tuple[object, dict]:
-    """`(f, its variables)` restored from the workdir, replicated over the mesh."""
-    model, state, _ = _f_setup(ctx, siamese, abstract=True)
-    name = F_SIAMESE if siamese else F_CLASSIFIER
-    variables, meta = checkpoint.restore_variables(ctx.path(name), state, what=f'f ({name})')
-    if meta.get('epoch') != ctx.config.f.epochs:   # g must not train on, or be judged with, a half-trained f
-        raise WorkdirError(f'{name} in {ctx.workdir} was trained for {meta.get("epoch")} of config.f.epochs='
-                           f'{ctx.config.f.epochs} epochs; run --stage=train_f first')
-    return model, variables
 
 
 def _outputs(ctx: Context, fn, split: Split) -> np.ndarray:
@@ -135,8 +75,7 @@ def f_accuracy(ctx: Context, name: str, model, variables) -> float:
 def _record_f_quality(ctx: Context, name: str, model, variables) -> dict:
     accuracy = f_accuracy(ctx, name, model, variables)
     chance = 1.0 / ctx.data.num_classes
-    entry = {'val_accuracy': accuracy, 'chance': chance,
-             'measure': 'top-1' if name == F_CLASSIFIER else 'nearest class mean (top-1)'}
+    entry = {'val_accuracy': accuracy, 'chance': chance, 'measure': methods.F_NETWORKS[name].measure}
     if parallel.is_chief():
         quality = workdir_lib.read_json(ctx.path(workdir_lib.F_QUALITY), {})
         quality[name] = entry
@@ -153,7 +92,7 @@ def check_f_quality(ctx: Context, names: tuple[str, ...]) -> None:
     for name in names:
         entry = quality.get(name)
         if entry is None:   # f trained elsewhere or by an older version: measure it now
-            model, variables = frozen_f(ctx, siamese=(name == F_SIAMESE))
+            model, variables = frozen_f(ctx, name)
             entry = _record_f_quality(ctx, name, model, variables)
         floor = cfg.f.min_accuracy_over_chance * entry['chance']
         if entry['val_accuracy'] < floor and not cfg.f.allow_weak:
@@ -162,11 +101,6 @@ def check_f_quality(ctx: Context, names: tuple[str, ...]) -> None:
                 f'({cfg.f.min_accuracy_over_chance:g}x chance {entry["chance"]:.3f}): g trained on it would localise '
                 f'nothing. Train f better (more f.epochs, ImageNet weights f.pretrained, another '
                 f'f.optimizer.learning_rate) with --config.overwrite=True, or continue with --config.f.allow_weak=True')
-
-
-def g_setup(ctx: Context, abstract: bool = False) -> tuple[object, TrainState, int]:
-    model = build_weight_map_net(ctx.config)
-    return (model, *_setup(ctx, model, ctx.config.g, 'init_g', abstract, 'encoder'))
 
 
 def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
@@ -196,18 +130,14 @@ def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
 def train_g(ctx: Context) -> None:
     """Stage train_g: `g` with `f` frozen; after every epoch the mean S on the validation split,
     the history, and the checkpoints of the best-S and the latest epoch."""
-    cfg = ctx.config
-    siamese = cfg.method == 'method2'
-    check_f_quality(ctx, (F_SIAMESE,) if siamese else (F_CLASSIFIER,))
-    f_model, f_vars = frozen_f(ctx, siamese=siamese)
+    cfg, method = ctx.config, ctx.method
+    check_f_quality(ctx, (method.g_uses,))
+    f_model, f_vars = frozen_f(ctx, method.g_uses)
     g_model, state, n_steps = g_setup(ctx)
-    fn = functools.partial(steps.g_step, g_model, f_model, cfg.g, ctx.crop, cfg.method)
+    fn = functools.partial(steps.g_step, g_model, f_model, cfg.g, ctx.crop, method.g_objective)
     compiled = steps.compile_step(fn, ctx.mesh, n_frozen=1)
     step = lambda s, batch, rng: compiled(s, f_vars, batch, rng)
-    if siamese:
-        batches = functools.partial(triplet_batches, ctx.data.train, cfg.g.batch_size, ctx.mesh)
-    else:
-        batches = functools.partial(classification_batches, ctx.data.train, cfg.g.batch_size, ctx.mesh)
+    batches = functools.partial(method.batches, ctx.data.train, cfg.g.batch_size, ctx.mesh)
     map_fn = inference.compile_weight_maps(g_model, ctx.crop, cfg.eval)
     if parallel.is_chief():
         workdir_lib.record(ctx.workdir, cfg, G_DIR)
@@ -224,45 +154,11 @@ def train_g(ctx: Context) -> None:
                   f'on {100 * scores["val/collapsed"]:.0f}% of the validation images')
         return scores, {}
 
-    per_step = cfg.g.batch_size * (3 if siamese else 1)
+    per_step = cfg.g.batch_size * method.images_per_example
     spec = loop.Loop('g', ctx.path(G_DIR), cfg.g.epochs, n_steps, per_step, ctx.path(workdir_lib.G_HISTORY),
                      keep='all' if cfg.g.keep_all_checkpoints else 'selected_and_latest',
                      hint=_lr_hint('g', ctx), writer=ctx.writer)
     loop.run(spec, state, step, batches, ctx.key('g'), epoch_end)
 
 
-def select(ctx: Context) -> dict:
-    """Stage select: the epoch of `g` with the highest mean S (Eq. 6); no box or mask is used."""
-    latest = checkpoint.latest_epoch(ctx.path(G_DIR))
-    history = loop.read_history(ctx.path(workdir_lib.G_HISTORY), latest or 0)
-    if not history:
-        raise WorkdirError(f'no trained g in {ctx.path(G_DIR)}; run --stage=train_g first')
-    chosen = selection_lib.select_epoch(history)
-    selection = {'selected_epoch': chosen, 'last_epoch': max(history),
-                 'criterion': 'max mean containment score S (Eq. 6) on the validation split; degenerate maps '
-                              f'(kept region > {ctx.config.eval.max_coverage:g} of the image) score 0; ties: earliest epoch',
-                 'box_rule': ctx.config.eval.box_rule,
-                 'regret': selection_lib.selection_regret(history, chosen),
-                 'history': {str(e): history[e] for e in sorted(history)}}
-    if parallel.is_chief():
-        workdir_lib.write_json(ctx.path(workdir_lib.SELECTION), selection)
-    parallel.barrier('selection')
-    print(f'[select] epoch {chosen} (mean S {history[chosen]["mean_S"]:.4f}) of {len(history)}')
-    return selection
-
-
-def load_selection(ctx: Context) -> dict:
-    selection = workdir_lib.read_json(ctx.path(workdir_lib.SELECTION))
-    if selection is None or selection['last_epoch'] != checkpoint.latest_epoch(ctx.path(G_DIR)):
-        raise WorkdirError(f'{ctx.path(workdir_lib.SELECTION)} is missing or older than the last epoch of g; '
-                           'run --stage=select first')
-    return selection
-
-
-def restore_g(ctx: Context, g_state: TrainState, epoch: int) -> dict:
-    variables, _ = checkpoint.restore_variables(ctx.path(G_DIR), g_state, epoch, what='g')
-    return variables
-
-
-__all__ = ['Context', 'train_f', 'train_g', 'select', 'frozen_f', 'g_setup', 'restore_g', 'load_selection',
-           'check_f_quality', 'f_accuracy']
+__all__ = ['train_f', 'train_g', 'check_f_quality', 'f_accuracy', 'validation_scores']

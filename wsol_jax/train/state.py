@@ -38,18 +38,24 @@ def build_weight_map_net(config) -> WeightMapNet:
 
 def make_optimizer(opt_cfg, steps_per_epoch: int) -> optax.GradientTransformation:
     """SGD (or Adam) with the paper's step decay: the learning rate is multiplied by
-    `decay_factor` every `decay_every` epochs; weight decay is added to the gradient as
-    PyTorch's SGD does."""
-    schedule = optax.exponential_decay(
+    `decay_factor` every `decay_every` epochs (counted after the optional linear warm-up);
+    weight decay is added to the gradient as PyTorch's SGD does; optional global-norm clipping."""
+    decay = optax.exponential_decay(
         opt_cfg.learning_rate, transition_steps=max(1, opt_cfg.decay_every * steps_per_epoch),
         decay_rate=opt_cfg.decay_factor, staircase=True)
+    # A warm-up keeps the first steps small while the gradients are largest (for g: the
+    # untrained map halves the image contrast and f's cross-entropy is at its peak).
+    warmup_steps = int(round(opt_cfg.get('warmup_epochs', 0.0) * steps_per_epoch))
+    schedule = decay if warmup_steps <= 0 else optax.join_schedules(
+        [optax.linear_schedule(0.0, opt_cfg.learning_rate, warmup_steps), decay], [warmup_steps])
     if opt_cfg.name == 'sgd':
         base = optax.sgd(schedule, momentum=opt_cfg.momentum or None)
     elif opt_cfg.name == 'adam':
         base = optax.adam(schedule)
     else:
         raise ValueError(f"optimizer.name must be 'sgd' or 'adam', got {opt_cfg.name!r}")
-    return optax.chain(optax.add_decayed_weights(opt_cfg.weight_decay), base)
+    clip = [optax.clip_by_global_norm(opt_cfg.clip_norm)] if opt_cfg.get('clip_norm', 0.0) > 0 else []
+    return optax.chain(*clip, optax.add_decayed_weights(opt_cfg.weight_decay), base)
 
 
 def abstract_train_state(model, input_shape: tuple[int, ...], tx: optax.GradientTransformation,

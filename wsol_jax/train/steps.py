@@ -14,11 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from wsol_jax import losses, parallel
-from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD, augment
+from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD, augment, random_erase
 from wsol_jax.train.state import TrainState
-
-G_METHODS = ('method1', 'method2')
-
 
 def _flatten(x):
     """`(B, K, ...)` -> `(B*K, ...)`: rows of one example stay on the device that holds it."""
@@ -36,9 +33,15 @@ def _apply_update(state: TrainState, loss_fn, *args):
     return new_state, dict(parts, loss=loss)
 
 
-def f_classifier_step(model, crop_size: int, state: TrainState, batch, rng):
+def _f_inputs(images_uint8, rng, crop_size: int, erase_prob: float):
+    k_aug, k_erase = jax.random.split(rng)
+    images = augment(images_uint8, k_aug, crop_size)
+    return random_erase(images, k_erase, erase_prob) if erase_prob > 0 else images
+
+
+def f_classifier_step(model, crop_size: int, state: TrainState, batch, rng, erase_prob: float = 0.0):
     """Pre-training of `f` for Method I: cross-entropy on image labels."""
-    images = augment(batch['image'], rng, crop_size)
+    images = _f_inputs(batch['image'], rng, crop_size, erase_prob)
 
     def loss_fn(params):
         logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
@@ -49,9 +52,9 @@ def f_classifier_step(model, crop_size: int, state: TrainState, batch, rng):
     return _apply_update(state, loss_fn)
 
 
-def f_triplet_step(model, crop_size: int, margin: float, state: TrainState, batch, rng):
+def f_triplet_step(model, crop_size: int, margin: float, state: TrainState, batch, rng, erase_prob: float = 0.0):
     """Pre-training of the Siamese `f` for Method II with the triplet loss (Eq. 2)."""
-    images = augment(_flatten(batch['image']), rng, crop_size)   # (3B, c, c, 3)
+    images = _f_inputs(_flatten(batch['image']), rng, crop_size, erase_prob)   # (3B, c, c, 3)
 
     def loss_fn(params):
         emb, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
@@ -63,10 +66,45 @@ def f_triplet_step(model, crop_size: int, margin: float, state: TrainState, batc
     return _apply_update(state, loss_fn)
 
 
-def g_loss(g_model, f_model, g_cfg, crop_size: int, method: str, params, batch_stats, f_vars,
+def _g_forward(g_model, params, batch_stats, x):
+    out, updates = g_model.apply({'params': params, 'batch_stats': batch_stats}, x, train=True,
+                                 mutable=['batch_stats'])
+    return out, updates['batch_stats']
+
+
+def method1_objective(g_apply, f_apply, mask, g_cfg, crop_size: int, images_uint8, rng):
+    """Method I (Eq. 1): `f(I)` and `f(I * g(I))` agree, plus `lambda R(g(I))`.
+    `images_uint8` `(B, S, S, 3)`. Returns `(loss, parts, new batch stats of g)`."""
+    images = augment(images_uint8, rng, crop_size)
+    weight_map, new_batch_stats = g_apply(images)
+    logits_image = jax.lax.stop_gradient(f_apply(images))
+    logits_masked = f_apply(mask(images, weight_map))
+    loss, parts = losses.method1_loss(logits_image, logits_masked, weight_map, g_cfg.reg_weight)
+    return loss, parts, new_batch_stats
+
+
+def method2_objective(g_apply, f_apply, mask, g_cfg, crop_size: int, images_uint8, rng):
+    """Method II (Eq. 3 + Eq. 4 + `lambda R(M_a)`) on triplets `(B, 3, S, S, 3)` (anchor,
+    positive, negative) and the Siamese `f`. Returns `(loss, parts, new batch stats of g)`."""
+    images = augment(_flatten(images_uint8), rng, crop_size)    # (3B, c, c, 3): a, p, n
+    flat_maps, new_batch_stats = g_apply(images)
+    maps, images = _unflatten(flat_maps, 3), _unflatten(images, 3)
+    masked = jnp.stack([mask(images[:, 0], maps[:, 0]), mask(images[:, 1], maps[:, 1]),
+                        mask(images[:, 2], maps[:, 2]),
+                        mask(images[:, 0], 1.0 - maps[:, 0])], axis=1)  # J^f_a, J^f_p, J^f_n, J^b_a
+    emb_image = jax.lax.stop_gradient(f_apply(images[:, 0]))
+    emb = _unflatten(f_apply(_flatten(masked)), 4)
+    loss, parts = losses.method2_loss(
+        {'I_a': emb_image, 'Jf_a': emb[:, 0], 'Jf_p': emb[:, 1], 'Jf_n': emb[:, 2], 'Jb_a': emb[:, 3]},
+        maps[:, 0], g_cfg.reg_weight, g_cfg.inner_weight, g_cfg.outer_weight, g_cfg.margin)
+    return loss, parts, new_batch_stats
+
+
+def g_loss(g_model, f_model, g_cfg, crop_size: int, objective: Callable, params, batch_stats, f_vars,
            images_uint8, rng):
-    """The objective of `g` (Eq. 1, or Eq. 3 + 4), `f` frozen: its variables pass through
-    `stop_gradient` and its BatchNorm uses running statistics.
+    """The objective of `g` (`method1_objective` or `method2_objective`, as
+    `wsol_jax.methods` names them), `f` frozen: its variables pass through `stop_gradient` and
+    its BatchNorm uses running statistics.
 
     Returns `(total, (parts, new_batch_stats_of_g))`.
     """
@@ -74,38 +112,14 @@ def g_loss(g_model, f_model, g_cfg, crop_size: int, method: str, params, batch_s
     f_apply = lambda x: f_model.apply(f_vars, x, train=False)
     mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
     mask = functools.partial(losses.apply_weight_map, mask_space=g_cfg.mask_space, mean=mean, std=std)
-
-    def g_apply(x):
-        out, updates = g_model.apply({'params': params, 'batch_stats': batch_stats}, x, train=True,
-                                     mutable=['batch_stats'])
-        return out, updates['batch_stats']
-
-    if method == 'method1':
-        images = augment(images_uint8, rng, crop_size)
-        weight_map, new_batch_stats = g_apply(images)
-        logits_image = jax.lax.stop_gradient(f_apply(images))
-        logits_masked = f_apply(mask(images, weight_map))
-        loss, parts = losses.method1_loss(logits_image, logits_masked, weight_map, g_cfg.reg_weight)
-    elif method == 'method2':
-        images = augment(_flatten(images_uint8), rng, crop_size)    # (3B, c, c, 3): a, p, n
-        flat_maps, new_batch_stats = g_apply(images)
-        maps, images = _unflatten(flat_maps, 3), _unflatten(images, 3)
-        masked = jnp.stack([mask(images[:, 0], maps[:, 0]), mask(images[:, 1], maps[:, 1]),
-                            mask(images[:, 2], maps[:, 2]),
-                            mask(images[:, 0], 1.0 - maps[:, 0])], axis=1)  # J^f_a, J^f_p, J^f_n, J^b_a
-        emb_image = jax.lax.stop_gradient(f_apply(images[:, 0]))
-        emb = _unflatten(f_apply(_flatten(masked)), 4)
-        loss, parts = losses.method2_loss(
-            {'I_a': emb_image, 'Jf_a': emb[:, 0], 'Jf_p': emb[:, 1], 'Jf_n': emb[:, 2], 'Jb_a': emb[:, 3]},
-            maps[:, 0], g_cfg.reg_weight, g_cfg.inner_weight, g_cfg.outer_weight, g_cfg.margin)
-    else:
-        raise ValueError(f'method must be one of {G_METHODS}, got {method!r}')
+    g_apply = functools.partial(_g_forward, g_model, params, batch_stats)
+    loss, parts, new_batch_stats = objective(g_apply, f_apply, mask, g_cfg, crop_size, images_uint8, rng)
     return loss, (parts, new_batch_stats)
 
 
-def g_step(g_model, f_model, g_cfg, crop_size: int, method: str, state: TrainState, f_vars, batch, rng):
+def g_step(g_model, f_model, g_cfg, crop_size: int, objective: Callable, state: TrainState, f_vars, batch, rng):
     """One step of `g`; gradients reach only `g`'s parameters."""
-    loss_fn = functools.partial(g_loss, g_model, f_model, g_cfg, crop_size, method)
+    loss_fn = functools.partial(g_loss, g_model, f_model, g_cfg, crop_size, objective)
     return _apply_update(state, lambda p: loss_fn(p, state.batch_stats, f_vars, batch['image'], rng))
 
 

@@ -1,0 +1,235 @@
+"""A trained localiser for new images: `g` at the selected epoch, the classifier `f`, the box rule.
+
+    import wsol_jax
+    localizer = wsol_jax.load_localizer('runs/demo/export')      # or Localizer.from_workdir('runs/demo')
+    out = localizer(images)        # (N, H, W, 3) uint8, or a list of images of any size
+    out.boxes[0], localizer.class_name(out.classes[0]), out.probabilities[0], out.maps[0].shape
+
+Each image is seen whole (no centre crop: the object may lie at the border), resized to the
+network's input size with the data pipeline's own resize, run through one compiled function in
+fixed-size batches; the box (Eq. 5 under the box rule, largest contour) is found on the map at
+the input size and mapped back to the image's own pixels, and the map is resized to them.
+
+An export folder holds `localizer.json` (the model config, class names, preprocessing, box rule,
+provenance) and `variables/` (an Orbax checkpoint of f's and g's variables, nothing of the
+optimiser). Loading it needs neither the training workdir nor the data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import shutil
+from typing import Sequence
+
+import cv2
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from PIL import Image
+
+from wsol_jax import inference, localization, workdir as workdir_lib
+from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
+from wsol_jax.data.decode import resize_sample
+from wsol_jax.errors import WorkdirError
+from wsol_jax.train import checkpoint
+from wsol_jax.train.state import build_classifier, build_weight_map_net
+
+MANIFEST = 'localizer.json'
+VARIABLES = 'variables'
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class Prediction:
+    """Per image `i` of a call: `maps[i]` `(H_i, W_i)` float32 in [0, 1] at the image's own
+    resolution; `boxes` `(N, 4)` int `[x0, y0, x1, y1]` in each image's own pixels (x1, y1
+    exclusive); `classes` `(N,)` f's top-1 class; `probabilities` `(N,)` its softmax
+    probability; `scores` `(N,)` S of Eq. 6 (the share of the thresholded map inside the box)."""
+    maps: list
+    boxes: np.ndarray
+    classes: np.ndarray
+    probabilities: np.ndarray
+    scores: np.ndarray
+
+
+def to_rgb(image) -> np.ndarray:
+    """Any uint8 image, `(H, W)` grey, `(H, W, 1)`, `(H, W, 3)` or `(H, W, 4)` with alpha, as
+    `(H, W, 3)` RGB (alpha dropped, as Pillow's `convert('RGB')` does)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f'images must be uint8 (0-255), got {image.dtype}; convert with .astype(np.uint8) '
+                         'after scaling to 0-255')
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        return np.asarray(Image.fromarray(image).convert('RGB'))
+    raise ValueError(f'an image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {image.shape}')
+
+
+def box_to_image(boxes: np.ndarray, size: int, widths, heights) -> np.ndarray:
+    """`(N, 4)` boxes on the `size x size` network input -> each image's own pixels
+    (`x * W / size`, `y * H / size`, rounded; an empty box stays empty)."""
+    scale = np.stack([np.asarray(widths), np.asarray(heights)] * 2, axis=1) / size
+    return np.round(np.asarray(boxes, np.float64) * scale).astype(np.int64)
+
+
+class Localizer:
+    """`localizer(images) -> Prediction`; see the module docstring."""
+
+    def __init__(self, spec: dict, g_vars, f_vars, batch_size: int = 32):
+        self.spec = spec
+        self.size = int(spec['input_size'])
+        self.batch_size = batch_size
+        cfg = _model_config(spec)
+        self.g_model = build_weight_map_net(cfg)
+        self.f_model = build_classifier(cfg, spec['num_classes'])
+        self.g_vars, self.f_vars = jax.device_put(g_vars), jax.device_put(f_vars)
+        self._fn = jax.jit(functools.partial(
+            inference.localize_whole_images, self.g_model, self.f_model, self.size,
+            spec['threshold_ratio'], spec['box_rule']))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.spec['class_names'])
+
+    def class_name(self, k: int) -> str:
+        return self.spec['class_names'][int(k)]
+
+    def preprocess(self, images) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Images -> `(N, size, size, 3)` uint8 network inputs and their own `(width, height)`."""
+        if isinstance(images, np.ndarray) and images.ndim in (2, 3) and (images.ndim == 2 or images.shape[-1] not in (1, 3, 4)):
+            raise ValueError(f'expected a batch (N, H, W[, C]) or a list of images, got one array of shape {images.shape}')
+        rgb = [to_rgb(im) for im in images]
+        sizes = [(im.shape[1], im.shape[0]) for im in rgb]
+        no_boxes = np.zeros((0, 4))
+        return np.stack([resize_sample(im, no_boxes, None, self.size)[0] for im in rgb]), sizes
+
+    def _run(self, inputs: np.ndarray):
+        """The compiled function over fixed-size batches (the last one padded): numpy outputs."""
+        outs = []
+        for start in range(0, len(inputs), self.batch_size):
+            chunk = inputs[start:start + self.batch_size]
+            pad = self.batch_size - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+            outs.append([np.asarray(o)[:self.batch_size - pad] for o in self._fn(self.g_vars, self.f_vars, chunk)])
+        return [np.concatenate(parts) for parts in zip(*outs)]
+
+    def __call__(self, images, own_resolution: bool = True) -> Prediction:
+        """`images`: `(N, H, W, 3)` uint8 (or `(N, H, W)` grey), or a list of uint8 images of any
+        sizes. `own_resolution=False` keeps the maps at the network's input size."""
+        if len(images) == 0:
+            return Prediction([], np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+        inputs, sizes = self.preprocess(images)
+        maps, maps_hat, probs = self._run(inputs)
+        boxes = localization.boxes_from_thresholded(maps_hat)
+        scores = np.asarray(localization.containment_score(maps_hat, boxes))
+        widths, heights = zip(*sizes)
+        own = [cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) if own_resolution else m
+               for m, (w, h) in zip(maps, sizes)]
+        classes = probs.argmax(-1)
+        return Prediction(own, box_to_image(boxes, self.size, widths, heights) if own_resolution else boxes.astype(np.int64),
+                          classes, probs[np.arange(len(probs)), classes], scores)
+
+    @classmethod
+    def from_workdir(cls, workdir: str, batch_size: int = 32) -> 'Localizer':
+        """The selected epoch of `g` and the classifier `f` of a finished training run."""
+        workdir = os.path.abspath(workdir)
+        config_path = workdir_lib.path(workdir, workdir_lib.CONFIG)
+        if not os.path.isfile(config_path):
+            raise WorkdirError(f'{workdir} holds no {workdir_lib.CONFIG}: not a wsol-jax workdir, or training never started')
+        config = ml_collections.ConfigDict(workdir_lib.read_json(config_path))
+        from wsol_jax.select import load_selection   # the select stage's reader: same checks
+        selection = load_selection(workdir)
+        classes = workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.CLASSES))
+        if classes is None:
+            raise WorkdirError(f'{workdir} holds no {workdir_lib.CLASSES} (written by runs of this version); '
+                               'run any stage once (e.g. --stage=select) to write it')
+        spec = make_spec(config, classes['names'], selection)
+        f_vars, meta = _restore(workdir_lib.path(workdir, workdir_lib.F_CLASSIFIER),
+                                build_classifier(config, len(classes['names'])), spec, None, 'f (f_classifier)')
+        if meta.get('epoch') != config.f.epochs:
+            raise WorkdirError(f'f_classifier in {workdir} is trained for {meta.get("epoch")} of {config.f.epochs} epochs')
+        g_vars, _ = _restore(workdir_lib.path(workdir, workdir_lib.G), build_weight_map_net(config), spec,
+                             selection['selected_epoch'], 'g')
+        return cls(spec, g_vars, f_vars, batch_size)
+
+    def export(self, directory: str) -> str:
+        """Write this localiser to `directory` (replaced atomically if it exists)."""
+        directory = os.path.abspath(directory)
+        tmp = directory + '.tmp'
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        with ocp.StandardCheckpointer() as ckpt:
+            ckpt.save(os.path.join(tmp, VARIABLES), {'g': self.g_vars, 'f': self.f_vars})
+        workdir_lib.write_json(os.path.join(tmp, MANIFEST), self.spec)
+        if os.path.exists(directory):
+            shutil.rmtree(directory)
+        os.rename(tmp, directory)
+        return directory
+
+
+def make_spec(config, class_names: Sequence[str], selection: dict) -> dict:
+    """What a localiser needs besides its variables, as JSON."""
+    return {
+        'format_version': FORMAT_VERSION,
+        'input_size': int(config.data.crop_size),
+        'num_classes': len(class_names),
+        'class_names': [str(n) for n in class_names],
+        'threshold_ratio': float(config.eval.threshold_ratio),
+        'box_rule': config.eval.box_rule,
+        'dtype': config.dtype,
+        'f': {k: config.f[k] for k in ('depth', 'width')},
+        'g': {'depth': config.g.depth, 'width': config.g.width, 'decoder': config.g.decoder,
+              'decoder_channels': list(config.g.decoder_channels)},
+        'preprocessing': {'resize': 'whole image to input_size x input_size, Pillow bilinear (no crop)',
+                          'normalization': '(x / 255 - mean) / std',
+                          'mean': IMAGENET_MEAN.tolist(), 'std': IMAGENET_STD.tolist()},
+        'box': 'Eq. 5 (threshold_ratio * max, after min-max normalisation when box_rule is "normalized"), '
+               'largest OpenCV contour, its bounding rectangle',
+        'source': {'method': config.method, 'selected_epoch': selection['selected_epoch'],
+                   'last_epoch': selection['last_epoch'], 'seed': config.seed},
+    }
+
+
+def _model_config(spec: dict) -> ml_collections.ConfigDict:
+    """The part of a run config that builds the networks, from a spec."""
+    return ml_collections.ConfigDict({'dtype': spec['dtype'], 'f': dict(spec['f']), 'g': dict(spec['g'])})
+
+
+def _abstract_variables(model, size: int) -> dict:
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, size, size, 3), np.float32), train=False))
+    return {'params': shapes['params'], 'batch_stats': shapes['batch_stats']}
+
+
+def _restore(directory: str, model, spec: dict, epoch, what: str) -> tuple[dict, dict]:
+    """`{'params', 'batch_stats'}` of a training checkpoint (no optimiser state is read)."""
+    return checkpoint.restore_inference_variables(directory, _abstract_variables(model, spec['input_size']), epoch, what)
+
+
+def load_localizer(path: str, batch_size: int = 32) -> Localizer:
+    """A localiser from an export folder (`--stage=export`) or, given a training workdir, from
+    its selected epoch."""
+    path = os.path.abspath(path)
+    manifest = os.path.join(path, MANIFEST)
+    if not os.path.isfile(manifest):
+        if os.path.isfile(workdir_lib.path(path, workdir_lib.CONFIG)):
+            return Localizer.from_workdir(path, batch_size)
+        raise WorkdirError(f'{path} is neither an export (no {MANIFEST}) nor a training workdir; '
+                           'create one with --stage=export')
+    with open(manifest) as fh:
+        spec = json.load(fh)
+    if spec.get('format_version') != FORMAT_VERSION:
+        raise WorkdirError(f'{manifest} has format_version {spec.get("format_version")}; this wsol-jax reads '
+                           f'{FORMAT_VERSION}: export it again with this version')
+    cfg = _model_config(spec)
+    target = {'g': _abstract_variables(build_weight_map_net(cfg), spec['input_size']),
+              'f': _abstract_variables(build_classifier(cfg, spec['num_classes']), spec['input_size'])}
+    with ocp.StandardCheckpointer() as ckpt:
+        variables = ckpt.restore(os.path.join(path, VARIABLES), target)
+    return Localizer(spec, variables['g'], variables['f'], batch_size)

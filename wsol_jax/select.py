@@ -1,0 +1,38 @@
+"""Stage select: the epoch of `g` to keep, by the rule of `wsol_jax.selection`, written to
+`selection.json`, which evaluate, export and predict read (`load_selection`)."""
+from __future__ import annotations
+
+from wsol_jax import parallel, workdir as workdir_lib
+from wsol_jax.errors import WorkdirError
+from wsol_jax.selection import select_epoch, selection_regret
+from wsol_jax.train import checkpoint, loop
+
+
+def select(ctx) -> dict:
+    """Stage select: the epoch of `g` with the highest mean S (Eq. 6); no box or mask is used.
+    `ctx` is a `wsol_jax.context.Context`."""
+    latest = checkpoint.latest_epoch(ctx.path(workdir_lib.G))
+    history = loop.read_history(ctx.path(workdir_lib.G_HISTORY), latest or 0)
+    if not history:
+        raise WorkdirError(f'no trained g in {ctx.path(workdir_lib.G)}; run --stage=train_g first')
+    chosen = select_epoch(history)
+    selection = {'selected_epoch': chosen, 'last_epoch': max(history),
+                 'criterion': 'max mean containment score S (Eq. 6) on the validation split; degenerate maps '
+                              f'(kept region > {ctx.config.eval.max_coverage:g} of the image) score 0; ties: earliest epoch',
+                 'box_rule': ctx.config.eval.box_rule,
+                 'regret': selection_regret(history, chosen),
+                 'history': {str(e): history[e] for e in sorted(history)}}
+    if parallel.is_chief():
+        workdir_lib.write_json(ctx.path(workdir_lib.SELECTION), selection)
+    parallel.barrier('selection')
+    print(f'[select] epoch {chosen} (mean S {history[chosen]["mean_S"]:.4f}) of {len(history)}')
+    return selection
+
+
+def load_selection(workdir: str) -> dict:
+    """`selection.json` of `workdir`, refused when g has trained further since it was written."""
+    path = workdir_lib.path(workdir, workdir_lib.SELECTION)
+    selection = workdir_lib.read_json(path)
+    if selection is None or selection['last_epoch'] != checkpoint.latest_epoch(workdir_lib.path(workdir, workdir_lib.G)):
+        raise WorkdirError(f'{path} is missing or older than the last epoch of g; run --stage=select first')
+    return selection
