@@ -27,7 +27,11 @@ def get_config(arg: str = 'method1'):
     # several epochs on some seeds, and g is only as good as its f.
     c.f.optimizer = optimizer(2e-3, 1e-4, decay_every=6, name='adam')
     c.g.update(dict(width=0.25, epochs=8, batch_size=32))
-    c.g.optimizer = optimizer(0.03, 1e-5, decay_every=1000)
+    # The untrained map halves the image contrast, f's cross-entropy is then at its peak, and
+    # full-size SGD steps drove g's sigmoid to 1 everywhere on some seeds (the L1 gradient then
+    # vanishes through the saturated sigmoid): a one-epoch warm-up and gradient clipping keep
+    # the first steps small.
+    c.g.optimizer = optimizer(0.03, 1e-5, decay_every=1000, warmup_epochs=1.0, clip_norm=1.0)
     c.eval.batch_size = 128
     if arg == 'method2':
         c.f.epochs = 6

@@ -108,19 +108,22 @@ def test_literal_rule_keeps_the_whole_unsharp_map():
 
 
 def test_whole_image_blobs_score_zero_for_the_selection():
-    """A map whose kept pixels cover (nearly) the whole image has S = 1 by Eq. 6; for the
-    selection it is degenerate and scores 0, as does an empty map."""
+    """A map whose box covers (nearly) the whole image has S = 1 by Eq. 6 whatever it holds; for
+    the selection it is degenerate and scores 0, as does an empty map. A ring along the borders
+    keeps only 44% of the pixels but its box is the image: degenerate too."""
     whole = np.full((1, 16, 16), 0.8, np.float32)
     whole[0, 0, 0] = 0.0                          # after normalisation 255/256 of the pixels are kept
     obj = np.zeros((1, 16, 16), np.float32)
     obj[0, 2:10, 3:9] = 1.0
     empty = np.zeros((1, 16, 16), np.float32)
-    maps = np.concatenate([whole, obj, empty])
+    ring = np.ones((1, 16, 16), np.float32)
+    ring[0, 2:14, 2:14] = 0.0                     # 256 - 144 = 112 of 256 pixels kept
+    maps = np.concatenate([whole, obj, empty, ring])
     hat = thresholded_maps(maps)
     boxes = boxes_from_maps(maps)
     s, degenerate = selection_scores(jnp.asarray(hat), jnp.asarray(boxes), max_coverage=0.95)
-    np.testing.assert_allclose(np.asarray(containment_score(hat, boxes)), [1.0, 1.0, 0.0])
-    np.testing.assert_allclose(np.asarray(s), [0.0, 1.0, 0.0])
-    np.testing.assert_array_equal(np.asarray(degenerate), [True, False, True])
+    np.testing.assert_allclose(np.asarray(containment_score(hat, boxes)), [1.0, 1.0, 0.0, 1.0])
+    np.testing.assert_allclose(np.asarray(s), [0.0, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(np.asarray(degenerate), [True, False, True, True])
     s_off, _ = selection_scores(jnp.asarray(hat), jnp.asarray(boxes), max_coverage=1.0)
-    np.testing.assert_allclose(np.asarray(s_off), [1.0, 1.0, 0.0])
+    np.testing.assert_allclose(np.asarray(s_off), [1.0, 1.0, 0.0, 1.0])

@@ -68,7 +68,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
         batch_size=64,
         box_rule='normalized',   # normalized: min-max rescale before Eq. 5 (released code) | literal
         threshold_ratio=0.1,     # Eq. 5: tau = ratio * max
-        max_coverage=0.95,       # a map keeping more of the image than this is degenerate (S = 0)
+        max_coverage=0.95,       # a map whose box covers more of the image than this is degenerate (S = 0)
         pxap_interval=0.01, maxboxacc_ious=(30, 50, 70),
         top_k=5,                 # Top-k cls / Top-k loc beside Top-1
         num_workers=0,           # processes for the contour work of MaxBoxAcc; 0: one per core, 1: in-line

@@ -115,17 +115,26 @@ def kept_fraction(thresholded_maps: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(jnp.asarray(thresholded_maps) > 0, axis=(1, 2))
 
 
+def box_fraction(boxes: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
+    """`(N,)` share of the image that each `(N, 4)` box `[x0, y0, x1, y1)` covers."""
+    boxes = jnp.asarray(boxes, jnp.float32)
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (height * width)
+
+
 def selection_scores(thresholded_maps: jnp.ndarray, boxes: jnp.ndarray,
                      max_coverage: float = 0.95) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Per-image S for the early stopping, and which maps are degenerate; `(N,)`, `(N,)` bool.
 
-    Eq. 6 asks whether the single box "still contains most of the weights of the mask"; it
-    assumes that the map delineates something. A map whose kept pixels cover (nearly) the whole
-    image (more than `max_coverage` of it) is one blob whose box is the image: S is trivially 1
-    although nothing is localised, and an untrained first epoch would win the selection by that
-    tie. Such maps (and maps that keep nothing) score 0 here; `max_coverage=1` switches it off.
+    Eq. 6 asks whether the single box "still contains most of the weights of the mask": it
+    measures the mass left outside the box. When the box is (nearly) the whole image there is
+    no outside, and S is 1 whatever the map: an unsharp early map whose kept region reaches
+    every border (object bright, background above the threshold) wins the selection by that
+    tie although nothing is localised. Maps whose box covers more than `max_coverage` of the
+    image, and maps that keep nothing, are degenerate and score 0 here; `max_coverage=1`
+    switches it off. (The box contains every kept pixel of its contour, so this also catches a
+    map that keeps nearly every pixel.)
     """
     s = containment_score(thresholded_maps, boxes)
-    coverage = kept_fraction(thresholded_maps)
-    degenerate = (coverage > max_coverage) | (coverage == 0)
+    height, width = thresholded_maps.shape[-2:]
+    degenerate = (box_fraction(boxes, height, width) > max_coverage) | (kept_fraction(thresholded_maps) == 0)
     return jnp.where(degenerate, 0.0, s), degenerate

@@ -18,7 +18,7 @@ def select(ctx) -> dict:
     chosen = select_epoch(history)
     selection = {'selected_epoch': chosen, 'last_epoch': max(history),
                  'criterion': 'max mean containment score S (Eq. 6) on the validation split; degenerate maps '
-                              f'(kept region > {ctx.config.eval.max_coverage:g} of the image) score 0; ties: earliest epoch',
+                              f'(box > {ctx.config.eval.max_coverage:g} of the image, or nothing kept) score 0; ties: earliest epoch',
                  'box_rule': ctx.config.eval.box_rule,
                  'regret': selection_regret(history, chosen),
                  'history': {str(e): history[e] for e in sorted(history)}}
