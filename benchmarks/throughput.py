@@ -32,7 +32,8 @@ flags.DEFINE_integer('batch', 32, 'Global batch size (triplets count as 3 images
 flags.DEFINE_integer('size', 64, 'Crop size in pixels (the cache holds the same size).')
 flags.DEFINE_integer('steps', 20, 'Timed steps per measurement.')
 flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
-flags.DEFINE_list('what', ['f', 'f_triplet', 'g_method1', 'g_method2', 'maps', 'epoch'], 'What to measure.')
+flags.DEFINE_list('what', ['f', 'f_triplet', 'g_method1', 'g_method2', 'maps', 'epoch', 'input'],
+                  'What to measure (input: the input pipeline alone, cache -> sharded device batches).')
 FLAGS = flags.FLAGS
 
 # Dense bf16 peak FLOP/s per device, for MFU.
@@ -115,7 +116,7 @@ def main(_):
         elif what == 'maps':
             fn = inference.compile_weight_maps(g, size, cfg.eval)
             args, imgs, carry = (g_state.variables, single['image']), b, False
-        elif what == 'epoch':
+        elif what in ('epoch', 'input'):
             continue
         else:
             raise app.UsageError(f'unknown --what {what}')
@@ -141,6 +142,19 @@ def main(_):
         rate = b * FLAGS.steps / (time.perf_counter() - t0)
         print(f'{"epoch":12s} {rate:10.1f} img/s end to end = {100 * rate / g_rate:.0f}% of the compiled '
               f'g step (input pipeline included)')
+
+    if 'input' in FLAGS.what:
+        # The input pipeline alone: uint8 cache -> shuffled index batches -> sharded, prefetched
+        # device batches, no model. Its images/s bounds a real epoch from above.
+        n = b * (FLAGS.steps + FLAGS.warmup)
+        split = Split(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), np.zeros(n, np.int32))
+        for i, batch in enumerate(classification_batches(split, b, mesh, jax.random.key(2))):
+            if i == FLAGS.warmup:
+                jax.block_until_ready(batch)
+                t0 = time.perf_counter()
+        jax.block_until_ready(batch)
+        rate = b * FLAGS.steps / (time.perf_counter() - t0)
+        print(f'{"input":12s} {rate:10.1f} img/s input pipeline alone ({size} px uint8, no model)')
 
 
 if __name__ == '__main__':

@@ -16,7 +16,7 @@ The number of classes is read from the data; without a val/ folder use
 3,000 training images): 80 px images with random 64 px crops, quarter-width ResNet-18s trained
 from scratch. f gets a recipe that learns from scratch on small real data (Adam, 24 epochs,
 the rate divided by 10 for the last quarter), g eight epochs at a rate that moves it visibly
-within each epoch, so that the selection by S has a trajectory to choose from.
+within each epoch (after a one-epoch warm-up, gradients clipped), so that the selection by S has a trajectory to choose from.
 """
 from wsol_jax.config import base_config, optimizer
 from wsol_jax.errors import ConfigError
@@ -36,7 +36,8 @@ def get_config(arg: str = 'method1'):
         c.f.update(dict(width=0.25, embed_dim=32, epochs=24, batch_size=32, pretrained='none'))
         c.f.optimizer = optimizer(1e-3, 5e-4, decay_every=18, name='adam')
         c.g.update(dict(width=0.25, epochs=8, batch_size=32, pretrained='none'))
-        c.g.optimizer = optimizer(0.03, 1e-5, decay_every=1000)
+        # warm-up and clipping: see configs/synthetic.py (the untrained map's first steps)
+        c.g.optimizer = optimizer(0.03, 1e-5, decay_every=1000, warmup_epochs=1.0, clip_norm=1.0)
         c.eval.batch_size = 128
         if method == 'method2':
             c.g.update(dict(epochs=5, batch_size=16))

@@ -16,7 +16,7 @@ def test_all_stages_write_results(method1_run):
     workdir, results = method1_run
     assert set(results) == {'weight_map_selected', 'weight_map_last', 'cam'}
     for variant in results.values():
-        assert set(variant) >= {'gt_known_loc', 'top1_loc', 'top1_cls', 'pxap', 'maxboxacc_v2'}
+        assert set(variant) >= {'gt_known_loc', 'top1_loc', 'top1_cls', 'top5_loc', 'top5_cls', 'pxap', 'maxboxacc_v1', 'maxboxacc_v2'}
         assert all(0.0 <= v <= 1.0 for v in variant.values())
         assert variant['top1_loc'] <= min(variant['gt_known_loc'], variant['top1_cls'])
     for name in ('results.json', 'results.md', 'selection.png', 'overlays.png', 'strip.png', 'selection.json'):

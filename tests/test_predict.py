@@ -146,3 +146,29 @@ def test_saved_scoremaps_read_back_give_the_same_numbers(method1_run, tmp_path):
     assert read_back == in_memory
     md = open(os.path.join(workdir, 'results.md')).read()
     assert 'How each number was obtained' in md and 'wsolevaluation protocol' in md
+
+
+def test_cli_export_then_predict_from_the_export(method1_run, test_split, tmp_path):
+    import subprocess
+    import sys
+    from helpers import ROOT
+    workdir = str(tmp_path / 'w')
+    shutil.copytree(method1_run[0], workdir)
+    images = tmp_path / 'photos'
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(test_split.images[i]).resize((50 + 10 * i, 40), Image.BILINEAR).save(images / f'{i}.jpg')
+
+    def cli(*args):
+        return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/synthetic.py:method1',
+                               f'--workdir={workdir}', *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = cli('--stage=export')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    export = os.path.join(workdir, 'export')
+    assert os.path.isfile(os.path.join(export, 'localizer.json'))
+    proc = cli('--stage=predict', f'--config.predict.images={images}', f'--config.predict.model={export}',
+               f'--config.predict.out={tmp_path / "out"}')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(list(csv.DictReader(open(tmp_path / 'out' / 'predictions.csv')))) == 3
+    proc = cli('--stage=predict', f'--config.predict.images={tmp_path / "nothing_here"}')
+    assert proc.returncode == 2 and proc.stderr.startswith('error: predict.images=')

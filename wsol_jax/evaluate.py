@@ -47,36 +47,44 @@ def contour_executor(num_workers: int):
 
 
 def _score_variant(ctx, name, fn, split, gt_boxes, gt_masks, logits, n_samples, executor):
-    """`fn(batch) -> maps` or `(maps, M_hat)`: the metrics of one kind of map over the test split."""
+    """`fn(batch) -> maps` or `(maps, M_hat)`: the metrics of one kind of map over the test split.
+
+    Each host scores the rows it fed (its shard of every batch); the accumulators (counts,
+    histograms) are summed over hosts at the end, so evaluation time falls with the host count.
+    Returns the metrics and the maps and boxes of this host's first `n_samples` images."""
     cfg = ctx.config
-    box_ok, pxap_acc = [], metrics.PxAPAccumulator(cfg.eval.pxap_interval)
+    pxap_acc = metrics.PxAPAccumulator(cfg.eval.pxap_interval)
     maxbox_acc = metrics.MaxBoxAccAccumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious), executor)
-    sample_maps, sample_boxes = [], []
+    k = cfg.eval.top_k
+    counts = np.zeros(5)   # box right, box and top-1 right, top-1 right, box and top-k right, top-k right
+    samples = {'index': [], 'maps': [], 'boxes': []}
     for out, valid in map_split(fn, split, cfg.eval.batch_size, ctx.mesh):
-        maps = parallel.to_host(out[0])[:len(valid)]
+        rows = parallel.local_valid(valid, cfg.eval.batch_size)
+        maps = parallel.local_rows(out[0])[:len(rows)]
         if len(out) == 2:   # g: M_hat was computed on the device with the box rule
-            boxes = localization.boxes_from_thresholded(parallel.to_host(out[1])[:len(valid)])
+            boxes = localization.boxes_from_thresholded(parallel.local_rows(out[1])[:len(rows)])
         else:
             boxes = localization.boxes_from_maps(maps, cfg.eval.threshold_ratio, cfg.eval.box_rule)
-        box_ok.append(metrics.best_iou(boxes, gt_boxes[valid]) >= 0.5)
+        box_ok = metrics.best_iou(boxes, gt_boxes[rows]) >= 0.5
+        top1 = metrics.top_k_correct(logits[rows], split.labels[rows], 1)
+        top_k = metrics.top_k_correct(logits[rows], split.labels[rows], k)
+        counts += [box_ok.sum(), (box_ok & top1).sum(), top1.sum(), (box_ok & top_k).sum(), top_k.sum()]
         normalized = localization.normalize_maps(maps)
         if gt_masks is not None:
-            pxap_acc.update(normalized, gt_masks[valid])
-        maxbox_acc.update(normalized, gt_boxes[valid])   # returns at once with an executor
-        if sum(map(len, sample_maps)) < n_samples:
-            sample_maps.append(maps)
-            sample_boxes.append(boxes)
-    box_ok = np.concatenate(box_ok)
-    cls_ok = metrics.top_k_correct(logits, split.labels, 1)
-    top_k_ok = metrics.top_k_correct(logits, split.labels, cfg.eval.top_k)
-    k = cfg.eval.top_k
-    result = {'gt_known_loc': float(box_ok.mean()), 'top1_loc': float((box_ok & cls_ok).mean()),
-              'top1_cls': float(cls_ok.mean()), f'top{k}_loc': float((box_ok & top_k_ok).mean()),
-              f'top{k}_cls': float(top_k_ok.mean()), **maxbox_acc.result()}
+            pxap_acc.update(normalized, gt_masks[rows])
+        maxbox_acc.update(normalized, gt_boxes[rows])   # returns at once with an executor
+        if sum(map(len, samples['index'])) < n_samples:
+            for key, value in (('index', rows), ('maps', maps), ('boxes', boxes)):
+                samples[key].append(value)
+    counts = parallel.sum_over_processes(counts) / len(split)
+    maxbox_acc.merge_over_processes(parallel.sum_over_processes)
+    result = {'gt_known_loc': float(counts[0]), 'top1_loc': float(counts[1]), 'top1_cls': float(counts[2]),
+              f'top{k}_loc': float(counts[3]), f'top{k}_cls': float(counts[4]), **maxbox_acc.result()}
     if gt_masks is not None:
+        pxap_acc.merge_over_processes(parallel.sum_over_processes)
         result['pxap'] = pxap_acc.result()
     print(f'[evaluate] {name}: ' + ' '.join(f'{k}={v:.4f}' for k, v in result.items()))
-    return result, np.concatenate(sample_maps)[:n_samples], np.concatenate(sample_boxes)[:n_samples]
+    return result, {key: np.concatenate(v)[:n_samples] for key, v in samples.items()}
 
 
 def wsolevaluation_maps(maps) -> np.ndarray:
@@ -122,17 +130,19 @@ def save_and_score_maps(ctx, g_model, g_vars, executor) -> dict:
     maxbox = metrics.MaxBoxAccAccumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious), executor)
     pxap = metrics.PxAPAccumulator(cfg.eval.pxap_interval)
     for (out,), valid in map_split(lambda b: fn(g_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh):
-        maps = wsolevaluation_maps(parallel.to_host(out)[:len(valid)])
-        if parallel.is_chief():
-            for i, m in zip(valid, maps):
-                path = scoremap_path(root, ids[i])
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                np.save(path, m)
-        maxbox.update(maps, boxes[valid])
+        rows = parallel.local_valid(valid, cfg.eval.batch_size)    # each host writes and scores its rows
+        maps = wsolevaluation_maps(parallel.local_rows(out)[:len(rows)])
+        for i, m in zip(rows, maps):
+            path = scoremap_path(root, ids[i])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            np.save(path, m)
+        maxbox.update(maps, boxes[rows])
         if masks is not None:
-            pxap.update(maps, masks[valid])
+            pxap.update(maps, masks[rows])
+    maxbox.merge_over_processes(parallel.sum_over_processes)
     result = maxbox.result()
     if masks is not None:
+        pxap.merge_over_processes(parallel.sum_over_processes)
         result['pxap'] = pxap.result()
     print(f'[evaluate] scoremaps: {len(split)} maps in {root}; ' + ' '.join(f'{k}={v:.4f}' for k, v in result.items()))
     return result
@@ -170,12 +180,13 @@ def evaluate(ctx: Context) -> tuple[dict, Samples]:
     executor = contour_executor(cfg.eval.num_workers)
     try:
         for name in ('weight_map_selected', 'weight_map_last', 'cam'):
-            results[name], sample_maps[name], sample_boxes[name] = _score_variant(
-                ctx, name, variants[name], split, gt_boxes, gt_masks, logits, n, executor)
+            results[name], samples = _score_variant(ctx, name, variants[name], split, gt_boxes, gt_masks, logits, n,
+                                                    executor)
+            sample_maps[name], sample_boxes[name], indices = samples['maps'], samples['boxes'], samples['index']
         if cfg.eval.save_maps:
             results['weight_map_selected_wsolevaluation'] = save_and_score_maps(
                 ctx, g_model, g_vars['weight_map_selected'], executor)
     finally:
         if executor is not None:
             executor.shutdown()
-    return results, Samples(np.arange(n), sample_maps, sample_boxes, gt_boxes[:n])
+    return results, Samples(indices, sample_maps, sample_boxes, gt_boxes[indices])

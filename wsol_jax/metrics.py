@@ -97,6 +97,11 @@ class PxAPAccumulator:
         precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
         return precision, tp / n_foreground
 
+    def merge_over_processes(self, sum_fn) -> None:
+        """Sum the histograms over hosts with `sum_fn` (`parallel.sum_over_processes`)."""
+        self.foreground_hist = sum_fn(self.foreground_hist)
+        self.background_hist = sum_fn(self.background_hist)
+
     def result(self) -> float:
         precision, recall = self.precision_recall()
         return float(np.sum(precision[1:] * np.diff(recall)))
@@ -185,10 +190,20 @@ class MaxBoxAccAccumulator:
         self.num_correct_v1 += ious[1] >= 0.5
         self.count += 1
 
-    def result(self) -> dict[str, float]:
+    def _drain(self) -> None:
         for future in self._pending:
             self._add(future.result())
         self._pending = []
+
+    def merge_over_processes(self, sum_fn) -> None:
+        """Sum the counts over hosts with `sum_fn` (`parallel.sum_over_processes`)."""
+        self._drain()
+        self.num_correct = sum_fn(self.num_correct)
+        self.num_correct_v1 = sum_fn(self.num_correct_v1)
+        self.count = int(sum_fn(np.array(self.count)))
+
+    def result(self) -> dict[str, float]:
+        self._drain()
         if self.count == 0:
             raise ValueError('MaxBoxAcc needs at least one image')
         best = (self.num_correct / self.count).max(axis=1)

@@ -21,11 +21,18 @@ DATA_AXIS = 'data'
 
 
 def maybe_initialize_distributed(enabled: bool) -> None:
-    """Join a multi-host job: `jax.distributed.initialize()` reads the coordinator address,
-    process count and id from the cluster environment (SLURM, Cloud TPU, or the
-    `JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID` variables)."""
+    """Join a multi-host job. `jax.distributed.initialize()` detects SLURM, Open MPI and Cloud
+    TPU itself and reads `JAX_COORDINATOR_ADDRESS`; the process count and id of a hand-made
+    launch come from `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID` (JAX itself does not read these)."""
     if enabled or os.environ.get('JAX_COORDINATOR_ADDRESS'):
-        jax.distributed.initialize()
+        # Cross-process collectives of CPU devices (tests, CPU clusters) go through gloo; the
+        # setting does not touch GPU or TPU collectives.
+        jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+        count, index = os.environ.get('JAX_NUM_PROCESSES'), os.environ.get('JAX_PROCESS_ID')
+        if (count is None) != (index is None):
+            raise ConfigError('set both JAX_NUM_PROCESSES and JAX_PROCESS_ID (or neither, under SLURM / MPI)')
+        jax.distributed.initialize(num_processes=None if count is None else int(count),
+                                   process_id=None if index is None else int(index))
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -70,6 +77,39 @@ def to_host(x: jax.Array) -> np.ndarray:
     if jax.process_count() > 1:
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
+
+def local_rows(x: jax.Array) -> np.ndarray:
+    """This process's rows of a global batch (the rows it fed, `local_slice`), as numpy,
+    without gathering the other hosts' rows."""
+    n = x.shape[0]
+    per = n // jax.process_count()
+    start = jax.process_index() * per
+    out, filled = np.empty((per,) + x.shape[1:], x.dtype), np.zeros(per, bool)
+    for shard in x.addressable_shards:
+        rows = shard.index[0] if shard.index else slice(None)
+        s0, s1 = rows.start or 0, n if rows.stop is None else rows.stop
+        lo, hi = max(s0, start), min(s1, start + per)
+        if lo < hi:
+            out[lo - start:hi - start] = np.asarray(shard.data)[lo - s0:hi - s0]
+            filled[lo - start:hi - start] = True
+    return out if filled.all() else to_host(x)[start:start + per]
+
+
+def local_valid(valid: np.ndarray, batch_size: int) -> np.ndarray:
+    """The example indices of this process's valid rows of a padded global batch whose valid
+    example indices are `valid` (in order): its rows are `[start, start + batch_size / hosts)`."""
+    per = batch_size // jax.process_count()
+    start = jax.process_index() * per
+    return np.asarray(valid)[start:start + per]
+
+
+def sum_over_processes(x) -> np.ndarray:
+    """The sum of a host-local numpy array over all processes (metric accumulators)."""
+    x = np.asarray(x)
+    if jax.process_count() == 1:
+        return x
+    return np.asarray(multihost_utils.process_allgather(x)).sum(axis=0)
 
 
 def is_chief() -> bool:

@@ -155,7 +155,7 @@ def plot_overlays(images_uint8: np.ndarray, samples, crop_size: int, path: str) 
                   ('CAM', samples.maps['cam'][row], samples.boxes['cam'][row])]
         for col, (title, m, box) in enumerate(panels):
             ax = axes[row, col]
-            ax.imshow(images[samples.indices[row]])
+            ax.imshow(images[row])
             if m is not None:
                 ax.imshow(m, cmap='jet', alpha=0.5, vmin=0, vmax=1)
             for g in gt[gt[:, 0] >= 0]:
@@ -209,7 +209,7 @@ def write(workdir: str, config, results: dict, selection: dict, samples, data, t
         f'# wsol-jax results: {config.method}\n\n' + markdown_table(results, selection)
         + '\n'.join(protocol(config)) + '\n'), text=True)
     plot_selection(selection, os.path.join(workdir, 'selection.png'))
-    plot_overlays(data.test.images[:len(samples.indices)], samples, config.data.crop_size,
+    plot_overlays(data.test.images[samples.indices], samples, config.data.crop_size,
                   os.path.join(workdir, 'overlays.png'))
     plot_strip(os.path.join(workdir, 'strip'), data.val.images[:config.eval.strip_images], config.data.crop_size,
                selection['selected_epoch'], os.path.join(workdir, 'strip.png'))

@@ -41,16 +41,22 @@ def restore(mgr: ocp.CheckpointManager, epoch: int, target: TrainState) -> tuple
     return state, restored['meta']
 
 
+def saved_epochs(directory: str) -> list[int]:
+    """The finalised epochs in `directory`, read from the folder names: no CheckpointManager,
+    which would synchronise all processes (a multi-host run must make the same Orbax calls on
+    every host, and a folder that one host sees a moment before another must not change them)."""
+    return sorted(ocp.utils.checkpoint_steps(directory)) if os.path.isdir(directory) else []
+
+
 def _find(directory: str, epoch: Optional[int], what: str) -> tuple[ocp.CheckpointManager, int]:
     """The manager of `directory` and the epoch to restore (default: latest), or a clear error."""
-    mgr = manager(directory, read_only=True) if os.path.isdir(directory) else None
-    steps = mgr.all_steps() if mgr else []
+    steps = saved_epochs(directory)
     if epoch is None and steps:
         epoch = max(steps)
     if epoch is None or epoch not in steps:
         raise WorkdirError(f'no checkpoint of {what}{"" if epoch is None else f" at epoch {epoch}"} '
                            f'in {directory}; run the stage that trains it first')
-    return mgr, epoch
+    return manager(directory, read_only=True), epoch
 
 
 def restore_variables(directory: str, target: TrainState, epoch: Optional[int] = None,
@@ -78,6 +84,5 @@ def restore_inference_variables(directory: str, abstract_variables: dict, epoch:
 
 def latest_epoch(directory: str) -> Optional[int]:
     """The last complete epoch saved in `directory`, or None."""
-    if not os.path.isdir(directory):
-        return None
-    return manager(directory, read_only=True).latest_step()
+    steps = saved_epochs(directory)
+    return steps[-1] if steps else None

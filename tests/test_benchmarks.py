@@ -1,0 +1,18 @@
+"""The benchmark scripts run (tiny sizes on the CPU) and print their numbers."""
+import os
+import subprocess
+
+from helpers import ROOT
+
+
+def test_gpu_check_small_runs_on_cpu_and_writes_every_section(tmp_path):
+    out = tmp_path / 'check'
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    proc = subprocess.run(['bash', os.path.join(ROOT, 'benchmarks', 'gpu_check.sh'), str(out), '--small'],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    log = (out / 'gpu_check.txt').read_text()
+    for line in ('g_method1', 'g_method2', 'maps', 'end to end =', 'input pipeline alone', 'MaxBoxAcc contours',
+                 'synthetic demo end to end'):
+        assert line in log, f'{line!r} missing from gpu_check.txt'
+    assert (out / 'demo' / 'results.md').exists()
