@@ -226,3 +226,45 @@ def write_wsolevaluation(root, num_classes=3, per_split=6, seed=4, masks_for_tes
             with open(os.path.join(folder, name), 'w') as fh:
                 fh.write('\n'.join(rows) + '\n')
     return meta
+
+
+def write_openimages(root, metadata, num_classes=2, per_split=6, seed=6):
+    """clovaai/wsolevaluation's OpenImages layout: images `<split>/<class id>/<id>.jpg` under
+    `root`, metadata under `metadata/<split>/`; localization.txt of val and test has one line
+    per instance mask, `path,mask_path,ignore_path` (the ignore mask on the first line only, as
+    theirs). Returns `{image path: (label, object mask, ignore mask)}` of the test split."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split in ('train', 'val', 'test'):
+        folder = os.path.join(metadata, split)
+        os.makedirs(folder, exist_ok=True)
+        ids, labels, sizes, loc = [], [], [], []
+        for i in range(per_split):
+            c = i % num_classes
+            box = random_box(rng)
+            image, mask = make_image(rng, box)
+            rel = f'{split}/0{c}abcd/{i:04d}.jpg'
+            _write_image(os.path.join(root, rel), image)
+            ids.append(rel)
+            labels.append(f'{rel},{c}')
+            sizes.append(f'{rel},{W},{H}')
+            if split != 'train':
+                # two instance masks (left and right half of the object) and an ignore region
+                half = np.zeros_like(mask)
+                half[:, :box[0] + (box[2] - box[0]) // 2] = 255
+                ignore = np.zeros_like(mask)
+                ignore[:H // 4, :W // 4] = 255
+                for k, part in enumerate((mask & half, mask & ~half)):
+                    mrel = f'{split}/0{c}abcd/{i:04d}_m{k}.png'
+                    cv2.imwrite(os.path.join(root, mrel), part)
+                    irel = f'{split}/0{c}abcd/{i:04d}_ignore.png'
+                    loc.append(f'{rel},{mrel},{irel if k == 0 else ""}')
+                cv2.imwrite(os.path.join(root, irel), ignore)
+                if split == 'test':
+                    out[rel] = (c, mask > 0, (ignore > 0) & (mask == 0))
+        for name, rows in (('image_ids.txt', ids), ('class_labels.txt', labels), ('image_sizes.txt', sizes),
+                           ('localization.txt', loc)):
+            if rows:
+                with open(os.path.join(folder, name), 'w') as fh:
+                    fh.write('\n'.join(rows) + '\n')
+    return out

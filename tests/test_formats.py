@@ -394,3 +394,27 @@ def test_wsolevaluation_masks_of_one_image_are_united(tmp_path):
     fixtures.set_line(mine / 'metadata' / 'test' / 'localization.txt', 7, 'images/test/000.jpg,masks/test/000b.png,')
     united = load_dataset(cfg).test.masks[k].astype(bool)
     assert (united >= alone).all() and united[:30, :30].all() and united.sum() > alone.sum()
+
+
+def test_openimages_layout_runs_every_stage_with_ignore_regions(tmp_path):
+    """configs/openimages.py on a fixture in wsolevaluation's OpenImages layout: instance masks
+    united, ignore regions stored as IGNORE (only outside objects), PxAP computed, all stages."""
+    import cv2
+    import fixtures
+    from helpers import load_config
+    from wsol_jax import metrics, run as run_lib
+    from wsol_jax.data import load_dataset
+    root, meta = tmp_path / 'OpenImages', tmp_path / 'metadata' / 'OpenImages'
+    expected = fixtures.write_openimages(str(root), str(meta))
+    cfg = load_config('openimages', 'method1')
+    cfg.data.update(dict(root=str(root), metadata_dir=str(meta), num_classes=2, image_size=32, crop_size=32))
+    cfg.f.update(dict(depth='resnet18', width=0.125, epochs=1, batch_size=2, pretrained='none', allow_weak=True))
+    cfg.g.update(dict(depth='resnet18', width=0.125, epochs=1, batch_size=2, pretrained='none'))
+    cfg.eval.update(dict(batch_size=2, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1))
+    data = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))
+    for i, name in enumerate(data.test.names):
+        _, obj, ignore = expected[os.path.relpath(name, root)]
+        want = np.where(obj, 1, np.where(ignore, metrics.IGNORE, 0)).astype(np.uint8)
+        np.testing.assert_array_equal(data.test.masks[i], cv2.resize(want, (32, 32), interpolation=cv2.INTER_NEAREST))
+    results = run_lib.run(cfg, str(tmp_path / 'run'))
+    assert 0 <= results['weight_map_selected']['pxap'] <= 1

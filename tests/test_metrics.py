@@ -118,3 +118,17 @@ def test_top_k_correct_hand_computed():
     np.testing.assert_array_equal(metrics.top_k_correct(logits, labels, 2), [True, False, False])
     np.testing.assert_array_equal(metrics.top_k_correct(logits, labels, 3), [True, True, True])
     np.testing.assert_array_equal(metrics.top_k_correct(logits, labels, 9), [True, True, True])   # k > classes
+
+
+def test_pxap_skips_ignored_pixels():
+    """IGNORE pixels count neither as object nor as background (wsolevaluation's OpenImages):
+    a map that is high only on ignored pixels loses nothing."""
+    maps = np.zeros((1, 4, 4))
+    maps[0, :2, :2] = 0.8                        # object
+    maps[0, 3, 3] = 1.0                          # the highest value, on an ignored pixel
+    masks = np.zeros((1, 4, 4), np.uint8)
+    masks[0, :2, :2] = 1
+    masks[0, 3, 3] = metrics.IGNORE
+    assert metrics.pxap(maps, masks) == pytest.approx(1.0)
+    masks[0, 3, 3] = 0                           # counted as background: precision 4/5 where recall rises
+    assert metrics.pxap(maps, masks) == pytest.approx(0.8)

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 PAD_BOX = (-1, -1, -1, -1)
+IGNORE = 255   # mask value of pixels PxAP skips (OpenImages' ignore regions), as wsolevaluation
 
 
 def box_iou(a, b) -> np.ndarray:
@@ -77,13 +78,16 @@ class PxAPAccumulator:
         self.background_hist = np.zeros(len(self._edges) - 1)
 
     def update(self, maps, masks) -> None:
-        """Add `(N, H, W)` maps and their `(N, H, W)` ground-truth masks (non-zero = object)."""
+        """Add `(N, H, W)` maps and their `(N, H, W)` ground-truth masks (0: background, `IGNORE`:
+        skipped, as wsolevaluation's MaskEvaluator skips OpenImages' ignore regions, other
+        non-zero values: object)."""
         maps = np.asarray(maps, np.float64)
-        masks = np.asarray(masks) > 0
+        masks = np.asarray(masks)
         if maps.shape != masks.shape:
             raise ValueError(f'maps {maps.shape} and masks {masks.shape} must have the same shape')
-        self.foreground_hist += np.histogram(maps[masks], bins=self._edges)[0]
-        self.background_hist += np.histogram(maps[~masks], bins=self._edges)[0]
+        foreground = (masks > 0) & (masks != IGNORE)
+        self.foreground_hist += np.histogram(maps[foreground], bins=self._edges)[0]
+        self.background_hist += np.histogram(maps[masks == 0], bins=self._edges)[0]
 
     def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
         """Precision and recall at decreasing thresholds (index 0: the empty top bin)."""

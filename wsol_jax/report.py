@@ -50,7 +50,8 @@ def protocol(config) -> list[str]:
         f'- MaxBoxAcc (v1, wsolevaluation): largest contour\'s box, IoU 0.5, at {grid}.',
         f'- MaxBoxAccV2: every contour\'s box a candidate, mean over IoU {", ".join(map(str, e.maxboxacc_ious))}, '
         f'each at {grid}.',
-        f'- PxAP (where masks exist): area under the pixel precision-recall curve over {grid}.',
+        f'- PxAP (where masks exist): area under the pixel precision-recall curve, over the thresholds 0, '
+        f'{e.pxap_interval:g}, ..., {1 - e.pxap_interval:g} of the min-max normalised map.',
         '- CAM: class activation maps of f for the true class, ReLU, bilinearly upsampled, min-max normalised; '
         'its boxes follow the same rule as g\'s.',
         '- wsolevaluation protocol (with eval.save_maps): g on the whole image (resize, no crop), maps resized to '

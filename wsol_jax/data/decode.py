@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from wsol_jax.data.dataset import Split
 from wsol_jax.errors import DataError
-from wsol_jax.metrics import PAD_BOX
+from wsol_jax.metrics import IGNORE, PAD_BOX
 
 MASK_KINDS = ('binary', 'flowers')
 # Part of the cache key: bump it whenever decoding, checks or the cache layout change, so that
@@ -64,6 +64,7 @@ class Record:
     extra_mask_paths: tuple = ()
     error: str = ''
     label_source: str = ''
+    ignore_mask_paths: tuple = ()   # regions PxAP skips (OpenImages), stored as metrics.IGNORE
 
     def box_source(self, k: int) -> str:
         """The annotation line of box `k`."""
@@ -153,8 +154,8 @@ def resize_sample(image: np.ndarray, boxes, mask: Optional[np.ndarray], size: in
     boxes = np.clip(np.round(boxes), 0, size - 1).astype(np.int32)
     if mask is not None:
         mask = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-        if boxes_from_mask and mask.any():
-            x, y, bw, bh = cv2.boundingRect(mask)
+        if boxes_from_mask and (mask == 1).any():
+            x, y, bw, bh = cv2.boundingRect((mask == 1).astype(np.uint8))
             boxes = np.array([[x, y, x + bw, y + bh]], np.int32)
     return resized, boxes, mask
 
@@ -168,6 +169,15 @@ def _read_record_mask(record: Record, image_shape) -> Optional[np.ndarray]:
             raise DataError(f'mask {path}{_listed(record.source)} is {m.shape[1]}x{m.shape[0]} but its image '
                             f'{record.path} is {image_shape[1]}x{image_shape[0]}; fix the mask, {SKIP_HINT}')
         mask = m if mask is None else mask | m
+    for path in record.ignore_mask_paths:
+        ignore = read_mask(path, 'binary', record.source)
+        if ignore.shape != tuple(image_shape):
+            raise DataError(f'ignore mask {path}{_listed(record.source)} is {ignore.shape[1]}x{ignore.shape[0]} but its '
+                            f'image {record.path} is {image_shape[1]}x{image_shape[0]}; fix the mask, {SKIP_HINT}')
+        if mask is None:
+            mask = np.zeros(tuple(image_shape), np.uint8)
+        # wsolevaluation: ignored = inside an ignore box and not part of an object
+        mask = np.where((ignore > 0) & (mask == 0), IGNORE, mask).astype(np.uint8)
     return mask
 
 
@@ -266,12 +276,12 @@ def _fingerprint(records: Sequence[Record], size: int, num_classes: int, on_bad_
     `num_classes`, `on_bad_sample` (it decides which samples are in), and per record its
     annotations and the size and modification time of its image and mask files."""
     h = hashlib.sha1(json.dumps([FORMAT_VERSION, size, num_classes, on_bad_sample]).encode())
-    files = [[r.path, r.mask_path, *r.extra_mask_paths] for r in records]
+    files = [[r.path, r.mask_path, *r.extra_mask_paths, *r.ignore_mask_paths] for r in records]
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:   # stat is slow on network disks
         states = list(pool.map(lambda paths: [_file_state(p) for p in paths], files))
     for r, state in zip(records, states):
         h.update(json.dumps([r.path, r.label, np.asarray(r.boxes, np.float64).tolist(), r.mask_path,
-                             list(r.extra_mask_paths), r.mask_kind, r.boxes_from_mask,
+                             list(r.extra_mask_paths), list(r.ignore_mask_paths), r.mask_kind, r.boxes_from_mask,
                              None if r.size is None else list(r.size), r.error, state]).encode())
     return h.hexdigest()[:16]
 

@@ -267,14 +267,15 @@ def _image_sizes(path: str) -> dict[str, tuple[str, Optional[tuple[int, int]], s
 
 
 def _localization(path: str, ids: dict[str, str], root: str):
-    """Optional localization.txt -> `(boxes, masks, errors)`: `{image path: ([box (1, 4)],
-    ["file:line"])}`, `{image path: [mask path]}` (one line per object mask, united) and
-    `{image path: first per-sample error}`."""
+    """Optional localization.txt -> `(boxes, masks, ignore, errors)`: `{image path: ([box (1, 4)],
+    ["file:line"])}`, `{image path: [mask path]}` (one line per object mask, united),
+    `{image path: [ignore mask path]}` and `{image path: first per-sample error}`."""
     boxes: dict[str, tuple[list, list]] = {}
     masks: dict[str, list[str]] = {}
+    ignore: dict[str, list[str]] = {}
     errors: dict[str, str] = {}
     if not os.path.exists(path):
-        return boxes, masks, errors
+        return boxes, masks, ignore, errors
     for i, f in _lines(path, 'wsolevaluation', ','):
         where = f'{path}:{i}'
         if f[0] not in ids:
@@ -288,16 +289,21 @@ def _localization(path: str, ids: dict[str, str], root: str):
             w.append(where)
         elif len(f) in (2, 3):
             masks.setdefault(f[0], []).append(os.path.join(root, f[1]))
+            if len(f) == 3 and f[2]:   # OpenImages: the image's ignore regions (the same file on each line)
+                ignores = ignore.setdefault(f[0], [])
+                if os.path.join(root, f[2]) not in ignores:
+                    ignores.append(os.path.join(root, f[2]))
         else:
             raise DataError(f'{where}: expected path,x0,y0,x1,y1 or path,mask_path[,ignore_path]')
-    return boxes, masks, errors
+    return boxes, masks, ignore, errors
 
 
 def wsolevaluation(root: str, metadata_dir: str = '') -> tuple[Records, int]:
     """clovaai/wsolevaluation metadata: `<metadata_dir>/<split>/image_ids.txt` (path),
     `class_labels.txt` (path,label), `image_sizes.txt` (path,w,h; optional, checked against the
     decoded image), `localization.txt` (path,x0,y0,x1,y1, one line per box; or
-    path,mask_path[,ignore_path], one line per object mask, united; ignore masks are not used).
+    path,mask_path[,ignore_path], one line per object mask, united; OpenImages' ignore regions are
+    skipped by PxAP, as wsolevaluation does).
     Image and mask paths are relative to `root`. Splits: train, test, and val if present. This
     is also the format for your own data."""
     metadata_dir = metadata_dir or os.path.join(root, 'metadata')
@@ -311,7 +317,7 @@ def wsolevaluation(root: str, metadata_dir: str = '') -> tuple[Records, int]:
         ids = _image_ids(os.path.join(folder, 'image_ids.txt'))
         labels = _fields(os.path.join(folder, 'class_labels.txt'), 'wsolevaluation', 2, ',')
         sizes = _image_sizes(os.path.join(folder, 'image_sizes.txt'))
-        boxes, masks, errors = _localization(os.path.join(folder, 'localization.txt'), ids, root)
+        boxes, masks, ignore, errors = _localization(os.path.join(folder, 'localization.txt'), ids, root)
         records = []
         for p, id_where in ids.items():
             if p not in labels:
@@ -327,7 +333,8 @@ def wsolevaluation(root: str, metadata_dir: str = '') -> tuple[Records, int]:
                 os.path.join(root, p), label, np.concatenate(b) if b else np.zeros((0, 4)),
                 mask_paths[0] if mask_paths else None, 'binary', where, boxes_from_mask=bool(mask_paths) and not b,
                 box_sources=tuple(box_where), size=size, size_source=size_where,
-                extra_mask_paths=tuple(mask_paths[1:]), error=errors.get(p) or size_error))
+                extra_mask_paths=tuple(mask_paths[1:]), error=errors.get(p) or size_error,
+                ignore_mask_paths=tuple(ignore.get(p, ()))))
         out[split] = records
     return _check_unique(out), _num_classes(out)
 
