@@ -418,3 +418,12 @@ def test_openimages_layout_runs_every_stage_with_ignore_regions(tmp_path):
         np.testing.assert_array_equal(data.test.masks[i], cv2.resize(want, (32, 32), interpolation=cv2.INTER_NEAREST))
     results = run_lib.run(cfg, str(tmp_path / 'run'))
     assert 0 <= results['weight_map_selected']['pxap'] <= 1
+
+
+def test_class_names_where_the_dataset_ships_them(tmp_path):
+    (tmp_path / 'classes.txt').write_text('2 002.Laysan_Albatross\n1 001.Black_footed_Albatross\n')
+    assert formats.class_names('cub', str(tmp_path)) == ['Black_footed_Albatross', 'Laysan_Albatross']
+    (tmp_path / 'wnids.txt').write_text('n01443537\nn01629819\n')
+    (tmp_path / 'words.txt').write_text('n01443537\tgoldfish, Carassius auratus\n')
+    assert formats.class_names('tiny_imagenet', str(tmp_path)) == ['goldfish', 'n01629819']
+    assert formats.class_names('cars', str(tmp_path)) is None

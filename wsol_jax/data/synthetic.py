@@ -168,4 +168,5 @@ def load(cfg, seed: int) -> Dataset:
     kwargs = {key: cfg[key] for key in GENERATOR_KEYS}
     splits = {name: make_split(seed, name, getattr(cfg, f'num_{name}'), cfg.image_size, cfg.num_classes, **kwargs)
               for name in SPLIT_IDS}
-    return Dataset(num_classes=cfg.num_classes, **splits)
+    names = [f'genus{c // 2}-{PART_SHAPES[c % 2]}' for c in range(cfg.num_classes)]
+    return Dataset(num_classes=cfg.num_classes, class_names=names, **splits)
