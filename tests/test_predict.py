@@ -90,6 +90,11 @@ def test_images_of_any_mode_become_rgb():
         to_rgb(np.zeros((5, 7, 3), np.float32))
 
 
+def test_one_image_instead_of_a_batch_is_a_clear_error(localizer):
+    with pytest.raises(ValueError, match=r'one image of shape \(20, 30, 3\).*localizer\(\[image\]\)'):
+        localizer(np.zeros((20, 30, 3), np.uint8))
+
+
 def test_predict_writes_maps_overlays_and_rows_and_skips_unreadable_files(localizer, test_split, tmp_path):
     folder = tmp_path / 'images'
     (folder / 'sub').mkdir(parents=True)

@@ -102,8 +102,9 @@ class Localizer:
 
     def preprocess(self, images) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Images -> `(N, size, size, 3)` uint8 network inputs and their own `(width, height)`."""
-        if isinstance(images, np.ndarray) and images.ndim in (2, 3) and (images.ndim == 2 or images.shape[-1] not in (1, 3, 4)):
-            raise ValueError(f'expected a batch (N, H, W[, C]) or a list of images, got one array of shape {images.shape}')
+        if isinstance(images, np.ndarray) and (images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (3, 4))):
+            raise ValueError(f'got one image of shape {images.shape}; pass a batch (N, H, W, 3) or a list: '
+                             'localizer([image]) or localizer(image[None])')
         rgb = [to_rgb(im) for im in images]
         sizes = [(im.shape[1], im.shape[0]) for im in rgb]
         no_boxes = np.zeros((0, 4))
