@@ -421,9 +421,10 @@ def test_openimages_layout_runs_every_stage_with_ignore_regions(tmp_path):
 
 
 def test_class_names_where_the_dataset_ships_them(tmp_path):
+    from wsol_jax.data import class_names
     (tmp_path / 'classes.txt').write_text('2 002.Laysan_Albatross\n1 001.Black_footed_Albatross\n')
-    assert formats.class_names('cub', str(tmp_path)) == ['Black_footed_Albatross', 'Laysan_Albatross']
+    assert class_names.read('cub', str(tmp_path)) == ['Black_footed_Albatross', 'Laysan_Albatross']
     (tmp_path / 'wnids.txt').write_text('n01443537\nn01629819\n')
     (tmp_path / 'words.txt').write_text('n01443537\tgoldfish, Carassius auratus\n')
-    assert formats.class_names('tiny_imagenet', str(tmp_path)) == ['goldfish', 'n01629819']
-    assert formats.class_names('cars', str(tmp_path)) is None
+    assert class_names.read('tiny_imagenet', str(tmp_path)) == ['goldfish', 'n01629819']
+    assert class_names.read('cars', str(tmp_path)) is None

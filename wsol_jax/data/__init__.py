@@ -109,8 +109,8 @@ def load_dataset(config, cache_dir: str = '') -> Dataset:
         splits, num_classes = tfds_source.load(cfg, config.seed)
     else:
         splits, num_classes = _load_records(cfg, config.seed, cache_dir)
-    from wsol_jax.data import formats
-    return Dataset(num_classes=num_classes, class_names=formats.class_names(cfg.source, cfg.root), **splits)
+    from wsol_jax.data import class_names
+    return Dataset(num_classes=num_classes, class_names=class_names.read(cfg.source, cfg.root), **splits)
 
 
 __all__ = ['Dataset', 'SOURCES', 'Split', 'check_labels_in_train', 'check_source', 'holdout_indices',

@@ -339,24 +339,6 @@ def wsolevaluation(root: str, metadata_dir: str = '') -> tuple[Records, int]:
     return _check_unique(out), _num_classes(out)
 
 
-def class_names(source: str, root: str) -> Optional[list[str]]:
-    """The names of the classes in label order where the dataset ships them (CUB's
-    classes.txt, Tiny-ImageNet's wnids.txt with words.txt), else None."""
-    if source == 'cub' and os.path.isfile(os.path.join(root, 'classes.txt')):
-        rows = [f for _, f in _lines(os.path.join(root, 'classes.txt'), 'cub')]
-        if not all(len(f) >= 2 and f[0].isdigit() for f in rows):
-            return None   # names are for reading predictions only: an odd file is not an error
-        return [f[1].split('.', 1)[-1] for f in sorted(rows, key=lambda f: int(f[0]))]
-    if source == 'tiny_imagenet' and os.path.isfile(os.path.join(root, 'wnids.txt')):
-        wnids = [f[0] for _, f in _lines(os.path.join(root, 'wnids.txt'), 'tiny_imagenet')]
-        words = {}
-        if os.path.isfile(os.path.join(root, 'words.txt')):
-            with open(os.path.join(root, 'words.txt')) as fh:
-                words = dict(line.rstrip('\n').split('\t', 1) for line in fh if '\t' in line)
-        return [words.get(w, w).split(',')[0] for w in wnids]
-    return None
-
-
 FORMATS: dict[str, Callable[..., tuple[Records, int]]] = {
     'cub': cub, 'cars': cars, 'flowers': flowers, 'tiny_imagenet': tiny_imagenet,
     'wsolevaluation': wsolevaluation}
