@@ -6,7 +6,7 @@
 #
 # Prints and writes to OUTDIR/gpu_check.txt: the device, benchmarks/throughput.py in bfloat16 and
 # float32 (f, g Method I, g Method II, map inference: ms/step, images/s, MFU, peak memory; a real
-# epoch's share of the bare step; the input pipeline alone), the evaluation's contour work
+# epoch's share of the bare step; the input pipeline alone, raw and JPEG cache), the evaluation's contour work
 # (benchmarks/eval_speed.py), and the synthetic demo's wall time end to end.
 set -euo pipefail
 OUT=${1:?usage: gpu_check.sh OUTDIR [--small]}
@@ -44,6 +44,9 @@ for DTYPE in $DTYPES; do
       --batch="$BATCH" --size="$SIZE" --steps="$STEPS" --warmup="$WARM" \
       --what=f,g_method1,g_method2,maps,epoch,input
 done
+# the input pipeline alone from a JPEG record cache (the ImageNet config's codec: decode per read)
+run python benchmarks/throughput.py --config=configs/cub.py:method1 $NET --batch="$BATCH" --size="$SIZE" \
+    --steps="$STEPS" --warmup="$WARM" --what=input --codec=jpeg
 run python benchmarks/eval_speed.py --maps="$MAPS"
 START=$(date +%s)
 # shellcheck disable=SC2086

@@ -268,3 +268,43 @@ def write_openimages(root, metadata, num_classes=2, per_split=6, seed=6):
                 with open(os.path.join(folder, name), 'w') as fh:
                     fh.write('\n'.join(rows) + '\n')
     return out
+
+
+def write_ilsvrc(root, metadata, wnids=('n01440764', 'n01443537', 'n01484850'), per_split=6, seed=7):
+    """clovaai/wsolevaluation's ILSVRC layout: ILSVRC2012 training images
+    `train/<wnid>/<wnid>_<n>.JPEG` (labels only), ImageNetV2 `val2/<class>/<hash>.jpeg` as the
+    validation split, ILSVRC2012 validation images `val/ILSVRC2012_val_<8 digits>.JPEG` as the
+    test split; localization.txt has one line per box, and the first image of val and test has
+    two objects. Returns `{image path: (label, [boxes])}` of the test split."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split in ('train', 'val', 'test'):
+        folder = os.path.join(metadata, split)
+        os.makedirs(folder, exist_ok=True)
+        ids, labels, sizes, loc = [], [], [], []
+        for i in range(per_split):
+            c = i % len(wnids)
+            box = random_box(rng)
+            image, _ = make_image(rng, box)
+            boxes = [box]
+            if split != 'train' and i == 0:   # a second object, bottom right
+                second = [250, 170, 310, 230]
+                image[170:230, 250:310] = rng.integers(150, 255, 3, dtype=np.uint8)
+                boxes.append(second)
+            rel = {'train': f'train/{wnids[c]}/{wnids[c]}_{1000 + i}.JPEG',
+                   'val': f'val2/{c}/{rng.integers(16 ** 8):08x}.jpeg',
+                   'test': f'val/ILSVRC2012_val_{i + 1:08d}.JPEG'}[split]
+            _write_image(os.path.join(root, rel), image)
+            ids.append(rel)
+            labels.append(f'{rel},{c}')
+            sizes.append(f'{rel},{W},{H}')
+            if split != 'train':
+                loc += [f'{rel},' + ','.join(map(str, b)) for b in boxes]
+            if split == 'test':
+                out[rel] = (c, boxes)
+        for name, rows in (('image_ids.txt', ids), ('class_labels.txt', labels), ('image_sizes.txt', sizes),
+                           ('localization.txt', loc)):
+            if rows:
+                with open(os.path.join(folder, name), 'w') as fh:
+                    fh.write('\n'.join(rows) + '\n')
+    return out

@@ -5,7 +5,7 @@ from helpers import load_config
 from wsol_jax import config as config_lib
 from wsol_jax.errors import ConfigError
 
-NAMES = ('synthetic', 'cub', 'cars', 'flowers', 'tiny_imagenet', 'custom')
+NAMES = ('synthetic', 'cub', 'cars', 'flowers', 'tiny_imagenet', 'custom', 'openimages', 'imagenet')
 
 
 @pytest.mark.parametrize('name', NAMES)

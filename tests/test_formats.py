@@ -428,3 +428,33 @@ def test_class_names_where_the_dataset_ships_them(tmp_path):
     (tmp_path / 'words.txt').write_text('n01443537\tgoldfish, Carassius auratus\n')
     assert class_names.read('tiny_imagenet', str(tmp_path)) == ['goldfish', 'n01629819']
     assert class_names.read('cars', str(tmp_path)) is None
+
+
+def test_ilsvrc_layout_runs_every_stage_through_the_jpeg_cache(tmp_path):
+    """configs/imagenet.py on a fixture in wsolevaluation's ILSVRC layout (ImageNetV2 as val,
+    ILSVRC2012 val as test, several boxes per image), through the JPEG record cache that the
+    config sets: boxes scaled to the cache, the images close to the files, every stage runs."""
+    import fixtures
+    from helpers import load_config
+    from wsol_jax import run as run_lib
+    from wsol_jax.data import load_dataset
+    root, meta = tmp_path / 'ILSVRC', tmp_path / 'metadata' / 'ILSVRC'
+    expected = fixtures.write_ilsvrc(str(root), str(meta))
+    cfg = load_config('imagenet', 'method1')
+    assert cfg.data.cache_codec == 'jpeg' and cfg.f.depth == cfg.g.depth == 'resnet50'
+    cfg.data.update(dict(root=str(root), metadata_dir=str(meta), num_classes=3, image_size=32, crop_size=32))
+    cfg.f.update(dict(depth='resnet18', width=0.125, epochs=1, batch_size=2, pretrained='none', allow_weak=True))
+    cfg.g.update(dict(depth='resnet18', width=0.125, epochs=1, batch_size=2, pretrained='none'))
+    cfg.eval.update(dict(batch_size=4, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1))
+    data = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))
+    assert (len(data.train), len(data.val), len(data.test)) == (6, 6, 6)
+    for k, name in enumerate(data.test.names):
+        label, boxes = expected[os.path.relpath(name, root)]
+        assert data.test.labels[k] == label
+        scale = np.array([32 / fixtures.W, 32 / fixtures.H] * 2)
+        got = data.test.boxes[k][:len(boxes)]
+        assert np.abs(got - np.asarray(boxes) * scale).max() <= 1.0
+    first = data.test.names.index(str(root / 'val' / 'ILSVRC2012_val_00000001.JPEG'))
+    assert (data.test.boxes[first] >= 0).all(axis=1).sum() == 2   # both objects of the first image
+    results = run_lib.run(cfg, str(tmp_path / 'run'))
+    assert 0 <= results['weight_map_selected']['maxboxacc_v2'] <= 1 and 'top5_loc' in results['cam']

@@ -141,7 +141,7 @@ def test_saved_scoremaps_read_back_give_the_same_numbers(method1_run, tmp_path):
     results = run_lib.run(cfg, workdir, stage='evaluate')
     in_memory = results['weight_map_selected_wsolevaluation']
     split = load_dataset(cfg).test
-    boxes, masks = evaluate_lib.wsolevaluation_targets(split)
+    boxes, masks = evaluate_lib.wsolevaluation_boxes(split), evaluate_lib.wsolevaluation_masks(split.masks[:])
     maps = np.stack([np.load(evaluate_lib.scoremap_path(os.path.join(workdir, workdir_lib.SCOREMAPS), i))
                      for i in evaluate_lib.image_ids(split)])
     assert maps.shape == (len(split), 224, 224) and maps.dtype == np.float32

@@ -46,7 +46,7 @@ def contour_executor(num_workers: int):
     return concurrent.futures.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context('spawn'))
 
 
-def _score_variant(ctx, name, fn, split, gt_boxes, gt_masks, logits, n_samples, executor):
+def _score_variant(ctx, name, fn, split, gt_boxes, logits, n_samples, executor):
     """`fn(batch) -> maps` or `(maps, M_hat)`: the metrics of one kind of map over the test split.
 
     Each host scores the rows it fed (its shard of every batch); the accumulators (counts,
@@ -58,7 +58,7 @@ def _score_variant(ctx, name, fn, split, gt_boxes, gt_masks, logits, n_samples, 
     k = cfg.eval.top_k
     counts = np.zeros(5)   # box right, box and top-1 right, top-1 right, box and top-k right, top-k right
     samples = {'index': [], 'maps': [], 'boxes': []}
-    for out, valid in map_split(fn, split, cfg.eval.batch_size, ctx.mesh):
+    for out, valid in map_split(fn, split, cfg.eval.batch_size, ctx.mesh, cfg.data.read_threads):
         rows = parallel.local_valid(valid, cfg.eval.batch_size)
         maps = parallel.local_rows(out[0])[:len(rows)]
         if len(out) == 2:   # g: M_hat was computed on the device with the box rule
@@ -70,8 +70,8 @@ def _score_variant(ctx, name, fn, split, gt_boxes, gt_masks, logits, n_samples, 
         top_k = metrics.top_k_correct(logits[rows], split.labels[rows], k)
         counts += [box_ok.sum(), (box_ok & top1).sum(), top1.sum(), (box_ok & top_k).sum(), top_k.sum()]
         normalized = localization.normalize_maps(maps)
-        if gt_masks is not None:
-            pxap_acc.update(normalized, gt_masks[rows])
+        if split.masks is not None:   # read per batch: the masks stay on disk
+            pxap_acc.update(normalized, center_crop_masks(split.masks[rows], ctx.crop))
         maxbox_acc.update(normalized, gt_boxes[rows])   # returns at once with an executor
         if sum(map(len, samples['index'])) < n_samples:
             for key, value in (('index', rows), ('maps', maps), ('boxes', boxes)):
@@ -80,7 +80,7 @@ def _score_variant(ctx, name, fn, split, gt_boxes, gt_masks, logits, n_samples, 
     maxbox_acc.merge_over_processes(parallel.sum_over_processes)
     result = {'gt_known_loc': float(counts[0]), 'top1_loc': float(counts[1]), 'top1_cls': float(counts[2]),
               f'top{k}_loc': float(counts[3]), f'top{k}_cls': float(counts[4]), **maxbox_acc.result()}
-    if gt_masks is not None:
+    if split.masks is not None:
         pxap_acc.merge_over_processes(parallel.sum_over_processes)
         result['pxap'] = pxap_acc.result()
     print(f'[evaluate] {name}: ' + ' '.join(f'{k}={v:.4f}' for k, v in result.items()))
@@ -96,17 +96,17 @@ def wsolevaluation_maps(maps) -> np.ndarray:
     return localization.normalize_maps(maps).astype(np.float32)
 
 
-def wsolevaluation_targets(split) -> tuple[np.ndarray, np.ndarray | None]:
-    """The split's boxes `(N, K, 4)` and masks `(N, 224, 224)` at wsolevaluation's size, scaled
-    from the cache's whole image as its `resize_bbox` (truncating) and `load_mask_image` (nearest) do."""
+def wsolevaluation_boxes(split) -> np.ndarray:
+    """The split's boxes `(N, K, 4)` at wsolevaluation's size, scaled from the cache's whole
+    image as its `resize_bbox` does (truncating)."""
     scale = WSOLEVAL_SIZE / split.size
     valid = metrics.valid_boxes(split.boxes)
-    boxes = np.where(valid[..., None], np.floor(split.boxes * scale), np.asarray(metrics.PAD_BOX)).astype(np.int32)
-    masks = None
-    if split.masks is not None:
-        masks = np.stack([cv2.resize(m, (WSOLEVAL_SIZE, WSOLEVAL_SIZE), interpolation=cv2.INTER_NEAREST)
-                          for m in split.masks])
-    return boxes, masks
+    return np.where(valid[..., None], np.floor(split.boxes * scale), np.asarray(metrics.PAD_BOX)).astype(np.int32)
+
+
+def wsolevaluation_masks(masks) -> np.ndarray:
+    """Masks `(n, S, S)` -> `(n, 224, 224)`, nearest, as its `load_mask_image`."""
+    return np.stack([cv2.resize(m, (WSOLEVAL_SIZE, WSOLEVAL_SIZE), interpolation=cv2.INTER_NEAREST) for m in masks])
 
 
 def scoremap_path(root: str, image_id: str) -> str:
@@ -125,11 +125,12 @@ def save_and_score_maps(ctx, g_model, g_vars, executor) -> dict:
     cfg, split = ctx.config, ctx.data.test
     root = ctx.path(workdir_lib.SCOREMAPS)
     fn = jax.jit(lambda v, x: g_model.apply(v, inference.whole_image(x, ctx.crop), train=False))
-    boxes, masks = wsolevaluation_targets(split)
+    boxes = wsolevaluation_boxes(split)
     ids = image_ids(split)
     maxbox = metrics.MaxBoxAccAccumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious), executor)
     pxap = metrics.PxAPAccumulator(cfg.eval.pxap_interval)
-    for (out,), valid in map_split(lambda b: fn(g_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh):
+    for (out,), valid in map_split(lambda b: fn(g_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh,
+                                   cfg.data.read_threads):
         rows = parallel.local_valid(valid, cfg.eval.batch_size)    # each host writes and scores its rows
         maps = wsolevaluation_maps(parallel.local_rows(out)[:len(rows)])
         for i, m in zip(rows, maps):
@@ -137,11 +138,11 @@ def save_and_score_maps(ctx, g_model, g_vars, executor) -> dict:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             np.save(path, m)
         maxbox.update(maps, boxes[rows])
-        if masks is not None:
-            pxap.update(maps, masks[rows])
+        if split.masks is not None:
+            pxap.update(maps, wsolevaluation_masks(split.masks[rows]))
     maxbox.merge_over_processes(parallel.sum_over_processes)
     result = maxbox.result()
-    if masks is not None:
+    if split.masks is not None:
         pxap.merge_over_processes(parallel.sum_over_processes)
         result['pxap'] = pxap.result()
     print(f'[evaluate] scoremaps: {len(split)} maps in {root}; ' + ' '.join(f'{k}={v:.4f}' for k, v in result.items()))
@@ -161,11 +162,11 @@ def evaluate(ctx: Context) -> tuple[dict, Samples]:
     g_model, g_state, _ = g_setup(ctx, abstract=True)
     map_fn = inference.compile_weight_maps(g_model, ctx.crop, cfg.eval)
     gt_boxes = center_crop_boxes(split.boxes, split.size, ctx.crop)
-    gt_masks = None if split.masks is None else center_crop_masks(split.masks, ctx.crop)
 
     classify = inference.compile_f_outputs(f_model, ctx.crop)
     logits = np.concatenate([parallel.to_host(out)[:len(v)] for (out,), v in
-                             map_split(lambda b: classify(f_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh)])
+                             map_split(lambda b: classify(f_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh,
+                                       cfg.data.read_threads)])
 
     cam = inference.compile_cam_maps(f_model, ctx.crop)
     variants = {'cam': lambda b: cam(f_vars, b['image'], b['label'])}
@@ -180,8 +181,7 @@ def evaluate(ctx: Context) -> tuple[dict, Samples]:
     executor = contour_executor(cfg.eval.num_workers)
     try:
         for name in ('weight_map_selected', 'weight_map_last', 'cam'):
-            results[name], samples = _score_variant(ctx, name, variants[name], split, gt_boxes, gt_masks, logits, n,
-                                                    executor)
+            results[name], samples = _score_variant(ctx, name, variants[name], split, gt_boxes, logits, n, executor)
             sample_maps[name], sample_boxes[name], indices = samples['maps'], samples['boxes'], samples['index']
         if cfg.eval.save_maps:
             results['weight_map_selected_wsolevaluation'] = save_and_score_maps(

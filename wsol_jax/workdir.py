@@ -43,7 +43,7 @@ def history_name(stage: str) -> str:
 
 # Config keys that never change what a stage produced (where things go, how long to train: a
 # longer run continues a shorter one, and g records the f it was trained with).
-_IGNORED = {'data.cache_dir', 'f.allow_weak', 'f.min_accuracy_over_chance', 'g.keep_all_checkpoints',
+_IGNORED = {'data.cache_dir', 'data.read_threads', 'f.allow_weak', 'f.min_accuracy_over_chance', 'g.keep_all_checkpoints',
             'overwrite', 'distributed'}
 
 
@@ -92,7 +92,8 @@ def has_checkpoints(directory: str) -> bool:
 
 # Keys added to the config after checkpoints may have been recorded, with the value that keeps
 # the earlier behaviour: a fingerprint without them matches a config holding that value.
-ADDED_KEYS = {'optimizer.warmup_epochs': 0.0, 'optimizer.clip_norm': 0.0, 'f.erase_prob': 0.0}
+ADDED_KEYS = {'optimizer.warmup_epochs': 0.0, 'optimizer.clip_norm': 0.0, 'f.erase_prob': 0.0,
+              'data.cache_codec': 'raw'}
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -1,4 +1,4 @@
-"""Data: cached uint8 splits, device-side transforms, batching; one module per source.
+"""Data: splits cached on disk (ArrayRecord), streamed batches, device-side transforms; one module per source.
 
 `load_dataset(config)` returns train / val / test splits. The validation split (used only for
 the S-based epoch selection) is either the dataset's own (`data.val_split='val'`) or a
@@ -8,7 +8,10 @@ reading any file, so that start-up validation can call it first.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import jax
 import numpy as np
@@ -32,6 +35,9 @@ def check_source(config) -> None:
     _need(cfg.source in SOURCES, f'source: unknown source {cfg.source!r}; choose one of {", ".join(SOURCES)}')
     _need(cfg.on_bad_sample in ('error', 'skip'), f"on_bad_sample must be 'error' or 'skip', got {cfg.on_bad_sample!r}")
     _need(cfg.val_split in ('holdout', 'val'), f"val_split must be 'holdout' or 'val', got {cfg.val_split!r}")
+    from wsol_jax.data.records import CODECS
+    _need(cfg.cache_codec in CODECS, f"cache_codec must be one of {', '.join(CODECS)}, got {cfg.cache_codec!r}")
+    _need(cfg.read_threads >= 0, f'read_threads must be 0 (one per core) or positive, got {cfg.read_threads}')
     _need(cfg.image_size >= 1, f'image_size must be at least 1, got {cfg.image_size}')
     _need(cfg.num_classes >= 0, f'num_classes must be 0 (read from the data) or positive, got {cfg.num_classes}')
     if cfg.source == 'synthetic':
@@ -88,25 +94,34 @@ def _load_records(cfg, config_seed: int, cache_dir: str) -> tuple[dict[str, Spli
         raise ConfigError(f"config.data.val_split='val' but {cfg.source} at {cfg.root} has no validation "
                           "split; use 'holdout'")
     build = lambda name, recs: decode.cached_split(cache_dir, f'{cfg.source}-{name}', recs, cfg.image_size,
-                                                   num_classes, cfg.on_bad_sample)
+                                                   num_classes, cfg.on_bad_sample, cfg.cache_codec)
     return {'train': build('train', train), 'val': build('val', val),
             'test': build('test', records_by_split['test'])}, num_classes
 
 
+def _temporary_cache() -> str:
+    """A cache folder removed when the process exits (library use without a cache folder)."""
+    folder = tempfile.mkdtemp(prefix='wsol_jax_cache_')
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def load_dataset(config, cache_dir: str = '') -> Dataset:
-    """The dataset named by `config.data.source`; decoded splits are cached in `cache_dir`."""
+    """The dataset named by `config.data.source`. Every split is decoded (or generated) once into
+    the record cache (`records.py`) in `config.data.cache_dir`, else `cache_dir`, else a
+    temporary folder, and read from there batch by batch."""
     check_source(config)
     cfg = config.data
+    cache_dir = cfg.cache_dir or cache_dir or _temporary_cache()
     if cfg.source == 'synthetic':
         from wsol_jax.data import synthetic
-        return synthetic.load(cfg, config.seed)
+        return synthetic.load(cfg, config.seed, cache_dir)
     if not os.path.isdir(cfg.root):
         raise DataError(f'config.data.root={cfg.root!r} is not a directory; point it at the unpacked '
                         f'{cfg.source} dataset (the README lists what to download)')
-    cache_dir = cfg.cache_dir or cache_dir
     if cfg.source == 'tfds':
         from wsol_jax.data import tfds_source
-        splits, num_classes = tfds_source.load(cfg, config.seed)
+        splits, num_classes = tfds_source.load(cfg, config.seed, cache_dir)
     else:
         splits, num_classes = _load_records(cfg, config.seed, cache_dir)
     from wsol_jax.data import class_names

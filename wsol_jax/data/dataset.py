@@ -1,9 +1,11 @@
-"""In-memory splits of decoded uint8 images, their annotations, and the input transforms.
+"""Splits of decoded uint8 images, their annotations, and the input transforms.
 
-Images are decoded and resized once into a uint8 cache (`Split.images`, `(N, S, S, 3)`); every
-epoch only indexes it. Cropping, flipping and normalisation run on the device inside the
-compiled steps (`augment`, `center_crop`), so the host never touches pixels after the cache.
-Boxes are stored in cache-pixel coordinates `[x0, y0, x1, y1]`, `(N, K, 4)` with `PAD_BOX` rows.
+Images are decoded and resized once into the on-disk record cache (`records.py`); `Split.images`
+`(N, S, S, 3)` reads the rows it is indexed with (a numpy array works too, for library use).
+Cropping, flipping and normalisation run on the device inside the compiled steps (`augment`,
+`center_crop`), so the host never touches pixels after the cache. Labels and boxes are small
+and held in memory; boxes are in cache-pixel coordinates `[x0, y0, x1, y1]`, `(N, K, 4)` with
+`PAD_BOX` rows.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wsol_jax.data.records import RecordArray
 from wsol_jax.errors import DataError
 from wsol_jax.metrics import PAD_BOX, valid_boxes
 
@@ -23,12 +26,13 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 @dataclasses.dataclass
 class Split:
-    """One split. `images` `(N, S, S, 3)` uint8; `labels` `(N,)` int32; `boxes` `(N, K, 4)`
-    int32 or None; `masks` `(N, S, S)` uint8 (1 = object) or None; `names` identify images."""
-    images: np.ndarray
+    """One split. `images` `(N, S, S, 3)` uint8 (a `RecordArray` read on demand, or in memory);
+    `labels` `(N,)` int32; `boxes` `(N, K, 4)` int32 or None; `masks` `(N, S, S)` uint8 (1 =
+    object, 255 = ignored) or None, stored as the images are; `names` identify images."""
+    images: np.ndarray | RecordArray
     labels: np.ndarray
     boxes: Optional[np.ndarray] = None
-    masks: Optional[np.ndarray] = None
+    masks: Optional[np.ndarray | RecordArray] = None
     names: Optional[list] = None
 
     def __post_init__(self):
@@ -48,9 +52,11 @@ class Split:
         return self.images.shape[1]
 
     def subset(self, index) -> 'Split':
-        take = lambda a: None if a is None else a[index]
+        """The rows `index`; record-backed arrays stay on disk (a view of those rows)."""
+        def take(a):
+            return None if a is None else a.subset(index) if isinstance(a, RecordArray) else a[index]
         names = None if self.names is None else [self.names[i] for i in np.asarray(index)]
-        return Split(self.images[index], self.labels[index], take(self.boxes), take(self.masks), names)
+        return Split(take(self.images), self.labels[index], take(self.boxes), take(self.masks), names)
 
 
 @dataclasses.dataclass

@@ -1,10 +1,11 @@
 """Decode-once: images and masks from disk -> resized uint8 arrays, with clear errors.
 
 Every dataset format produces a list of `Record`s (an image path, a label, boxes in original
-pixels, an optional mask); `build_split` decodes them in parallel threads, checks the boxes
+pixels, an optional mask); `decode_into` decodes them in parallel threads, checks the boxes
 against the decoded image, resizes to the cache size (the paper's 256x256, aspect ratio not kept)
-and scales the boxes to match. `cached_split` stores the result as an `.npz` so that a later run
-skips decoding; its key covers everything the arrays depend on, files' sizes and times included.
+and scales the boxes to match. `cached_split` writes the result to the on-disk record cache
+(`records.py`) once; its key covers everything the content depends on, files' sizes and times
+included.
 
 Files are decoded with Pillow, strictly: a truncated or corrupt file is an error (OpenCV would
 return a half-grey image and only print a warning), and `.convert('RGB')` handles grayscale,
@@ -12,6 +13,7 @@ palette, alpha and CMYK files as clovaai/wsolevaluation and the paper's released
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -24,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageFile
 from tqdm import tqdm
 
+from wsol_jax.data import records as records_lib
 from wsol_jax.data.dataset import Split
 from wsol_jax.errors import DataError
 from wsol_jax.metrics import IGNORE, PAD_BOX
@@ -31,7 +34,7 @@ from wsol_jax.metrics import IGNORE, PAD_BOX
 MASK_KINDS = ('binary', 'flowers')
 # Part of the cache key: bump it whenever decoding, checks or the cache layout change, so that
 # caches written by an older version are not read back.
-FORMAT_VERSION = 3   # 3: Pillow bilinear resize
+FORMAT_VERSION = 4   # 3: Pillow bilinear resize; 4: ArrayRecord cache (records.py)
 # Boxes may exceed the image by this many pixels (inclusive pixel conventions: CUB's x + w == W,
 # Stanford Cars' 1-based inclusive x2 == W); they are clipped. Anything further is an error.
 BOX_TOLERANCE = 1.0
@@ -204,58 +207,54 @@ def _check_labels(records: Sequence[Record], num_classes: int) -> None:
                             'check the annotations and config.data.num_classes')
 
 
-def _build(records: Sequence[Record], size: int, num_classes: int, on_bad_sample: str, desc: str,
-           workers: int) -> tuple[Split, list[str]]:
-    """`build_split`, also returning the reason of each skipped sample."""
-    if not records:
-        raise DataError(f'{desc}: the split is empty; check the dataset root and split files')
-    _check_labels(records, num_classes)
-    samples, kept, skipped = [], [], []
+def ordered_results(fn, items, workers: int):
+    """`fn(item)` for every item, run in `workers` threads, yielded in order as futures; at most
+    `4 * workers` are in flight, so memory does not grow with the number of items."""
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(_decode, r, size) for r in records]
-        for r, fut in tqdm(zip(records, futures), total=len(records), desc=desc, leave=False):
-            try:
-                samples.append(fut.result())
-            except DataError as e:
-                if on_bad_sample != 'skip':
-                    for f in futures:   # stop at once instead of decoding the rest
-                        f.cancel()
-                    raise
-                if len(skipped) < MAX_SKIPS_SHOWN:
-                    print(f'[data] skipped: {e}')
-                skipped.append(str(e))
-                continue
-            kept.append(r)
-    if skipped:
-        print(f'[data] {desc}: skipped {len(skipped)} of {len(records)} samples (on_bad_sample=skip)')
-    if not kept:
-        raise DataError(f'{desc}: every sample was unreadable (first: {skipped[0]})')
-    return stack_samples(samples, [r.label for r in kept], [r.path for r in kept]), skipped
+        pending = collections.deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= 4 * workers:
+                    yield pending.popleft()
+            while pending:
+                yield pending.popleft()
+        finally:
+            for fut in pending:   # stopped early (an error): do not decode the rest
+                fut.cancel()
 
 
-def build_split(records: Sequence[Record], size: int, num_classes: int, on_bad_sample: str = 'error',
-                desc: str = 'decode', workers: int = 8) -> Split:
-    """Decode `records` into a `Split` of `(N, size, size, 3)` uint8 images.
+def decode_into(writer, records: Sequence[Record], size: int, num_classes: int, on_bad_sample: str = 'error',
+                desc: str = 'decode', workers: int = 8) -> list[str]:
+    """Decode `records` in parallel threads into `writer` (a `records.SplitWriter`) in order;
+    returns the reason of each skipped sample.
 
     `on_bad_sample`: 'error' stops at the first bad sample (a missing, truncated or corrupt
     image or mask, a box outside its image or inverted, an image whose size differs from the
     listed one) with its file and annotation line; 'skip' drops such samples and prints how many
     were skipped. A label outside `[0, num_classes)` is an error in both modes.
     """
-    return _build(records, size, num_classes, on_bad_sample, desc, workers)[0]
-
-
-def stack_samples(samples, labels, names) -> Split:
-    """`[(image, boxes (K_i, 4), mask or None)]` -> a `Split`, boxes padded with `PAD_BOX`."""
-    images, boxes, masks = zip(*samples)
-    k = max(1, max(len(b) for b in boxes))
-    padded = np.full((len(images), k, 4), PAD_BOX, np.int32)
-    for i, b in enumerate(boxes):
-        padded[i, :len(b)] = b
-    has_boxes = any(len(b) for b in boxes)
-    has_masks = all(m is not None for m in masks)
-    return Split(np.stack(images), np.asarray(labels, np.int32), padded if has_boxes else None,
-                 np.stack(masks) if has_masks else None, list(names))
+    if not records:
+        raise DataError(f'{desc}: the split is empty; check the dataset root and split files')
+    _check_labels(records, num_classes)
+    skipped = []
+    futures = ordered_results(lambda r: _decode(r, size), records, workers)
+    for r, fut in tqdm(zip(records, futures), total=len(records), desc=desc, leave=False):
+        try:
+            image, boxes, mask = fut.result()
+        except DataError as e:
+            if on_bad_sample != 'skip':
+                raise
+            if len(skipped) < MAX_SKIPS_SHOWN:
+                print(f'[data] skipped: {e}')
+            skipped.append(str(e))
+            continue
+        writer.add(image, r.label, r.path, boxes, mask)
+    if skipped:
+        print(f'[data] {desc}: skipped {len(skipped)} of {len(records)} samples (on_bad_sample=skip)')
+    if not len(writer):
+        raise DataError(f'{desc}: every sample was unreadable (first: {skipped[0]})')
+    return skipped
 
 
 def _file_state(path: Optional[str]):
@@ -286,33 +285,13 @@ def _fingerprint(records: Sequence[Record], size: int, num_classes: int, on_bad_
     return h.hexdigest()[:16]
 
 
-def _read_cache(path: str, name: str) -> Split:
-    with np.load(path, allow_pickle=False) as z:
-        split = Split(z['images'], z['labels'], z['boxes'] if 'boxes' in z else None,
-                      z['masks'] if 'masks' in z else None, list(z['names']))
-        skipped = list(z['skipped']) if 'skipped' in z else []
-    if skipped:   # a cached split still says that it lacks samples
-        print(f'[data] {name}: {len(skipped)} samples were skipped when {path} was built (first: {skipped[0]})')
-    return split
-
-
-def cached_split(cache_dir: Optional[str], name: str, records: Sequence[Record], size: int,
-                 num_classes: int, on_bad_sample: str = 'error') -> Split:
-    """`build_split`, stored in `cache_dir/<name>-<fingerprint>.npz` and read back next time."""
-    if not cache_dir:
-        return build_split(records, size, num_classes, on_bad_sample, desc=name)
-    path = os.path.join(cache_dir, f'{name}-{_fingerprint(records, size, num_classes, on_bad_sample)}.npz')
-    if os.path.exists(path):
-        return _read_cache(path, name)
-    split, skipped = _build(records, size, num_classes, on_bad_sample, name, workers=8)
-    os.makedirs(cache_dir, exist_ok=True)
-    arrays = {'images': split.images, 'labels': split.labels, 'names': np.array(split.names),
-              'skipped': np.array(skipped, dtype=str)}
-    if split.boxes is not None:
-        arrays['boxes'] = split.boxes
-    if split.masks is not None:
-        arrays['masks'] = split.masks
-    tmp = path + f'.tmp{os.getpid()}.npz'
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)   # atomic: an interrupted run never leaves a half-written cache
-    return split
+def cached_split(cache_dir: str, name: str, records: Sequence[Record], size: int, num_classes: int,
+                 on_bad_sample: str = 'error', codec: str = 'raw') -> Split:
+    """The records decoded once into `cache_dir/<name>-<fingerprint>/` (`records.cached`) and
+    read from there: the fingerprint covers everything the content depends on."""
+    key = _fingerprint(records, size, num_classes, on_bad_sample)
+    if codec != 'raw':
+        key += f'-{codec}'
+    return records_lib.cached(os.path.join(cache_dir, f'{name}-{key}'), size,
+                              lambda writer: decode_into(writer, records, size, num_classes, on_bad_sample, name),
+                              codec)

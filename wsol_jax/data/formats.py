@@ -7,7 +7,7 @@ Two kinds of annotation problems: structural ones (a missing file, a line with t
 of fields, an unparseable label or split flag, an image listed twice) raise `DataError` at once,
 even with `on_bad_sample='skip'`, since they make the whole listing doubtful; a per-sample one (an
 unparseable box or image size) is stored in `Record.error` and raised, or skipped with the
-sample under `on_bad_sample='skip'`, when the split is decoded (`decode.build_split`), where
+sample under `on_bad_sample='skip'`, when the split is decoded (`decode.decode_into`), where
 boxes are also checked against the decoded image.
 """
 from __future__ import annotations

@@ -21,9 +21,16 @@ Each image has a label, a GT box (the body's bounding rectangle, `[x, y, x + w, 
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from typing import Iterator
+
 import cv2
 import numpy as np
+from tqdm import tqdm
 
+from wsol_jax.data import decode, records
 from wsol_jax.data.dataset import Dataset, Split
 from wsol_jax.errors import ConfigError
 
@@ -121,18 +128,37 @@ def make_image(rng: np.random.Generator, label: int, size: int, *, num_distracto
     return image, np.array([x, y, x + w, y + h], np.int32), mask
 
 
-def make_split(seed: int, split: str, n: int, size: int, num_classes: int, **kwargs) -> Split:
-    """`n` images of a split, deterministic in `(seed, split)`; classes are balanced."""
+def _check_split(split: str, n: int, num_classes: int) -> None:
     if not 2 <= num_classes <= 2 * len(GENUS_COLORS):
         raise ConfigError(f'config.data.num_classes: the synthetic benchmark has 2 to {2 * len(GENUS_COLORS)} classes, got {num_classes}')
     if n < 1:
         raise ConfigError(f'config.data.num_{split} must be at least 1 (the synthetic {split} split), got {n}')
+
+
+def generate(seed: int, split: str, n: int, size: int, num_classes: int, **kwargs) -> Iterator[tuple]:
+    """`n` samples `(image, box (1, 4), mask, label, name)` of a split, one at a time,
+    deterministic in `(seed, split)`; classes are balanced."""
+    _check_split(split, n, num_classes)
     rng = np.random.default_rng([seed, SPLIT_IDS[split]])
     labels = rng.permutation(np.arange(n) % num_classes).astype(np.int32)
-    images, boxes, masks = zip(*(make_image(rng, int(c), size, **kwargs)
-                                 for c in labels))
-    return Split(np.stack(images), labels, np.stack(boxes)[:, None, :], np.stack(masks),
-                 [f'{split}_{i:05d}' for i in range(n)])
+    for i, c in enumerate(labels):
+        image, box, mask = make_image(rng, int(c), size, **kwargs)
+        yield image, box[None], mask, int(c), f'{split}_{i:05d}'
+
+
+def make_split(seed: int, split: str, n: int, size: int, num_classes: int, **kwargs) -> Split:
+    """`generate`'s samples as an in-memory `Split` (for library use and tests)."""
+    images, boxes, masks, labels, names = zip(*generate(seed, split, n, size, num_classes, **kwargs))
+    return Split(np.stack(images), np.asarray(labels, np.int32), np.stack(boxes), np.stack(masks), list(names))
+
+
+def _cache_key(seed: int, split: str, n: int, size: int, num_classes: int, codec: str, kwargs: dict) -> str:
+    """Everything a cached synthetic split depends on, this module's code included (a changed
+    generator never reads an old cache back)."""
+    with open(__file__, 'rb') as fh:
+        h = hashlib.sha1(fh.read())
+    h.update(json.dumps([decode.FORMAT_VERSION, seed, split, n, size, num_classes, codec, sorted(kwargs.items())]).encode())
+    return h.hexdigest()[:16]
 
 
 GENERATOR_KEYS = ('num_distractors', 'min_scale', 'max_scale', 'part_scale', 'body_class_signal', 'num_parts')
@@ -161,12 +187,25 @@ def check_config(cfg) -> None:
                           f'{cfg.min_scale} and {cfg.max_scale}')
 
 
-def load(cfg, seed: int) -> Dataset:
+def load(cfg, seed: int, cache_dir: str) -> Dataset:
     """The synthetic dataset for a `config.data` block (`num_train`, `num_val`, `num_test`,
-    `image_size`, `num_classes` and the generator's options)."""
+    `image_size`, `num_classes` and the generator's options), generated once into the record
+    cache in `cache_dir` (`records.py`) and read from there, as every other data set."""
     check_config(cfg)
     kwargs = {key: cfg[key] for key in GENERATOR_KEYS}
-    splits = {name: make_split(seed, name, getattr(cfg, f'num_{name}'), cfg.image_size, cfg.num_classes, **kwargs)
-              for name in SPLIT_IDS}
+    splits = {}
+    for name in SPLIT_IDS:
+        n = getattr(cfg, f'num_{name}')
+        args = (seed, name, n, cfg.image_size, cfg.num_classes)
+
+        def build(writer, args=args, n=n, name=name) -> list[str]:
+            for image, box, mask, label, image_name in tqdm(generate(*args, **kwargs), total=n,
+                                                          desc=f'synthetic {name}', leave=False, disable=None):
+                writer.add(image, label, image_name, box, mask)
+            return []
+
+        key = _cache_key(*args, cfg.cache_codec, kwargs)
+        splits[name] = records.cached(os.path.join(cache_dir, f'synthetic-{name}-{key}'), cfg.image_size, build,
+                                      cfg.cache_codec)
     names = [f'genus{c // 2}-{PART_SHAPES[c % 2]}' for c in range(cfg.num_classes)]
     return Dataset(num_classes=cfg.num_classes, class_names=names, **splits)

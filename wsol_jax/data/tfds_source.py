@@ -8,13 +8,17 @@ only when this source is used, and is hidden from the GPUs (JAX owns them).
 """
 from __future__ import annotations
 
+import glob
+import hashlib
+import json
 import os
 
 import numpy as np
 from tqdm import tqdm
 
 from wsol_jax.data.dataset import Split
-from wsol_jax.data.decode import resize_sample, stack_samples
+from wsol_jax.data import decode, records
+from wsol_jax.data.decode import resize_sample
 from wsol_jax.errors import ConfigError, DataError
 
 SUPPORTED = ('caltech_birds2011', 'cars196', 'oxford_flowers102')
@@ -49,32 +53,46 @@ def example_to_sample(example: dict, size: int):
     return resize_sample(image, boxes, mask, size)
 
 
-def read_split(tfds, name: str, split: str, data_dir: str, size: int) -> Split:
+def _files_key(name: str, split: str, data_dir: str, size: int, codec: str) -> str:
+    """What a cached TFDS split depends on: the builder's prepared files (names, sizes, times)."""
+    h = hashlib.sha1(json.dumps([decode.FORMAT_VERSION, name, split, size, codec]).encode())
+    for path in sorted(glob.glob(os.path.join(data_dir, name, '**', '*'), recursive=True)):
+        st = os.stat(path)
+        h.update(json.dumps([os.path.relpath(path, data_dir), st.st_size, st.st_mtime_ns]).encode())
+    return h.hexdigest()[:16]
+
+
+def read_split(tfds, name: str, split: str, data_dir: str, size: int, cache_dir: str, codec: str = 'raw') -> Split:
+    """One TFDS split, written once to the record cache (`records.py`) and read from there."""
     try:
         ds = tfds.load(name, split=split, data_dir=data_dir, download=False, shuffle_files=False)
     except Exception as e:  # TFDS raises several types for a missing or unprepared dataset
         raise DataError(f'cannot read TFDS {name}[{split}] from data_dir={data_dir}: {str(e).splitlines()[0]} '
                         f'(prepare it where there is network: tfds build {name} --data_dir={data_dir})') from None
-    samples, labels = [], []
-    for example in tqdm(tfds.as_numpy(ds), desc=f'{name}[{split}]', leave=False):
-        samples.append(example_to_sample(example, size))
-        labels.append(int(example['label']))
-    if not samples:
-        raise DataError(f'TFDS {name}[{split}] in {data_dir} is empty')
-    return stack_samples(samples, labels, [f'{name}/{split}/{i}' for i in range(len(samples))])
+
+    def build(writer) -> list[str]:
+        for i, example in enumerate(tqdm(tfds.as_numpy(ds), desc=f'{name}[{split}]', leave=False)):
+            image, boxes, mask = example_to_sample(example, size)
+            writer.add(image, int(example['label']), f'{name}/{split}/{i}', boxes, mask)
+        if not len(writer):
+            raise DataError(f'TFDS {name}[{split}] in {data_dir} is empty')
+        return []
+
+    folder = os.path.join(cache_dir, f'tfds-{name}-{split}-{_files_key(name, split, data_dir, size, codec)}')
+    return records.cached(folder, size, build, codec)
 
 
-def load(cfg, seed: int) -> tuple[dict[str, Split], int]:
+def load(cfg, seed: int, cache_dir: str) -> tuple[dict[str, Split], int]:
     """`({'train', 'val', 'test'}, num_classes)`; 'val' is a hold-out of train unless
     `data.val_split='val'` and the builder has a validation split."""
     if cfg.tfds_name not in SUPPORTED:
         raise ConfigError(f'config.data.tfds_name must be one of {SUPPORTED}, got {cfg.tfds_name!r}')
     tfds = _import()
     data_dir = os.path.abspath(cfg.root)
-    train = read_split(tfds, cfg.tfds_name, 'train', data_dir, cfg.image_size)
-    test = read_split(tfds, cfg.tfds_name, 'test', data_dir, cfg.image_size)
+    read = lambda split: read_split(tfds, cfg.tfds_name, split, data_dir, cfg.image_size, cache_dir, cfg.cache_codec)
+    train, test = read('train'), read('test')
     if cfg.val_split == 'val':
-        val = read_split(tfds, cfg.tfds_name, 'validation', data_dir, cfg.image_size)
+        val = read('validation')
     else:
         from wsol_jax.data import holdout_indices
         keep, held = holdout_indices(len(train), cfg.num_val, seed)

@@ -38,7 +38,8 @@ def train_f(ctx: Context) -> None:
         network = methods.F_NETWORKS[name]
         model, state, n_steps = f_setup(ctx, name)
         fn = network.step(model, ctx.crop, cfg.f)
-        batches = functools.partial(network.batches, ctx.data.train, cfg.f.batch_size, ctx.mesh)
+        batches = functools.partial(network.batches, ctx.data.train, cfg.f.batch_size, ctx.mesh,
+                                    threads=cfg.data.read_threads)
         if parallel.is_chief():
             workdir_lib.record(ctx.workdir, cfg, name)
         spec = loop.Loop(name, ctx.path(name), cfg.f.epochs, n_steps, network.images_per_example * cfg.f.batch_size,
@@ -55,7 +56,8 @@ def _outputs(ctx: Context, fn, split: Split) -> np.ndarray:
     """`fn(images)` over a split, `(N, ...)` numpy, in order."""
     batch = ctx.config.eval.batch_size
     return np.concatenate([parallel.to_host(out)[:len(valid)]
-                           for (out,), valid in map_split(lambda b: fn(b['image']), split, batch, ctx.mesh)])
+                           for (out,), valid in map_split(lambda b: fn(b['image']), split, batch, ctx.mesh,
+                                   ctx.config.data.read_threads)])
 
 
 def f_accuracy(ctx: Context, name: str, model, variables) -> float:
@@ -110,7 +112,8 @@ def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
     `eval.strip_images` validation images."""
     split, cfg = ctx.data.val, ctx.config
     per_image, ious, strip = [], [], []
-    for (maps, maps_hat), valid in map_split(lambda b: map_fn(g_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh):
+    for (maps, maps_hat), valid in map_split(lambda b: map_fn(g_vars, b['image']), split, cfg.eval.batch_size,
+                                             ctx.mesh, cfg.data.read_threads):
         maps, maps_hat = parallel.to_host(maps)[:len(valid)], parallel.to_host(maps_hat)[:len(valid)]
         boxes = localization.boxes_from_thresholded(maps_hat)
         per_image.append(inference.map_scores(maps, maps_hat, boxes, cfg.eval.max_coverage))
@@ -137,7 +140,7 @@ def train_g(ctx: Context) -> None:
     fn = functools.partial(steps.g_step, g_model, f_model, cfg.g, ctx.crop, method.g_objective)
     compiled = steps.compile_step(fn, ctx.mesh, n_frozen=1)
     step = lambda s, batch, rng: compiled(s, f_vars, batch, rng)
-    batches = functools.partial(method.batches, ctx.data.train, cfg.g.batch_size, ctx.mesh)
+    batches = functools.partial(method.batches, ctx.data.train, cfg.g.batch_size, ctx.mesh, threads=cfg.data.read_threads)
     map_fn = inference.compile_weight_maps(g_model, ctx.crop, cfg.eval)
     if parallel.is_chief():
         workdir_lib.record(ctx.workdir, cfg, G_DIR)
