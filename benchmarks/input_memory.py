@@ -6,7 +6,7 @@ For each size, two fresh processes: one generates the synthetic training split i
 cache (`load_dataset`, as `main.py` does), one streams a whole epoch of it to the device through
 the training pipeline (`classification_batches`: shuffle, Grain reader threads, sharded device
 batches) and then one ordered evaluation pass (`map_split`). Each prints its peak resident set
-size (`ru_maxrss`); the reading process also its images/s. With a streaming pipeline the peaks
+size (`ru_maxrss`); images/s are `throughput.py --what=input`'s job. With a streaming pipeline the peaks
 do not grow with the number of images (the in-memory cache of earlier versions grew by
 `N * S * S * 3` bytes).
 """
@@ -50,15 +50,13 @@ def child(what: str, n: int, image_size: int, cache_dir: str, batch: int) -> dic
         out.update(build_s=round(time.perf_counter() - t0, 1), peak_rss_mb=round(peak_rss_mb(), 1))
         return out
     mesh = parallel.make_mesh()
-    t0 = time.perf_counter()
     seen = 0
     for b in classification_batches(data.train, batch, mesh, jax.random.key(0)):
         seen += b['image'].shape[0]
         jax.block_until_ready(b['image'])
-    train_s = time.perf_counter() - t0
     for (out_images,), valid in map_split(lambda b: b['image'], data.train, batch, mesh):
         jax.block_until_ready(out_images)
-    out.update(images=seen, train_epoch_images_per_s=round(seen / train_s), peak_rss_mb=round(peak_rss_mb(), 1))
+    out.update(images=seen, peak_rss_mb=round(peak_rss_mb(), 1))
     return out
 
 
@@ -85,8 +83,7 @@ def main() -> None:
             row[what] = result
         rows.append(row)
         print(f'n={n}: build peak {row["build"]["peak_rss_mb"]} MB ({row["build"].get("build_s")} s), '
-              f'read peak {row["read"]["peak_rss_mb"]} MB, after imports {row["read"]["rss_after_imports_mb"]} MB, '
-              f'{row["read"]["train_epoch_images_per_s"]} train images/s')
+              f'read peak {row["read"]["peak_rss_mb"]} MB, after imports {row["read"]["rss_after_imports_mb"]} MB')
     if len(rows) > 1:
         for what in ('build', 'read'):
             a, b = rows[0][what]['peak_rss_mb'], rows[-1][what]['peak_rss_mb']

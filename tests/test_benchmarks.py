@@ -16,3 +16,14 @@ def test_gpu_check_small_runs_on_cpu_and_writes_every_section(tmp_path):
                  'synthetic demo end to end'):
         assert line in log, f'{line!r} missing from gpu_check.txt'
     assert (out / 'demo' / 'results.md').exists()
+
+
+def test_input_memory_benchmark_reports_both_peaks(tmp_path):
+    """benchmarks/input_memory.py at tiny sizes: one line per size and the growth of both peaks."""
+    import sys
+    proc = subprocess.run([sys.executable, 'benchmarks/input_memory.py', '--sizes=16,48', '--image_size=32',
+                           f'--cache_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith('n=16: build peak') and lines[1].startswith('n=48: build peak')
+    assert lines[2].startswith('build: peak') and lines[3].startswith('read: peak') and '%' in lines[3]

@@ -137,3 +137,29 @@ def test_streamed_batches_equal_in_memory_batches(stored, threads):
     seen = [(np.asarray(out[0]), idx) for out, idx in map_split(lambda b: b['image'], split, 4, mesh, threads)]
     assert [len(i) for _, i in seen] == [4, 4, 3]
     np.testing.assert_array_equal(np.concatenate([o[:len(i)] for o, i in seen]), images)
+
+
+def test_shards_and_variable_box_counts(tmp_path, monkeypatch):
+    """Records spread over several files (a writer's index is freed shard by shard) read back
+    in any order; images with 0, 1 or 2 boxes are padded with PAD_BOX."""
+    from wsol_jax.metrics import PAD_BOX
+    monkeypatch.setattr(records, 'SHARD_SIZE', 4)
+    images, masks, labels = _samples(11, seed=3)
+    boxes = [np.array([[i, i, i + 5, i + 6]] * (i % 3)) for i in range(11)]
+
+    def build(writer):
+        for i in range(11):
+            writer.add(images[i], labels[i], str(i), boxes[i], masks[i])
+        return []
+    split = records.cached(str(tmp_path / 's'), 16, build)
+    assert sorted(os.listdir(tmp_path / 's')) == ['images-00000.array_record', 'images-00001.array_record',
+                                                  'images-00002.array_record', 'masks-00000.array_record',
+                                                  'masks-00001.array_record', 'masks-00002.array_record', 'meta.npz']
+    order = np.array([10, 0, 5, 4, 3, 9, 9])
+    np.testing.assert_array_equal(split.images[order], images[order])
+    np.testing.assert_array_equal(split.subset(order).masks[:], masks[order])
+    assert split.boxes.shape == (11, 2, 4)
+    for i in range(11):
+        k = i % 3
+        np.testing.assert_array_equal(split.boxes[i, :k], boxes[i].reshape(-1, 4))
+        assert (split.boxes[i, k:] == PAD_BOX).all()

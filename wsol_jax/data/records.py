@@ -5,8 +5,9 @@ training and evaluation then read only the rows of each batch (`RecordArray[inde
 host's memory does not grow with the number of images. One cached split is a folder
 `<name>-<key>/` (the key covers everything the content depends on):
 
-    images.array_record   one record per image, `(S, S, 3)` uint8: raw bytes, or JPEG (`codec`)
-    masks.array_record    optional: one `(S, S)` uint8 mask per image (0, 1, or 255 = ignore)
+    images-<k>.array_record  one record per image, `(S, S, 3)` uint8: raw bytes, or JPEG (`codec`),
+                             in shards of `SHARD_SIZE` records
+    masks-<k>.array_record   optional: one `(S, S)` uint8 mask per image (0, 1, or 255 = ignore)
     meta.npz              labels `(N,)`, boxes `(N, K, 4)` (absent without boxes), names,
                           the samples skipped while building, the image size and codec
 
@@ -17,6 +18,7 @@ always whole, and an interrupted build leaves only a temporary folder, removed b
 """
 from __future__ import annotations
 
+import array
 import glob
 import os
 import shutil
@@ -36,7 +38,8 @@ WRITER_OPTIONS = 'group_size:1,uncompressed'
 READER_OPTIONS = 'readahead_buffer_size:0,max_parallelism:0'   # random access: no read-ahead, no reader threads of its own (Grain's threads read in parallel; 1.4x faster here)
 CODECS = ('raw', 'jpeg')
 JPEG_QUALITY = 95
-IMAGES, MASKS, META = 'images.array_record', 'masks.array_record', 'meta.npz'
+IMAGES, MASKS, META = 'images', 'masks', 'meta.npz'   # images-00000.array_record, ...
+SHARD_SIZE = 4096   # records per file (see _ShardedWriter)
 
 
 def encode_image(image: np.ndarray, codec: str) -> bytes:
@@ -56,34 +59,40 @@ def decode_record(data: bytes, item_shape: tuple[int, ...], codec: str) -> np.nd
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
 
 
+def shard_path(folder: str, stem: str, shard: int) -> str:
+    return os.path.join(folder, f'{stem}-{shard:05d}.array_record')
+
+
 class RecordArray:
-    """A read-only array of `N` items of `item_shape` uint8 stored in one ArrayRecord file.
+    """A read-only array of `N` items of `item_shape` uint8 stored in ArrayRecord shards
+    `<folder>/<stem>-<k>.array_record` of `shard_size` records each.
 
     Indexes like a numpy array along the first axis (an int, a slice, an integer or boolean
     array of any shape: `a[idx]` has shape `idx.shape + item_shape`) and reads only those
     records. `np.asarray(a)` reads them all. `rows` makes a view of some rows (`subset`).
-    Pickles as its path, so Grain's worker processes open their own reader."""
+    Pickles as its paths, so worker processes open their own readers."""
 
-    def __init__(self, path: str, item_shape: tuple[int, ...], codec: str = 'raw',
-                 rows: Optional[np.ndarray] = None, num_records: Optional[int] = None):
+    def __init__(self, folder: str, stem: str, num_records: int, item_shape: tuple[int, ...],
+                 codec: str = 'raw', shard_size: int = 0, rows: Optional[np.ndarray] = None):
         if codec not in CODECS:
             raise ValueError(f'codec must be one of {CODECS}, got {codec!r}')
-        self.path, self.item_shape, self.codec = path, tuple(item_shape), codec
+        self.folder, self.stem, self.num_records = folder, stem, int(num_records)
+        self.item_shape, self.codec = tuple(item_shape), codec
+        self.shard_size = int(shard_size) or max(1, self.num_records)
         self._rows = None if rows is None else np.asarray(rows, np.int64)
-        self._num_records = num_records
         self._local = threading.local()
 
-    def _reader(self):
-        """This thread's reader (Grain reads batches in several threads)."""
-        reader = getattr(self._local, 'reader', None)
-        if reader is None:
+    def _reader(self, shard: int):
+        """This thread's reader of one shard (Grain reads batches in several threads)."""
+        readers = self._local.__dict__.setdefault('readers', {})
+        if shard not in readers:
             from array_record.python.array_record_module import ArrayRecordReader
-            if not os.path.exists(self.path):
-                raise DataError(f'the record cache {self.path} is gone; delete its folder '
-                                f'({os.path.dirname(self.path)}) and run again to rebuild it')
-            reader = self._local.reader = ArrayRecordReader(self.path, READER_OPTIONS)
-            self._num_records = reader.num_records()
-        return reader
+            path = shard_path(self.folder, self.stem, shard)
+            if not os.path.exists(path):
+                raise DataError(f'the record cache file {path} is gone; delete the folder {self.folder} and run '
+                                'again to rebuild it')
+            readers[shard] = ArrayRecordReader(path, READER_OPTIONS)
+        return readers[shard]
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != '_local'}
@@ -92,11 +101,7 @@ class RecordArray:
         self.__dict__.update(state, _local=threading.local())
 
     def __len__(self) -> int:
-        if self._rows is not None:
-            return len(self._rows)
-        if self._num_records is None:
-            self._reader()
-        return self._num_records
+        return self.num_records if self._rows is None else len(self._rows)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -123,7 +128,7 @@ class RecordArray:
             raise IndexError(f'only integers, slices and integer or boolean arrays are valid indices, got {p.dtype}')
         p = np.where(p < 0, p + n, p).astype(np.int64)
         if p.size and (p.min() < 0 or p.max() >= n):
-            raise IndexError(f'index out of range for {n} records of {self.path}')
+            raise IndexError(f'index out of range for {n} records in {self.folder}')
         return p
 
     def __getitem__(self, index) -> np.ndarray:
@@ -131,8 +136,10 @@ class RecordArray:
         flat = positions.ravel()
         rows = flat if self._rows is None else self._rows[flat]
         out = np.empty((len(rows),) + self.item_shape, np.uint8)
-        if len(rows):
-            for i, data in enumerate(self._reader().read(rows.tolist())):
+        shards, offsets = np.divmod(rows, self.shard_size)
+        for shard in np.unique(shards):
+            at = np.flatnonzero(shards == shard)
+            for i, data in zip(at, self._reader(int(shard)).read(offsets[at].tolist())):
                 out[i] = decode_record(data, self.item_shape, self.codec)
         return out.reshape(positions.shape + self.item_shape)
 
@@ -143,22 +150,51 @@ class RecordArray:
     def subset(self, index) -> 'RecordArray':
         positions = self._positions(index).ravel()
         rows = positions if self._rows is None else self._rows[positions]
-        return RecordArray(self.path, self.item_shape, self.codec, rows, self._num_records)
+        return RecordArray(self.folder, self.stem, self.num_records, self.item_shape, self.codec, self.shard_size,
+                           rows)
+
+
+class _ShardedWriter:
+    """Records into shards of `SHARD_SIZE`: an ArrayRecord writer keeps an index entry per
+    record in memory until it closes (about 370 bytes each here), so one file per split would
+    grow with the split; a closed shard frees it."""
+
+    def __init__(self, folder: str, stem: str):
+        self.folder, self.stem, self.count, self._writer = folder, stem, 0, None
+
+    def write(self, data: bytes) -> None:
+        from array_record.python.array_record_module import ArrayRecordWriter
+        if self.count % SHARD_SIZE == 0:
+            self.close()
+            self._writer = ArrayRecordWriter(shard_path(self.folder, self.stem, self.count // SHARD_SIZE),
+                                             WRITER_OPTIONS)
+        self._writer.write(data)
+        self.count += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def remove(self) -> None:
+        self.close()
+        for shard in range((self.count + SHARD_SIZE - 1) // SHARD_SIZE):
+            os.remove(shard_path(self.folder, self.stem, shard))
 
 
 class SplitWriter:
-    """Writes one cached split sample by sample into `folder` (a temporary folder: `commit`
-    moves it to its final name). Memory stays constant: images go to disk as they come."""
+    """Writes one cached split sample by sample into `folder` (a temporary folder: `cached`
+    moves it to its final name). Memory stays constant: images and masks go to disk as they
+    come, and the per-sample metadata is kept compactly (typed arrays, not objects)."""
 
     def __init__(self, folder: str, size: int, codec: str = 'raw'):
-        from array_record.python.array_record_module import ArrayRecordWriter
         if codec not in CODECS:
             raise ValueError(f'config.data.cache_codec must be one of {CODECS}, got {codec!r}')
         os.makedirs(folder)
         self.folder, self.size, self.codec = folder, size, codec
-        self._images = ArrayRecordWriter(os.path.join(folder, IMAGES), WRITER_OPTIONS)
-        self._masks = ArrayRecordWriter(os.path.join(folder, MASKS), WRITER_OPTIONS)
-        self.labels, self.boxes, self.names = [], [], []
+        self._images, self._masks = _ShardedWriter(folder, IMAGES), _ShardedWriter(folder, MASKS)
+        self.labels, self.box_counts, self.box_values = array.array('i'), array.array('i'), array.array('i')
+        self.names: list[str] = []
         self._with_mask = 0
 
     def add(self, image: np.ndarray, label: int, name: str, boxes: Optional[np.ndarray] = None,
@@ -172,7 +208,9 @@ class SplitWriter:
         self._with_mask += has_mask
         self._masks.write((np.asarray(mask, np.uint8) if has_mask else np.zeros((self.size,) * 2, np.uint8)).tobytes())
         self.labels.append(int(label))
-        self.boxes.append(np.zeros((0, 4), np.int32) if boxes is None else np.asarray(boxes, np.int32).reshape(-1, 4))
+        b = np.zeros((0, 4), np.int32) if boxes is None else np.asarray(boxes, np.int32).reshape(-1, 4)
+        self.box_counts.append(len(b))
+        self.box_values.extend(b.ravel().tolist())
         self.names.append(str(name))
 
     def __len__(self) -> int:
@@ -184,14 +222,17 @@ class SplitWriter:
         self._images.close()
         self._masks.close()
         if self._with_mask != len(self):
-            os.remove(os.path.join(self.folder, MASKS))
+            self._masks.remove()
         meta = {'labels': np.asarray(self.labels, np.int32), 'names': np.asarray(self.names, dtype=str),
                 'skipped': np.asarray(list(skipped), dtype=str), 'size': np.int64(self.size),
-                'codec': np.asarray(self.codec)}
-        if any(len(b) for b in self.boxes):
-            padded = np.full((len(self), max(len(b) for b in self.boxes), 4), PAD_BOX, np.int32)
-            for i, b in enumerate(self.boxes):
-                padded[i, :len(b)] = b
+                'codec': np.asarray(self.codec), 'shard_size': np.int64(SHARD_SIZE)}
+        counts = np.asarray(self.box_counts, np.int64)
+        if counts.any():
+            padded = np.full((len(self), counts.max(), 4), PAD_BOX, np.int32)
+            values = np.asarray(self.box_values, np.int32).reshape(-1, 4)
+            rows = np.repeat(np.arange(len(self)), counts)
+            slots = np.arange(len(values)) - np.repeat(np.cumsum(counts) - counts, counts)
+            padded[rows, slots] = values
             meta['boxes'] = padded
         np.savez(os.path.join(self.folder, META), **meta)
 
@@ -209,12 +250,13 @@ def open_split(folder: str):
     from wsol_jax.data.dataset import Split
     with np.load(os.path.join(folder, META), allow_pickle=False) as z:
         labels, names, size, codec = z['labels'], [str(s) for s in z['names']], int(z['size']), str(z['codec'])
+        shard_size = int(z['shard_size'])
         boxes = z['boxes'] if 'boxes' in z else None
         skipped = list(z['skipped'])
     n = len(labels)
-    images = RecordArray(os.path.join(folder, IMAGES), (size, size, 3), codec, num_records=n)
-    mask_path = os.path.join(folder, MASKS)
-    masks = RecordArray(mask_path, (size, size), 'raw', num_records=n) if os.path.exists(mask_path) else None
+    images = RecordArray(folder, IMAGES, n, (size, size, 3), codec, shard_size)
+    has_masks = os.path.exists(shard_path(folder, MASKS, 0))
+    masks = RecordArray(folder, MASKS, n, (size, size), 'raw', shard_size) if has_masks else None
     if skipped:   # a cached split still says that it lacks samples
         print(f'[data] {os.path.basename(folder)}: {len(skipped)} samples were skipped when it was built '
               f'(first: {skipped[0]})')
