@@ -10,6 +10,7 @@ from wsol_jax import parallel
 from wsol_jax.data import records
 from wsol_jax.data.dataset import Split
 from wsol_jax.data.pipeline import classification_batches, map_split, triplet_batches
+from wsol_jax.errors import DataError
 
 
 def _samples(n, size=16, seed=0):
@@ -110,6 +111,9 @@ def test_cache_is_built_once_atomically_and_cleans_up(tmp_path):
     assert len(calls) == 1 and not os.path.exists(stale) and os.listdir(tmp_path / 'cache') == ['split-abc']
     np.testing.assert_array_equal(second.images[:], first.images[:])
     assert second.boxes is None
+    os.remove(os.path.join(folder, records.META))          # damaged by hand: stop, do not rebuild over it
+    with pytest.raises(DataError, match='not a complete record cache.*delete it'):
+        records.cached(folder, 16, build)
 
 
 def test_writer_rejects_a_wrong_image(tmp_path):

@@ -280,6 +280,9 @@ def cached(folder: str, size: int, build: Callable[[SplitWriter], list[str]], co
     """The split cached in `folder`, built first if absent: `build(writer)` adds every sample
     and returns the reasons of the skipped ones. Safe against interruption (the folder appears
     only when whole) and against two processes building it at once (the first rename wins)."""
+    if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, META)):
+        raise DataError(f'{folder} is not a complete record cache (no {META}; not written by this version?); '
+                        'delete it and run again to rebuild it')
     if not os.path.exists(os.path.join(folder, META)):
         os.makedirs(os.path.dirname(folder) or '.', exist_ok=True)
         _remove_stale(folder)
