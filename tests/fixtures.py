@@ -192,6 +192,15 @@ def write_tiny_imagenet(root, wnids=('n01443537', 'n01629819', 'n01641577'), per
     return meta
 
 
+def _write_metadata(folder, ids, labels, sizes, loc, write_empty=False):
+    """One split's wsolevaluation metadata files (an empty localization.txt only if asked)."""
+    for name, rows in (('image_ids.txt', ids), ('class_labels.txt', labels), ('image_sizes.txt', sizes),
+                       ('localization.txt', loc)):
+        if rows or write_empty:
+            with open(os.path.join(folder, name), 'w') as fh:
+                fh.write('\n'.join(rows) + '\n')
+
+
 def write_wsolevaluation(root, num_classes=3, per_split=6, seed=4, masks_for_test=False, suffix='.jpg'):
     """clovaai/wsolevaluation metadata layout with images under root/images/ (`suffix` .jpg or
     .png). Line i + 1 of every metadata file of a split is image i, except in localization.txt,
@@ -221,10 +230,7 @@ def write_wsolevaluation(root, num_classes=3, per_split=6, seed=4, masks_for_tes
                 if i == 0:   # a second box for the first image
                     loc.append(f'{rel},0,0,20,20')
             meta[rel] = (c, box)
-        for name, rows in (('image_ids.txt', ids), ('class_labels.txt', labels), ('image_sizes.txt', sizes),
-                           ('localization.txt', loc)):
-            with open(os.path.join(folder, name), 'w') as fh:
-                fh.write('\n'.join(rows) + '\n')
+        _write_metadata(folder, ids, labels, sizes, loc, write_empty=True)
     return meta
 
 
@@ -262,11 +268,7 @@ def write_openimages(root, metadata, num_classes=2, per_split=6, seed=6):
                 cv2.imwrite(os.path.join(root, irel), ignore)
                 if split == 'test':
                     out[rel] = (c, mask > 0, (ignore > 0) & (mask == 0))
-        for name, rows in (('image_ids.txt', ids), ('class_labels.txt', labels), ('image_sizes.txt', sizes),
-                           ('localization.txt', loc)):
-            if rows:
-                with open(os.path.join(folder, name), 'w') as fh:
-                    fh.write('\n'.join(rows) + '\n')
+        _write_metadata(folder, ids, labels, sizes, loc)
     return out
 
 
@@ -302,9 +304,5 @@ def write_ilsvrc(root, metadata, wnids=('n01440764', 'n01443537', 'n01484850'), 
                 loc += [f'{rel},' + ','.join(map(str, b)) for b in boxes]
             if split == 'test':
                 out[rel] = (c, boxes)
-        for name, rows in (('image_ids.txt', ids), ('class_labels.txt', labels), ('image_sizes.txt', sizes),
-                           ('localization.txt', loc)):
-            if rows:
-                with open(os.path.join(folder, name), 'w') as fh:
-                    fh.write('\n'.join(rows) + '\n')
+        _write_metadata(folder, ids, labels, sizes, loc)
     return out
