@@ -304,6 +304,40 @@ def test_unparseable_fields_name_file_and_line(tmp_path, case):
             load_dataset(cfg)
 
 
+def test_a_decode_error_stops_its_threads_before_it_propagates(tmp_path):
+    """The decoding threads are joined by the time the error arrives, not left to the garbage
+    collector: a pool shut down from inside `threading`'s bookkeeping deadlocked CI."""
+    import gc
+    import threading
+    cv2.imwrite(str(tmp_path / 'ok.png'), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / 'bad.png').write_bytes(b'not an image')
+    records = [decode.Record(str(tmp_path / name), 0, np.zeros((0, 4)), source=f'list.txt:{i + 1}')
+               for i, name in enumerate(['ok.png'] * 40 + ['bad.png'] + ['ok.png'] * 40)]
+
+    class Writer:
+        def __init__(self):
+            self.n = 0
+
+        def add(self, *args):
+            self.n += 1
+
+        def __len__(self):
+            return self.n
+
+    gc.disable()   # what the fix must not rely on
+    try:
+        before = threading.active_count()
+        with pytest.raises(DataError, match='bad.png') as raised:
+            decode.decode_into(Writer(), records, 8, 1, workers=4)
+        assert threading.active_count() == before, 'decoding threads outlived the error'
+        del raised
+    finally:
+        gc.enable()
+    writer = Writer()
+    assert len(decode.decode_into(writer, records, 8, 1, on_bad_sample='skip', workers=4)) == 1
+    assert len(writer) == 80
+
+
 def test_cub_errors_name_the_file(tmp_path):
     root = tmp_path / 'cub'
     fixtures.write_cub(root)

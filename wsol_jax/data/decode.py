@@ -14,6 +14,7 @@ palette, alpha and CMYK files as clovaai/wsolevaluation and the paper's released
 from __future__ import annotations
 
 import collections
+import contextlib
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -207,21 +208,27 @@ def _check_labels(records: Sequence[Record], num_classes: int) -> None:
                             'check the annotations and config.data.num_classes')
 
 
-def ordered_results(fn, items, workers: int):
-    """`fn(item)` for every item, run in `workers` threads, yielded in order as futures; at most
-    `4 * workers` are in flight, so memory does not grow with the number of items."""
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        pending = collections.deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= 4 * workers:
-                    yield pending.popleft()
-            while pending:
+def ordered_results(pool: concurrent.futures.Executor, fn, items, window: int):
+    """`fn(item)` for every item, submitted to `pool` and yielded in order as futures; at most
+    `window` are in flight, so memory does not grow with the number of items. Closing the
+    generator (an error downstream) cancels those not started.
+
+    The caller owns `pool` and closes this generator (`contextlib.closing`): a generator that
+    owned the pool would shut it down, joining its threads, wherever the garbage collector
+    happened to finalise it, and inside `threading`'s own bookkeeping that join deadlocks
+    (seen in CI after an error had left one unclosed).
+    """
+    pending = collections.deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
                 yield pending.popleft()
-        finally:
-            for fut in pending:   # stopped early (an error): do not decode the rest
-                fut.cancel()
+        while pending:
+            yield pending.popleft()
+    finally:
+        for fut in pending:   # stopped early (an error): do not decode the rest
+            fut.cancel()
 
 
 def decode_into(writer, records: Sequence[Record], size: int, num_classes: int, on_bad_sample: str = 'error',
@@ -238,18 +245,19 @@ def decode_into(writer, records: Sequence[Record], size: int, num_classes: int, 
         raise DataError(f'{desc}: the split is empty; check the dataset root and split files')
     _check_labels(records, num_classes)
     skipped = []
-    futures = ordered_results(lambda r: _decode(r, size), records, workers)
-    for r, fut in tqdm(zip(records, futures), total=len(records), desc=desc, leave=False):
-        try:
-            image, boxes, mask = fut.result()
-        except DataError as e:
-            if on_bad_sample != 'skip':
-                raise
-            if len(skipped) < MAX_SKIPS_SHOWN:
-                print(f'[data] skipped: {e}')
-            skipped.append(str(e))
-            continue
-        writer.add(image, r.label, r.path, boxes, mask)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
+            contextlib.closing(ordered_results(pool, lambda r: _decode(r, size), records, 4 * workers)) as futures:
+        for r, fut in tqdm(zip(records, futures), total=len(records), desc=desc, leave=False):
+            try:
+                image, boxes, mask = fut.result()
+            except DataError as e:
+                if on_bad_sample != 'skip':
+                    raise
+                if len(skipped) < MAX_SKIPS_SHOWN:
+                    print(f'[data] skipped: {e}')
+                skipped.append(str(e))
+                continue
+            writer.add(image, r.label, r.path, boxes, mask)
     if skipped:
         print(f'[data] {desc}: skipped {len(skipped)} of {len(records)} samples (on_bad_sample=skip)')
     if not len(writer):

@@ -44,8 +44,15 @@ def stream(read: Callable[[np.ndarray], dict], index_batches: Sequence[np.ndarra
     Grain's reader threads on this host's rows of each global index batch."""
     dataset = grain.MapDataset.source(index_batches).map(lambda idx: read(parallel.local_slice(idx)))
     n = read_threads(threads)
-    local = dataset.to_iter_dataset(grain.ReadOptions(num_threads=n, prefetch_buffer_size=2 * n))
-    return prefetch(parallel.global_batch(batch, mesh) for batch in local)
+    local = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=n, prefetch_buffer_size=2 * n)))
+
+    def global_batches():
+        try:
+            for batch in local:
+                yield parallel.global_batch(batch, mesh)
+        finally:   # stopped early (an error, a preemption): release the reader threads now
+            local.close()
+    return prefetch(global_batches())
 
 
 def classification_batches(split: Split, batch_size: int, mesh, key: jax.Array, threads: int = 0) -> Iterator[dict]:
