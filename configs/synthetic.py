@@ -31,9 +31,17 @@ def get_config(arg: str = 'method1'):
     # full-size SGD steps drove g's sigmoid to 1 everywhere on some seeds (the L1 gradient then
     # vanishes through the saturated sigmoid): a one-epoch warm-up and gradient clipping keep
     # the first steps small.
-    c.g.optimizer = optimizer(0.03, 1e-5, decay_every=1000, warmup_epochs=1.0, clip_norm=1.0)
+    # Method I at 0.01: at 0.03 the map went from the whole image to the two parts within about
+    # two epochs, faster than one S score per epoch can follow (the selection then only had the
+    # epoch before or after the body). At 0.01 the body phase spans several scored epochs: the
+    # validation GT-known of the selected epoch over seeds 0-4 rose from median 0.81 / worst 0.61
+    # to 0.89 / 0.77 (chosen on the validation boxes; the test split was not consulted).
+    c.g.optimizer = optimizer(0.01, 1e-5, decay_every=1000, warmup_epochs=1.0, clip_norm=1.0)
     c.eval.batch_size = 128
     if arg == 'method2':
         c.f.epochs = 6
         c.g.update(dict(epochs=4, batch_size=16))
+        # Four epochs fit the budget and g still improves at the fourth on most seeds: a slower
+        # rate would need more of them.
+        c.g.optimizer.learning_rate = 0.03
     return c
