@@ -21,6 +21,15 @@ def test_classification_loss_hand_computed():
     assert float(parts['accuracy']) == 0.5  # ties resolve to class 0 for the second row
 
 
+def test_blank_loss_is_the_kl_from_uniform():
+    # uniform logits: f names no class, nothing to pay
+    assert float(losses.blank_loss(jnp.zeros((2, 5)))) == pytest.approx(0.0, abs=1e-6)
+    # p = (2/3, 1/3): KL(U || p) = -(log 2/3 + log 1/3) / 2 - log 2 = log(9/8) / 2
+    assert float(losses.blank_loss(jnp.array([[np.log(2.0), 0.0]]))) == pytest.approx(np.log(9 / 8) / 2, rel=1e-5)
+    # grows without bound as f grows sure of one class
+    assert float(losses.blank_loss(jnp.array([[20.0, 0.0, 0.0]]))) > 5.0
+
+
 def test_triplet_loss_eq2():
     a = jnp.array([[0.0, 0.0], [0.0, 0.0]])
     p = jnp.array([[3.0, 4.0], [0.0, 1.0]])   # distances 5 and 1

@@ -1,4 +1,6 @@
 """The ResNets match torchvision's structure; g's output shape and range; bf16 parity."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,6 +56,28 @@ def test_weight_map_values_in_unit_interval(decoder):
     maps = np.asarray(jax.jit(g.apply)(jax.jit(g.init)(jax.random.key(0), x), x))
     assert maps.shape == (2, 64, 64)
     assert maps.min() >= 0.0 and maps.max() <= 1.0 and np.isfinite(maps).all() and maps.std() > 0
+
+
+@pytest.mark.parametrize('decoder, bias_path', [('released', ('decoder', 'up5', 'conv2', 'bias')),
+                                                 ('paper', ('decoder5', 'bn', 'bias'))])
+def test_initial_weight_sets_the_last_bias_and_the_untrained_map(decoder, bias_path):
+    """Only the last layer's bias changes with `initial_weight`: logit(0.9) = log 9; the
+    untrained map then sits around 0.9 instead of 0.5 (eval_shape elsewhere; one init here)."""
+    x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+    out = {}
+    for w in (0.5, 0.9):
+        g = WeightMapNet('resnet18', width=0.125, decoder=decoder, initial_weight=w)
+        maps, variables = jax.jit(lambda k, x, g=g: g.init_with_output(k, x))(jax.random.key(0), x)
+        out[w] = (variables, np.asarray(maps))
+    bias = lambda v: np.asarray(functools.reduce(lambda t, k: t[k], bias_path, v['params']))
+    np.testing.assert_allclose(bias(out[0.5][0]), 0.0)
+    np.testing.assert_allclose(bias(out[0.9][0]), np.log(9.0), rtol=1e-6)
+    rest = lambda v: [l for p, l in jax.tree_util.tree_leaves_with_path(v) if tuple(k.key for k in p)[1:] != bias_path]
+    for a, b in zip(rest(out[0.5][0]), rest(out[0.9][0])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert abs(out[0.5][1].mean() - 0.5) < 0.15 and abs(out[0.9][1].mean() - 0.9) < 0.06
+    with pytest.raises(ValueError, match='initial_weight'):
+        jax.eval_shape(WeightMapNet(initial_weight=1.0).init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
 
 
 def test_weight_map_rejects_sizes_not_divisible_by_32():

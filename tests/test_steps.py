@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from wsol_jax import inference, methods, parallel
+from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from wsol_jax.models import Classifier, WeightMapNet
 from wsol_jax.train import steps
 from wsol_jax.train.state import create_train_state, make_optimizer
@@ -71,6 +72,35 @@ def test_f_classifier_step_learns_a_separable_problem(setup):
         state, m = step(state, {'image': images, 'label': labels}, jax.random.key(i))
         losses.append(float(m['loss']))
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize('space', ['normalized', 'pixels'])
+def test_blank_images_are_what_a_zero_map_makes(space):
+    images = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4, 4, 3)), jnp.float32)
+    expected = 0.0 if space == 'normalized' else -IMAGENET_MEAN / IMAGENET_STD   # mean colour | black
+    blank = np.asarray(steps.blank_images(images, space))
+    assert blank.shape == (1, 4, 4, 3)
+    np.testing.assert_allclose(blank, np.broadcast_to(expected, blank.shape), atol=1e-6)
+
+
+def test_blank_weight_makes_f_name_no_class_on_a_blank_image(setup):
+    """Trained on flat colours, f's answer on the blank (mean colour) image is whatever its
+    weights give; with `blank_weight` it is pushed towards uniform while the classes are learned."""
+    f, _, f_state, _, _ = setup
+    mesh = parallel.make_mesh()
+    colors = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
+    labels = np.arange(12) % 3
+    images = np.broadcast_to(colors[labels][:, None, None], (12, CROP, CROP, 3)).copy()
+    step = steps.compile_step(functools.partial(steps.f_classifier_step, f, CROP, blank_weight=1.0), mesh,
+                              donate_state=False)
+    state, history = f_state, []
+    for i in range(15):
+        state, m = step(state, {'image': images, 'label': labels}, jax.random.key(i))
+        history.append({k: float(v) for k, v in m.items()})
+    assert set(history[0]) >= {'loss', 'ce', 'blank', 'accuracy'}
+    assert history[-1]['loss'] == pytest.approx(history[-1]['ce'] + history[-1]['blank'], rel=1e-5)
+    assert history[-1]['ce'] < 0.5 * history[0]['ce']          # the classes are still learned
+    assert history[0]['blank'] > 0.2 and history[-1]['blank'] < 0.05   # and the blank says ~nothing
 
 
 def test_cam_maps_are_normalised_and_full_size(setup):

@@ -58,11 +58,13 @@ def base_config(method: str) -> ml_collections.ConfigDict:
         allow_weak=False,        # continue to train_g although f is below min_accuracy_over_chance
         min_accuracy_over_chance=2.0,
         erase_prob=0.0,          # random erasing to the mean colour while training f (0: off, the paper)
+        blank_weight=0.0,        # weight of "a blank image is of no class" (losses.blank_loss; Siamese f: blank as negative; 0: the paper)
         optimizer=optimizer(1e-3, 1e-4, decay_every=80)))
     c.g = ml_collections.ConfigDict(dict(
         depth='resnet18', width=1.0, epochs=100, batch_size=128,
         decoder='released',      # released: the authors' SkipDecoder | paper: the paper text's decoder
         decoder_channels=(256, 128, 64, 32, 16),
+        initial_weight=0.5,      # the untrained map (bias of the last layer); 0.5: the released code
         pretrained='', optimizer=optimizer(1e-4, 1e-4, decay_every=1000),
         reg_weight=1.0, inner_weight=1.0, outer_weight=1.0, margin=1.0, mask_space='normalized',
         keep_all_checkpoints=False))  # default: only the best-S and the latest epoch stay on disk
@@ -107,6 +109,8 @@ def validate(config) -> None:
     need(config.eval.num_workers >= 0, 'eval.num_workers', 'must be >= 0 (0: one per core)')
     need(config.predict.batch_size >= 1, 'predict.batch_size', 'must be at least 1')
     need(0 < config.eval.max_coverage <= 1, 'eval.max_coverage', 'must be in (0, 1] (1 switches the rule off)')
+    need(0 < config.g.initial_weight < 1, 'g.initial_weight', 'must be in (0, 1)')
+    need(config.f.blank_weight >= 0, 'f.blank_weight', 'must be >= 0 (0: off)')
     need(config.f.min_accuracy_over_chance >= 0, 'f.min_accuracy_over_chance', 'must be >= 0')
     need(len(config.g.decoder_channels) == 5, 'g.decoder_channels', 'needs five widths (five upsampling blocks)')
     crop, size = config.data.crop_size, config.data.image_size

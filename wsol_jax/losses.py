@@ -27,6 +27,20 @@ def classification_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> tuple[jnp.n
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
     return ce, {'ce': ce, 'accuracy': accuracy}
 
+def blank_loss(logits_blank: jnp.ndarray) -> jnp.ndarray:
+    """KL(uniform || softmax(f(blank))) for `(N, C)` logits of blank images (every pixel the colour a
+    weight of 0 gives, `apply_weight_map` with a map of zeros); 0 when `f` says nothing there.
+
+    Why: Eq. 1 only resists the sparsity term R if removing the object changes `f`'s answer. An
+    `f` trained from scratch never sees the blank, and its answer there is arbitrary; where it is
+    confidently one class c (measured on the synthetic benchmark: 0.99 on one seed), `f(I * M)`
+    for the images of class c stays right with the object gone but for a few pixels, and `g`
+    drops the object on exactly those images. The term makes "no evidence" mean "no class".
+    """
+    log_p = jax.nn.log_softmax(logits_blank, axis=-1)
+    return jnp.mean(-jnp.mean(log_p, axis=-1) - jnp.log(logits_blank.shape[-1]))
+
+
 def triplet_loss(anchor: jnp.ndarray, positive: jnp.ndarray, negative: jnp.ndarray,
                  margin: float = 1.0) -> jnp.ndarray:
     """Eq. 2: `max(||a - p|| - ||a - n|| + margin, 0)` on `(N, D)` embeddings, batch mean."""

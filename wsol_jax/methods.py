@@ -28,7 +28,7 @@ class FNetwork:
     embedding: bool              # outputs `f.embed_dim` features (else one logit per class)
     images_per_example: int      # 1 (an image) or 3 (a triplet)
     batches: Callable            # (split, batch_size, mesh, key) -> iterator of global batches
-    step: Callable               # (model, crop_size, f_cfg) -> train step (state, batch, rng)
+    step: Callable               # (model, crop_size, f_cfg, g_cfg) -> train step (state, batch, rng)
     measure: str                 # how its validation accuracy is measured (f_quality.json)
 
 
@@ -46,13 +46,15 @@ class Method:
 F_NETWORKS = {
     workdir.F_CLASSIFIER: FNetwork(
         workdir.F_CLASSIFIER, embedding=False, images_per_example=1, batches=classification_batches,
-        step=lambda model, crop, f_cfg: functools.partial(steps.f_classifier_step, model, crop,
-                                                          erase_prob=f_cfg.erase_prob),
+        step=lambda model, crop, f_cfg, g_cfg: functools.partial(
+            steps.f_classifier_step, model, crop, erase_prob=f_cfg.erase_prob, blank_weight=f_cfg.blank_weight,
+            mask_space=g_cfg.mask_space),
         measure='top-1'),
     workdir.F_SIAMESE: FNetwork(
         workdir.F_SIAMESE, embedding=True, images_per_example=3, batches=triplet_batches,
-        step=lambda model, crop, f_cfg: functools.partial(steps.f_triplet_step, model, crop, f_cfg.margin,
-                                                          erase_prob=f_cfg.erase_prob),
+        step=lambda model, crop, f_cfg, g_cfg: functools.partial(
+            steps.f_triplet_step, model, crop, f_cfg.margin, erase_prob=f_cfg.erase_prob,
+            blank_weight=f_cfg.blank_weight, mask_space=g_cfg.mask_space),
         measure='nearest class mean (top-1)'),
 }
 

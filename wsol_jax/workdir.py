@@ -65,9 +65,15 @@ def fingerprint(config, stage: str) -> dict[str, Any]:
     common = {k: v for k, v in flat.items() if k in ('seed', 'dtype') or k.startswith('data.')}
     f_keys = {k: v for k, v in flat.items() if k.startswith('f.')}
     if stage == F_CLASSIFIER:
-        return {**common, **{k: v for k, v in f_keys.items() if k not in ('f.epochs', 'f.embed_dim', 'f.margin')}}
+        keys = {**common, **{k: v for k, v in f_keys.items() if k not in ('f.epochs', 'f.embed_dim', 'f.margin')}}
+        if flat.get('f.blank_weight'):   # the blank image is what g's zero map makes: it depends on this
+            keys['g.mask_space'] = flat['g.mask_space']
+        return keys
     if stage == F_SIAMESE:
-        return {**common, **{k: v for k, v in f_keys.items() if k != 'f.epochs'}}
+        keys = {**common, **{k: v for k, v in f_keys.items() if k != 'f.epochs'}}
+        if flat.get('f.blank_weight'):
+            keys['g.mask_space'] = flat['g.mask_space']
+        return keys
     if stage == G:
         # g is only as good as the f it was trained with: every f key counts, epochs included;
         # and its per-epoch S depends on the box rule.
@@ -93,7 +99,7 @@ def has_checkpoints(directory: str) -> bool:
 # Keys added to the config after checkpoints may have been recorded, with the value that keeps
 # the earlier behaviour: a fingerprint without them matches a config holding that value.
 ADDED_KEYS = {'optimizer.warmup_epochs': 0.0, 'optimizer.clip_norm': 0.0, 'f.erase_prob': 0.0,
-              'data.cache_codec': 'raw'}
+              'f.blank_weight': 0.0, 'g.initial_weight': 0.5,               'data.cache_codec': 'raw'}
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -17,6 +17,7 @@ Two decoders (`decoder`):
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -29,13 +30,23 @@ DOWNSCALE = 32
 DECODERS = ('released', 'paper')
 
 
-def _conv(features: int, dtype, name: str, use_bias: bool = True) -> nn.Conv:
-    return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=use_bias, dtype=dtype, name=name)
+def _conv(features: int, dtype, name: str, use_bias: bool = True, bias: float = 0.0) -> nn.Conv:
+    return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=use_bias, dtype=dtype, name=name,
+                   bias_init=nn.initializers.constant(bias))
 
 
-def _norm(train: bool, dtype, name: str) -> nn.BatchNorm:
+def _norm(train: bool, dtype, name: str, bias: float = 0.0) -> nn.BatchNorm:
     # PyTorch BatchNorm2d defaults (momentum 0.1 = Flax 0.9, eps 1e-5).
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name,
+                        bias_init=nn.initializers.constant(bias))
+
+
+def initial_logit(initial_weight: float) -> float:
+    """The bias of `g`'s last layer at initialisation, so that the untrained map is about
+    `initial_weight` (0.5: bias 0, as the released code and PyTorch's default initialise it)."""
+    if not 0 < initial_weight < 1:
+        raise ValueError(f'initial_weight must be in (0, 1), got {initial_weight}')
+    return math.log(initial_weight / (1 - initial_weight))
 
 
 def upsample_nearest2x(x: jnp.ndarray) -> jnp.ndarray:
@@ -76,6 +87,7 @@ class ReleasedBlock(nn.Module):
     upsample: bool = True
     final: bool = False
     dtype: Any = jnp.float32
+    final_bias: float = 0.0
 
     @nn.compact
     def __call__(self, x, skip, train: bool):
@@ -83,7 +95,7 @@ class ReleasedBlock(nn.Module):
             x = upsample_bilinear2x(x)
         y = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
         y = nn.relu(_norm(train, self.dtype, 'bn1')(_conv(self.features, self.dtype, 'conv1')(y)))
-        y = _conv(self.features, self.dtype, 'conv2')(y)
+        y = _conv(self.features, self.dtype, 'conv2', bias=self.final_bias if self.final else 0.0)(y)
         return y if self.final else nn.relu(_norm(train, self.dtype, 'bn2')(y))
 
 
@@ -92,6 +104,7 @@ class ReleasedDecoder(nn.Module):
     depth: str
     width: float
     dtype: Any = jnp.float32
+    final_bias: float = 0.0
 
     @nn.compact
     def __call__(self, features: Sequence[jnp.ndarray], train: bool):
@@ -104,7 +117,7 @@ class ReleasedDecoder(nn.Module):
         y = ReleasedBlock(ff[3], dtype=self.dtype, name='up2')(y, layer2, train)
         y = ReleasedBlock(ff[2], dtype=self.dtype, name='up3')(y, layer1, train)
         y = ReleasedBlock(ff[0], upsample=False, dtype=self.dtype, name='up4')(y, pool, train)
-        return ReleasedBlock(1, final=True, dtype=self.dtype, name='up5')(y, stem, train)
+        return ReleasedBlock(1, final=True, dtype=self.dtype, final_bias=self.final_bias, name='up5')(y, stem, train)
 
 
 class PaperBlock(nn.Module):
@@ -113,13 +126,14 @@ class PaperBlock(nn.Module):
     features: int
     final: bool
     dtype: Any = jnp.float32
+    final_bias: float = 0.0
 
     @nn.compact
     def __call__(self, x, skip, train: bool):
         y = jnp.concatenate([upsample_nearest2x(x), skip.astype(x.dtype)], axis=-1)
         y = nn.relu(_conv(self.features, self.dtype, 'conv1')(y))
         y = _conv(1 if self.final else self.features, self.dtype, 'conv2', use_bias=False)(y)
-        y = _norm(train, self.dtype, 'bn')(y)
+        y = _norm(train, self.dtype, 'bn', bias=self.final_bias if self.final else 0.0)(y)
         return y if self.final else nn.relu(y)
 
 
@@ -134,6 +148,7 @@ class WeightMapNet(nn.Module):
     decoder_channels: Sequence[int] = (256, 128, 64, 32, 16)
     dtype: Any = jnp.float32
     decoder: str = 'released'
+    initial_weight: float = 0.5    # the untrained map's value (`initial_logit`); no effect on loaded weights
 
     @nn.compact
     def __call__(self, x, train: bool = False) -> jnp.ndarray:
@@ -142,7 +157,8 @@ class WeightMapNet(nn.Module):
             raise ValueError(f'g needs an input size divisible by {DOWNSCALE}, got {height}x{width}')
         features = ResNet(self.depth, self.width, self.dtype, name='encoder')(x, train)
         if self.decoder == 'released':
-            logits = ReleasedDecoder(self.depth, self.width, self.dtype, name='decoder')(features, train)
+            logits = ReleasedDecoder(self.depth, self.width, self.dtype, initial_logit(self.initial_weight),
+                                     name='decoder')(features, train)
             logits = resize_align_corners(logits.astype(jnp.float32), height, width)
         elif self.decoder == 'paper':
             if len(self.decoder_channels) != 5:
@@ -151,7 +167,7 @@ class WeightMapNet(nn.Module):
             skips = (layer3, layer2, layer1, stem, x.astype(self.dtype))   # strides 16, 8, 4, 2, 1
             for i, (channels, skip) in enumerate(zip(self.decoder_channels, skips)):
                 y = PaperBlock(scaled(channels, self.width), final=(i == 4), dtype=self.dtype,
-                               name=f'decoder{i + 1}')(y, skip, train)
+                               final_bias=initial_logit(self.initial_weight), name=f'decoder{i + 1}')(y, skip, train)
             logits = y.astype(jnp.float32)
         else:
             raise ValueError(f'decoder must be one of {DECODERS}, got {self.decoder!r}')

@@ -37,7 +37,7 @@ def train_f(ctx: Context) -> None:
     for name in ctx.method.f_networks:
         network = methods.F_NETWORKS[name]
         model, state, n_steps = f_setup(ctx, name)
-        fn = network.step(model, ctx.crop, cfg.f)
+        fn = network.step(model, ctx.crop, cfg.f, cfg.g)
         batches = functools.partial(network.batches, ctx.data.train, cfg.f.batch_size, ctx.mesh,
                                     threads=cfg.data.read_threads)
         if parallel.is_chief():

@@ -33,7 +33,7 @@ def build_classifier(config, num_outputs: int) -> Classifier:
 
 def build_weight_map_net(config) -> WeightMapNet:
     return WeightMapNet(config.g.depth, config.g.width, tuple(config.g.decoder_channels),
-                        compute_dtype(config.dtype), config.g.decoder)
+                        compute_dtype(config.dtype), config.g.decoder, config.g.initial_weight)
 
 
 def make_optimizer(opt_cfg, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -39,29 +39,57 @@ def _f_inputs(images_uint8, rng, crop_size: int, erase_prob: float):
     return random_erase(images, k_erase, erase_prob) if erase_prob > 0 else images
 
 
-def f_classifier_step(model, crop_size: int, state: TrainState, batch, rng, erase_prob: float = 0.0):
-    """Pre-training of `f` for Method I: cross-entropy on image labels."""
+def blank_images(images: jnp.ndarray, mask_space: str, n: int = 1) -> jnp.ndarray:
+    """`n` copies of what `g`'s all-zero map makes of an image `(n, H, W, 3)`, in `mask_space`."""
+    zeros = jnp.zeros((n,) + images.shape[1:3], images.dtype)
+    return losses.apply_weight_map(images[:n], zeros, mask_space, jnp.asarray(IMAGENET_MEAN),
+                                   jnp.asarray(IMAGENET_STD))
+
+
+def f_classifier_step(model, crop_size: int, state: TrainState, batch, rng, erase_prob: float = 0.0,
+                      blank_weight: float = 0.0, mask_space: str = 'normalized'):
+    """Pre-training of `f` for Method I: cross-entropy on image labels, plus `blank_weight` times
+    `losses.blank_loss` on one blank image appended to the batch (0: off, the paper)."""
     images = _f_inputs(batch['image'], rng, crop_size, erase_prob)
+    n = images.shape[0]
+    if blank_weight > 0:
+        # In the same forward pass, so that BatchNorm sees it among real images, as f later sees
+        # masked images with its running statistics.
+        images = jnp.concatenate([images, blank_images(images, mask_space)])
 
     def loss_fn(params):
         logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
                                       train=True, mutable=['batch_stats'])
-        loss, parts = losses.classification_loss(logits, batch['label'])
+        loss, parts = losses.classification_loss(logits[:n], batch['label'])
+        if blank_weight > 0:
+            parts['blank'] = losses.blank_loss(logits[n:])
+            loss = loss + blank_weight * parts['blank']
         return loss, (parts, updates['batch_stats'])
 
     return _apply_update(state, loss_fn)
 
 
-def f_triplet_step(model, crop_size: int, margin: float, state: TrainState, batch, rng, erase_prob: float = 0.0):
-    """Pre-training of the Siamese `f` for Method II with the triplet loss (Eq. 2)."""
+def f_triplet_step(model, crop_size: int, margin: float, state: TrainState, batch, rng, erase_prob: float = 0.0,
+                   blank_weight: float = 0.0, mask_space: str = 'normalized'):
+    """Pre-training of the Siamese `f` for Method II with the triplet loss (Eq. 2), plus
+    `blank_weight` times Eq. 2 with the blank image as every anchor's negative (0: off, the
+    paper): the embedding's counterpart of `losses.blank_loss`, a blank is of no class."""
     images = _f_inputs(_flatten(batch['image']), rng, crop_size, erase_prob)   # (3B, c, c, 3)
+    n = images.shape[0]
+    if blank_weight > 0:
+        images = jnp.concatenate([images, blank_images(images, mask_space)])
 
     def loss_fn(params):
         emb, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
                                    train=True, mutable=['batch_stats'])
-        emb = _unflatten(emb, 3)
-        loss = losses.triplet_loss(emb[:, 0], emb[:, 1], emb[:, 2], margin)
-        return loss, ({'triplet': loss}, updates['batch_stats'])
+        triplets = _unflatten(emb[:n], 3)
+        loss = losses.triplet_loss(triplets[:, 0], triplets[:, 1], triplets[:, 2], margin)
+        parts = {'triplet': loss}
+        if blank_weight > 0:
+            blank = jnp.broadcast_to(emb[n:], triplets[:, 0].shape)
+            parts['blank'] = losses.triplet_loss(triplets[:, 0], triplets[:, 1], blank, margin)
+            loss = loss + blank_weight * parts['blank']
+        return loss, (parts, updates['batch_stats'])
 
     return _apply_update(state, loss_fn)
 
