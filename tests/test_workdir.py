@@ -35,6 +35,22 @@ def test_fingerprints_separate_what_each_stage_depends_on():
     assert workdir.fingerprint(a, 'g')['f.epochs'] != workdir.fingerprint(b, 'g')['f.epochs']
 
 
+def test_blank_weight_ties_f_to_the_mask_space_and_old_records_still_match():
+    a = tiny_synthetic('method2')
+    a.f.blank_weight = 0.0
+    for stage in ('f_classifier', 'f_siamese'):
+        assert 'g.mask_space' not in workdir.fingerprint(a, stage)   # f does not depend on g then
+    a.f.blank_weight = 1.0
+    for stage in ('f_classifier', 'f_siamese'):
+        assert workdir.fingerprint(a, stage)['g.mask_space'] == 'normalized'   # the blank is g's zero map
+    # A record written before the keys existed matches a config at the earlier behaviour only.
+    a.f.blank_weight, a.g.initial_weight = 0.0, 0.5
+    old = {k: v for k, v in workdir.fingerprint(a, 'g').items() if k not in ('f.blank_weight', 'g.initial_weight')}
+    assert workdir._differences(old, workdir.fingerprint(a, 'g')) == []
+    a.g.initial_weight = 0.9
+    assert workdir._differences(old, workdir.fingerprint(a, 'g')) == ["g.initial_weight: '(unset)' -> 0.9"]
+
+
 def test_collapsed_maps_are_flagged():
     maps = np.zeros((3, 16, 16), np.float32)
     maps[0] = 0.02                               # weights nothing

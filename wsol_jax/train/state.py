@@ -32,8 +32,9 @@ def build_classifier(config, num_outputs: int) -> Classifier:
 
 
 def build_weight_map_net(config) -> WeightMapNet:
+    # An export's spec has no initial_weight: it only sets initial values, which loaded weights replace.
     return WeightMapNet(config.g.depth, config.g.width, tuple(config.g.decoder_channels),
-                        compute_dtype(config.dtype), config.g.decoder, config.g.initial_weight)
+                        compute_dtype(config.dtype), config.g.decoder, config.g.get('initial_weight', 0.5))
 
 
 def make_optimizer(opt_cfg, steps_per_epoch: int) -> optax.GradientTransformation:
