@@ -40,6 +40,8 @@ def test_custom_small_preset(method):
     assert (c.data.image_size, c.data.crop_size) == (80, 64)
     assert c.f.width == c.g.width == 0.25 and c.f.pretrained == c.g.pretrained == 'none'
     assert c.f.optimizer.name == 'adam' and c.f.epochs >= 20
+    # Method II fine-tunes its Siamese f from the classifier: from scratch it would need f.epochs.
+    assert (c.f.siamese_from_classifier, c.f.siamese_epochs) == ((True, 2) if method == 'method2' else (False, 0))
     assert load_config('custom', method).data.crop_size == 224       # no preset: the paper's sizes
 
 

@@ -5,10 +5,14 @@ import shutil
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from helpers import ROOT, load_config, tiny_synthetic
-from wsol_jax import run as run_lib
+from wsol_jax import parallel, run as run_lib
+from wsol_jax.context import Context, f_setup, frozen_f
+from wsol_jax.data import load_dataset
 from wsol_jax.errors import TrainingError, WorkdirError
 
 
@@ -43,11 +47,26 @@ def test_method2_runs_every_stage(tmp_path):
     cfg = tiny_synthetic('method2', g_epochs=2)
     cfg.g.batch_size = 8
     cfg.g.optimizer.learning_rate = 1e-4   # two tiny epochs saturate the map at 1 with the default rate
+    assert cfg.f.siamese_from_classifier and cfg.f.siamese_epochs == 2 != cfg.f.epochs
     results = run_lib.run(cfg, str(tmp_path))
     assert os.path.isdir(tmp_path / 'f_siamese') and os.path.isdir(tmp_path / 'f_classifier')
     assert all(0.0 <= v <= 1.0 for r in results.values() for v in r.values())
     history = json.load(open(tmp_path / 'selection.json'))['history']
     assert {'train/inner', 'train/outer', 'train/reg', 'mean_S'} <= set(history['1'])
+    assert sorted(json.load(open(tmp_path / 'f_siamese_history.json'))) == ['1', '2']   # f.siamese_epochs
+
+    # The Siamese f starts from the trained classifier's backbone (statistics included), with a
+    # fresh embedding head; from scratch it would start from the random initialisation.
+    ctx = Context(cfg, str(tmp_path), load_dataset(cfg), parallel.make_mesh())
+    _, classifier = frozen_f(ctx, 'f_classifier')
+    _, start, _ = f_setup(ctx, 'f_siamese')
+    same = lambda a, b: all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), a, b)))
+    assert same(start.params['backbone'], classifier['params']['backbone'])
+    assert same(start.batch_stats['backbone'], classifier['batch_stats']['backbone'])
+    assert start.params['head']['kernel'].shape[-1] == cfg.f.embed_dim
+    cfg.f.siamese_from_classifier = False
+    _, scratch, _ = f_setup(ctx, 'f_siamese')
+    assert not same(scratch.params['backbone'], classifier['params']['backbone'])
 
 
 def test_selected_epoch_maximises_mean_s(method1_run):

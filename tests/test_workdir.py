@@ -51,6 +51,23 @@ def test_blank_weight_ties_f_to_the_mask_space_and_old_records_still_match():
     assert workdir._differences(old, workdir.fingerprint(a, 'g')) == ["g.initial_weight: '(unset)' -> 0.9"]
 
 
+def test_a_siamese_f_from_the_classifier_depends_on_the_classifier_length():
+    a = tiny_synthetic('method2')
+    a.f.siamese_from_classifier, a.f.siamese_epochs = False, 0
+    scratch = workdir.fingerprint(a, 'f_siamese')
+    assert 'f.epochs' not in scratch and 'f.siamese_epochs' not in scratch   # a longer run continues
+    a.f.siamese_from_classifier, a.f.siamese_epochs = True, 2
+    started = workdir.fingerprint(a, 'f_siamese')
+    assert started['f.epochs'] == a.f.epochs and 'f.siamese_epochs' not in started
+    assert 'f.siamese_from_classifier' not in workdir.fingerprint(a, 'f_classifier')
+    # A Siamese record from before the keys existed matches only a from-scratch Siamese f.
+    assert workdir._differences(scratch, workdir.fingerprint(a, 'f_siamese')) == [
+        f"f.epochs: '(unset)' -> {a.f.epochs}", "f.siamese_from_classifier: False -> True"]
+    old = {k: v for k, v in scratch.items() if k != 'f.siamese_from_classifier'}
+    a.f.siamese_from_classifier = False
+    assert workdir._differences(old, workdir.fingerprint(a, 'f_siamese')) == []
+
+
 def test_collapsed_maps_are_flagged():
     maps = np.zeros((3, 16, 16), np.float32)
     maps[0] = 0.02                               # weights nothing

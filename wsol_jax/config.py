@@ -59,6 +59,8 @@ def base_config(method: str) -> ml_collections.ConfigDict:
         min_accuracy_over_chance=2.0,
         erase_prob=0.0,          # random erasing to the mean colour while training f (0: off, the paper)
         blank_weight=0.0,        # weight of "a blank image is of no class" (losses.blank_loss; Siamese f: blank as negative; 0: the paper)
+        siamese_from_classifier=False,  # Method II: the Siamese f starts from the trained classifier's backbone
+        siamese_epochs=0,        # epochs of the Siamese f; 0: f.epochs
         optimizer=optimizer(1e-3, 1e-4, decay_every=80)))
     c.g = ml_collections.ConfigDict(dict(
         depth='resnet18', width=1.0, epochs=100, batch_size=128,
@@ -110,6 +112,7 @@ def validate(config) -> None:
     need(config.predict.batch_size >= 1, 'predict.batch_size', 'must be at least 1')
     need(0 < config.eval.max_coverage <= 1, 'eval.max_coverage', 'must be in (0, 1] (1 switches the rule off)')
     need(0 < config.g.initial_weight < 1, 'g.initial_weight', 'must be in (0, 1)')
+    need(config.f.siamese_epochs >= 0, 'f.siamese_epochs', 'must be >= 0 (0: f.epochs)')
     need(config.f.blank_weight >= 0, 'f.blank_weight', 'must be >= 0 (0: off)')
     need(config.f.min_accuracy_over_chance >= 0, 'f.min_accuracy_over_chance', 'must be >= 0')
     need(len(config.g.decoder_channels) == 5, 'g.decoder_channels', 'needs five widths (five upsampling blocks)')

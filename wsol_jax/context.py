@@ -65,7 +65,22 @@ def f_setup(ctx: Context, network: str, abstract: bool = False) -> tuple[object,
     """`(model, train state, steps per epoch)` of the f network `network` (a workdir stage name)."""
     cfg = ctx.config
     model = build_classifier(cfg, cfg.f.embed_dim if methods.F_NETWORKS[network].embedding else ctx.data.num_classes)
-    return (model, *_setup(ctx, model, cfg.f, 'init_f', abstract, 'backbone'))
+    state, n_steps = _setup(ctx, model, cfg.f, 'init_f', abstract, 'backbone')
+    if not abstract and network == workdir_lib.F_SIAMESE and cfg.f.get('siamese_from_classifier', False):
+        state = _with_classifier_backbone(ctx, state)
+    return model, state, n_steps
+
+
+def _with_classifier_backbone(ctx: Context, state: TrainState) -> TrainState:
+    """The Siamese f's train state with the backbone (parameters and BatchNorm statistics) of the
+    trained classifier: the start that ImageNet weights give it in the paper, where there are
+    none; only the embedding head starts afresh."""
+    _, classifier = frozen_f(ctx, workdir_lib.F_CLASSIFIER)
+    params, stats = dict(state.params), dict(state.batch_stats)
+    params['backbone'] = classifier['params']['backbone']
+    stats['backbone'] = classifier['batch_stats']['backbone']
+    print(f'[{workdir_lib.F_SIAMESE}] backbone initialised from the trained {workdir_lib.F_CLASSIFIER}')
+    return state.replace(params=params, batch_stats=stats)
 
 
 def g_setup(ctx: Context, abstract: bool = False) -> tuple[object, TrainState, int]:
@@ -77,9 +92,11 @@ def frozen_f(ctx: Context, network: str) -> tuple[object, dict]:
     """`(f, its variables)` restored from the workdir, replicated over the mesh."""
     model, state, _ = f_setup(ctx, network, abstract=True)
     variables, meta = checkpoint.restore_variables(ctx.path(network), state, what=f'f ({network})')
-    if meta.get('epoch') != ctx.config.f.epochs:   # g must not train on, or be judged with, a half-trained f
-        raise WorkdirError(f'{network} in {ctx.workdir} was trained for {meta.get("epoch")} of config.f.epochs='
-                           f'{ctx.config.f.epochs} epochs; run --stage=train_f first')
+    epochs = methods.f_epochs(ctx.config.f, network)
+    if meta.get('epoch') != epochs:   # g must not train on, or be judged with, a half-trained f
+        key = 'f.siamese_epochs' if epochs != ctx.config.f.epochs else 'f.epochs'
+        raise WorkdirError(f'{network} in {ctx.workdir} was trained for {meta.get("epoch")} of config.{key}='
+                           f'{epochs} epochs; run --stage=train_f first')
     return model, variables
 
 

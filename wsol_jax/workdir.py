@@ -65,12 +65,15 @@ def fingerprint(config, stage: str) -> dict[str, Any]:
     common = {k: v for k, v in flat.items() if k in ('seed', 'dtype') or k.startswith('data.')}
     f_keys = {k: v for k, v in flat.items() if k.startswith('f.')}
     if stage == F_CLASSIFIER:
-        keys = {**common, **{k: v for k, v in f_keys.items() if k not in ('f.epochs', 'f.embed_dim', 'f.margin')}}
+        keys = {**common, **{k: v for k, v in f_keys.items()
+                             if k not in ('f.epochs', 'f.embed_dim', 'f.margin', 'f.siamese_epochs', 'f.siamese_from_classifier')}}
         if flat.get('f.blank_weight'):   # the blank image is what g's zero map makes: it depends on this
             keys['g.mask_space'] = flat['g.mask_space']
         return keys
     if stage == F_SIAMESE:
-        keys = {**common, **{k: v for k, v in f_keys.items() if k != 'f.epochs'}}
+        keys = {**common, **{k: v for k, v in f_keys.items() if k not in ('f.epochs', 'f.siamese_epochs')}}
+        if flat.get('f.siamese_from_classifier'):   # it starts from the classifier of f.epochs epochs
+            keys['f.epochs'] = flat['f.epochs']
         if flat.get('f.blank_weight'):
             keys['g.mask_space'] = flat['g.mask_space']
         return keys
@@ -99,7 +102,8 @@ def has_checkpoints(directory: str) -> bool:
 # Keys added to the config after checkpoints may have been recorded, with the value that keeps
 # the earlier behaviour: a fingerprint without them matches a config holding that value.
 ADDED_KEYS = {'optimizer.warmup_epochs': 0.0, 'optimizer.clip_norm': 0.0, 'f.erase_prob': 0.0,
-              'f.blank_weight': 0.0, 'g.initial_weight': 0.5,               'data.cache_codec': 'raw'}
+              'f.blank_weight': 0.0, 'g.initial_weight': 0.5, 'data.cache_codec': 'raw',
+              'f.siamese_from_classifier': False, 'f.siamese_epochs': 0}
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -42,13 +42,14 @@ def train_f(ctx: Context) -> None:
                                     threads=cfg.data.read_threads)
         if parallel.is_chief():
             workdir_lib.record(ctx.workdir, cfg, name)
-        spec = loop.Loop(name, ctx.path(name), cfg.f.epochs, n_steps, network.images_per_example * cfg.f.batch_size,
+        epochs = methods.f_epochs(cfg.f, name)
+        spec = loop.Loop(name, ctx.path(name), epochs, n_steps, network.images_per_example * cfg.f.batch_size,
                          ctx.path(workdir_lib.history_name(name)), keep='latest', hint=_lr_hint('f', ctx),
                          writer=ctx.writer)
         quality = workdir_lib.read_json(ctx.path(workdir_lib.F_QUALITY), {})
         trained = checkpoint.latest_epoch(ctx.path(name))
         state = loop.run(spec, state, steps.compile_step(fn, ctx.mesh), batches, ctx.key(name))
-        if name not in quality or trained != cfg.f.epochs:   # measured once, after the last epoch
+        if name not in quality or trained != epochs:   # measured once, after the last epoch
             _record_f_quality(ctx, name, model, state.variables)
 
 
