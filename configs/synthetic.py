@@ -7,7 +7,8 @@ quarter-width ResNet-18 for f and g trained from scratch (no ImageNet weights), 
 rates, fewer epochs. Method II does fewer epochs: a triplet costs about three Method I images.
 Two additions the paper does not need with ImageNet-initialised networks and this benchmark
 does from scratch (off by default in every other config): f learns that a blank image is of no
-class (`f.blank_weight`), and g's untrained map starts at 0.9 (`g.initial_weight`); the
+class (`f.blank_weight`), and g's untrained map starts at 0.9 (`g.initial_weight`) for Method I;
+Method II's Siamese f starts from the trained classifier (`f.siamese_from_classifier`). The
 comments below say why.
 """
 from wsol_jax.config import base_config, optimizer
@@ -59,7 +60,9 @@ def get_config(arg: str = 'method1'):
         c.f.siamese_from_classifier = True
         c.f.siamese_epochs = 2
         # Not for Method II: with the blank as a negative of the Siamese f, 4 f epochs and g from
-        # 0.9, seeds 0-4 gave GT-known 79.5/47.5/52.1/77.1/62.7 (against 94.9/97.7/75.8/94.7/95.9).
+        # 0.9, seeds 0-4 gave GT-known 79.5/47.5/52.1/77.1/62.7 (against 94.9/97.7/75.8/94.7/95.9);
+        # with the Siamese f from the classifier, the blank negative kept g at whole-image maps
+        # on seed 2 (Eq. 3 is met by any map whose complement is nearly blank).
         c.f.blank_weight = 0.0
         c.g.initial_weight = 0.5
         # A triplet costs g about three Method I images: three epochs fit the budget. With the
