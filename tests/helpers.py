@@ -20,6 +20,7 @@ def tiny_synthetic(method: str, g_epochs: int = 3):
     # One epoch of f on 48 images is near chance: the weak-f stop is tested on its own.
     c.f.update(dict(width=0.125, epochs=1, batch_size=16, embed_dim=8, allow_weak=True))
     c.g.update(dict(width=0.125, epochs=g_epochs, batch_size=16))
-    # Three short epochs of g do not localise; the degenerate-map rule is tested on its own.
-    c.eval.update(dict(batch_size=16, num_overlays=2, strip_images=2, max_coverage=1.0))
+    # Three short epochs of g do not localise; the degenerate-map rule and the stop on bad maps
+    # are tested on their own.
+    c.eval.update(dict(batch_size=16, num_overlays=2, strip_images=2, max_coverage=1.0, max_bad_maps=1.0))
     return c

@@ -75,6 +75,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
         box_rule='normalized',   # normalized: min-max rescale before Eq. 5 (released code) | literal
         threshold_ratio=0.1,     # Eq. 5: tau = ratio * max
         max_coverage=0.95,       # a map whose box covers more of the image than this is degenerate (S = 0)
+        max_bad_maps=0.5,        # stop (after the report) if more validation maps than this are degenerate or collapsed; 1: never
         pxap_interval=0.01, maxboxacc_ious=(30, 50, 70),
         top_k=5,                 # Top-k cls / Top-k loc beside Top-1
         num_workers=0,           # processes for the contour work of MaxBoxAcc; 0: one per core, 1: in-line
@@ -110,6 +111,7 @@ def validate(config) -> None:
         need(config.eval[key] >= 1, f'eval.{key}', 'must be at least 1')
     need(config.eval.num_workers >= 0, 'eval.num_workers', 'must be >= 0 (0: one per core)')
     need(config.predict.batch_size >= 1, 'predict.batch_size', 'must be at least 1')
+    need(0 <= config.eval.max_bad_maps <= 1, 'eval.max_bad_maps', 'must be in [0, 1] (1 switches the stop off)')
     need(0 < config.eval.max_coverage <= 1, 'eval.max_coverage', 'must be in (0, 1] (1 switches the rule off)')
     need(0 < config.g.initial_weight < 1, 'g.initial_weight', 'must be in (0, 1)')
     need(config.f.siamese_epochs >= 0, 'f.siamese_epochs', 'must be >= 0 (0: f.epochs)')

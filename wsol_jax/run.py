@@ -94,6 +94,8 @@ def run(config, workdir: str, stage: str = 'all') -> dict:
                 report.write(workdir, config, results, select.load_selection(workdir), samples, data, all_timings)
                 print(f'[report] {os.path.join(workdir, "results.md")}\n' +
                       open(os.path.join(workdir, 'results.md')).read())
+            if name == 'evaluate':   # after the report, so that what went wrong can be looked at
+                select.check_selected_maps(select.load_selection(workdir), config.eval.max_bad_maps)
     finally:
         if ctx.writer is not None:
             ctx.writer.close()

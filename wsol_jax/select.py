@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from wsol_jax import parallel, workdir as workdir_lib
-from wsol_jax.errors import WorkdirError
+from wsol_jax.errors import TrainingError, WorkdirError
 from wsol_jax.selection import select_epoch, selection_regret
 from wsol_jax.train import checkpoint, loop
 
@@ -36,3 +36,19 @@ def load_selection(workdir: str) -> dict:
     if selection is None or selection['last_epoch'] != checkpoint.latest_epoch(workdir_lib.path(workdir, workdir_lib.G)):
         raise WorkdirError(f'{path} is missing or older than the last epoch of g; run --stage=select first')
     return selection
+
+
+def check_selected_maps(selection: dict, max_bad: float) -> None:
+    """Stop when the kept epoch's maps do not localise: degenerate (one blob over nearly the whole
+    image, or empty) plus collapsed maps on more than `max_bad` of the validation images. Their
+    boxes are the whole image or nothing, so GT-known, Top-1 loc and the rest would measure
+    the objects' sizes, not g (a run whose g collapsed once ended with GT-known 0.8 % and exit 0)."""
+    epoch = selection['selected_epoch']
+    chosen = selection['history'].get(str(epoch), {})
+    bad = chosen.get('val/degenerate', 0.0) + chosen.get('val/collapsed', 0.0)
+    if bad > max_bad:
+        raise TrainingError(
+            f'g does not localise: at the selected epoch {epoch} of {selection["last_epoch"]}, {100 * bad:.0f}% of the '
+            f'validation maps are degenerate or collapsed (limit eval.max_bad_maps={max_bad:g}); the report is written '
+            f'but its numbers do not measure localisation. Train g longer or at another rate (g.epochs, '
+            f'g.optimizer.learning_rate), check f (f_quality.json), or accept with --config.eval.max_bad_maps=1')
