@@ -49,4 +49,5 @@ def get_config(arg: str = 'method1'):
             c.f.siamese_epochs = 2
             c.g.update(dict(epochs=3, batch_size=16))
             c.g.optimizer.learning_rate = 0.08
+            c.g.optimizer.warmup_epochs = 0.25   # three epochs: see configs/synthetic.py
     return c

@@ -42,6 +42,8 @@ def test_custom_small_preset(method):
     assert c.f.optimizer.name == 'adam' and c.f.epochs >= 20
     # Method II fine-tunes its Siamese f from the classifier: from scratch it would need f.epochs.
     assert (c.f.siamese_from_classifier, c.f.siamese_epochs) == ((True, 2) if method == 'method2' else (False, 0))
+    # Three g epochs for Method II: a one-epoch warm-up would spend a third of them.
+    assert c.g.optimizer.warmup_epochs == (0.25 if method == 'method2' else 1.0)
     assert load_config('custom', method).data.crop_size == 224       # no preset: the paper's sizes
 
 
