@@ -52,3 +52,13 @@ def test_unknown_preset_or_method_is_a_config_error():
         load_config('custom', 'method1,tiny')
     with pytest.raises(ConfigError, match='must be one of'):
         load_config('custom', 'method3,small')
+
+
+def test_a_negative_selection_tolerance_is_a_config_error():
+    c = load_config('synthetic', 'method1')
+    assert c.eval.selection_se == 1.0
+    c.eval.selection_se = -1.0
+    with pytest.raises(ConfigError, match=r'^config.eval.selection_se: must be >= 0'):
+        config_lib.validate(c)
+    c.eval.selection_se = 0.0   # the literal maximum
+    config_lib.validate(c)

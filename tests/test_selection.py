@@ -12,9 +12,28 @@ def test_highest_mean_s_wins():
     assert select_epoch(history) == 2
 
 
-def test_ties_go_to_the_earliest_epoch():
-    history = {3: {'mean_S': 0.9}, 1: {'mean_S': 0.5}, 2: {'mean_S': 0.9}, 4: {'mean_S': 0.9}}
+def test_the_latest_epoch_within_one_standard_error_of_the_best_is_kept():
+    # Method II, synthetic seed 0: a coarse epoch 1 and a refined epoch 3 that S cannot tell apart.
+    history = {1: {'mean_S': 0.9933, 'mean_S_se': 0.0015}, 2: {'mean_S': 0.9853, 'mean_S_se': 0.0030},
+               3: {'mean_S': 0.9923, 'mean_S_se': 0.0032}}
+    assert select_epoch(history) == 3                      # 0.9923 >= 0.9933 - 0.0015
+    assert select_epoch(history, standard_errors=0) == 1   # Eq. 6 literally: the maximum
+    assert select_epoch(history, standard_errors=0.5) == 1  # 0.9923 < 0.9933 - 0.00075
+    # the tolerance is the best epoch's standard error, not the candidate's
+    history[1]['mean_S_se'] = 0.0005
+    assert select_epoch(history) == 1
+
+
+def test_a_map_that_breaks_into_parts_is_not_kept_however_late():
+    history = {1: {'mean_S': 0.98, 'mean_S_se': 0.002}, 2: {'mean_S': 0.99, 'mean_S_se': 0.002},
+               3: {'mean_S': 0.94, 'mean_S_se': 0.007}}
     assert select_epoch(history) == 2
+
+
+def test_without_standard_errors_the_maximum_wins_and_exact_ties_go_to_the_latest():
+    history = {3: {'mean_S': 0.9}, 1: {'mean_S': 0.5}, 2: {'mean_S': 0.9}, 4: {'mean_S': 0.89}}
+    assert select_epoch(history) == 3
+    assert select_epoch({1: {'mean_S': 0.9, 'mean_S_se': math.nan}, 2: {'mean_S': 0.8}}) == 1
 
 
 def test_non_finite_epochs_are_never_selected():

@@ -75,6 +75,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
         box_rule='normalized',   # normalized: min-max rescale before Eq. 5 (released code) | literal
         threshold_ratio=0.1,     # Eq. 5: tau = ratio * max
         max_coverage=0.95,       # a map whose box covers more of the image than this is degenerate (S = 0)
+        selection_se=1.0,        # keep the latest epoch within this many standard errors of the best mean S; 0: the maximum
         max_bad_maps=0.5,        # stop (after the report) if more validation maps than this are degenerate or collapsed; 1: never
         pxap_interval=0.01, maxboxacc_ious=(30, 50, 70),
         top_k=5,                 # Top-k cls / Top-k loc beside Top-1
@@ -112,6 +113,7 @@ def validate(config) -> None:
     need(config.eval.num_workers >= 0, 'eval.num_workers', 'must be >= 0 (0: one per core)')
     need(config.predict.batch_size >= 1, 'predict.batch_size', 'must be at least 1')
     need(0 <= config.eval.max_bad_maps <= 1, 'eval.max_bad_maps', 'must be in [0, 1] (1 switches the stop off)')
+    need(config.eval.selection_se >= 0, 'eval.selection_se', 'must be >= 0 (0: the epoch of the highest mean S)')
     need(0 < config.eval.max_coverage <= 1, 'eval.max_coverage', 'must be in (0, 1] (1 switches the rule off)')
     need(0 < config.g.initial_weight < 1, 'g.initial_weight', 'must be in (0, 1)')
     need(config.f.siamese_epochs >= 0, 'f.siamese_epochs', 'must be >= 0 (0: f.epochs)')

@@ -9,16 +9,19 @@ from wsol_jax.train import checkpoint, loop
 
 
 def select(ctx) -> dict:
-    """Stage select: the epoch of `g` with the highest mean S (Eq. 6); no box or mask is used.
+    """Stage select: the latest epoch of `g` whose mean S (Eq. 6) is within
+    `eval.selection_se` standard errors of the highest; no box or mask is used.
     `ctx` is a `wsol_jax.context.Context`."""
     latest = checkpoint.latest_epoch(ctx.path(workdir_lib.G))
     history = loop.read_history(ctx.path(workdir_lib.G_HISTORY), latest or 0)
     if not history:
         raise WorkdirError(f'no trained g in {ctx.path(workdir_lib.G)}; run --stage=train_g first')
-    chosen = select_epoch(history)
+    k = ctx.config.eval.selection_se
+    chosen = select_epoch(history, standard_errors=k)
     selection = {'selected_epoch': chosen, 'last_epoch': max(history),
-                 'criterion': 'max mean containment score S (Eq. 6) on the validation split; degenerate maps '
-                              f'(box > {ctx.config.eval.max_coverage:g} of the image, or nothing kept) score 0; ties: earliest epoch',
+                 'criterion': 'mean containment score S (Eq. 6) on the validation split: the latest epoch within '
+                              f'{k:g} standard error(s) of the highest; degenerate maps '
+                              f'(box > {ctx.config.eval.max_coverage:g} of the image, or nothing kept) score 0',
                  'box_rule': ctx.config.eval.box_rule,
                  'regret': selection_regret(history, chosen),
                  'history': {str(e): history[e] for e in sorted(history)}}

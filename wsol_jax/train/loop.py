@@ -39,6 +39,7 @@ class Loop:
     keep: str = 'latest'           # 'latest' | 'selected_and_latest' (by mean S) | 'all'
     hint: str = ''                 # what to try when the loss is not finite
     writer: Optional[object] = None  # tensorboardX SummaryWriter (chief only)
+    selection_se: float = 1.0      # 'selected_and_latest': the selection's tolerance (selection.select_epoch)
 
 
 def _check_finite(loop: Loop, epoch: int, step: int, metrics: dict) -> None:
@@ -57,7 +58,7 @@ def _kept_epochs(loop: Loop, history: dict[int, dict], latest: int) -> set[int]:
     if loop.keep == 'latest':
         return {latest}
     try:
-        return {latest, select_epoch(history)}
+        return {latest, select_epoch(history, standard_errors=loop.selection_se)}
     except TrainingError:   # no epoch localises yet
         return {latest}
 

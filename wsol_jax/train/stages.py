@@ -107,8 +107,8 @@ def check_f_quality(ctx: Context, names: tuple[str, ...]) -> None:
 
 
 def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
-    """Mean S (Eq. 6) over the validation split, the selection criterion (no box used), with
-    the share of degenerate and collapsed maps; and, only as a diagnostic, GT-known loc on the
+    """Mean S (Eq. 6) over the validation split and its standard error, the selection criterion
+    (no box used), with the share of degenerate and collapsed maps; and, only as a diagnostic, GT-known loc on the
     validation boxes when there are any. Returns the metrics and the maps of the first
     `eval.strip_images` validation images."""
     split, cfg = ctx.data.val, ctx.config
@@ -124,7 +124,10 @@ def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
         if sum(map(len, strip)) < cfg.eval.strip_images:
             strip.append(maps)
     scores = {k: np.concatenate([p[k] for p in per_image]) for k in per_image[0]}
+    n = len(scores['S'])
     out = {'mean_S': float(np.mean(scores['S'])), 'mean_S_raw': float(np.mean(scores['S_raw'])),
+           # the selection's tolerance (selection.select_epoch: one standard error of the best epoch)
+           'mean_S_se': float(np.std(scores['S'], ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
            'val/degenerate': float(np.mean(scores['degenerate'])), 'val/collapsed': float(np.mean(scores['collapsed']))}
     if ious:
         out['val/gt_known_loc'] = float(np.mean(np.concatenate(ious) >= 0.5))
@@ -161,6 +164,7 @@ def train_g(ctx: Context) -> None:
     per_step = cfg.g.batch_size * method.images_per_example
     spec = loop.Loop('g', ctx.path(G_DIR), cfg.g.epochs, n_steps, per_step, ctx.path(workdir_lib.G_HISTORY),
                      keep='all' if cfg.g.keep_all_checkpoints else 'selected_and_latest',
+                     selection_se=cfg.eval.selection_se,
                      hint=_lr_hint('g', ctx), writer=ctx.writer)
     loop.run(spec, state, step, batches, ctx.key('g'), epoch_end)
 
