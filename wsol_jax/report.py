@@ -115,7 +115,9 @@ def plot_selection(selection: dict, path: str) -> None:
     epochs = sorted(int(e) for e in selection['history'])
     hist = [selection['history'][str(e)] for e in epochs]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(epochs, [h['mean_S'] for h in hist], 'o-', label='mean S (validation, Eq. 6)')
+    # the error bars are the standard errors that set the selection's tolerance (selection.select_epoch)
+    ax.errorbar(epochs, [h['mean_S'] for h in hist], yerr=[h.get('mean_S_se', 0.0) for h in hist], fmt='o-',
+                capsize=3, label='mean S +- standard error (validation, Eq. 6)')
     if all('val/gt_known_loc' in h for h in hist):
         ax.plot(epochs, [h['val/gt_known_loc'] for h in hist], 's--', label='GT-known loc (validation)')
     ax.axvline(selection['selected_epoch'], color='k', ls=':', label='selected epoch')
