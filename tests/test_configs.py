@@ -44,6 +44,7 @@ def test_custom_small_preset(method):
     assert (c.f.siamese_from_classifier, c.f.siamese_epochs) == ((True, 2) if method == 'method2' else (False, 0))
     # Three g epochs for Method II: a one-epoch warm-up would spend a third of them.
     assert c.g.optimizer.warmup_epochs == (0.25 if method == 'method2' else 1.0)
+    assert c.g.reg_weight == (2.0 if method == 'method2' else 1.0)   # lambda: see configs/custom.py
     assert load_config('custom', method).data.crop_size == 224       # no preset: the paper's sizes
 
 

@@ -122,6 +122,7 @@ def plot_selection(selection: dict, path: str) -> None:
         ax.plot(epochs, [h['val/gt_known_loc'] for h in hist], 's--', label='GT-known loc (validation)')
     ax.axvline(selection['selected_epoch'], color='k', ls=':', label='selected epoch')
     ax.set_xlabel('epoch of g')
+    ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
     ax.set_ylim(0, 1.02)
     ax.legend(loc='lower left', fontsize=8)
     ax.set_title('Early stopping by the containment score S')
