@@ -108,8 +108,8 @@ def check_f_quality(ctx: Context, names: tuple[str, ...]) -> None:
 
 def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
     """Mean S (Eq. 6) over the validation split and its standard error, the selection criterion
-    (no box used), with the share of degenerate and collapsed maps; and, only as a diagnostic, GT-known loc on the
-    validation boxes when there are any. Returns the metrics and the maps of the first
+    (no box used), with the share of degenerate and collapsed maps; and, only as a diagnostic,
+    GT-known loc on the validation boxes when there are any. Returns the metrics and the maps of the first
     `eval.strip_images` validation images."""
     split, cfg = ctx.data.val, ctx.config
     per_image, ious, strip = [], [], []
