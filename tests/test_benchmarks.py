@@ -1,10 +1,14 @@
 """The benchmark scripts run (tiny sizes on the CPU) and print their numbers."""
 import os
 import subprocess
+import sys
+
+import pytest
 
 from helpers import ROOT
 
 
+@pytest.mark.slow   # 45-75 s on 2 cores: every section of the GPU check (python -m pytest -m slow)
 def test_gpu_check_small_runs_on_cpu_and_writes_every_section(tmp_path):
     out = tmp_path / 'check'
     env = dict(os.environ, JAX_PLATFORMS='cpu')
@@ -20,7 +24,6 @@ def test_gpu_check_small_runs_on_cpu_and_writes_every_section(tmp_path):
 
 def test_input_memory_benchmark_reports_both_peaks(tmp_path):
     """benchmarks/input_memory.py at tiny sizes: one line per size and the growth of both peaks."""
-    import sys
     proc = subprocess.run([sys.executable, 'benchmarks/input_memory.py', '--sizes=16,48', '--image_size=32',
                            f'--cache_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

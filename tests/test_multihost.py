@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from helpers import ROOT
 
@@ -45,6 +46,7 @@ def _two_processes(workdir, *args):
     return [out for out, _ in outs]
 
 
+@pytest.mark.slow   # about 2 minutes on 2 cores: three full runs (python -m pytest -m slow)
 def test_two_processes_give_the_results_of_one(tmp_path):
     multi, single = tmp_path / 'multi', tmp_path / 'single'
     outs = _two_processes(multi)
