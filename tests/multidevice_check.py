@@ -1,16 +1,27 @@
 """Run by test_parallel.py in a fresh process with 8 fake CPU devices: a few training steps of f
 and g (both methods) on 8 devices and on 1 device from the same state and global batches must
-give the same parameters and BatchNorm statistics. Prints one JSON line of max differences."""
+give the same parameters and BatchNorm statistics. Prints one JSON line of max differences.
+
+    python tests/multidevice_check.py [--dtype=float64|float32] [kind ...]
+
+In float64 (the default, JAX's 64-bit mode: parameters, inputs, activations and sums all float64)
+the two programs differ only in the order of their floating-point sums, which moves float64
+results by rounding alone; a difference that is not rounding (per-device BatchNorm statistics, a
+gradient averaged per device) is as large in float64 as in float32. `--dtype=float32` shows how
+much the same reordering moves the float32 training the runs use.
+"""
 import os
 
 os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
 os.environ['JAX_PLATFORMS'] = 'cpu'
 
+import contextlib  # noqa: E402
 import functools  # noqa: E402
-import sys  # noqa: E402
 import json  # noqa: E402
+import sys  # noqa: E402
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -20,15 +31,16 @@ from wsol_jax.train import steps  # noqa: E402
 from wsol_jax.train.state import create_train_state, make_optimizer  # noqa: E402
 
 CROP, B = 32, 16
+KINDS = ('f_classifier', 'f_triplet', 'g_method1', 'g_method2')
 OPT = ml_collections.ConfigDict(dict(name='sgd', learning_rate=0.01, momentum=0.9, weight_decay=1e-4,
                                      decay_every=10, decay_factor=0.1))
 G_CFG = ml_collections.ConfigDict(dict(mask_space='normalized', reg_weight=1.0, inner_weight=1.0,
                                        outer_weight=1.0, margin=1.0))
 
 
-def run(mesh, kind, n_steps=3):
-    f = Classifier(8 if kind == 'f_triplet' else 4, width=0.125)
-    g = WeightMapNet(width=0.125, decoder=os.environ.get('WSOL_CHECK_DECODER', 'released'))
+def run(mesh, kind, dtype, n_steps=3):
+    f = Classifier(8 if kind == 'f_triplet' else 4, width=0.125, dtype=dtype)
+    g = WeightMapNet(width=0.125, dtype=dtype, decoder=os.environ.get('WSOL_CHECK_DECODER', 'released'))
     rng = np.random.default_rng(0)
     f_state = create_train_state(f, jax.random.key(0), (1, CROP, CROP, 3), make_optimizer(OPT, 10))
     if kind == 'f_classifier':
@@ -37,11 +49,12 @@ def run(mesh, kind, n_steps=3):
         fn, state, frozen = functools.partial(steps.f_triplet_step, f, CROP, G_CFG.margin), f_state, ()
     else:
         method = kind.split('_')[1]
-        f_trip = Classifier(8, width=0.125) if method == 'method2' else f
+        f_trip = Classifier(8, width=0.125, dtype=dtype) if method == 'method2' else f
         f_vars = create_train_state(f_trip, jax.random.key(0), (1, CROP, CROP, 3), make_optimizer(OPT, 10)).variables
         fn = functools.partial(steps.g_step, g, f_trip, G_CFG, CROP, methods.get(method).g_objective)
         state = create_train_state(g, jax.random.key(1), (1, CROP, CROP, 3), make_optimizer(OPT, 10))
         frozen = (parallel.replicate(f_vars, mesh),)
+    assert all(x.dtype == dtype for x in jax.tree.leaves(state.params)), 'the check must run in one precision'
     state = parallel.replicate(state, mesh)
     step = steps.compile_step(fn, mesh, n_frozen=len(frozen))
     triplet = kind in ('f_triplet', 'g_method2')
@@ -60,12 +73,19 @@ def max_diff(a, b):
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-if __name__ == '__main__':
+def main(argv):
+    dtype = next((a.split('=', 1)[1] for a in argv if a.startswith('--dtype=')), 'float64')
+    kinds = [a for a in argv if not a.startswith('--')] or KINDS
     assert jax.device_count() == 8, jax.devices()
-    one, eight = parallel.make_mesh(jax.devices()[:1]), parallel.make_mesh()
-    out = {}
-    for kind in sys.argv[1:] or ('f_classifier', 'f_triplet', 'g_method1', 'g_method2'):
-        a, b = run(one, kind), run(eight, kind)
-        out[kind] = {'params': max_diff(a['params'], b['params']),
-                     'batch_stats': max_diff(a['batch_stats'], b['batch_stats'])}
+    with jax.enable_x64(True) if dtype == 'float64' else contextlib.nullcontext():
+        one, eight = parallel.make_mesh(jax.devices()[:1]), parallel.make_mesh()
+        out = {}
+        for kind in kinds:
+            a, b = run(one, kind, jnp.dtype(dtype)), run(eight, kind, jnp.dtype(dtype))
+            out[kind] = {'params': max_diff(a['params'], b['params']),
+                         'batch_stats': max_diff(a['batch_stats'], b['batch_stats'])}
     print(json.dumps(out))
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

@@ -14,6 +14,7 @@ from wsol_jax.models.resnet import RESNET_SPECS
 from wsol_jax.models.weight_map import DECODERS
 
 METHODS = ('method1', 'method2')
+DTYPES = ('float32', 'bfloat16', 'float64')   # float64: JAX's 64-bit mode for the run (numerical checks)
 
 
 def optimizer(learning_rate: float, weight_decay: float, momentum: float = 0.9, decay_every: int = 80,
@@ -35,7 +36,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = method
     c.seed = 0
-    c.dtype = 'float32'          # compute dtype; 'bfloat16' keeps float32 parameters
+    c.dtype = 'float32'          # compute dtype; 'bfloat16' keeps float32 parameters; 'float64': numerical checks (slow)
     c.distributed = False        # call jax.distributed.initialize() (multi-host runs)
     c.overwrite = False          # retrain a stage whose checkpoints were made with other settings
     c.require_pretrained = False  # the paper's datasets: f.pretrained and g.pretrained must be given
@@ -98,7 +99,7 @@ def validate(config) -> None:
         if not ok:
             raise ConfigError(f'config.{key}: {msg}')
     need(config.method in METHODS, 'method', f'must be one of {METHODS}, got {config.method!r}')
-    need(config.dtype in ('float32', 'bfloat16'), 'dtype', f"must be 'float32' or 'bfloat16', got {config.dtype!r}")
+    need(config.dtype in DTYPES, 'dtype', f'must be one of {DTYPES}, got {config.dtype!r}')
     for net in ('f', 'g'):
         need(config[net].depth in RESNET_SPECS, f'{net}.depth', f'must be one of {sorted(RESNET_SPECS)}')
         need(config[net].width > 0, f'{net}.width', 'must be positive')

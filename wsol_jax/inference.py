@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wsol_jax import localization
-from wsol_jax.data.dataset import center_crop, normalize
+from wsol_jax.data.dataset import center_crop, input_float, normalize
 
 
 def weight_maps(g_model, crop_size: int, ratio: float, box_rule: str, g_vars, images_uint8):
@@ -28,7 +28,7 @@ def whole_image(images_uint8, size: int):
     `(N, size, size, 3)` normalised (bilinear, antialiased when shrinking). This is the view of
     predictions on new images and of wsolevaluation's protocol (resize, no crop)."""
     n, s = images_uint8.shape[0], images_uint8.shape[1]
-    x = images_uint8.astype(jnp.float32)
+    x = images_uint8.astype(input_float())
     if s != size or images_uint8.shape[2] != size:
         x = jnp.clip(jax.image.resize(x, (n, size, size, 3), 'bilinear', antialias=True), 0, 255)
     return normalize(x)

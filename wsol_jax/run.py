@@ -7,6 +7,7 @@ run will need is checked (`wsol_jax.checks`).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import time
@@ -50,8 +51,14 @@ def trained_stages(config) -> tuple[str, ...]:
 
 
 def run(config, workdir: str, stage: str = 'all') -> dict:
-    """Run one stage or all of them; returns the evaluation results when it evaluates."""
+    """Run one stage or all of them; returns the evaluation results when it evaluates.
+    `config.dtype='float64'` runs it in JAX's 64-bit mode (numerical checks)."""
     config_lib.validate(config)
+    with jax.enable_x64(True) if config.dtype == 'float64' else contextlib.nullcontext():
+        return _run(config, workdir, stage)
+
+
+def _run(config, workdir: str, stage: str) -> dict:
     if stage != 'all' and stage not in STAGES + USE_STAGES:
         raise ValueError(f'unknown stage {stage!r}; choose all or one of {STAGES + USE_STAGES}')
     if stage in USE_STAGES:

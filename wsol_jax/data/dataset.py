@@ -74,9 +74,16 @@ class Dataset:
         return [f'class_{k}' for k in range(self.num_classes)]
 
 
+def input_float() -> jnp.dtype:
+    """The float type of network inputs: float32, or float64 where JAX runs with 64-bit types
+    (`jax.enable_x64`, `config.dtype='float64'`), so that a float64 check is float64 throughout."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
 def normalize(images_uint8: jnp.ndarray) -> jnp.ndarray:
-    """uint8 `(N, H, W, 3)` -> float32 `(x / 255 - mean) / std` (ImageNet statistics)."""
-    return (images_uint8.astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    """uint8 `(N, H, W, 3)` -> float32 `(x / 255 - mean) / std` (ImageNet statistics; float64 under
+    `input_float`'s 64-bit mode)."""
+    return (images_uint8.astype(input_float()) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
 
 
 def augment(images_uint8: jnp.ndarray, rng: jax.Array, crop_size: int) -> jnp.ndarray:

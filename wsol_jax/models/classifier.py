@@ -11,11 +11,12 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from wsol_jax.models.resnet import ResNet
+from wsol_jax.models.resnet import ResNet, output_dtype
 
 
 class Classifier(nn.Module):
-    """`f`: `(N, H, W, 3)` normalised images -> `(N, num_outputs)` float32 logits or embeddings."""
+    """`f`: `(N, H, W, 3)` normalised images -> `(N, num_outputs)` logits or embeddings, float32
+    (float64 when computing in float64: `output_dtype`)."""
     num_outputs: int
     depth: str = 'resnet18'
     width: float = 1.0
@@ -28,7 +29,7 @@ class Classifier(nn.Module):
     def __call__(self, x, train: bool = False) -> jnp.ndarray:
         features = self.backbone(x, train)[-1]
         pooled = jnp.mean(features, axis=(1, 2))
-        return self.head(pooled).astype(jnp.float32)
+        return self.head(pooled).astype(output_dtype(self.dtype))
 
     def class_activation_maps(self, x, classes) -> jnp.ndarray:
         """CAM of Zhou et al. (2016) for `classes` `(N,)`: `(N, H/32, W/32)` float32.
@@ -36,8 +37,8 @@ class Classifier(nn.Module):
         The class score decomposes over positions of the last feature map as
         `sum_c w[c, k] * F[h, w, c]`; negative evidence is clipped (ReLU) as in wsolevaluation.
         """
-        features = self.backbone(x, False)[-1].astype(jnp.float32)
+        features = self.backbone(x, False)[-1].astype(output_dtype(self.dtype))
         self.head(jnp.mean(features, axis=(1, 2)))  # binds the head's parameters
-        kernel = self.head.variables['params']['kernel'].astype(jnp.float32)  # (C, num_outputs)
+        kernel = self.head.variables['params']['kernel'].astype(output_dtype(self.dtype))  # (C, num_outputs)
         weights = kernel.T[classes]  # (N, C)
         return nn.relu(jnp.einsum('nhwc,nc->nhw', features, weights))

@@ -28,6 +28,12 @@ EXPANSION = {'basic': 1, 'bottleneck': 4}
 STAGE_WIDTHS = (64, 128, 256, 512)
 
 
+def output_dtype(compute_dtype) -> jnp.dtype:
+    """The dtype networks return: at least float32 (bfloat16 compute returns float32 maps and
+    logits), float64 when they compute in float64 (the numerical checks)."""
+    return jnp.promote_types(compute_dtype, jnp.float32)
+
+
 def scaled(channels: int, width: float) -> int:
     """Channel count `channels * width`, at least 1."""
     return max(1, int(round(channels * width)))

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from wsol_jax.models.resnet import ResNet, scaled, stage_channels
+from wsol_jax.models.resnet import ResNet, output_dtype, scaled, stage_channels
 
 DOWNSCALE = 32
 DECODERS = ('released', 'paper')
@@ -138,7 +138,8 @@ class PaperBlock(nn.Module):
 
 
 class WeightMapNet(nn.Module):
-    """`g`: `(N, H, W, 3)` normalised images -> weight map `M` `(N, H, W)` in [0, 1] (float32).
+    """`g`: `(N, H, W, 3)` normalised images -> weight map `M` `(N, H, W)` in [0, 1] (float32;
+    float64 when computing in float64).
 
     H and W must be divisible by 32. `decoder` picks the released or the paper-text decoder;
     `decoder_channels` (five widths, scaled by `width`) apply to the paper-text decoder only.
@@ -159,7 +160,7 @@ class WeightMapNet(nn.Module):
         if self.decoder == 'released':
             logits = ReleasedDecoder(self.depth, self.width, self.dtype, initial_logit(self.initial_weight),
                                      name='decoder')(features, train)
-            logits = resize_align_corners(logits.astype(jnp.float32), height, width)
+            logits = resize_align_corners(logits.astype(output_dtype(self.dtype)), height, width)
         elif self.decoder == 'paper':
             if len(self.decoder_channels) != 5:
                 raise ValueError(f'g has five decoder blocks; got decoder_channels={self.decoder_channels}')
@@ -168,7 +169,7 @@ class WeightMapNet(nn.Module):
             for i, (channels, skip) in enumerate(zip(self.decoder_channels, skips)):
                 y = PaperBlock(scaled(channels, self.width), final=(i == 4), dtype=self.dtype,
                                final_bias=initial_logit(self.initial_weight), name=f'decoder{i + 1}')(y, skip, train)
-            logits = y.astype(jnp.float32)
+            logits = y.astype(output_dtype(self.dtype))
         else:
             raise ValueError(f'decoder must be one of {DECODERS}, got {self.decoder!r}')
         return nn.sigmoid(logits[..., 0])

@@ -9,6 +9,7 @@ import optax
 from flax.training import train_state
 
 from wsol_jax.models import Classifier, WeightMapNet
+from wsol_jax.models.resnet import output_dtype
 
 
 class TrainState(train_state.TrainState):
@@ -21,9 +22,18 @@ class TrainState(train_state.TrainState):
 
 
 def compute_dtype(name: str):
-    if name not in ('float32', 'bfloat16'):
-        raise ValueError(f"config.dtype must be 'float32' or 'bfloat16', got {name!r}")
+    """`config.dtype` as a dtype. 'float64' needs JAX's 64-bit mode (`run.run` turns it on for
+    such a run; without it JAX would silently compute in float32)."""
+    if name not in ('float32', 'bfloat16', 'float64'):
+        raise ValueError(f"config.dtype must be 'float32', 'bfloat16' or 'float64', got {name!r}")
+    if name == 'float64' and not jax.config.jax_enable_x64:
+        raise ValueError("config.dtype='float64' needs JAX's 64-bit mode: run inside `with jax.enable_x64(True):`")
     return jnp.dtype(name)
+
+
+def parameter_dtype(model) -> jnp.dtype:
+    """Parameters are float32 (bfloat16 compute keeps float32 parameters), float64 for a float64 model."""
+    return output_dtype(getattr(model, 'dtype', jnp.float32))
 
 
 def build_classifier(config, num_outputs: int) -> Classifier:
@@ -73,6 +83,9 @@ def create_train_state(model, rng: jax.Array, input_shape: tuple[int, ...],
     """Initialise `model` on zeros of `input_shape` (or take given params, e.g. pretrained)."""
     init = jax.jit(model.init) if jit else model.init
     variables = init(rng, jnp.zeros(input_shape, jnp.float32))
+    dtype = parameter_dtype(model)
+    if dtype != jnp.float32:   # Flax creates float32 variables whatever the compute dtype
+        variables = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, variables)
     return TrainState.create(apply_fn=model.apply,
                              params=variables['params'] if params is None else params,
                              batch_stats=variables['batch_stats'] if batch_stats is None else batch_stats,
