@@ -44,10 +44,8 @@ replaced only with --overwrite.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -266,27 +264,11 @@ def _provenance(seed, size, num_train, num_val, num_test, loc) -> str:
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--out', required=True, help='output folder (built in OUT.tmp, then renamed)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--size', type=int, default=96, help='image side in pixels')
-    p.add_argument('--num_train', type=int, default=3000)
-    p.add_argument('--num_val', type=int, default=300, help='0 writes no val split')
-    p.add_argument('--num_test', type=int, default=600)
+    p = paste_sets.arguments(__doc__, 3000, 300, 600)
     p.add_argument('--loc', default='both', choices=('both', 'boxes', 'masks'),
                    help="what val/test localization.txt lists: both (wsol_jax reads both), boxes or masks")
-    p.add_argument('--overwrite', action='store_true', help='replace an existing OUT')
-    p.add_argument('--no_progress', action='store_true')
     a = p.parse_args(argv)
-    start = time.time()
-    try:
-        out = build(a.out, a.seed, a.size, a.num_train, a.num_val, a.num_test, a.loc, a.overwrite, not a.no_progress)
-    except (FileExistsError, ValueError) as e:
-        sys.exit(f'make_photo_set.py: {e}')
-    print(f'wrote {out} ({a.num_train}/{a.num_val}/{a.num_test} train/val/test, {len(CLASSES)} classes) '
-          f'in {time.time() - start:.1f}s')
-    return out
+    return paste_sets.run('make_photo_set.py', build, a, len(CLASSES), loc=a.loc)
 
 
 if __name__ == '__main__':

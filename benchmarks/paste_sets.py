@@ -32,9 +32,12 @@ box, the mask's bounding rectangle (which is the GT box, see `paste`); `metadata
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
-from typing import Callable, Optional
+import sys
+import time
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -234,28 +237,42 @@ def paint(alpha: np.ndarray, colour: np.ndarray, rng, shade: float = 0.2) -> np.
     return np.clip(colour[None, None, :] * factor[..., None], 0, 255)
 
 
-def fit_stroke_object(alpha: np.ndarray, long_side: float, aspect: float, angle: float, size: int) -> np.ndarray:
+def _long_side(alpha: np.ndarray) -> int:
+    """Longer side of the box of `alpha >= 0.5` (0 if empty)."""
+    ys, xs = np.nonzero(alpha >= 0.5)
+    return int(max(ys.max() - ys.min(), xs.max() - xs.min())) + 1 if len(ys) else 0
+
+
+def fit_stroke_object(alpha: np.ndarray, long_side: float, aspect: float, angle: float, size: int,
+                      tries: int = 6) -> np.ndarray:
     """A stroke object's alpha `(h, w)` (float32 in [0, 1], any resolution) resized by `aspect`
     (width / height), rotated by `angle` degrees (`warp_object`, no flip), so that the longer
-    side of its mask's box (alpha >= 0.5) is `long_side` pixels to within a pixel."""
+    side of its mask's box (alpha >= 0.5) is `long_side` pixels (to within a pixel, or the
+    closest of `tries` scales: a glyph's hairlines fade below 0.5 at a few pixels, so the box
+    does not grow in proportion to the scale there). Secant steps on the scale, bisection when
+    one leaves the bracket that the earlier tries established."""
     h, w = alpha.shape
     rad = np.deg2rad(angle)
     sx, sy = np.sqrt(aspect), 1 / np.sqrt(aspect)
-    rotated_long = max(w * sx * abs(np.cos(rad)) + h * sy * abs(np.sin(rad)),
-                       w * sx * abs(np.sin(rad)) + h * sy * abs(np.cos(rad)))
-    scale = long_side / rotated_long
-    out = None
-    for _ in range(3):                                   # the rotated glyph fills less than its rotated frame
+    frame = max(w * sx * abs(np.cos(rad)) + h * sy * abs(np.sin(rad)),
+                w * sx * abs(np.sin(rad)) + h * sy * abs(np.cos(rad)))
+    scale, low, high = long_side / frame, 0.0, np.inf     # the rotated frame's long side: an upper bound
+    best = None
+    for _ in range(tries):
         nw, nh = max(1, int(round(w * sx * scale))), max(1, int(round(h * sy * scale)))
         _, out = warp_object(alpha[..., None].repeat(3, -1), alpha, nw, nh, False, angle, size)
-        ys, xs = np.nonzero(out >= 0.5)
-        if len(ys) == 0:
-            break
-        got = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1
+        got = _long_side(out)
+        if best is None or abs(got - long_side) < best[0]:
+            best = (abs(got - long_side), out)
         if abs(got - long_side) <= 1:
             break
-        scale *= long_side / got
-    return out
+        if got < long_side:
+            low = scale
+        else:
+            high = scale
+        step = scale * long_side / got if got else 2 * scale
+        scale = step if low < step < high else (low + high) / 2 if np.isfinite(high) else 2 * scale
+    return best[1]
 
 
 def balanced_labels(n: int, num_classes: int, seed: int, split_id: int) -> np.ndarray:
@@ -413,3 +430,31 @@ def stroke_render(photos: dict, pools: dict, size: int, sizes: tuple = (0.3, 0.7
             if mask.any():
                 return finish(image, rng), mask, mask_box(mask), name
     return render
+
+
+def arguments(doc: str, num_train: int, num_val: int, num_test: int) -> argparse.ArgumentParser:
+    """The command line every set script takes (its `--num_*` defaults given)."""
+    p = argparse.ArgumentParser(description=doc.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--out', required=True, help='output folder (built in OUT.tmp, then renamed)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--size', type=int, default=96, help='image side in pixels')
+    p.add_argument('--num_train', type=int, default=num_train)
+    p.add_argument('--num_val', type=int, default=num_val, help='0 writes no val split')
+    p.add_argument('--num_test', type=int, default=num_test)
+    p.add_argument('--overwrite', action='store_true', help='replace an existing OUT')
+    p.add_argument('--no_progress', action='store_true')
+    return p
+
+
+def run(script: str, build: Callable[..., str], a: argparse.Namespace, num_classes: int, **options) -> str:
+    """`build(out, seed, size, num_train, num_val, num_test, **options, overwrite=, progress=)`
+    from parsed `arguments`; a bad argument or missing material exits with one line."""
+    start = time.time()
+    try:
+        out = build(a.out, a.seed, a.size, a.num_train, a.num_val, a.num_test, **options, overwrite=a.overwrite,
+                    progress=not a.no_progress)
+    except (FileExistsError, ValueError, RuntimeError) as e:
+        sys.exit(f'{script}: {e}')
+    print(f'wrote {out} ({a.num_train}/{a.num_val}/{a.num_test} train/val/test, {num_classes} classes) '
+          f'in {time.time() - start:.1f}s')
+    return out
