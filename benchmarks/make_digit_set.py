@@ -17,11 +17,12 @@ writers for this part, so one writer may have filled two forms.
 
 Classes: the digits 0-9 (about 180 instances each). Instances are split by form, so no writer
 of a val/test form wrote a training digit (but see the remark on 13 writers and 14 forms):
-    train  forms 0-8   (1,157 digits, 113-117 per class)
+    train  forms 0-8   (1,157 digits, 114-118 per class)
     val    forms 9-10  (258 digits, 25-26 per class)
-    test   forms 11-13 (382 digits, 36-39 per class)
-Every digit is used in its own split only; a split's images draw its digits uniformly at random
-(2,000 training images show each training digit 1.7 times on average, 20,000 images 17 times).
+    test   forms 11-13 (382 digits, 35-39 per class)
+Every digit is used in its own split only. The images of a class show its digits in turn,
+reshuffled on each pass: 500 test images show every test digit (50 images for 35-39 digits a
+class), 2,000 training images each training digit once or twice, 20,000 about 17 times.
 instances.txt names each image's digit: `images/test/00000.jpg,form12/1601` (form, index in
 load_digits).
 
@@ -129,7 +130,7 @@ def build(out: str, seed: int = 0, size: int = 96, num_train: int = 2000, num_va
     readme = README.format(seed=seed, size=size, num_train=num_train, num_val=num_val, num_test=num_test,
                            sklearn=sklearn.__version__, classes=', '.join(CLASSES), n_train=n['train'],
                            n_val=n['val'], n_test=n['test'], credits=paste_sets.background_credits())
-    render = paste_sets.stroke_render(paste_sets.load_photos(), pools, size)
+    render = paste_sets.stroke_render(paste_sets.load_photos(), pools, size, seed)
     return paste_sets.write_set(out, render, CLASSES, counts, seed, size, readme, paste_sets.STROKE_LAYOUTS,
                                 sheet=('contact.png', 8, 8), overwrite=overwrite, progress=progress, desc='digit set')
 

@@ -17,7 +17,8 @@ besides the typefaces'. Instances are split by typeface (`FACES` below):
     train  DejaVu Sans (4 faces), STIX General (4), cmr10, cmb10, cmti10, cmmi10: 24 per class
     val    DejaVu Sans Mono (4), cmss10: 10 per class
     test   DejaVu Serif (4), cmtt10, cmsy10 (calligraphic capitals only): 11 per class
-A split's images draw its instances uniformly at random; instances.txt names each image's.
+The images of a class show its instances in turn, reshuffled on each pass (each about equally
+often); instances.txt names each image's.
 
 Each image: a background crop (benchmarks/paste_sets.py: a random square crop of one of 16
 photographs, flipped, tinted), one glyph rendered at a 128 px em (its antialiased coverage is the
@@ -140,7 +141,7 @@ def build(out: str, seed: int = 0, size: int = 96, num_train: int = 2000, num_va
     readme = README.format(seed=seed, size=size, num_train=num_train, num_val=num_val, num_test=num_test,
                            pil=PIL.__version__, mpl=matplotlib.__version__, classes=', '.join(CLASSES),
                            faces=_faces_text(), credits=paste_sets.background_credits())
-    render = paste_sets.stroke_render(paste_sets.load_photos(), instance_pools(), size)
+    render = paste_sets.stroke_render(paste_sets.load_photos(), instance_pools(), size, seed)
     return paste_sets.write_set(out, render, CLASSES, counts, seed, size, readme, paste_sets.STROKE_LAYOUTS,
                                 sheet=('contact.png', 8, 8), overwrite=overwrite, progress=progress, desc='glyph set')
 

@@ -246,7 +246,7 @@ def build(out: str, seed: int = 0, size: int = 96, num_train: int = 3000, num_va
     photos = paste_sets.load_photos()
     instances, taken = object_instances(photos)
 
-    def draw(split, label, rng):
+    def draw(split, label, k, rng):
         return (*render(photos, instances, taken, label, size, rng), None)
     readme = _provenance(seed, size, num_train, num_val, num_test, loc)
     return paste_sets.write_set(out, draw, CLASSES, counts, seed, size, readme, {'metadata': LOC_LINES[loc]},

@@ -11,7 +11,7 @@ Nothing is downloaded: the backgrounds are sample photographs that installed pac
 Here: the photographs (`load_photos`), a background crop (`background`), an object resized,
 rotated and feathered (`warp_object`), pasted (`paste`), a stroke object coloured against its
 background (`stroke_colour`, `paint`), balanced labels, the contact sheet and the writer of the
-layout (`write_set`). What one image shows is the caller's `render(split, label, rng)`.
+layout (`write_set`). What one image shows is the caller's `render(split, label, k, rng)`.
 
 Layout (paths relative to the set's folder):
     images/<split>/NNNNN.jpg                   JPEG quality 90
@@ -319,7 +319,8 @@ def ignore_mask_lines(rel: str, mask_rel: str, box: list) -> list:
 
 STROKE_LAYOUTS: dict[str, LineFn] = {'metadata': ignore_mask_lines, 'metadata_boxes': box_lines}
 
-# render(split, label, rng) -> (rgb uint8 (S, S, 3), mask uint8 (S, S) 0/1, box [x0, y0, x1, y1], instance name or None)
+# render(split, label, k: the image's index among its split's images of that label, rng)
+#     -> (rgb uint8 (S, S, 3), mask uint8 (S, S) 0/1, box [x0, y0, x1, y1], instance name or None)
 RenderFn = Callable[[str, int, np.random.Generator], tuple]
 
 
@@ -341,7 +342,8 @@ def write_set(out: str, render: RenderFn, classes: list, counts: dict, seed: int
     """Writes a set to `out` (built in `out.tmp`, then renamed) and returns `out`.
 
     `counts`: images per split (val may be 0: then no val/ folders). Image `i` of split `s` is
-    `render(s, label, np.random.default_rng([seed, SPLITS.index(s), i]))` with balanced labels,
+    `render(s, label, k, np.random.default_rng([seed, SPLITS.index(s), i]))` with balanced labels
+    (`k`: how many images of `label` came before it in the split),
     so a split's images depend only on its own count and the seed (a larger train split leaves
     val and test as they were). `layouts`: metadata folder -> its localization.txt lines of a
     val/test image. `sheet`: (file name, rows, cols) of the contact sheet of test images. If
@@ -365,9 +367,11 @@ def write_set(out: str, render: RenderFn, classes: list, counts: dict, seed: int
             os.makedirs(os.path.join(tmp, 'masks', split))
         ids, labels_txt, sizes_txt = [], [], []
         loc = {folder: [] for folder in layouts}
+        seen = [0] * len(classes)
         for i, label in enumerate(balanced_labels(n, len(classes), seed, split_id)):
             label = int(label)
-            rgb, mask, box, instance = render(split, label, np.random.default_rng([seed, split_id, i]))
+            rgb, mask, box, instance = render(split, label, seen[label], np.random.default_rng([seed, split_id, i]))
+            seen[label] += 1
             rel = f'images/{split}/{i:05d}.jpg'
             cv2.imwrite(os.path.join(tmp, rel), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
             ids.append(rel)
@@ -404,29 +408,35 @@ def write_set(out: str, render: RenderFn, classes: list, counts: dict, seed: int
     return out
 
 
-def stroke_render(photos: dict, pools: dict, size: int, sizes: tuple = (0.3, 0.7), max_angle: float = 20.0,
-                  aspect: tuple = (0.8, 1.25)) -> Callable:
+def stroke_render(photos: dict, pools: dict, size: int, seed: int, sizes: tuple = (0.3, 0.7),
+                  max_angle: float = 20.0, aspect: tuple = (0.8, 1.25)) -> Callable:
     """`render` of a set of stroke objects (glyphs, digits): `pools[split][label]` lists the
-    split's instances of a class as `(name, alpha float32 (h, w) in [0, 1])`. Each image: a
-    background crop, one instance of its class, its mask's box `U(sizes)` of the image side on
-    its longer side, width/height stretched by `U(aspect)`, rotated by `U(+-max_angle)` degrees
-    (never flipped: a mirrored letter is not a letter), at a random place, in a random colour
-    that stands out from the background under it (`stroke_colour`), shaded (`paint`)."""
+    split's instances of a class as `(name, alpha float32 (h, w) in [0, 1])`. The `k`-th image
+    of a class shows the instances in turn, reshuffled on each pass (so a split shows all its
+    instances when it has as many images, each about equally often). Each image: a background
+    crop, its instance, its mask's box `U(sizes)` of the image side on its longer side,
+    width/height stretched by `U(aspect)`, rotated by `U(+-max_angle)` degrees (never flipped: a
+    mirrored letter is not a letter), at a random place, in a random colour that stands out from
+    the background under it (`stroke_colour`), shaded (`paint`)."""
     names = list(BACKGROUNDS)
 
-    def render(split, label, rng):
+    def instance(split, label, k):
         pool = pools[split][label]
+        rounds = np.random.default_rng([seed, SPLITS.index(split), label, k // len(pool), 1 << 21])
+        return pool[rounds.permutation(len(pool))[k % len(pool)]]
+
+    def render(split, label, k, rng):
+        name, alpha = instance(split, label, k)
         while True:
             image = background(photos, {}, names, size, rng)
-            name, alpha = pool[int(rng.integers(len(pool)))]
             long_side = rng.uniform(*sizes) * size
             stretch = np.exp(rng.uniform(np.log(aspect[0]), np.log(aspect[1])))
-            alpha = fit_stroke_object(alpha, long_side, stretch, rng.uniform(-max_angle, max_angle), size)
-            y, x = place(image, alpha, rng)
-            h, w = alpha.shape
-            under = image[y:y + h, x:x + w][alpha >= 0.5]
-            obj = paint(alpha, stroke_colour(under, rng), rng)
-            mask = paste(image, obj, alpha, y, x)
+            warped = fit_stroke_object(alpha, long_side, stretch, rng.uniform(-max_angle, max_angle), size)
+            y, x = place(image, warped, rng)
+            h, w = warped.shape
+            under = image[y:y + h, x:x + w][warped >= 0.5]
+            obj = paint(warped, stroke_colour(under, rng), rng)
+            mask = paste(image, obj, warped, y, x)
             if mask.any():
                 return finish(image, rng), mask, mask_box(mask), name
     return render

@@ -131,6 +131,22 @@ def _instances(root):
     return {p: name for p, name in _rows(os.path.join(root, 'instances.txt'))}
 
 
+@pytest.mark.parametrize('name', ['digits', 'glyphs'])
+def test_a_class_shows_its_instances_in_turn(scripts, built, name):
+    """Up to the pool's size, the images of a class show distinct instances (24 faces x 2 per
+    class... here 20 / 10 / 20 images: 2, 1, 2 a class, all distinct)."""
+    pools = scripts[name].instance_pools()
+    pools = pools[0] if name == 'digits' else pools
+    instances = _instances(built[name])
+    for split in COUNTS:
+        shown = {}
+        for p, label in _rows(os.path.join(built[name], 'metadata', split, 'class_labels.txt')):
+            shown.setdefault(int(label), []).append(instances[p])
+        for label, names in shown.items():
+            assert len(set(names)) == min(len(names), len(pools[split][label]))
+            assert set(names) <= {n for n, _ in pools[split][label]}
+
+
 def test_digit_writers_split_by_form(scripts, built):
     from sklearn.datasets import load_digits
     target = load_digits().target
@@ -205,7 +221,12 @@ def test_wsol_jax_reads_both_metadata_folders(built, tmp_path, name):
 @pytest.mark.parametrize('name', ['digits', 'glyphs'])
 def test_deterministic_and_val_test_independent_of_train(scripts, built, tmp_path, name):
     root = built[name]
-    again = _build(scripts[name], tmp_path / 'again')
+    n = COUNTS
+    argv = [f'--out={tmp_path / "again"}', '--seed=3', f'--size={SIZE}', f'--num_train={n["train"]}',
+            f'--num_val={n["val"]}', f'--num_test={n["test"]}', '--no_progress']
+    again = scripts[name].main(argv)                      # the command line, as a user runs it
+    with pytest.raises(SystemExit, match='exists; pass --overwrite'):
+        scripts[name].main(argv)
     files = _files(root)
     assert files == _files(again)
     _, mismatch, errors = filecmp.cmpfiles(root, again, files, shallow=False)
@@ -238,4 +259,5 @@ def test_stroke_objects_fit_their_size_and_stand_out(scripts):
         for _ in range(20):
             colour = paste_sets.stroke_colour(under, rng)
             luma = np.float32([0.299, 0.587, 0.114])
-            assert abs(colour @ luma - (under @ luma).mean()) >= 70 - 1 and (0 <= colour).all() and (colour <= 255).all()
+            assert abs(colour @ luma - (under @ luma).mean()) >= 70 - 1
+            assert (0 <= colour).all() and (colour <= 255).all()
