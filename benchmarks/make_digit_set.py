@@ -62,6 +62,8 @@ UPSAMPLE = 16      # 8x8 ink -> 128x128 alpha before the warp shrinks it to the 
 INK_EDGE = 0.6     # the stroke's edge (alpha 0.5, the GT mask's contour) where the ink covers 60 % of a
 STEEPNESS = 3.0    # cell: thinner than 50 %, which closes the loops of 8s and 0s; 3: a pen stroke's edge
 
+STREAM = (1,)      # this set's random streams in paste_sets.write_set (not the other sets')
+
 README = """\
 Handwritten digits pasted on real photographs; built by benchmarks/make_digit_set.py --seed={seed} \\
   --size={size} --num_train={num_train} --num_val={num_val} --num_test={num_test}
@@ -132,7 +134,8 @@ def build(out: str, seed: int = 0, size: int = 96, num_train: int = 2000, num_va
                            n_val=n['val'], n_test=n['test'], credits=paste_sets.background_credits())
     render = paste_sets.stroke_render(paste_sets.load_photos(), pools, size, seed)
     return paste_sets.write_set(out, render, CLASSES, counts, seed, size, readme, paste_sets.STROKE_LAYOUTS,
-                                sheet=('contact.png', 8, 8), overwrite=overwrite, progress=progress, desc='digit set')
+                                sheet=('contact.png', 8, 8), stream=STREAM, overwrite=overwrite, progress=progress,
+                                desc='digit set')
 
 
 def main(argv=None) -> str:

@@ -65,6 +65,8 @@ FACES = [
 
 EM = 128           # px per em of the rendered glyph, before the warp shrinks it to the pasted size
 
+STREAM = (2,)      # this set's random streams in paste_sets.write_set (not the other sets')
+
 README = """\
 Letters in real typefaces pasted on real photographs; built by benchmarks/make_glyph_set.py \\
   --seed={seed} --size={size} --num_train={num_train} --num_val={num_val} --num_test={num_test}
@@ -143,7 +145,8 @@ def build(out: str, seed: int = 0, size: int = 96, num_train: int = 2000, num_va
                            faces=_faces_text(), credits=paste_sets.background_credits())
     render = paste_sets.stroke_render(paste_sets.load_photos(), instance_pools(), size, seed)
     return paste_sets.write_set(out, render, CLASSES, counts, seed, size, readme, paste_sets.STROKE_LAYOUTS,
-                                sheet=('contact.png', 8, 8), overwrite=overwrite, progress=progress, desc='glyph set')
+                                sheet=('contact.png', 8, 8), stream=STREAM, overwrite=overwrite, progress=progress,
+                                desc='glyph set')
 
 
 def main(argv=None) -> str:

@@ -275,9 +275,9 @@ def fit_stroke_object(alpha: np.ndarray, long_side: float, aspect: float, angle:
     return best[1]
 
 
-def balanced_labels(n: int, num_classes: int, seed: int, split_id: int) -> np.ndarray:
+def balanced_labels(n: int, num_classes: int, seed: int, split_id: int, stream: tuple = ()) -> np.ndarray:
     """Balanced labels (counts differ by at most one), shuffled."""
-    return np.random.default_rng([seed, split_id, 1 << 20]).permutation(np.arange(n) % num_classes)
+    return np.random.default_rng([seed, split_id, 1 << 20, *stream]).permutation(np.arange(n) % num_classes)
 
 
 def contact_sheet(path: str, tiles: list, classes: list, size: int, rows: int = 4, cols: int = 8) -> None:
@@ -338,16 +338,18 @@ def check_counts(size: int, counts: dict) -> None:
 
 def write_set(out: str, render: RenderFn, classes: list, counts: dict, seed: int, size: int, readme: str,
               layouts: dict[str, LineFn], sheet: tuple = ('preview.png', 4, 8), overwrite: bool = False,
-              progress: bool = True, desc: str = 'set') -> str:
+              progress: bool = True, desc: str = 'set', stream: tuple = ()) -> str:
     """Writes a set to `out` (built in `out.tmp`, then renamed) and returns `out`.
 
     `counts`: images per split (val may be 0: then no val/ folders). Image `i` of split `s` is
-    `render(s, label, k, np.random.default_rng([seed, SPLITS.index(s), i]))` with balanced labels
-    (`k`: how many images of `label` came before it in the split),
-    so a split's images depend only on its own count and the seed (a larger train split leaves
-    val and test as they were). `layouts`: metadata folder -> its localization.txt lines of a
-    val/test image. `sheet`: (file name, rows, cols) of the contact sheet of test images. If
-    `render` names instances, `instances.txt` lists `image path,instance` for every image."""
+    `render(s, label, k, np.random.default_rng([seed, SPLITS.index(s), i, *stream]))` with
+    balanced labels (`k`: how many images of `label` came before it in the split), so a split's
+    images depend only on its own count and the seed (a larger train split leaves val and test
+    as they were). `stream`: a set's own random streams (sets built with one seed would
+    otherwise share image i's background crop, size, angle and place). `layouts`: metadata
+    folder -> its localization.txt lines of a val/test image. `sheet`: (file name, rows, cols) of
+    the contact sheet of test images. If `render` names instances, `instances.txt` lists
+    `image path,instance` for every image."""
     check_counts(size, counts)
     out = os.path.abspath(out)
     if os.path.exists(out) and not overwrite:
@@ -368,9 +370,10 @@ def write_set(out: str, render: RenderFn, classes: list, counts: dict, seed: int
         ids, labels_txt, sizes_txt = [], [], []
         loc = {folder: [] for folder in layouts}
         seen = [0] * len(classes)
-        for i, label in enumerate(balanced_labels(n, len(classes), seed, split_id)):
+        for i, label in enumerate(balanced_labels(n, len(classes), seed, split_id, stream)):
             label = int(label)
-            rgb, mask, box, instance = render(split, label, seen[label], np.random.default_rng([seed, split_id, i]))
+            rng = np.random.default_rng([seed, split_id, i, *stream])
+            rgb, mask, box, instance = render(split, label, seen[label], rng)
             seen[label] += 1
             rel = f'images/{split}/{i:05d}.jpg'
             cv2.imwrite(os.path.join(tmp, rel), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])

@@ -133,8 +133,8 @@ def _instances(root):
 
 @pytest.mark.parametrize('name', ['digits', 'glyphs'])
 def test_a_class_shows_its_instances_in_turn(scripts, built, name):
-    """Up to the pool's size, the images of a class show distinct instances (24 faces x 2 per
-    class... here 20 / 10 / 20 images: 2, 1, 2 a class, all distinct)."""
+    """Up to the size of a class's pool of instances, its images show distinct instances (here
+    2, 1 and 2 images a class in train, val and test)."""
     pools = scripts[name].instance_pools()
     pools = pools[0] if name == 'digits' else pools
     instances = _instances(built[name])
@@ -261,3 +261,14 @@ def test_stroke_objects_fit_their_size_and_stand_out(scripts):
             luma = np.float32([0.299, 0.587, 0.114])
             assert abs(colour @ luma - (under @ luma).mean()) >= 70 - 1
             assert (0 <= colour).all() and (colour <= 255).all()
+
+
+def test_sets_do_not_share_layouts(built):
+    """Built with one seed, the two sets still draw their own backgrounds, sizes and places: image
+    i of one is not image i of the other with another object."""
+    boxes = [_their_boxes(os.path.join(built[name], 'metadata_boxes', 'test', 'localization.txt'))
+             for name in ('digits', 'glyphs')]
+    same_corner = sum(a[0][:2] == b[0][:2] for a, b in zip(boxes[0].values(), boxes[1].values()))
+    assert same_corner <= COUNTS['test'] // 4
+    labels = [_rows(os.path.join(built[name], 'metadata', 'test', 'class_labels.txt')) for name in ('digits', 'glyphs')]
+    assert labels[0] != labels[1]
