@@ -272,3 +272,19 @@ def test_sets_do_not_share_layouts(built):
     assert same_corner <= COUNTS['test'] // 4
     labels = [_rows(os.path.join(built[name], 'metadata', 'test', 'class_labels.txt')) for name in ('digits', 'glyphs')]
     assert labels[0] != labels[1]
+
+
+def test_objects_are_mostly_one_piece(scripts):
+    """The paper's box is the largest contour's, so an object in pieces caps the box accuracy of
+    a perfect map: every letter here is one piece, at most 3 % of the digits are not (their
+    strokes break where the 8x8 ink is faint)."""
+    import cv2
+
+    def pieces(alpha):
+        n, _, stats, _ = cv2.connectedComponentsWithStats((alpha >= 0.5).astype(np.uint8), connectivity=8)
+        return int((stats[1:, 4] > 0.02 * stats[1:, 4].sum()).sum())
+    glyphs = scripts['glyphs'].instance_pools()
+    assert all(pieces(a) == 1 for split in glyphs.values() for pool in split for _, a in pool)
+    digits, _ = scripts['digits'].instance_pools()
+    counts = [pieces(a) for split in digits.values() for pool in split for _, a in pool]
+    assert len(counts) == 1797 and np.mean(np.array(counts) > 1) <= 0.03
