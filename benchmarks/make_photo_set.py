@@ -16,7 +16,7 @@ Classes (one object photograph each; `coin` has 24 instances):
 Masks: hand-placed polygons and ellipses in the source photograph's pixels (`OBJECTS` below);
     the coins by an adaptive threshold of `coins` (each connected blob, holes filled, is a coin).
 Backgrounds: a random square crop (35-100 % of the shorter side) of any photograph in
-    `BACKGROUNDS` other than the one the object comes from, showing at most 20 % of any class
+    `paste_sets.BACKGROUNDS` other than the one the object comes from, showing at most 20 % of any class
     object of that photograph (so no second, unlabelled object of a class), flipped, tinted.
 Each image: one object, scaled so that the square root of its box area is 15-60 % of the image
     side (longer side at most 85 %), rotated by up to 15 degrees, flipped at random, colour-jittered,
@@ -44,17 +44,14 @@ replaced only with --overwrite.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import sys
-import time
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-SPLITS = ('train', 'val', 'test')
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import paste_sets  # noqa: E402  (benchmarks/paste_sets.py: backgrounds, pasting, the layout writer)
 
 # Object classes, in label order: (name, source photograph, shapes in the source's pixels).
 # Shapes: ('poly', [(x, y), ...]) or ('ellipse', (cx, cy), (semi-axis x, semi-axis y)); the mask
@@ -100,15 +97,16 @@ OBJECTS = [
 ]
 CLASSES = [name for name, _, _ in OBJECTS]
 
-# Photographs that backgrounds are cropped from (any but the object's own source).
 LOC_HELP = {
     'both': 'per image a box line path,x0,y0,x1,y1 and a mask line path,mask_path, (wsol_jax reads both)',
     'boxes': 'box lines path,x0,y0,x1,y1 only (the masks are still in masks/)',
     'masks': 'mask lines path,mask_path, only (the box is then the mask\'s bounding rectangle)'}
 
-BACKGROUNDS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'camera', 'coins', 'brick', 'grass', 'gravel',
-               'moon', 'hubble_deep_field', 'immunohistochemistry', 'motorcycle', 'china', 'flower',
-               'grace_hopper')
+# localization.txt lines of a val/test image for each --loc
+LOC_LINES = {
+    'both': lambda rel, mrel, box: paste_sets.box_lines(rel, mrel, box) + paste_sets.mask_lines(rel, mrel, box),
+    'boxes': paste_sets.box_lines,
+    'masks': paste_sets.mask_lines}
 
 PROVENANCE = """\
 Photographs: all ship with installed Python packages; nothing was downloaded. Licences as the
@@ -146,37 +144,6 @@ Each image: one object pasted at a random place; the GT mask (masks/) is the pas
   the GT box its bounding rectangle [x0, y0, x1, y1] with x1, y1 exclusive (cv2.boundingRect).
 metadata/{{val,test}}/localization.txt: {loc}
 """
-
-
-def _need_skimage():
-    try:
-        import skimage.data  # noqa: F401
-    except ImportError:
-        sys.exit('make_photo_set.py needs scikit-image for its photographs: pip install scikit-image')
-
-
-def load_photos() -> dict[str, np.ndarray]:
-    """The photographs as RGB uint8 arrays (grey ones repeated over 3 channels)."""
-    _need_skimage()
-    import matplotlib.cbook
-    import skimage.data
-    from sklearn.datasets import load_sample_image
-
-    photos = {n: getattr(skimage.data, n)() for n in (
-        'astronaut', 'chelsea', 'coffee', 'rocket', 'camera', 'coins', 'brick', 'grass', 'gravel', 'moon',
-        'hubble_deep_field', 'immunohistochemistry')}
-    photos['motorcycle'] = skimage.data.stereo_motorcycle()[0]
-    photos['china'] = load_sample_image('china.jpg')
-    photos['flower'] = load_sample_image('flower.jpg')
-    path = matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)
-    photos['grace_hopper'] = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    out = {}
-    for name, im in photos.items():
-        im = np.asarray(im)
-        if im.ndim == 2:
-            im = np.repeat(im[..., None], 3, axis=-1)
-        out[name] = np.ascontiguousarray(im[..., :3].astype(np.uint8))
-    return out
 
 
 def _draw(shape, hw) -> np.ndarray:
@@ -240,37 +207,6 @@ def object_instances(photos):
     return out, taken
 
 
-def _jitter(im: np.ndarray, rng, gain: float, brightness: float, contrast: float) -> np.ndarray:
-    """Per-channel gains, brightness and contrast on a float RGB image in [0, 255]."""
-    im = im * rng.uniform(1 - gain, 1 + gain, 3)
-    im = im * rng.uniform(1 - brightness, 1 + brightness)
-    mean = im.mean()
-    return (im - mean) * rng.uniform(1 - contrast, 1 + contrast) + mean
-
-
-def _background(photos, taken, names, size, rng) -> np.ndarray:
-    """A random square crop (35-100 % of the shorter side) of one of `names` that shows at most
-    20 % of any class object of that photograph, resized to `size`, flipped at random, tinted."""
-    while True:
-        name = names[rng.integers(len(names))]
-        im = photos[name]
-        h, w = im.shape[:2]
-        for _ in range(20):
-            side = int(round(rng.uniform(0.35, 1.0) * min(h, w)))
-            y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-            if name not in taken:
-                break
-            if all(t[y + side, x + side] - t[y, x + side] - t[y + side, x] + t[y, x] <= 0.2 * area
-                   for t, area in taken[name]):
-                break
-        else:
-            continue
-        crop = cv2.resize(im[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        return _jitter(crop.astype(np.float32), rng, 0.12, 0.25, 0.2)
-
-
 def _object(rgb, mask, size, rng):
     """The object resized, flipped, rotated and jittered: `(rgb float32, alpha float32)` cropped
     to the alpha's support, both `(h, w)` with h, w < size."""
@@ -279,139 +215,42 @@ def _object(rgb, mask, size, rng):
     scale = min(scale, 0.85 * size / max(h, w))
     aspect = rng.uniform(0.9, 1.1)
     nw, nh = max(1, int(round(w * scale * aspect))), max(1, int(round(h * scale / aspect)))
-    rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA).astype(np.float32)
-    alpha = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_AREA)
-    if rng.random() < 0.5:
-        rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
-    angle = rng.uniform(-15, 15)
-    pad = 2
-    rot = cv2.getRotationMatrix2D((nw / 2, nh / 2), angle, 1.0)
-    cos, sin = abs(rot[0, 0]), abs(rot[0, 1])
-    bw, bh = int(np.ceil(nw * cos + nh * sin)) + 2 * pad, int(np.ceil(nw * sin + nh * cos)) + 2 * pad
-    rot[0, 2] += bw / 2 - nw / 2
-    rot[1, 2] += bh / 2 - nh / 2
-    rgb = cv2.warpAffine(np.ascontiguousarray(rgb), rot, (bw, bh), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(np.ascontiguousarray(alpha), rot, (bw, bh), flags=cv2.INTER_LINEAR, borderValue=0)
-    alpha = cv2.GaussianBlur(alpha, (3, 3), 0.6)          # feathered edge
-    ys, xs = np.nonzero(alpha > 1e-3)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    rgb, alpha = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
-    if max(rgb.shape[:2]) > size - 2:                    # never at the default scales; keep it inside
-        f = (size - 2) / max(rgb.shape[:2])
-        nsz = (max(1, int(rgb.shape[1] * f)), max(1, int(rgb.shape[0] * f)))
-        rgb = cv2.resize(rgb, nsz, interpolation=cv2.INTER_AREA)
-        alpha = cv2.resize(alpha, nsz, interpolation=cv2.INTER_AREA)
-    return _jitter(rgb, rng, 0.1, 0.2, 0.2), alpha
+    flip = rng.random() < 0.5
+    rgb, alpha = paste_sets.warp_object(rgb, mask, nw, nh, flip, rng.uniform(-15, 15), size)
+    return paste_sets.jitter(rgb, rng, 0.1, 0.2, 0.2), alpha
 
 
 def render(photos, instances, taken, label: int, size: int, rng):
     """One image: `(rgb uint8 (size, size, 3), mask uint8 (size, size) 0/1, box [x0, y0, x1, y1])`."""
     source = OBJECTS[label][1]
-    names = [n for n in BACKGROUNDS if n != source]
+    names = [n for n in paste_sets.BACKGROUNDS if n != source]
     while True:
-        image = _background(photos, taken, names, size, rng)
+        image = paste_sets.background(photos, taken, names, size, rng)
         rgb, mask = instances[label][rng.integers(len(instances[label]))]
         obj, alpha = _object(rgb, mask, size, rng)
-        h, w = alpha.shape
-        y, x = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
-        a = alpha[..., None]
-        image[y:y + h, x:x + w] = a * obj + (1 - a) * image[y:y + h, x:x + w]
-        full = np.zeros((size, size), np.uint8)
-        full[y:y + h, x:x + w] = alpha >= 0.5
+        full = paste_sets.paste(image, obj, alpha, *paste_sets.place(image, alpha, rng))
         if full.any():
             break
-    if rng.random() < 0.1:
-        image = np.repeat(image @ np.float32([0.299, 0.587, 0.114]), 3).reshape(size, size, 3)
-    image = np.clip(np.round(image), 0, 255).astype(np.uint8)
-    bx, by, bw, bh = cv2.boundingRect(full)
-    return image, full, [bx, by, bx + bw, by + bh]
-
-
-def _labels(n: int, seed: int, split_id: int) -> np.ndarray:
-    """Balanced labels (counts differ by at most one), shuffled."""
-    return np.random.default_rng([seed, split_id, 1 << 20]).permutation(np.arange(n) % len(OBJECTS))
-
-
-def _preview(path: str, tiles: list, size: int) -> None:
-    """4x8 contact sheet of `(rgb, box, label)` with the boxes drawn and class names written."""
-    cell = max(size, 96) * 2
-    sheet = np.full((4 * (cell + 4), 8 * (cell + 4), 3), 255, np.uint8)
-    for i, (rgb, box, label) in enumerate(tiles[:32]):
-        f = cell / size
-        tile = cv2.resize(rgb, (cell, cell), interpolation=cv2.INTER_NEAREST)
-        x0, y0, x1, y1 = (int(round(v * f)) for v in box)
-        cv2.rectangle(tile, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), 2)
-        cv2.putText(tile, CLASSES[label], (3, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3)
-        cv2.putText(tile, CLASSES[label], (3, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
-        r, c = divmod(i, 8)
-        sheet[r * (cell + 4) + 2:r * (cell + 4) + 2 + cell, c * (cell + 4) + 2:c * (cell + 4) + 2 + cell] = tile
-    cv2.imwrite(path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    return paste_sets.finish(image, rng), full, paste_sets.mask_box(full)
 
 
 def build(out: str, seed: int = 0, size: int = 96, num_train: int = 3000, num_val: int = 300,
           num_test: int = 600, loc: str = 'both', overwrite: bool = False, progress: bool = True) -> str:
     """Writes the set to `out` (via `out.tmp`) and returns `out`."""
-    if size < 32:
-        raise ValueError('--size must be at least 32')
     if loc not in ('both', 'boxes', 'masks'):
         raise ValueError(f'--loc must be both, boxes or masks, not {loc!r}')
-    if num_train <= 0 or num_test <= 0 or num_val < 0:
-        raise ValueError('--num_train and --num_test must be positive, --num_val not negative')
-    out = os.path.abspath(out)
-    if os.path.exists(out) and not overwrite:
-        raise FileExistsError(f'{out} exists; pass --overwrite to replace it')
-    photos = load_photos()
-    instances, taken = object_instances(photos)
-    tmp = out + '.tmp'
-    shutil.rmtree(tmp, ignore_errors=True)
     counts = {'train': num_train, 'val': num_val, 'test': num_test}
-    preview = []
-    bar = tqdm(total=sum(counts.values()), desc='photo set', disable=not progress)
-    for split_id, split in enumerate(SPLITS):
-        n = counts[split]
-        if n == 0:                                      # only val may be empty: no val/ folder
-            continue
-        meta = os.path.join(tmp, 'metadata', split)
-        os.makedirs(meta)
-        os.makedirs(os.path.join(tmp, 'images', split))
-        if split != 'train':
-            os.makedirs(os.path.join(tmp, 'masks', split))
-        ids, labels_txt, sizes_txt, loc_txt = [], [], [], []
-        for i, label in enumerate(_labels(n, seed, split_id)):
-            label = int(label)
-            rng = np.random.default_rng([seed, split_id, i])
-            rgb, mask, box = render(photos, instances, taken, label, size, rng)
-            rel = f'images/{split}/{i:05d}.jpg'
-            cv2.imwrite(os.path.join(tmp, rel), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-            ids.append(rel)
-            labels_txt.append(f'{rel},{label}')
-            sizes_txt.append(f'{rel},{size},{size}')
-            if split != 'train':
-                mrel = f'masks/{split}/{i:05d}.png'
-                cv2.imwrite(os.path.join(tmp, mrel), mask * 255)
-                if loc in ('both', 'boxes'):
-                    loc_txt.append(f'{rel},{box[0]},{box[1]},{box[2]},{box[3]}')
-                if loc in ('both', 'masks'):
-                    loc_txt.append(f'{rel},{mrel},')
-                if split == 'test' and len(preview) < 32:
-                    preview.append((rgb, box, label))
-            bar.update()
-        for name, lines in (('image_ids.txt', ids), ('class_labels.txt', labels_txt), ('image_sizes.txt', sizes_txt),
-                            ('localization.txt', loc_txt)):
-            if lines:
-                with open(os.path.join(meta, name), 'w') as fh:
-                    fh.write('\n'.join(lines) + '\n')
-    bar.close()
-    with open(os.path.join(tmp, 'classes.txt'), 'w') as fh:
-        fh.write('\n'.join(CLASSES) + '\n')
-    with open(os.path.join(tmp, 'README.txt'), 'w') as fh:
-        fh.write(_provenance(seed, size, num_train, num_val, num_test, loc))
-    _preview(os.path.join(tmp, 'preview.png'), preview, size)
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.rename(tmp, out)
-    return out
+    paste_sets.check_counts(size, counts)
+    if os.path.exists(os.path.abspath(out)) and not overwrite:
+        raise FileExistsError(f'{os.path.abspath(out)} exists; pass --overwrite to replace it')
+    photos = paste_sets.load_photos()
+    instances, taken = object_instances(photos)
+
+    def draw(split, label, k, rng):
+        return (*render(photos, instances, taken, label, size, rng), None)
+    readme = _provenance(seed, size, num_train, num_val, num_test, loc)
+    return paste_sets.write_set(out, draw, CLASSES, counts, seed, size, readme, {'metadata': LOC_LINES[loc]},
+                                overwrite=overwrite, progress=progress, desc='photo set')
 
 
 def _provenance(seed, size, num_train, num_val, num_test, loc) -> str:
@@ -425,27 +264,11 @@ def _provenance(seed, size, num_train, num_val, num_test, loc) -> str:
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--out', required=True, help='output folder (built in OUT.tmp, then renamed)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--size', type=int, default=96, help='image side in pixels')
-    p.add_argument('--num_train', type=int, default=3000)
-    p.add_argument('--num_val', type=int, default=300, help='0 writes no val split')
-    p.add_argument('--num_test', type=int, default=600)
+    p = paste_sets.arguments(__doc__, 3000, 300, 600)
     p.add_argument('--loc', default='both', choices=('both', 'boxes', 'masks'),
                    help="what val/test localization.txt lists: both (wsol_jax reads both), boxes or masks")
-    p.add_argument('--overwrite', action='store_true', help='replace an existing OUT')
-    p.add_argument('--no_progress', action='store_true')
     a = p.parse_args(argv)
-    start = time.time()
-    try:
-        out = build(a.out, a.seed, a.size, a.num_train, a.num_val, a.num_test, a.loc, a.overwrite, not a.no_progress)
-    except (FileExistsError, ValueError) as e:
-        sys.exit(f'make_photo_set.py: {e}')
-    print(f'wrote {out} ({a.num_train}/{a.num_val}/{a.num_test} train/val/test, {len(CLASSES)} classes) '
-          f'in {time.time() - start:.1f}s')
-    return out
+    return paste_sets.run('make_photo_set.py', build, a, len(CLASSES), loc=a.loc)
 
 
 if __name__ == '__main__':
