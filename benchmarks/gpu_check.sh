@@ -29,8 +29,8 @@ if [ "$SMALL" = "--small" ]; then
   BATCH=6; SIZE=32; STEPS=2; WARM=1; MAPS=8; DTYPES="float32"
   NET="--config.f.width=0.125 --config.g.width=0.125 --config.f.embed_dim=8"
   DEMO="--config.data.num_train=24 --config.data.num_val=8 --config.data.num_test=8 --config.data.image_size=32
-        --config.data.crop_size=32 --config.data.num_classes=4 --config.f.width=0.125 --config.f.epochs=1
-        --config.f.batch_size=8 --config.f.allow_weak=True --config.g.width=0.125 --config.g.epochs=1
+        --config.data.crop_size=32 --config.data.num_classes=4 --config.f.width=0.125 --config.f.max_epochs=1
+        --config.f.batch_size=8 --config.f.allow_weak=True --config.g.width=0.125 --config.g.max_epochs=1
         --config.g.batch_size=8 --config.eval.batch_size=8 --config.eval.max_coverage=1.0"
 else
   BATCH=128; SIZE=224; STEPS=20; WARM=3; MAPS=200; DTYPES="bfloat16 float32"

@@ -1,7 +1,7 @@
 """Run the whole method for several seeds and report the median and the worst seed.
 
     python benchmarks/seed_sweep.py --config=configs/synthetic.py:method1 --seeds=0,1,2,3,4 \
-        --workdir=runs/sweep_m1 [-- --config.g.epochs=10 ...]
+        --workdir=runs/sweep_m1 [-- --config.g.max_epochs=10 ...]
 
 Each seed is one `main.py` run in `<workdir>/seed<N>` (an interrupted sweep resumes: finished
 seeds are read back, not rerun). Prints a Markdown table of GT-known loc, Top-1 loc, PxAP, the

@@ -11,5 +11,5 @@ def get_config(arg: str = 'method1'):
     c.require_pretrained = True   # ImageNet weights (Section 4); f/g.pretrained=none: from scratch
     c.data.update(dict(source='cars', num_classes=196, image_size=256, crop_size=224,
                        val_split='holdout', num_val=800))
-    c.g.update(dict(depth='resnet18', batch_size=128, epochs=100))
+    c.g.update(dict(depth='resnet18', batch_size=128, max_epochs=100))
     return c

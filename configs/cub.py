@@ -15,5 +15,5 @@ def get_config(arg: str = 'method1'):
     c.require_pretrained = True   # ImageNet weights (Section 4); f/g.pretrained=none: from scratch
     c.data.update(dict(source='cub', num_classes=200, image_size=256, crop_size=224,
                        val_split='holdout', num_val=600))
-    c.g.update(dict(depth='resnet18', batch_size=128, epochs=100))   # g: SGD lr 1e-4, batch 128, 100 epochs
+    c.g.update(dict(depth='resnet18', batch_size=128, max_epochs=100))   # g: SGD lr 1e-4, batch 128, 100 epochs
     return c

@@ -34,18 +34,19 @@ def test_paper_configs_need_imagenet_weights_or_an_explicit_none(name):
 
 
 @pytest.mark.parametrize('method', ['method1', 'method2'])
-def test_custom_small_preset(method):
-    c = load_config('custom', f'{method},small')
-    assert c.method == method and c.data.source == 'wsolevaluation'
-    assert (c.data.image_size, c.data.crop_size) == (80, 64)
-    assert c.f.width == c.g.width == 0.25 and c.f.pretrained == c.g.pretrained == 'none'
-    assert c.f.optimizer.name == 'adam' and c.f.epochs >= 20
-    # Method II fine-tunes its Siamese f from the classifier: from scratch it would need f.epochs.
-    assert (c.f.siamese_from_classifier, c.f.siamese_epochs) == ((True, 2) if method == 'method2' else (False, 0))
-    # Three g epochs for Method II: a one-epoch warm-up would spend a third of them.
-    assert c.g.optimizer.warmup_epochs == (0.25 if method == 'method2' else 1.0)
-    assert c.g.reg_weight == (2.0 if method == 'method2' else 1.0)   # lambda: see configs/custom.py
+def test_synthetic_and_the_custom_small_preset_share_one_recipe(method):
+    """The synthetic config sets the data and sizes, not the optimisation: every f and g setting
+    (budgets, optimisers, the recipe's additions) is the CPU recipe's, and the same as the own-data preset's."""
+    from wsol_jax.workdir import flatten
+    synthetic, small = load_config('synthetic', method), load_config('custom', f'{method},small')
+    recipe = config_lib.from_scratch(config_lib.base_config(method))
+    train = lambda c: {k: v for k, v in flatten(c).items() if k.split('.')[0] in ('f', 'g')}
+    assert train(synthetic) == train(small) == train(recipe)
+    assert small.data.source == 'wsolevaluation' and (small.data.image_size, small.data.crop_size) == (80, 64)
+    assert small.f.pretrained == small.g.pretrained == 'none' and small.f.patience > 0 and small.g.patience > 0
     assert load_config('custom', method).data.crop_size == 224       # no preset: the paper's sizes
+    paper = load_config('cub', method)                               # the paper's fixed budgets
+    assert (paper.f.max_epochs, paper.f.patience, paper.g.max_epochs, paper.g.patience) == (200, 0, 100, 0)
 
 
 def test_unknown_preset_or_method_is_a_config_error():

@@ -27,7 +27,7 @@ def test_all_stages_write_results(method1_run):
     for name in ('results.json', 'results.md', 'selection.png', 'overlays.png', 'strip.png', 'selection.json'):
         assert os.path.getsize(os.path.join(workdir, name)) > 0, name
     record = json.load(open(os.path.join(workdir, 'results.json')))
-    assert record['config']['g']['epochs'] == 3 and record['versions']['jax']
+    assert record['config']['g']['max_epochs'] == 3 and record['versions']['jax']
     assert set(record['timings_s']) == {'train_f', 'train_g', 'select', 'evaluate'}
     assert record['f_quality']['f_classifier']['chance'] == pytest.approx(0.25)
     assert 'regret' in record['selection_regret']      # the validation split has boxes
@@ -35,12 +35,12 @@ def test_all_stages_write_results(method1_run):
     assert os.listdir(os.path.join(workdir, 'tensorboard'))
 
 
-def test_only_the_selected_and_the_latest_epoch_stay_on_disk(method1_run):
+def test_only_the_selected_and_the_latest_point_stay_on_disk(method1_run):
     workdir, _ = method1_run
     selection = json.load(open(os.path.join(workdir, 'selection.json')))
     kept = {int(n) for n in os.listdir(os.path.join(workdir, 'g')) if n.isdigit()}
-    assert kept == {selection['selected_epoch'], 3}
-    assert sorted(json.load(open(os.path.join(workdir, 'g_history.json')))) == ['1', '2', '3']
+    assert kept == {selection['selected_step'], 9}     # 3 epochs of 3 steps, S once an epoch
+    assert sorted(json.load(open(os.path.join(workdir, 'g_history.json')))['points'], key=int) == ['3', '6', '9']
 
 
 def test_method2_runs_every_stage(tmp_path):
@@ -48,13 +48,14 @@ def test_method2_runs_every_stage(tmp_path):
     cfg = tiny_synthetic('method2', g_epochs=2)
     cfg.g.batch_size = 8
     cfg.g.optimizer.learning_rate = 1e-4   # two tiny epochs saturate the map at 1 with the default rate
-    assert cfg.f.siamese_from_classifier and cfg.f.siamese_epochs == 2 != cfg.f.epochs
+    cfg.f.max_epochs = 2
+    assert cfg.f.siamese_from_classifier
     results = run_lib.run(cfg, str(tmp_path))
     assert os.path.isdir(tmp_path / 'f_siamese') and os.path.isdir(tmp_path / 'f_classifier')
     assert all(0.0 <= v <= 1.0 for r in results.values() for v in r.values())
     history = json.load(open(tmp_path / 'selection.json'))['history']
-    assert {'train/inner', 'train/outer', 'train/reg', 'mean_S'} <= set(history['1'])
-    assert sorted(json.load(open(tmp_path / 'f_siamese_history.json'))) == ['1', '2']   # f.siamese_epochs
+    assert {'train/inner', 'train/outer', 'train/reg', 'mean_S'} <= set(history['6'])   # batch 8: 6 steps an epoch
+    assert sorted(json.load(open(tmp_path / 'f_siamese_history.json'))['points'], key=int) == ['3', '6']
 
     # The Siamese f starts from the trained classifier's backbone (statistics included), with a
     # fresh embedding head; from scratch it would start from the random initialisation.
@@ -70,20 +71,21 @@ def test_method2_runs_every_stage(tmp_path):
     assert not same(scratch.params['backbone'], classifier['params']['backbone'])
 
 
-def test_selected_epoch_is_the_latest_within_one_standard_error_of_the_best_mean_s(method1_run):
+def test_selected_point_is_the_latest_within_one_standard_error_of_the_best_mean_s(method1_run):
     workdir, _ = method1_run
     selection = json.load(open(os.path.join(workdir, 'selection.json')))
     history = {int(e): h for e, h in selection['history'].items()}
     scores = {e: h['mean_S'] for e, h in history.items()}
-    assert sorted(scores) == [1, 2, 3]
+    assert sorted(scores) == [3, 6, 9]
     best = min(e for e, s in scores.items() if s == max(scores.values()))
     n = 16   # validation images of tiny_synthetic
     for h in history.values():   # S is in [0, 1]: its standard deviation is at most 1/2
         assert 0 <= h['mean_S_se'] <= 0.5 * math.sqrt(n / (n - 1)) / math.sqrt(n)
         assert h['mean_S_se'] > 0 or h['mean_S'] in (0.0, 1.0)
     tied = [e for e, s in scores.items() if s >= scores[best] - history[best]['mean_S_se']]
-    assert selection['selected_epoch'] == max(tied)
-    assert selection['last_epoch'] == 3 and selection['box_rule'] == 'normalized'
+    assert selection['selected_step'] == max(tied) and selection['selected_epoch'] == max(tied) / 3
+    assert selection['last_step'] == 9 and selection['last_epoch'] == 3 and selection['box_rule'] == 'normalized'
+    assert selection['stopped'] == 'max_epochs'
     assert '1 standard error' in selection['criterion']
 
 
@@ -104,7 +106,7 @@ def _copy_run(workdir, dest, *names):
     (lambda c: setattr(c, 'seed', 1), 'seed'),
     (lambda c: c.data.update({'num_train': 40}), 'data.num_train'),
     (lambda c: c.g.update({'width': 0.25}), 'g.width'),
-    (lambda c: c.f.update({'epochs': 2}), 'f.epochs'),      # g was trained with another f
+    (lambda c: c.f.update({'max_epochs': 2}), 'f.max_epochs'),      # g was trained with another f
 ])
 def test_reused_workdir_with_other_settings_stops_and_names_the_key(method1_run, tmp_path, change, key):
     workdir, _ = method1_run
@@ -122,7 +124,7 @@ def test_a_run_whose_kept_maps_are_mostly_degenerate_stops_after_its_report(meth
     copy = _copy_run(workdir, tmp_path / 'w')
     path = os.path.join(copy, 'selection.json')
     selection = json.load(open(path))
-    chosen = selection['history'][str(selection['selected_epoch'])]
+    chosen = selection['history'][str(selection['selected_step'])]
     chosen['val/degenerate'], chosen['val/collapsed'] = 0.7, 0.1
     json.dump(selection, open(path, 'w'))
     os.remove(os.path.join(copy, 'results.md'))
@@ -150,7 +152,7 @@ def test_evaluation_settings_reevaluate_without_retraining(method1_run, tmp_path
                                                            abs=0.2)
 
 
-def test_overwrite_retrains_from_the_changed_stage_and_keeps_all_epochs_on_request(method1_run, tmp_path):
+def test_overwrite_retrains_from_the_changed_stage_and_keeps_all_points_on_request(method1_run, tmp_path):
     workdir, _ = method1_run
     copy = _copy_run(workdir, tmp_path / 'w')
     f_files = sorted(os.listdir(os.path.join(copy, 'f_classifier')))
@@ -160,7 +162,7 @@ def test_overwrite_retrains_from_the_changed_stage_and_keeps_all_epochs_on_reque
     cfg.overwrite = True
     run_lib.run(cfg, copy, 'train_g')
     assert sorted(os.listdir(os.path.join(copy, 'f_classifier'))) == f_files     # f untouched
-    assert sorted(n for n in os.listdir(os.path.join(copy, 'g')) if n.isdigit()) == ['1', '2', '3']
+    assert sorted((n for n in os.listdir(os.path.join(copy, 'g')) if n.isdigit()), key=int) == ['3', '6', '9']
     assert not os.path.exists(os.path.join(copy, 'results.json'))               # stale results removed
     assert json.load(open(os.path.join(copy, 'fingerprints', 'g.json')))['g.reg_weight'] == 0.5
 
@@ -170,7 +172,7 @@ def test_non_finite_loss_stops_and_saves_nothing(method1_run, tmp_path):
     copy = _copy_run(workdir, tmp_path / 'w', 'f_classifier', 'f_quality.json', 'fingerprints')
     cfg = tiny_synthetic('method1')
     cfg.g.optimizer.learning_rate = 1e30
-    with pytest.raises(TrainingError, match=r'g: non-finite .* at epoch 1, step \d+; nothing of this epoch was '
+    with pytest.raises(TrainingError, match=r'g: non-finite .* at step \d+ \(epoch \d\.\d+\); nothing of it was '
                                             r'saved\. Lower config\.g\.optimizer\.learning_rate'):
         run_lib.run(cfg, copy, 'train_g')
     assert not [n for n in os.listdir(os.path.join(copy, 'g')) if n.isdigit()]
@@ -192,9 +194,9 @@ def test_g_never_trains_on_a_half_trained_f(method1_run, tmp_path):
     workdir, _ = method1_run
     copy = _copy_run(workdir, tmp_path / 'w', 'f_classifier', 'f_quality.json', 'fingerprints')
     cfg = tiny_synthetic('method1')
-    cfg.f.epochs = 2                               # f in the workdir has 1 of 2 epochs
-    with pytest.raises(WorkdirError, match=r'f_classifier .* was trained for 1 of config\.f\.epochs=2 epochs; '
-                                           r'run --stage=train_f first'):
+    cfg.f.max_epochs = 2                           # f in the workdir has 1 of 2 epochs
+    with pytest.raises(WorkdirError, match=r'f_classifier .* is trained to epoch 1\.00 and not finished under this '
+                                           r'config \(f\.max_epochs=2, f\.patience=0\).*run --stage=train_f first'):
         run_lib.run(cfg, copy, 'train_g')
 
 
@@ -207,7 +209,7 @@ def test_a_full_disk_while_saving_is_one_clear_error(method1_run, tmp_path, monk
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, 'No space left on device')
     monkeypatch.setattr(checkpoint, 'save', full)
-    with pytest.raises(WorkdirError, match=r'no space left .* run the same command again \(it resumes after epoch 0\)'):
+    with pytest.raises(WorkdirError, match=r'no space left .* run the same command again \(it resumes after the last'):
         run_lib.run(tiny_synthetic('method1'), copy, 'train_g')
 
 
@@ -220,9 +222,9 @@ def test_resume_after_interruption_gives_the_same_selection(method1_run, tmp_pat
     run_lib.run(tiny_synthetic('method1'), resumed, 'select')
     a = json.load(open(os.path.join(workdir, 'selection.json')))
     b = json.load(open(os.path.join(resumed, 'selection.json')))
-    assert a['selected_epoch'] == b['selected_epoch']
-    for epoch in ('1', '2', '3'):
-        assert b['history'][epoch]['mean_S'] == pytest.approx(a['history'][epoch]['mean_S'], abs=1e-5)
+    assert a['selected_step'] == b['selected_step']
+    for step in ('3', '6', '9'):
+        assert b['history'][step]['mean_S'] == pytest.approx(a['history'][step]['mean_S'], abs=1e-5)
 
 
 def test_evaluate_without_checkpoints_is_a_clear_error(tmp_path):
@@ -243,8 +245,8 @@ TINY = ['--config.data.num_train=16', '--config.data.num_val=8', '--config.data.
 
 
 @pytest.mark.parametrize('args, message', [
-    (['--config.g.epochz=3'], 'unknown config key --config.g.epochz (did you mean "epochs"?)'),
-    (['--config.g.epochs=abc'], "--config.g.epochs=abc"),
+    (['--config.g.max_epochz=3'], 'unknown config key --config.g.max_epochz (did you mean "max_epochs"?)'),
+    (['--config.g.max_epochs=abc'], "--config.g.max_epochs=abc"),
     (['--config.data.crop_size=48'], 'config.data.crop_size: must be divisible by 32'),
     (['--stage=train_g', *TINY], 'no checkpoint of f'),
     (['--config.data.source=bogus'], "config.data.source: unknown source 'bogus'"),
@@ -288,8 +290,8 @@ def test_cub_config_runs_every_stage_on_the_cub_fixture(tmp_path):
     workdir = tmp_path / 'run'
     proc = _cli('--config=configs/cub.py:method1', f'--config.data.root={root}', f'--workdir={workdir}',
                 '--config.data.image_size=40', '--config.data.crop_size=32', '--config.data.num_val=4',
-                '--config.data.num_classes=0', '--config.f.width=0.125', '--config.f.epochs=1',
-                '--config.f.batch_size=4', '--config.g.width=0.125', '--config.g.epochs=2',
+                '--config.data.num_classes=0', '--config.f.width=0.125', '--config.f.max_epochs=1',
+                '--config.f.batch_size=4', '--config.g.width=0.125', '--config.g.max_epochs=2',
                 '--config.g.batch_size=4', '--config.eval.batch_size=4', '--config.f.pretrained=none',
                 '--config.g.pretrained=none', '--config.f.allow_weak=True', '--config.eval.max_coverage=1.0')
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -24,15 +24,17 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_fingerprints_separate_what_each_stage_depends_on():
     a = tiny_synthetic('method1')
     b = tiny_synthetic('method1')
-    b.g.epochs, b.eval.num_overlays, b.data.cache_dir = 9, 5, '/elsewhere'   # continue / evaluate only
+    b.g.max_epochs, b.g.patience, b.g.eval_every_steps = 9, 4, 2     # a longer budget continues a shorter one
+    b.eval.num_overlays, b.data.cache_dir = 5, '/elsewhere'          # evaluate only
     for stage in workdir.TRAINED:
         assert workdir.fingerprint(a, stage) == workdir.fingerprint(b, stage)
     b.g.reg_weight = 0.5
     assert workdir.fingerprint(a, 'f_classifier') == workdir.fingerprint(b, 'f_classifier')
     assert workdir.fingerprint(a, 'g')['g.reg_weight'] != workdir.fingerprint(b, 'g')['g.reg_weight']
-    b.f.epochs = 3                # f continues; g was trained with the shorter f
+    b.f.max_epochs, b.f.patience = 3, 2   # f continues; g was trained with the f of the shorter budget
     assert workdir.fingerprint(a, 'f_classifier') == workdir.fingerprint(b, 'f_classifier')
-    assert workdir.fingerprint(a, 'g')['f.epochs'] != workdir.fingerprint(b, 'g')['f.epochs']
+    assert workdir.fingerprint(a, 'g')['f.max_epochs'] != workdir.fingerprint(b, 'g')['f.max_epochs']
+    assert workdir.fingerprint(a, 'g')['f.patience'] != workdir.fingerprint(b, 'g')['f.patience']
 
 
 def test_blank_weight_ties_f_to_the_mask_space_and_old_records_still_match():
@@ -51,21 +53,15 @@ def test_blank_weight_ties_f_to_the_mask_space_and_old_records_still_match():
     assert workdir._differences(old, workdir.fingerprint(a, 'g')) == ["g.initial_weight: '(unset)' -> 0.9"]
 
 
-def test_a_siamese_f_from_the_classifier_depends_on_the_classifier_length():
+def test_a_siamese_f_from_the_classifier_depends_on_the_classifier_budget():
     a = tiny_synthetic('method2')
-    a.f.siamese_from_classifier, a.f.siamese_epochs = False, 0
-    scratch = workdir.fingerprint(a, 'f_siamese')
-    assert 'f.epochs' not in scratch and 'f.siamese_epochs' not in scratch   # a longer run continues
-    a.f.siamese_from_classifier, a.f.siamese_epochs = True, 2
-    started = workdir.fingerprint(a, 'f_siamese')
-    assert started['f.epochs'] == a.f.epochs and 'f.siamese_epochs' not in started
-    assert 'f.siamese_from_classifier' not in workdir.fingerprint(a, 'f_classifier')
-    # A Siamese record from before the keys existed matches only a from-scratch Siamese f.
-    assert workdir._differences(scratch, workdir.fingerprint(a, 'f_siamese')) == [
-        f"f.epochs: '(unset)' -> {a.f.epochs}", "f.siamese_from_classifier: False -> True"]
-    old = {k: v for k, v in scratch.items() if k != 'f.siamese_from_classifier'}
     a.f.siamese_from_classifier = False
-    assert workdir._differences(old, workdir.fingerprint(a, 'f_siamese')) == []
+    scratch = workdir.fingerprint(a, 'f_siamese')
+    assert not set(workdir.BUDGET_KEYS['f']) & set(scratch)   # a longer budget continues
+    a.f.siamese_from_classifier = True
+    started = workdir.fingerprint(a, 'f_siamese')
+    assert all(started[k] == a.f[k.split('.')[1]] for k in workdir.BUDGET_KEYS['f'])   # it starts from the kept classifier
+    assert 'f.siamese_from_classifier' not in workdir.fingerprint(a, 'f_classifier')
 
 
 def test_collapsed_maps_are_flagged():

@@ -14,18 +14,22 @@ from wsol_jax.models.resnet import RESNET_SPECS
 from wsol_jax.models.weight_map import DECODERS
 
 METHODS = ('method1', 'method2')
+OPTIMIZERS, SCHEDULES = ('sgd', 'adam', 'adamw'), ('step', 'cosine')
 DTYPES = ('float32', 'bfloat16', 'float64')   # float64: JAX's 64-bit mode for the run (numerical checks)
 
 
 def optimizer(learning_rate: float, weight_decay: float, momentum: float = 0.9, decay_every: int = 80,
               decay_factor: float = 0.1, name: str = 'sgd', warmup_epochs: float = 0.0,
-              clip_norm: float = 0.0) -> ml_collections.ConfigDict:
-    """`warmup_epochs`: the learning rate rises linearly from 0 over that many epochs;
-    `clip_norm` > 0: gradients are clipped to that global norm (0: off)."""
+              clip_norm: float = 0.0, schedule: str = 'step') -> ml_collections.ConfigDict:
+    """`name`: sgd (momentum; weight decay added to the gradient, as PyTorch's SGD) | adam (the same
+    coupled decay) | adamw (decoupled weight decay). `schedule`: step (times `decay_factor` every
+    `decay_every` epochs, the paper's) | cosine (to 0 at the network's `max_epochs`).
+    `warmup_epochs`: the learning rate rises linearly from 0 over that many epochs; `clip_norm` > 0:
+    gradients are clipped to that global norm (0: off)."""
     return ml_collections.ConfigDict(dict(name=name, learning_rate=learning_rate, momentum=momentum,
                                           weight_decay=weight_decay, decay_every=decay_every,
                                           decay_factor=decay_factor, warmup_epochs=warmup_epochs,
-                                          clip_norm=clip_norm))
+                                          clip_norm=clip_norm, schedule=schedule))
 
 
 def base_config(method: str) -> ml_collections.ConfigDict:
@@ -54,29 +58,35 @@ def base_config(method: str) -> ml_collections.ConfigDict:
         num_val=500,
         on_bad_sample='error'))  # error | skip (missing or corrupt files)
     c.f = ml_collections.ConfigDict(dict(
-        depth='resnet18', width=1.0, embed_dim=200, margin=1.0, epochs=200, batch_size=16,
+        depth='resnet18', width=1.0, embed_dim=200, margin=1.0, batch_size=16,
+        max_epochs=200,          # the budget's cap (the paper: 200 epochs)
+        patience=0,              # stop after this many validation scores without a more accurate f; 0: max_epochs
+        eval_every_steps=0,      # steps between validation scores (accuracy); 0: once an epoch
         pretrained='',           # ImageNet weights (.pth / .safetensors); 'none': from scratch on purpose
         allow_weak=False,        # continue to train_g although f is below min_accuracy_over_chance
         min_accuracy_over_chance=2.0,
         erase_prob=0.0,          # random erasing to the mean colour while training f (0: off, the paper)
         blank_weight=0.0,        # weight of "a blank image is of no class" (losses.blank_loss; Siamese f: blank as negative; 0: the paper)
         siamese_from_classifier=False,  # Method II: the Siamese f starts from the trained classifier's backbone
-        siamese_epochs=0,        # epochs of the Siamese f; 0: f.epochs
         optimizer=optimizer(1e-3, 1e-4, decay_every=80)))
     c.g = ml_collections.ConfigDict(dict(
-        depth='resnet18', width=1.0, epochs=100, batch_size=128,
+        depth='resnet18', width=1.0, batch_size=128,
+        max_epochs=100,          # the budget's cap (the paper: 100 epochs, S scored after each)
+        patience=0,              # stop once mean S has not come back within the selection's tolerance of its
+                                 # best for this many scores; 0: train max_epochs
+        eval_every_steps=0,      # steps between scores of S on the validation split; 0: once an epoch (the paper)
         decoder='released',      # released: the authors' SkipDecoder | paper: the paper text's decoder
         decoder_channels=(256, 128, 64, 32, 16),
         initial_weight=0.5,      # the untrained map (bias of the last layer); 0.5: the released code
         pretrained='', optimizer=optimizer(1e-4, 1e-4, decay_every=1000),
         reg_weight=1.0, inner_weight=1.0, outer_weight=1.0, margin=1.0, mask_space='normalized',
-        keep_all_checkpoints=False))  # default: only the best-S and the latest epoch stay on disk
+        keep_all_checkpoints=False))  # default: only the selected and the latest checkpoint stay on disk
     c.eval = ml_collections.ConfigDict(dict(
         batch_size=64,
         box_rule='normalized',   # normalized: min-max rescale before Eq. 5 (released code) | literal
         threshold_ratio=0.1,     # Eq. 5: tau = ratio * max
         max_coverage=0.95,       # a map whose box covers more of the image than this is degenerate (S = 0)
-        selection_se=1.0,        # keep the latest epoch within this many standard errors of the best mean S; 0: the maximum
+        selection_se=1.0,        # keep the latest scored point within this many standard errors of the best mean S; 0: the maximum
         max_bad_maps=0.5,        # stop (after the report) if more validation maps than this are degenerate or collapsed; 1: never
         pxap_interval=0.01, maxboxacc_ious=(30, 50, 70),
         top_k=5,                 # Top-k cls / Top-k loc beside Top-1
@@ -93,6 +103,31 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     return c
 
 
+def from_scratch(c: ml_collections.ConfigDict, width: float = 0.25) -> ml_collections.ConfigDict:
+    """The CPU recipe: f and g trained from scratch at a small resolution, budgets that follow the
+    data. One recipe for both methods and every data set (the synthetic benchmark, the small
+    real-photo sets); the config that calls it sets the data and the sizes. One reason per knob:"""
+    method = c.method
+    c.f.update(dict(width=width, embed_dim=32, batch_size=32, pretrained='none',
+                    max_epochs=30,            # a cap; f stops when its validation accuracy stops improving
+                    patience=3))              # epochs without a more accurate f (noise at chance rarely beats its own best for long)
+    # Adam learns from scratch at one rate on every data set tried; the cosine decay lets f settle at
+    # its plateau, where the patience stops it.
+    c.f.optimizer = optimizer(2e-3, 1e-4, name='adam', schedule='cosine', warmup_epochs=0.5)
+    c.f.blank_weight = 1.0 if method == 'method1' else 0.0   # f never sees the blank g's zero map makes (losses.blank_loss)
+    c.f.siamese_from_classifier = True        # Method II: the start ImageNet weights give the Siamese f in the paper
+    c.g.update(dict(width=width, batch_size=32 if method == 'method1' else 16, pretrained='none',
+                    max_epochs=12,            # a cap; g stops by the selection's patience
+                    eval_every_steps=25,      # S every 800 images (Method I): the map moves within an epoch
+                    patience=6))              # scores past the selected point before stopping
+    # Warm-up and clipping keep the first steps small while f's cross-entropy on the untrained map is
+    # at its peak (full steps saturated g's sigmoid).
+    c.g.optimizer = optimizer(0.01 if method == 'method1' else 0.03, 1e-5, decay_every=1000,
+                              warmup_epochs=1.0 if method == 'method1' else 0.25, clip_norm=1.0)
+    c.g.initial_weight = 0.9 if method == 'method1' else 0.5   # I * g(I) starts where f (with the blank term) is sure
+    return c
+
+
 def validate(config) -> None:
     """Raise `ConfigError` naming the key for values that cannot work."""
     def need(ok, key, msg):
@@ -103,9 +138,12 @@ def validate(config) -> None:
     for net in ('f', 'g'):
         need(config[net].depth in RESNET_SPECS, f'{net}.depth', f'must be one of {sorted(RESNET_SPECS)}')
         need(config[net].width > 0, f'{net}.width', 'must be positive')
-        need(config[net].epochs >= 1, f'{net}.epochs', 'must be at least 1')
+        need(config[net].max_epochs >= 1, f'{net}.max_epochs', 'must be at least 1')
+        need(config[net].patience >= 0, f'{net}.patience', 'must be >= 0 (0: train max_epochs)')
+        need(config[net].eval_every_steps >= 0, f'{net}.eval_every_steps', 'must be >= 0 (0: once an epoch)')
         need(config[net].batch_size >= 1, f'{net}.batch_size', 'must be at least 1')
-        need(config[net].optimizer.name in ('sgd', 'adam'), f'{net}.optimizer.name', "must be 'sgd' or 'adam'")
+        need(config[net].optimizer.name in OPTIMIZERS, f'{net}.optimizer.name', f'must be one of {OPTIMIZERS}')
+        need(config[net].optimizer.schedule in SCHEDULES, f'{net}.optimizer.schedule', f'must be one of {SCHEDULES}')
     need(config.g.mask_space in MASK_SPACES, 'g.mask_space', f'must be one of {MASK_SPACES}')
     need(config.g.decoder in DECODERS, 'g.decoder', f'must be one of {DECODERS}, got {config.g.decoder!r}')
     need(config.eval.box_rule in BOX_RULES, 'eval.box_rule', f'must be one of {BOX_RULES}, got {config.eval.box_rule!r}')
@@ -117,7 +155,6 @@ def validate(config) -> None:
     need(config.eval.selection_se >= 0, 'eval.selection_se', 'must be >= 0 (0: the epoch of the highest mean S)')
     need(0 < config.eval.max_coverage <= 1, 'eval.max_coverage', 'must be in (0, 1] (1 switches the rule off)')
     need(0 < config.g.initial_weight < 1, 'g.initial_weight', 'must be in (0, 1)')
-    need(config.f.siamese_epochs >= 0, 'f.siamese_epochs', 'must be >= 0 (0: f.epochs)')
     need(config.f.blank_weight >= 0, 'f.blank_weight', 'must be >= 0 (0: off)')
     need(config.f.min_accuracy_over_chance >= 0, 'f.min_accuracy_over_chance', 'must be >= 0')
     need(len(config.g.decoder_channels) == 5, 'g.decoder_channels', 'needs five widths (five upsampling blocks)')

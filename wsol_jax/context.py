@@ -16,7 +16,7 @@ from wsol_jax import workdir as workdir_lib
 from wsol_jax.data.dataset import Dataset, steps_per_epoch
 from wsol_jax.errors import WorkdirError
 from wsol_jax.models.pretrained import load_backbone, wants_pretrained
-from wsol_jax.train import checkpoint
+from wsol_jax.train import budgets, checkpoint, loop
 from wsol_jax.train.state import (TrainState, abstract_train_state, build_classifier,
                                   build_weight_map_net, create_train_state, make_optimizer)
 
@@ -50,7 +50,7 @@ def _setup(ctx: Context, model, net_cfg, init_name: str, abstract: bool,
     """A replicated train state for `model` (abstract: only its structure, as a restore target).
     With `net_cfg.pretrained`, the ResNet `backbone` submodule starts from those weights."""
     n_steps = steps_per_epoch(len(ctx.data.train), net_cfg.batch_size)
-    shape, tx = (1, ctx.crop, ctx.crop, 3), make_optimizer(net_cfg.optimizer, n_steps)
+    shape, tx = (1, ctx.crop, ctx.crop, 3), make_optimizer(net_cfg.optimizer, n_steps, net_cfg.max_epochs)
     if abstract:
         return abstract_train_state(model, shape, tx, parallel.replicated_sharding(ctx.mesh)), n_steps
     state = create_train_state(model, ctx.key(init_name), shape, tx)
@@ -88,19 +88,34 @@ def g_setup(ctx: Context, abstract: bool = False) -> tuple[object, TrainState, i
     return (model, *_setup(ctx, model, ctx.config.g, 'init_g', abstract, 'encoder'))
 
 
+def f_budget(ctx: Context, network: str, steps_per_epoch: int):
+    """The `loop.Loop` of the f network `network` under this config (what it keeps, when it is done)."""
+    return budgets.f_loop(ctx.config, ctx.workdir, network, steps_per_epoch)
+
+
+def kept_f_step(ctx: Context, network: str, steps_per_epoch: int) -> int:
+    """The step of the f network `network` that its budget kept; `WorkdirError` unless it finished."""
+    spec = f_budget(ctx, network, steps_per_epoch)
+    latest = checkpoint.latest_step(spec.directory)
+    history = loop.read_history(spec.history_path, latest or 0)
+    if latest is None or not loop.finished(spec, history, latest):
+        done = 'not trained' if latest is None else f'trained to epoch {latest / steps_per_epoch:.2f} and not finished'
+        raise WorkdirError(f'{network} in {ctx.workdir} is {done} under this config (f.max_epochs='
+                           f'{ctx.config.f.max_epochs}, f.patience={ctx.config.f.patience}): g must not train on, or be '
+                           'judged with, a half-trained f; run --stage=train_f first')
+    return loop.kept_point(spec, history)
+
+
 def frozen_f(ctx: Context, network: str) -> tuple[object, dict]:
-    """`(f, its variables)` restored from the workdir, replicated over the mesh."""
-    model, state, _ = f_setup(ctx, network, abstract=True)
-    variables, meta = checkpoint.restore_variables(ctx.path(network), state, what=f'f ({network})')
-    epochs = methods.f_epochs(ctx.config.f, network)
-    if meta.get('epoch') != epochs:   # g must not train on, or be judged with, a half-trained f
-        key = 'f.siamese_epochs' if epochs != ctx.config.f.epochs else 'f.epochs'
-        raise WorkdirError(f'{network} in {ctx.workdir} was trained for {meta.get("epoch")} of config.{key}='
-                           f'{epochs} epochs; run --stage=train_f first')
+    """`(f, its variables)` at the kept step of a finished f, restored from the workdir and
+    replicated over the mesh."""
+    model, state, n_steps = f_setup(ctx, network, abstract=True)
+    variables, _ = checkpoint.restore_variables(ctx.path(network), state, kept_f_step(ctx, network, n_steps),
+                                                what=f'f ({network})')
     return model, variables
 
 
-def restore_g(ctx: Context, g_state: TrainState, epoch: int) -> dict:
-    """The variables of `g` after `epoch`; `g_state` is the restore target (`g_setup(abstract=True)`)."""
-    variables, _ = checkpoint.restore_variables(ctx.path(workdir_lib.G), g_state, epoch, what='g')
+def restore_g(ctx: Context, g_state: TrainState, step: int) -> dict:
+    """The variables of `g` after `step`; `g_state` is the restore target (`g_setup(abstract=True)`)."""
+    variables, _ = checkpoint.restore_variables(ctx.path(workdir_lib.G), g_state, step, what='g')
     return variables

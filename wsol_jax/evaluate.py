@@ -1,7 +1,7 @@
-"""Stage evaluate: the selected epoch of `g`, its last epoch and the CAM baseline on the test split.
+"""Stage evaluate: the selected point of `g`, its last one and the CAM baseline on the test split.
 
 For each: boxes from the paper's rule (Eq. 5 + largest contour, under `eval.box_rule`, the same
-rule that scored the epochs for the selection), GT-known loc, Top-1 loc (with the classifier
+rule that scored the points for the selection), GT-known loc, Top-1 loc (with the classifier
 `f`), Top-1 cls; and, after wsolevaluation's per-map min-max normalisation, PxAP (where masks
 exist) and MaxBoxAcc (v1 and V2). Everything streams over the test set; the contours of
 MaxBoxAcc run in worker processes while the device computes the next batch.
@@ -171,9 +171,9 @@ def evaluate(ctx: Context) -> tuple[dict, Samples]:
     cam = inference.compile_cam_maps(f_model, ctx.crop)
     variants = {'cam': lambda b: cam(f_vars, b['image'], b['label'])}
     g_vars = {}
-    for name, epoch in (('weight_map_selected', selection['selected_epoch']),
-                        ('weight_map_last', selection['last_epoch'])):
-        g_vars[name] = restore_g(ctx, g_state, epoch)
+    for name, step in (('weight_map_selected', selection['selected_step']),
+                       ('weight_map_last', selection['last_step'])):
+        g_vars[name] = restore_g(ctx, g_state, step)
         variants[name] = functools.partial(lambda v, b: map_fn(v, b['image']), g_vars[name])
 
     n = min(cfg.eval.num_overlays, len(split))

@@ -1,4 +1,4 @@
-"""A trained localiser for new images: `g` at the selected epoch, the classifier `f`, the box rule.
+"""A trained localiser for new images: `g` at the selected step, the classifier `f`, the box rule.
 
     import wsol_jax
     localizer = wsol_jax.load_localizer('runs/demo/export')      # or Localizer.from_workdir('runs/demo')
@@ -139,7 +139,7 @@ class Localizer:
 
     @classmethod
     def from_workdir(cls, workdir: str, batch_size: int = 32) -> 'Localizer':
-        """The selected epoch of `g` and the classifier `f` of a finished training run."""
+        """The selected step of `g` and the kept classifier `f` of a finished training run."""
         workdir = os.path.abspath(workdir)
         config_path = workdir_lib.path(workdir, workdir_lib.CONFIG)
         if not os.path.isfile(config_path):
@@ -152,12 +152,15 @@ class Localizer:
             raise WorkdirError(f'{workdir} holds no {workdir_lib.CLASSES} (written by runs of this version); '
                                'run any stage once (e.g. --stage=select) to write it')
         spec = make_spec(config, classes['names'], selection)
-        f_vars, meta = _restore(workdir_lib.path(workdir, workdir_lib.F_CLASSIFIER),
-                                build_classifier(config, len(classes['names'])), spec, None, 'f (f_classifier)')
-        if meta.get('epoch') != config.f.epochs:
-            raise WorkdirError(f'f_classifier in {workdir} is trained for {meta.get("epoch")} of {config.f.epochs} epochs')
+        quality = (workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.F_QUALITY)) or {}).get(
+            workdir_lib.F_CLASSIFIER)
+        if quality is None:
+            raise WorkdirError(f'{workdir} holds no finished f_classifier (f_quality.json); run --stage=train_f')
+        f_vars, _ = _restore(workdir_lib.path(workdir, workdir_lib.F_CLASSIFIER),
+                             build_classifier(config, len(classes['names'])), spec, quality['kept_step'],
+                             'f (f_classifier)')
         g_vars, _ = _restore(workdir_lib.path(workdir, workdir_lib.G), build_weight_map_net(config), spec,
-                             selection['selected_epoch'], 'g')
+                             selection['selected_step'], 'g')
         return cls(spec, g_vars, f_vars, batch_size)
 
     def export(self, directory: str) -> str:
@@ -193,8 +196,9 @@ def make_spec(config, class_names: Sequence[str], selection: dict) -> dict:
                           'mean': IMAGENET_MEAN.tolist(), 'std': IMAGENET_STD.tolist()},
         'box': 'Eq. 5 (threshold_ratio * max, after min-max normalisation when box_rule is "normalized"), '
                'largest OpenCV contour, its bounding rectangle',
-        'source': {'method': config.method, 'selected_epoch': selection['selected_epoch'],
-                   'last_epoch': selection['last_epoch'], 'seed': config.seed},
+        'source': {'method': config.method, 'selected_step': selection['selected_step'],
+                   'selected_epoch': selection['selected_epoch'], 'last_epoch': selection['last_epoch'],
+                   'seed': config.seed},
     }
 
 
@@ -208,14 +212,14 @@ def _abstract_variables(model, size: int) -> dict:
     return {'params': shapes['params'], 'batch_stats': shapes['batch_stats']}
 
 
-def _restore(directory: str, model, spec: dict, epoch, what: str) -> tuple[dict, dict]:
+def _restore(directory: str, model, spec: dict, step, what: str) -> tuple[dict, dict]:
     """`{'params', 'batch_stats'}` of a training checkpoint (no optimiser state is read)."""
-    return checkpoint.restore_inference_variables(directory, _abstract_variables(model, spec['input_size']), epoch, what)
+    return checkpoint.restore_inference_variables(directory, _abstract_variables(model, spec['input_size']), step, what)
 
 
 def load_localizer(path: str, batch_size: int = 32) -> Localizer:
     """A localiser from an export folder (`--stage=export`) or, given a training workdir, from
-    its selected epoch."""
+    its selected step."""
     path = os.path.abspath(path)
     manifest = os.path.join(path, MANIFEST)
     if not os.path.isfile(manifest):

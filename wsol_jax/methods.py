@@ -66,14 +66,6 @@ METHODS = {
 }
 
 
-def f_epochs(f_cfg, network: str) -> int:
-    """How many epochs the f network `network` trains: `f.siamese_epochs` (when set) for the
-    Siamese f, which can be short when it starts from the classifier; `f.epochs` otherwise."""
-    if network == workdir.F_SIAMESE and f_cfg.get('siamese_epochs', 0):
-        return f_cfg.siamese_epochs
-    return f_cfg.epochs
-
-
 def get(name: str) -> Method:
     if name not in METHODS:
         raise ConfigError(f'method must be one of {tuple(METHODS)}, got {name!r}')

@@ -1,10 +1,10 @@
 """Results a person can read and look at: results.json, results.md and PNG figures.
 
-* `selection.png`: mean S and validation GT-known loc per epoch, the selected epoch marked (the
+* `selection.png`: mean S and validation GT-known loc at every scored point, the selected one marked (the
   paper's early-stopping story in one figure);
 * `overlays.png`: test images with the selected map, GT box (green) and predicted box (red),
   beside the CAM baseline (Fig. 5);
-* `strip.png`: the maps of a few validation images across epochs (Fig. 4).
+* `strip.png`: the maps of a few validation images across the scored points (Fig. 4).
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from wsol_jax.data.dataset import crop_offset  # noqa: E402
 METRIC_NAMES = {'gt_known_loc': 'GT-known loc', 'top1_loc': 'Top-1 loc', 'top1_cls': 'Top-1 cls',
                 'top5_loc': 'Top-5 loc', 'top5_cls': 'Top-5 cls', 'pxap': 'PxAP',
                 'maxboxacc_v1': 'MaxBoxAcc', 'maxboxacc_v2': 'MaxBoxAccV2'}
-VARIANT_NAMES = {'weight_map_selected': 'weight map g, epoch selected by S',
-                 'weight_map_last': 'weight map g, last epoch', 'cam': 'CAM of f (baseline)',
+VARIANT_NAMES = {'weight_map_selected': 'weight map g, point selected by S',
+                 'weight_map_last': 'weight map g, last point', 'cam': 'CAM of f (baseline)',
                  'weight_map_selected_wsolevaluation': 'weight map g, selected, wsolevaluation protocol (saved scoremaps)'}
 
 
@@ -40,7 +40,7 @@ def protocol(config) -> list[str]:
     grid = f'the best of the thresholds 0, {e.pxap_interval:g}, ..., {1 - e.pxap_interval:g} of the min-max normalised map'
     return [
         '', '## How each number was obtained', '',
-        '- Split: the test split; the epoch of g was selected on the validation split by mean S alone (no box, no label).',
+        '- Split: the test split; the point of g was selected on the validation split by mean S alone (no box, no label).',
         f'- Crop protocol (all rows except the wsolevaluation one): {crop}.',
         f'- GT-known loc, Top-1/Top-{e.top_k} loc (the paper\'s protocol): one box per image, {norm} thresholded at the '
         f'fixed {e.threshold_ratio:g} x max (Eq. 5, box rule "{e.box_rule}"), largest OpenCV contour; correct at IoU >= 0.5 '
@@ -83,7 +83,8 @@ def provenance() -> dict:
 
 def markdown_table(results: dict, selection: dict) -> str:
     cols = [k for k in METRIC_NAMES if any(k in r for r in results.values())]
-    lines = [f'Selected epoch: {selection["selected_epoch"]} of {selection["last_epoch"]} '
+    lines = [f'Selected: step {selection["selected_step"]} (epoch {selection["selected_epoch"]:.2f}); g stopped at epoch '
+             f'{selection["last_epoch"]:.2f} ({selection.get("stopped")}) '
              f'({selection["criterion"]}; box rule: {selection.get("box_rule", "literal")}). Metrics in %.', '',
              '| method | ' + ' | '.join(METRIC_NAMES[c] for c in cols) + ' |',
              '|---|' + '---|' * len(cols)]
@@ -95,34 +96,33 @@ def markdown_table(results: dict, selection: dict) -> str:
 
 def diagnostics(selection: dict) -> list[str]:
     """What the selection did not use but a reader should know: the regret against the best
-    epoch in hindsight (validation boxes), and maps that were degenerate or collapsed."""
+    point in hindsight (validation boxes), and maps that were degenerate or collapsed."""
     lines = []
     regret = selection.get('regret')
     if regret:
         lines += ['', f'Selection diagnostic (validation boxes, never used by the selection): GT-known loc of the '
-                      f'selected epoch {regret["selected_epoch"]} {100 * regret["selected"]:.2f}, of the best epoch '
-                      f'{regret["best_epoch"]} {100 * regret["best"]:.2f}; regret {100 * regret["regret"]:.2f} points.']
-    chosen = selection['history'].get(str(selection['selected_epoch']), {})
+                      f'selected step {regret["selected_step"]} {100 * regret["selected"]:.2f}, of the best step '
+                      f'{regret["best_step"]} {100 * regret["best"]:.2f}; regret {100 * regret["regret"]:.2f} points.']
+    chosen = selection['history'].get(str(selection['selected_step']), {})
     for key, what in (('val/collapsed', 'collapsed (weights all below 0.1 or all above 0.9)'),
                       ('val/degenerate', 'degenerate (one blob over nearly the whole image, or empty)')):
         if chosen.get(key, 0) > 0.05:
-            lines += ['', f'**Warning**: at the selected epoch the weight map is {what} on '
+            lines += ['', f'**Warning**: at the selected point the weight map is {what} on '
                           f'{100 * chosen[key]:.0f}% of the validation images.']
     return lines
 
 
 def plot_selection(selection: dict, path: str) -> None:
-    epochs = sorted(int(e) for e in selection['history'])
-    hist = [selection['history'][str(e)] for e in epochs]
+    hist = [selection['history'][str(s)] for s in sorted(int(s) for s in selection['history'])]
+    epochs = [h['epoch'] for h in hist]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    # the error bars are the standard errors that set the selection's tolerance (selection.select_epoch)
+    # the error bars are the standard errors that set the selection's tolerance (selection.select_step)
     ax.errorbar(epochs, [h['mean_S'] for h in hist], yerr=[h.get('mean_S_se', 0.0) for h in hist], fmt='o-',
                 capsize=3, label='mean S +- standard error (validation, Eq. 6)')
     if all('val/gt_known_loc' in h for h in hist):
         ax.plot(epochs, [h['val/gt_known_loc'] for h in hist], 's--', label='GT-known loc (validation)')
-    ax.axvline(selection['selected_epoch'], color='k', ls=':', label='selected epoch')
+    ax.axvline(selection['selected_epoch'], color='k', ls=':', label='selected point')
     ax.set_xlabel('epoch of g')
-    ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
     ax.set_ylim(0, 1.02)
     ax.legend(loc='lower left', fontsize=8)
     ax.set_title('Early stopping by the containment score S')
@@ -173,17 +173,18 @@ def plot_overlays(images_uint8: np.ndarray, samples, crop_size: int, path: str) 
 
 
 def plot_strip(strip_dir: str, images_uint8: np.ndarray, crop_size: int, selected: int, path: str,
-               max_columns: int = 12) -> None:
-    """Fig. 4: maps of the same validation images over the epochs of g."""
-    numbered = [(int(m.group(1)), f) for f in glob.glob(os.path.join(strip_dir, 'epoch_*.npy'))
-                if (m := re.fullmatch(r'epoch_(\d+)\.npy', os.path.basename(f)))]
+               steps_per_epoch: int = 1, max_columns: int = 12) -> None:
+    """Fig. 4: maps of the same validation images over the scored steps of g (`selected`: a step;
+    columns are titled by epoch, `steps_per_epoch` steps each)."""
+    numbered = [(int(m.group(1)), f) for f in glob.glob(os.path.join(strip_dir, 'step_*.npy'))
+                if (m := re.fullmatch(r'step_(\d+)\.npy', os.path.basename(f)))]
     if not numbered:
         return
-    epochs, files = zip(*sorted(numbered))
-    epochs, files = list(epochs), list(files)
+    steps, files = zip(*sorted(numbered))
+    steps, files = list(steps), list(files)
     pick = np.unique(np.linspace(0, len(files) - 1, min(max_columns, len(files))).round().astype(int))
-    if selected in epochs and epochs.index(selected) not in pick:
-        pick = np.sort(np.append(pick, epochs.index(selected)))
+    if selected in steps and steps.index(selected) not in pick:
+        pick = np.sort(np.append(pick, steps.index(selected)))
     maps = [np.load(files[i]) for i in pick]
     n = min(len(maps[0]), len(images_uint8))
     images = _center(images_uint8[:n], crop_size)
@@ -193,8 +194,8 @@ def plot_strip(strip_dir: str, images_uint8: np.ndarray, crop_size: int, selecte
         for c, (i, m) in enumerate(zip(pick, maps)):
             axes[r, c + 1].imshow(m[r], cmap='gray', vmin=0, vmax=255)
             if r == 0:
-                star = ' *' if epochs[i] == selected else ''
-                axes[r, c + 1].set_title(f'ep {epochs[i]}{star}', fontsize=8)
+                star = ' *' if steps[i] == selected else ''
+                axes[r, c + 1].set_title(f'ep {steps[i] / steps_per_epoch:.3g}{star}', fontsize=8)
         for ax in axes[r]:
             ax.set_axis_off()
     fig.tight_layout()
@@ -203,7 +204,9 @@ def plot_strip(strip_dir: str, images_uint8: np.ndarray, crop_size: int, selecte
 
 def write(workdir: str, config, results: dict, selection: dict, samples, data, timings: dict) -> None:
     record = {'method': config.method, 'seed': config.seed, 'results': results,
-              'selected_epoch': selection['selected_epoch'], 'last_epoch': selection['last_epoch'],
+              'selected_step': selection['selected_step'], 'selected_epoch': selection['selected_epoch'],
+              'last_step': selection['last_step'], 'last_epoch': selection['last_epoch'],
+              'g_stopped': selection.get('stopped'),
               'box_rule': selection.get('box_rule'), 'selection_regret': selection.get('regret'),
               'history': selection['history'], 'timings_s': timings.get('total_s', timings),
               'f_quality': workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.F_QUALITY)),
@@ -216,4 +219,4 @@ def write(workdir: str, config, results: dict, selection: dict, samples, data, t
     plot_overlays(data.test.images[samples.indices], samples, config.data.crop_size,
                   os.path.join(workdir, 'overlays.png'))
     plot_strip(os.path.join(workdir, 'strip'), data.val.images[:config.eval.strip_images], config.data.crop_size,
-               selection['selected_epoch'], os.path.join(workdir, 'strip.png'))
+               selection['selected_step'], os.path.join(workdir, 'strip.png'), selection['steps_per_epoch'])

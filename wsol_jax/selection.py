@@ -1,11 +1,12 @@
-"""The early-stopping rule of Section 3: which epoch of `g` to keep, from its per-epoch history.
+"""The early-stopping rule of Section 3: which point of `g`'s training to keep, from its history.
 
-`history` maps an epoch to the metrics recorded after it (`train_g` writes them): `mean_S` is the
+`history` maps a step to the metrics scored there (`train_g` scores every `g.eval_every_steps`
+steps, by default once an epoch; the paper scores epochs): `mean_S` is the
 mean containment score (Eq. 6) over the validation split and `mean_S_se` its standard error, the
 only things the selection reads;
 `val/gt_known_loc` (where the validation split has boxes) is a diagnostic the selection never uses.
 
-`select_epoch` and `selection_regret` are pure functions of that history; the stage that applies
+`select_step` and `selection_regret` are pure functions of that history; the stage that applies
 them to a workdir is `wsol_jax.select`.
 """
 from __future__ import annotations
@@ -19,11 +20,12 @@ CRITERION = 'mean_S'
 STANDARD_ERROR = 'mean_S_se'   # the standard error of mean_S over the validation images
 
 
-def select_epoch(history: Mapping[int, Mapping[str, float]], criterion: str = CRITERION,
+def select_step(history: Mapping[int, Mapping[str, float]], criterion: str = CRITERION,
                  standard_errors: float = 1.0) -> int:
-    """The latest epoch whose mean S is within `standard_errors` standard errors of the highest
-    (the one-standard-error rule of model selection); `standard_errors=0`: the epoch of the
-    maximal mean S, Eq. 6 literally (exact ties: the latest).
+    """The latest point whose mean S is within `standard_errors` standard errors of the highest
+    (the one-standard-error rule of model selection); `standard_errors=0`: the point of the
+    maximal mean S, Eq. 6 literally (exact ties: the latest). Points are steps (epochs in the
+    paper, which scores once an epoch).
 
     Why the latest of the near-ties: Section 3 observes that g "becomes increasingly
     well-localized as training progresses" (a coarse mask, then a refined one, then a partial one)
@@ -36,36 +38,36 @@ def select_epoch(history: Mapping[int, Mapping[str, float]], criterion: str = CR
     The standard error of the best epoch (`mean_S_se` in its history entry; 0 where a history
     has none) sets the tolerance.
 
-    Epochs whose score is not finite are never selected; if no epoch has a positive score every
+    Points whose score is not finite are never selected; if no point has a positive score every
     map was degenerate (one blob over the whole image, or empty) and there is nothing to select:
     `TrainingError`."""
     scores = {int(e): float(h[criterion]) for e, h in history.items()
               if criterion in h and math.isfinite(float(h[criterion]))}
     if not scores:
-        raise TrainingError(f'no epoch of g has a finite {criterion}; the training diverged: lower '
+        raise TrainingError(f'no scored point of g has a finite {criterion}; the training diverged: lower '
                             'config.g.optimizer.learning_rate and start again (--config.overwrite=True)')
     best = max(scores.values())
     if best <= 0:
         raise TrainingError(
-            f'every epoch of g ({len(scores)}) gave degenerate weight maps on the validation split (one blob '
+            f'every scored point of g ({len(scores)}) gave degenerate weight maps on the validation split (one blob '
             'over the whole image, or nothing): g did not learn to localise. Check that f classifies well '
             '(f_quality.json), lower config.g.reg_weight if the maps vanished, or train g longer')
-    best_epoch = min(e for e, s in scores.items() if s == best)
-    se = float(history[best_epoch].get(STANDARD_ERROR, 0.0)) if standard_errors > 0 else 0.0
+    best_step = min(e for e, s in scores.items() if s == best)
+    se = float(history[best_step].get(STANDARD_ERROR, 0.0)) if standard_errors > 0 else 0.0
     tolerance = standard_errors * se if math.isfinite(se) else 0.0
     return max(e for e, s in scores.items() if s >= best - tolerance)
 
 
 def selection_regret(history: Mapping[int, Mapping[str, float]], selected: int,
                      diagnostic: str = 'val/gt_known_loc') -> dict | None:
-    """How much validation localisation the S-based choice gave up against the best epoch in
+    """How much validation localisation the S-based choice gave up against the best point in
     hindsight (a diagnostic: it uses the validation boxes, which the selection never sees).
     None when the validation split has no boxes."""
     values = {int(e): float(h[diagnostic]) for e, h in history.items() if diagnostic in h}
     if not values or int(selected) not in values:
         return None
-    best_epoch = min(e for e, v in values.items() if v == max(values.values()))
-    return {'metric': diagnostic, 'selected_epoch': int(selected), 'selected': values[int(selected)],
-            'best_epoch': best_epoch, 'best': values[best_epoch],
-            'regret': values[best_epoch] - values[int(selected)]}
+    best_step = min(e for e, v in values.items() if v == max(values.values()))
+    return {'metric': diagnostic, 'selected_step': int(selected), 'selected': values[int(selected)],
+            'best_step': best_step, 'best': values[best_step],
+            'regret': values[best_step] - values[int(selected)]}
 

@@ -41,6 +41,11 @@ def history_name(stage: str) -> str:
     """The per-epoch metrics file of a trained stage."""
     return G_HISTORY if stage == G else f'{stage}_history.json'
 
+# The budget of a stage: a longer budget (or more patience, another scoring interval) continues a
+# shorter run from its last checkpoint, so they are not part of that stage's fingerprint (but g
+# depends on the f that f's budget kept).
+BUDGET_KEYS = {net: tuple(f'{net}.{k}' for k in ('max_epochs', 'patience', 'eval_every_steps')) for net in 'fg'}
+
 # Config keys that never change what a stage produced (where things go, how long to train: a
 # longer run continues a shorter one, and g records the f it was trained with).
 _IGNORED = {'data.cache_dir', 'data.read_threads', 'f.allow_weak', 'f.min_accuracy_over_chance', 'g.keep_all_checkpoints',
@@ -66,14 +71,14 @@ def fingerprint(config, stage: str) -> dict[str, Any]:
     f_keys = {k: v for k, v in flat.items() if k.startswith('f.')}
     if stage == F_CLASSIFIER:
         keys = {**common, **{k: v for k, v in f_keys.items()
-                             if k not in ('f.epochs', 'f.embed_dim', 'f.margin', 'f.siamese_epochs', 'f.siamese_from_classifier')}}
+                             if k not in BUDGET_KEYS['f'] + ('f.embed_dim', 'f.margin', 'f.siamese_from_classifier')}}
         if flat.get('f.blank_weight'):   # the blank image is what g's zero map makes: it depends on this
             keys['g.mask_space'] = flat['g.mask_space']
         return keys
     if stage == F_SIAMESE:
-        keys = {**common, **{k: v for k, v in f_keys.items() if k not in ('f.epochs', 'f.siamese_epochs')}}
-        if flat.get('f.siamese_from_classifier'):   # it starts from the classifier of f.epochs epochs
-            keys['f.epochs'] = flat['f.epochs']
+        keys = {**common, **{k: v for k, v in f_keys.items() if k not in BUDGET_KEYS['f']}}
+        if flat.get('f.siamese_from_classifier'):   # it starts from the classifier its budget kept
+            keys.update({k: flat[k] for k in BUDGET_KEYS['f']})
         if flat.get('f.blank_weight'):
             keys['g.mask_space'] = flat['g.mask_space']
         return keys
@@ -83,7 +88,7 @@ def fingerprint(config, stage: str) -> dict[str, Any]:
         # (eval.selection_se decides which epochs' checkpoints are kept)
         selection = {k: v for k, v in flat.items()
                      if k in ('eval.box_rule', 'eval.threshold_ratio', 'eval.max_coverage', 'eval.selection_se')}
-        g_keys = {k: v for k, v in flat.items() if k.startswith('g.') and k != 'g.epochs'}
+        g_keys = {k: v for k, v in flat.items() if k.startswith('g.') and k not in BUDGET_KEYS['g']}
         return {**common, **f_keys, **g_keys, **selection, 'method': flat['method']}
     raise ValueError(f'unknown stage {stage!r}')
 
@@ -105,7 +110,7 @@ def has_checkpoints(directory: str) -> bool:
 # the earlier behaviour: a fingerprint without them matches a config holding that value.
 ADDED_KEYS = {'optimizer.warmup_epochs': 0.0, 'optimizer.clip_norm': 0.0, 'f.erase_prob': 0.0,
               'f.blank_weight': 0.0, 'g.initial_weight': 0.5, 'data.cache_codec': 'raw',
-              'f.siamese_from_classifier': False, 'f.siamese_epochs': 0,
+              'f.siamese_from_classifier': False,
               # histories recorded before it have no mean_S_se: the rule is then the maximum, as it was
               'eval.selection_se': 1.0}
 

@@ -25,12 +25,16 @@ MAX_THREADS = 16
 def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
     """Keep `size` batches staged on the device ahead of the consumer."""
     queue = collections.deque()
-    for item in iterator:
-        queue.append(item)
-        if len(queue) >= size:
+    try:
+        for item in iterator:
+            queue.append(item)
+            if len(queue) >= size:
+                yield queue.popleft()
+        while queue:
             yield queue.popleft()
-    while queue:
-        yield queue.popleft()
+    finally:   # closed early (a stage that stops mid-epoch): close the source now, not at garbage collection
+        if hasattr(iterator, 'close'):
+            iterator.close()
 
 
 def read_threads(threads: int = 0) -> int:
@@ -55,17 +59,21 @@ def stream(read: Callable[[np.ndarray], dict], index_batches: Sequence[np.ndarra
     return prefetch(global_batches())
 
 
-def classification_batches(split: Split, batch_size: int, mesh, key: jax.Array, threads: int = 0) -> Iterator[dict]:
-    """Shuffled `{'image': (B, S, S, 3) uint8, 'label': (B,)}` global batches for one epoch."""
+def classification_batches(split: Split, batch_size: int, mesh, key: jax.Array, threads: int = 0,
+                           skip: int = 0) -> Iterator[dict]:
+    """Shuffled `{'image': (B, S, S, 3) uint8, 'label': (B,)}` global batches for one epoch, from its
+    `skip`-th batch on (a resumed epoch: the order is the same, the batches done are not read)."""
     read = lambda idx: {'image': split.images[idx], 'label': split.labels[idx]}
-    return stream(read, list(train_batches(len(split), batch_size, key)), mesh, threads)
+    return stream(read, list(train_batches(len(split), batch_size, key))[skip:], mesh, threads)
 
 
-def triplet_batches(split: Split, batch_size: int, mesh, key: jax.Array, threads: int = 0) -> Iterator[dict]:
-    """Shuffled `{'image': (B, 3, S, S, 3)}` batches of (anchor, positive, negative)."""
+def triplet_batches(split: Split, batch_size: int, mesh, key: jax.Array, threads: int = 0,
+                    skip: int = 0) -> Iterator[dict]:
+    """Shuffled `{'image': (B, 3, S, S, 3)}` batches of (anchor, positive, negative), from the
+    `skip`-th on."""
     k_order, k_pairs = jax.random.split(key)
     triplets = [triplet_indices(split.labels, idx, jax.random.fold_in(k_pairs, i))
-                for i, idx in enumerate(train_batches(len(split), batch_size, k_order))]
+                for i, idx in enumerate(train_batches(len(split), batch_size, k_order)) if i >= skip]
     return stream(lambda idx: {'image': split.images[idx]}, triplets, mesh, threads)
 
 

@@ -1,12 +1,22 @@
-"""The epoch loop shared by every training stage: resume, progress, logging, checks, checkpoints.
+"""The training loop shared by every stage: steps, scores, early stopping, resume, checkpoints.
 
-Re-running a stage on a workdir with checkpoints resumes after the last complete epoch; every
-epoch's randomness is `fold_in(rng, epoch)`, so a resumed run follows the same path as an
-uninterrupted one. The loss is checked wherever metrics are read back anyway (every few steps):
-the first non-finite value stops the run before anything non-finite is saved.
+A stage trains for at most `max_epochs` epochs. Every `score_every` steps (by default once an
+epoch) it scores the state on the validation split (f: its accuracy; g: the mean containment
+score S of Eq. 6), appends the point to its history and saves a checkpoint; checkpoints and the
+history are keyed by the global step. Which point a stage keeps is its rule (`Loop.kept`: f the
+most accurate, g the selection of `wsol_jax.selection`); with `patience`, training stops once
+`patience` scores have passed since the kept point, so the budget follows the data instead of a
+fixed epoch count. Only the kept and the latest checkpoints stay on disk.
+
+Re-running a stage resumes after its last checkpoint, mid-epoch included: every epoch's order
+and every step's randomness come from `fold_in` of the stage's key, so a resumed run follows the
+same path as an uninterrupted one, and a finished stage (stopped or at `max_epochs`) is left as
+it is. The loss is checked wherever metrics are read back anyway (every few steps): the first
+non-finite value stops the run before anything non-finite is saved.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import math
@@ -19,34 +29,68 @@ from tqdm import tqdm
 
 from wsol_jax import parallel, workdir as workdir_lib
 from wsol_jax.errors import TrainingError, WorkdirError
-from wsol_jax.selection import select_epoch
 from wsol_jax.train import checkpoint
 from wsol_jax.train.state import TrainState
 
-# (epoch, state) -> (metrics to log and rank by, JSON metadata to store with the checkpoint)
-EpochEnd = Callable[[int, TrainState], tuple[dict, dict]]
+History = dict[int, dict]                      # step -> metrics of that scored point
+ScoreFn = Callable[[int, TrainState], dict]    # (step, state) -> validation metrics of the point
+KeptFn = Callable[[History], Optional[int]]    # the point a stage keeps under its rule, None if none yet
 READ_BACK_EVERY = 10   # steps between metric read-backs (each one synchronises host and device)
+HISTORY_FORMAT = 2     # points keyed by step (1: keyed by epoch)
 
 
 @dataclasses.dataclass
 class Loop:
     name: str                      # e.g. 'g'; checkpoints go to `directory`
     directory: str
-    epochs: int
+    max_epochs: int
     steps_per_epoch: int
     images_per_step: int
-    history_path: str              # JSON {epoch: metrics} of every epoch, kept when checkpoints go
-    keep: str = 'latest'           # 'latest' | 'selected_and_latest' (by mean S) | 'all'
+    history_path: str              # JSON of every scored point, kept when checkpoints go
+    kept: KeptFn                   # the stage's rule: which point it keeps
+    score_every: int = 0           # steps between scores; 0: once an epoch
+    patience: int = 0              # stop this many scores after the kept point; 0: train max_epochs
+    keep_all: bool = False         # keep every checkpoint (default: the kept and the latest)
     hint: str = ''                 # what to try when the loss is not finite
     writer: Optional[object] = None  # tensorboardX SummaryWriter (chief only)
-    selection_se: float = 1.0      # 'selected_and_latest': the selection's tolerance (selection.select_epoch)
+
+    @property
+    def max_steps(self) -> int:
+        return self.max_epochs * self.steps_per_epoch
+
+    @property
+    def every(self) -> int:
+        return self.score_every or self.steps_per_epoch
 
 
-def _check_finite(loop: Loop, epoch: int, step: int, metrics: dict) -> None:
+def score_steps(loop: Loop) -> list[int]:
+    """The steps at which `loop` scores: every `every` steps, and the last step."""
+    return sorted(set(range(loop.every, loop.max_steps + 1, loop.every)) | {loop.max_steps})
+
+
+def kept_point(loop: Loop, history: History) -> Optional[int]:
+    """The point the stage keeps, or None while no point qualifies (e.g. every map degenerate)."""
+    try:
+        return loop.kept(history) if history else None
+    except TrainingError:
+        return None
+
+
+def finished(loop: Loop, history: History, step: int) -> Optional[str]:
+    """Why a stage at `step` with `history` is done ('max_epochs' or 'patience'), or None."""
+    if step >= loop.max_steps:
+        return 'max_epochs'
+    kept = kept_point(loop, history)
+    if loop.patience and kept is not None and sum(s > kept for s in history) >= loop.patience:
+        return 'patience'
+    return None
+
+
+def _check_finite(loop: Loop, step: int, metrics: dict) -> None:
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
     if bad:
-        raise TrainingError(f'{loop.name}: non-finite {", ".join(f"{k}={v}" for k, v in bad.items())} at epoch '
-                            f'{epoch}, step {step}; nothing of this epoch was saved. {loop.hint}')
+        raise TrainingError(f'{loop.name}: non-finite {", ".join(f"{k}={v}" for k, v in bad.items())} at step '
+                            f'{step} (epoch {step / loop.steps_per_epoch:.2f}); nothing of it was saved. {loop.hint}')
 
 
 def _params_finite(state: TrainState) -> bool:
@@ -54,97 +98,120 @@ def _params_finite(state: TrainState) -> bool:
     return bool(jax.device_get(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))))
 
 
-def _kept_epochs(loop: Loop, history: dict[int, dict], latest: int) -> set[int]:
-    if loop.keep == 'latest':
-        return {latest}
-    try:
-        return {latest, select_epoch(history, standard_errors=loop.selection_se)}
-    except TrainingError:   # no epoch localises yet
-        return {latest}
+def write_history(path: str, history: History) -> None:
+    workdir_lib.write_json(path, {'format': HISTORY_FORMAT, 'points': {str(s): m for s, m in sorted(history.items())}})
 
 
-def _save(loop: Loop, mgr, epoch: int, state: TrainState, metrics: dict, history: dict) -> None:
-    """History first, then the checkpoint, then the epochs that are no longer needed: a kill at
-    any point leaves a workdir that resumes exactly (an epoch in the history without its
+def read_history(path: str, latest: int) -> History:
+    """`{step: metrics}` of the points up to `latest`, the last step with a checkpoint (a later point
+    belongs to a save that was interrupted before its checkpoint was complete)."""
+    record = workdir_lib.read_json(path) or {}
+    if record and record.get('format') != HISTORY_FORMAT:
+        raise WorkdirError(f'{path} was written by an older wsol-jax (points keyed by epoch); use a new --workdir, '
+                           'or --config.overwrite=True to train afresh')
+    return {int(s): m for s, m in record.get('points', {}).items() if int(s) <= latest}
+
+
+def _save(loop: Loop, mgr, step: int, state: TrainState, metrics: dict, history: History) -> None:
+    """History first, then the checkpoint, then the steps that are no longer needed: a kill at
+    any point leaves a workdir that resumes exactly (a point in the history without its
     checkpoint is redone and overwritten)."""
     try:
         if parallel.is_chief():
-            workdir_lib.write_json(loop.history_path, {str(e): m for e, m in sorted(history.items())})
-        checkpoint.save(mgr, epoch, state, {'epoch': epoch, 'metrics': metrics})
+            write_history(loop.history_path, history)
+        checkpoint.save(mgr, step, state, {'step': step, 'epoch': step / loop.steps_per_epoch, 'metrics': metrics})
         mgr.wait_until_finished()
     except Exception as e:   # Orbax/TensorStore report a full disk as OSError, ValueError, ...
         if getattr(e, 'errno', None) == errno.ENOSPC or 'No space left' in str(e):
-            raise WorkdirError(f'no space left on the device while writing {loop.directory}/{epoch}; free some '
-                               f'space and run the same command again (it resumes after epoch {epoch - 1})') from None
+            raise WorkdirError(f'no space left on the device while writing {loop.directory}/{step}; free some '
+                               'space and run the same command again (it resumes after the last checkpoint)') from None
         raise
-    if loop.keep != 'all':
-        for old in set(mgr.all_steps()) - _kept_epochs(loop, history, epoch):
+    if not loop.keep_all:
+        kept = {step, kept_point(loop, history)}
+        for old in set(mgr.all_steps()) - kept:
             mgr.delete(old)
 
 
-def read_history(path: str, latest: int) -> dict[int, dict]:
-    """`{epoch: metrics}` of the epochs up to `latest`, the last one with a checkpoint (a later
-    entry belongs to an epoch that was interrupted before its checkpoint was complete)."""
-    return {int(e): m for e, m in (workdir_lib.read_json(path) or {}).items() if int(e) <= latest}
+def _log(loop: Loop, step: int, metrics: dict) -> None:
+    if loop.writer is not None:
+        for k, v in metrics.items():
+            loop.writer.add_scalar(f'{loop.name}/{k}', v, step)
+        loop.writer.flush()
+    if parallel.is_chief():
+        summary = ' '.join(f'{k.split("/")[-1]}={v:.4f}' for k, v in metrics.items()
+                           if not k.endswith('images_per_s') and k != 'epoch')
+        print(f'[{loop.name}] step {step} (epoch {step / loop.steps_per_epoch:.2f}/{loop.max_epochs}) {summary} '
+              f'({metrics.get("train/images_per_s", 0):.0f} img/s)', flush=True)
 
 
-def run(loop: Loop, state: TrainState, step_fn: Callable, batches: Callable[[jax.Array], Iterator],
-        rng: jax.Array, epoch_end: Optional[EpochEnd] = None) -> TrainState:
-    """Train `state` for `loop.epochs` epochs with `step_fn(state, batch, rng)`.
+def run(loop: Loop, state: TrainState, step_fn: Callable, batches: Callable[..., Iterator],
+        rng: jax.Array, score_fn: ScoreFn) -> tuple[TrainState, History]:
+    """Train `state` with `step_fn(state, batch, rng)` until `finished`; returns the last state and
+    the history of scored points.
 
-    `batches(epoch_key)` yields the global batches of one epoch. After each epoch: `epoch_end`
-    (e.g. the mean S on the validation split), the history, then an Orbax checkpoint.
+    `batches(epoch_key, skip=k)` yields the global batches of one epoch from its `k`-th on (a
+    resumed epoch skips those it already trained on). At every score step: `score_fn(step,
+    state)`, the history, then an Orbax checkpoint.
     """
     mgr = checkpoint.manager(loop.directory)
     start = mgr.latest_step() or 0
-    if start > loop.epochs:
-        raise WorkdirError(f'{loop.directory} holds {start} epochs, more than the {loop.epochs} asked for: set the '
-                           f'epochs to {start} or more, or use --config.overwrite=True to train it afresh')
+    if start > loop.max_steps:
+        raise WorkdirError(f'{loop.directory} holds {start} steps, more than the {loop.max_steps} of '
+                           f'{loop.max_epochs} epochs asked for: raise the epochs, or use --config.overwrite=True '
+                           'to train it afresh')
     history = read_history(loop.history_path, start)
     if start:
         state, _ = checkpoint.restore(mgr, start, state)
-        print(f'[{loop.name}] resuming after epoch {start}/{loop.epochs} from {loop.directory}')
-    for epoch in range(start + 1, loop.epochs + 1):
-        epoch_key = jax.random.fold_in(rng, epoch)
-        sums: dict[str, float] = {}
-        bar = tqdm(total=loop.steps_per_epoch, desc=f'{loop.name} epoch {epoch}/{loop.epochs}',
+        why = finished(loop, history, start)
+        print(f'[{loop.name}] {f"finished ({why})" if why else "resuming"} at step {start} '
+              f'(epoch {start / loop.steps_per_epoch:.2f}) in {loop.directory}')
+    targets = [s for s in score_steps(loop) if s > start]
+    step, sums, pending, t0 = start, {}, [], time.perf_counter()
+    step_at_t0 = start   # the rate of a point counts the steps since the previous point
+    while targets and not finished(loop, history, step):
+        epoch, offset = divmod(step, loop.steps_per_epoch)
+        epoch_key = jax.random.fold_in(rng, epoch + 1)
+        bar = tqdm(total=loop.steps_per_epoch, initial=offset, desc=f'{loop.name} epoch {epoch + 1}/{loop.max_epochs}',
                    disable=not parallel.is_chief(), leave=False, dynamic_ncols=True)
-        t0, pending, done = time.perf_counter(), [], 0
-        for i, batch in enumerate(batches(jax.random.fold_in(epoch_key, 0))):
-            state, metrics = step_fn(state, batch, jax.random.fold_in(epoch_key, i + 1))
-            pending.append(metrics)
-            if len(pending) >= READ_BACK_EVERY or i + 1 == loop.steps_per_epoch:
-                # Reading metrics back synchronises; do it every few steps, not every step.
-                for j, m in enumerate(jax.device_get(pending)):
-                    m = {k: float(v) for k, v in m.items()}
-                    _check_finite(loop, epoch, i + 2 - len(pending) + j, m)
-                    for k, v in m.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                bar.update(len(pending))
-                done += len(pending)
-                pending = []
-                seen = max(1, done)
-                bar.set_postfix(loss=f'{sums["loss"] / seen:.4f}',
-                                img_s=f'{seen * loop.images_per_step / (time.perf_counter() - t0):.0f}')
+        with contextlib.closing(batches(jax.random.fold_in(epoch_key, 0), skip=offset)) as epoch_batches:
+            for i, batch in enumerate(epoch_batches, start=offset):
+                state, metrics = step_fn(state, batch, jax.random.fold_in(epoch_key, i + 1))
+                step += 1
+                pending.append(metrics)
+                scoring = step == targets[0]
+                if len(pending) >= READ_BACK_EVERY or scoring or i + 1 == loop.steps_per_epoch:
+                    # Reading metrics back synchronises; do it every few steps, not every step.
+                    for j, m in enumerate(jax.device_get(pending)):
+                        m = {k: float(v) for k, v in m.items()}
+                        _check_finite(loop, step - len(pending) + j + 1, m)
+                        for k, v in m.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                    sums['_n'] = sums.get('_n', 0) + len(pending)
+                    bar.update(len(pending))
+                    pending = []
+                    rate = (step - step_at_t0) * loop.images_per_step / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(loss=f'{sums.get("loss", 0.0) / sums["_n"]:.4f}', img_s=f'{rate:.0f}')
+                if not scoring:
+                    continue
+                if not _params_finite(state):
+                    raise TrainingError(f'{loop.name}: the parameters became non-finite before step {step}; nothing '
+                                        f'of it was saved. {loop.hint}')
+                n = sums.pop('_n')
+                point = {'epoch': step / loop.steps_per_epoch, **{f'train/{k}': v / n for k, v in sums.items()},
+                         'train/images_per_s': rate}
+                point.update(score_fn(step, state))
+                history[step] = point
+                _save(loop, mgr, step, state, point, history)
+                _log(loop, step, point)
+                targets.pop(0)
+                sums, t0, step_at_t0 = {}, time.perf_counter(), step
+                if not targets or finished(loop, history, step):
+                    break
         bar.close()
-        if not _params_finite(state):
-            raise TrainingError(f'{loop.name}: the parameters became non-finite in epoch {epoch}; nothing of this '
-                                f'epoch was saved. {loop.hint}')
-        n_steps = max(1, done)
-        train_metrics = {f'train/{k}': v / n_steps for k, v in sums.items()}
-        train_metrics['train/images_per_s'] = n_steps * loop.images_per_step / (time.perf_counter() - t0)
-        extra, _ = epoch_end(epoch, state) if epoch_end else ({}, {})
-        metrics = {**train_metrics, **extra}
-        history[epoch] = metrics
-        _save(loop, mgr, epoch, state, metrics, history)
-        if loop.writer is not None:
-            for k, v in metrics.items():
-                loop.writer.add_scalar(f'{loop.name}/{k}', v, epoch)
-            loop.writer.flush()
-        summary = ' '.join(f'{k.split("/")[-1]}={v:.4f}' for k, v in metrics.items()
-                           if not k.endswith('images_per_s'))
-        if parallel.is_chief():
-            print(f'[{loop.name}] epoch {epoch}/{loop.epochs} {summary} '
-                  f'({train_metrics["train/images_per_s"]:.0f} img/s)', flush=True)
+    why = finished(loop, history, step)
+    if why == 'patience' and parallel.is_chief():
+        kept = kept_point(loop, history)
+        print(f'[{loop.name}] stopped at step {step} (epoch {step / loop.steps_per_epoch:.2f}): {loop.patience} scores '
+              f'since the kept step {kept} (epoch {kept / loop.steps_per_epoch:.2f})')
     mgr.wait_until_finished()
-    return state
+    return state, history

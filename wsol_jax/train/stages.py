@@ -16,8 +16,8 @@ from wsol_jax import workdir as workdir_lib
 from wsol_jax.context import Context, f_setup, frozen_f, g_setup
 from wsol_jax.data.dataset import Split, center_crop_boxes
 from wsol_jax.data.pipeline import map_split
-from wsol_jax.errors import TrainingError
-from wsol_jax.train import checkpoint, loop, steps
+from wsol_jax.errors import TrainingError, WorkdirError
+from wsol_jax.train import budgets, checkpoint, loop, steps
 from wsol_jax.train.state import TrainState
 
 F_CLASSIFIER, G_DIR = workdir_lib.F_CLASSIFIER, workdir_lib.G
@@ -31,8 +31,9 @@ def _lr_hint(net: str, ctx: Context) -> str:
 
 def train_f(ctx: Context) -> None:
     """Stage train_f: each f network of the method (the classifier with cross-entropy and, for
-    Method II, the Siamese embedding with the triplet loss of Eq. 2). They are frozen afterwards;
-    their validation accuracy is recorded."""
+    Method II, the Siamese embedding with the triplet loss of Eq. 2), scored on the validation
+    split as it trains (`train.budgets`: its most accurate point is kept, and with `f.patience` it
+    stops when it no longer improves). They are frozen afterwards; the kept accuracy is recorded."""
     cfg = ctx.config
     for name in ctx.method.f_networks:
         network = methods.F_NETWORKS[name]
@@ -42,15 +43,12 @@ def train_f(ctx: Context) -> None:
                                     threads=cfg.data.read_threads)
         if parallel.is_chief():
             workdir_lib.record(ctx.workdir, cfg, name)
-        epochs = methods.f_epochs(cfg.f, name)
-        spec = loop.Loop(name, ctx.path(name), epochs, n_steps, network.images_per_example * cfg.f.batch_size,
-                         ctx.path(workdir_lib.history_name(name)), keep='latest', hint=_lr_hint('f', ctx),
-                         writer=ctx.writer)
-        quality = workdir_lib.read_json(ctx.path(workdir_lib.F_QUALITY), {})
-        trained = checkpoint.latest_epoch(ctx.path(name))
-        state = loop.run(spec, state, steps.compile_step(fn, ctx.mesh), batches, ctx.key(name))
-        if name not in quality or trained != epochs:   # measured once, after the last epoch
-            _record_f_quality(ctx, name, model, state.variables)
+        spec = budgets.f_loop(cfg, ctx.workdir, name, n_steps, network.images_per_example * cfg.f.batch_size,
+                              ctx.writer, _lr_hint('f', ctx))
+        accuracy = f_accuracy_fn(ctx, name, model)
+        _, history = loop.run(spec, state, steps.compile_step(fn, ctx.mesh), batches, ctx.key(name),
+                              lambda step, s: {budgets.F_SCORE: accuracy(s.variables)})
+        _record_f_quality(ctx, name, spec, history)
 
 
 def _outputs(ctx: Context, fn, split: Split) -> np.ndarray:
@@ -61,30 +59,40 @@ def _outputs(ctx: Context, fn, split: Split) -> np.ndarray:
                                    ctx.config.data.read_threads)])
 
 
-def f_accuracy(ctx: Context, name: str, model, variables) -> float:
-    """Validation accuracy of `f`: Top-1 of the classifier; for the Siamese embedding, the
-    nearest class mean (class means of the training embeddings, Euclidean as in Eq. 2)."""
+def f_accuracy_fn(ctx: Context, name: str, model):
+    """`variables -> validation accuracy` of the f network `name`, compiled once: Top-1 of the
+    classifier; for the Siamese embedding, the nearest class mean (class means of the training
+    embeddings, Euclidean as in Eq. 2)."""
     fn = inference.compile_f_outputs(model, ctx.crop)
-    out = _outputs(ctx, functools.partial(fn, variables), ctx.data.val)
-    if name == F_CLASSIFIER:
-        return float(np.mean(np.argmax(out, -1) == ctx.data.val.labels))
-    train = _outputs(ctx, functools.partial(fn, variables), ctx.data.train)
-    classes = np.unique(ctx.data.train.labels)
-    means = np.stack([train[ctx.data.train.labels == c].mean(0) for c in classes])
-    nearest = classes[np.argmin(((out[:, None] - means[None]) ** 2).sum(-1), axis=1)]
-    return float(np.mean(nearest == ctx.data.val.labels))
+    val, train = ctx.data.val, ctx.data.train
+
+    def accuracy(variables) -> float:
+        out = _outputs(ctx, functools.partial(fn, variables), val)
+        if not methods.F_NETWORKS[name].embedding:
+            return float(np.mean(np.argmax(out, -1) == val.labels))
+        embedded = _outputs(ctx, functools.partial(fn, variables), train)
+        classes = np.unique(train.labels)
+        means = np.stack([embedded[train.labels == c].mean(0) for c in classes])
+        nearest = classes[np.argmin(((out[:, None] - means[None]) ** 2).sum(-1), axis=1)]
+        return float(np.mean(nearest == val.labels))
+    return accuracy
 
 
-def _record_f_quality(ctx: Context, name: str, model, variables) -> dict:
-    accuracy = f_accuracy(ctx, name, model, variables)
-    chance = 1.0 / ctx.data.num_classes
-    entry = {'val_accuracy': accuracy, 'chance': chance, 'measure': methods.F_NETWORKS[name].measure}
+def _record_f_quality(ctx: Context, name: str, spec: loop.Loop, history: loop.History) -> dict:
+    """f_quality.json: the validation accuracy of the kept point of `name`, where it stopped."""
+    kept = loop.kept_point(spec, history)
+    last = max(history)
+    entry = {'val_accuracy': history[kept][budgets.F_SCORE], 'chance': 1.0 / ctx.data.num_classes,
+             'measure': methods.F_NETWORKS[name].measure, 'kept_step': kept, 'kept_epoch': kept / spec.steps_per_epoch,
+             'last_step': last, 'last_epoch': last / spec.steps_per_epoch,
+             'stopped': loop.finished(spec, history, last)}
     if parallel.is_chief():
         quality = workdir_lib.read_json(ctx.path(workdir_lib.F_QUALITY), {})
         quality[name] = entry
         workdir_lib.write_json(ctx.path(workdir_lib.F_QUALITY), quality)
     parallel.barrier('f_quality')
-    print(f'[{name}] validation accuracy {accuracy:.3f} ({entry["measure"]}; chance {chance:.3f})')
+    print(f'[{name}] validation accuracy {entry["val_accuracy"]:.3f} ({entry["measure"]}; chance {entry["chance"]:.3f}) '
+          f'at epoch {entry["kept_epoch"]:.2f}, stopped at epoch {entry["last_epoch"]:.2f} ({entry["stopped"]})')
     return entry
 
 
@@ -94,16 +102,16 @@ def check_f_quality(ctx: Context, names: tuple[str, ...]) -> None:
     quality = workdir_lib.read_json(ctx.path(workdir_lib.F_QUALITY), {})
     for name in names:
         entry = quality.get(name)
-        if entry is None:   # f trained elsewhere or by an older version: measure it now
-            model, variables = frozen_f(ctx, name)
-            entry = _record_f_quality(ctx, name, model, variables)
+        if entry is None:
+            raise WorkdirError(f'{ctx.path(workdir_lib.F_QUALITY)} has no entry for {name}; run --stage=train_f')
         floor = cfg.f.min_accuracy_over_chance * entry['chance']
         if entry['val_accuracy'] < floor and not cfg.f.allow_weak:
             raise TrainingError(
                 f'{name} reaches {entry["val_accuracy"]:.3f} validation accuracy, below {floor:.3f} '
                 f'({cfg.f.min_accuracy_over_chance:g}x chance {entry["chance"]:.3f}): g trained on it would localise '
-                f'nothing. Train f better (more f.epochs, ImageNet weights f.pretrained, another '
-                f'f.optimizer.learning_rate) with --config.overwrite=True, or continue with --config.f.allow_weak=True')
+                f'nothing. Train f better (ImageNet weights f.pretrained, more data, more f.patience or '
+                f'f.max_epochs, another f.optimizer.learning_rate) with --config.overwrite=True, or continue with '
+                f'--config.f.allow_weak=True')
 
 
 def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
@@ -126,7 +134,7 @@ def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
     scores = {k: np.concatenate([p[k] for p in per_image]) for k in per_image[0]}
     n = len(scores['S'])
     out = {'mean_S': float(np.mean(scores['S'])), 'mean_S_raw': float(np.mean(scores['S_raw'])),
-           # the selection's tolerance (selection.select_epoch: one standard error of the best epoch)
+           # the selection's tolerance (selection.select_step: one standard error of the best point)
            'mean_S_se': float(np.std(scores['S'], ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
            'val/degenerate': float(np.mean(scores['degenerate'])), 'val/collapsed': float(np.mean(scores['collapsed']))}
     if ious:
@@ -135,8 +143,10 @@ def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
 
 
 def train_g(ctx: Context) -> None:
-    """Stage train_g: `g` with `f` frozen; after every epoch the mean S on the validation split,
-    the history, and the checkpoints of the best-S and the latest epoch."""
+    """Stage train_g: `g` with `f` frozen; every `g.eval_every_steps` steps (by default once an
+    epoch) the mean S on the validation split, the history, and the checkpoints of the selected and
+    the latest point; with `g.patience` it stops once mean S has not come back within the
+    selection's tolerance of its best for that many scores."""
     cfg, method = ctx.config, ctx.method
     check_f_quality(ctx, (method.g_uses,))
     f_model, f_vars = frozen_f(ctx, method.g_uses)
@@ -146,27 +156,25 @@ def train_g(ctx: Context) -> None:
     step = lambda s, batch, rng: compiled(s, f_vars, batch, rng)
     batches = functools.partial(method.batches, ctx.data.train, cfg.g.batch_size, ctx.mesh, threads=cfg.data.read_threads)
     map_fn = inference.compile_weight_maps(g_model, ctx.crop, cfg.eval)
+    spec = budgets.g_loop(cfg, ctx.workdir, n_steps, cfg.g.batch_size * method.images_per_example, ctx.writer,
+                          _lr_hint('g', ctx))
     if parallel.is_chief():
         workdir_lib.record(ctx.workdir, cfg, G_DIR)
         os.makedirs(ctx.path(workdir_lib.STRIP), exist_ok=True)
-        if checkpoint.latest_epoch(ctx.path(G_DIR)) != cfg.g.epochs:
-            workdir_lib.remove_derived(ctx.workdir)   # a selection of fewer epochs is stale now
+        latest = checkpoint.latest_step(spec.directory) or 0
+        if not loop.finished(spec, loop.read_history(spec.history_path, latest), latest):
+            workdir_lib.remove_derived(ctx.workdir)   # a selection of fewer points is stale now
 
-    def epoch_end(epoch: int, s: TrainState):
+    def score(step: int, s: TrainState) -> dict:
         scores, strip = validation_scores(ctx, map_fn, s.variables)
         if parallel.is_chief():
-            np.save(ctx.path(workdir_lib.STRIP, f'epoch_{epoch:03d}.npy'), (strip * 255).round().astype(np.uint8))
+            np.save(ctx.path(workdir_lib.STRIP, f'step_{step:07d}.npy'), (strip * 255).round().astype(np.uint8))
         if scores['val/collapsed'] >= 0.9:
-            print(f'[g] warning: epoch {epoch}: the weight map collapsed (weights all below 0.1 or all above 0.9) '
+            print(f'[g] warning: step {step}: the weight map collapsed (weights all below 0.1 or all above 0.9) '
                   f'on {100 * scores["val/collapsed"]:.0f}% of the validation images')
-        return scores, {}
+        return scores
 
-    per_step = cfg.g.batch_size * method.images_per_example
-    spec = loop.Loop('g', ctx.path(G_DIR), cfg.g.epochs, n_steps, per_step, ctx.path(workdir_lib.G_HISTORY),
-                     keep='all' if cfg.g.keep_all_checkpoints else 'selected_and_latest',
-                     selection_se=cfg.eval.selection_se,
-                     hint=_lr_hint('g', ctx), writer=ctx.writer)
-    loop.run(spec, state, step, batches, ctx.key('g'), epoch_end)
+    loop.run(spec, state, step, batches, ctx.key('g'), score)
 
 
-__all__ = ['train_f', 'train_g', 'check_f_quality', 'f_accuracy', 'validation_scores']
+__all__ = ['train_f', 'train_g', 'check_f_quality', 'f_accuracy_fn', 'validation_scores']

@@ -47,25 +47,35 @@ def build_weight_map_net(config) -> WeightMapNet:
                         compute_dtype(config.dtype), config.g.decoder, config.g.get('initial_weight', 0.5))
 
 
-def make_optimizer(opt_cfg, steps_per_epoch: int) -> optax.GradientTransformation:
-    """SGD (or Adam) with the paper's step decay: the learning rate is multiplied by
-    `decay_factor` every `decay_every` epochs (counted after the optional linear warm-up);
-    weight decay is added to the gradient as PyTorch's SGD does; optional global-norm clipping."""
+def learning_rate_schedule(opt_cfg, steps_per_epoch: int, max_epochs: int) -> optax.Schedule:
+    """The paper's step decay (times `decay_factor` every `decay_every` epochs) or a cosine decay to 0
+    at `max_epochs`, after the optional linear warm-up of `warmup_epochs`."""
+    warmup_steps = int(round(opt_cfg.get('warmup_epochs', 0.0) * steps_per_epoch))
+    if opt_cfg.get('schedule', 'step') == 'cosine':
+        return optax.warmup_cosine_decay_schedule(0.0, opt_cfg.learning_rate, warmup_steps,
+                                                  max(warmup_steps + 1, max_epochs * steps_per_epoch))
     decay = optax.exponential_decay(
         opt_cfg.learning_rate, transition_steps=max(1, opt_cfg.decay_every * steps_per_epoch),
         decay_rate=opt_cfg.decay_factor, staircase=True)
     # A warm-up keeps the first steps small while the gradients are largest (for g: the
     # untrained map halves the image contrast and f's cross-entropy is at its peak).
-    warmup_steps = int(round(opt_cfg.get('warmup_epochs', 0.0) * steps_per_epoch))
-    schedule = decay if warmup_steps <= 0 else optax.join_schedules(
+    return decay if warmup_steps <= 0 else optax.join_schedules(
         [optax.linear_schedule(0.0, opt_cfg.learning_rate, warmup_steps), decay], [warmup_steps])
+
+
+def make_optimizer(opt_cfg, steps_per_epoch: int, max_epochs: int = 1) -> optax.GradientTransformation:
+    """SGD, Adam or AdamW on `learning_rate_schedule`; SGD and Adam add the weight decay to the
+    gradient (as PyTorch's SGD does), AdamW decouples it; optional global-norm clipping first."""
+    schedule = learning_rate_schedule(opt_cfg, steps_per_epoch, max_epochs)
+    clip = [optax.clip_by_global_norm(opt_cfg.clip_norm)] if opt_cfg.get('clip_norm', 0.0) > 0 else []
+    if opt_cfg.name == 'adamw':
+        return optax.chain(*clip, optax.adamw(schedule, weight_decay=opt_cfg.weight_decay))
     if opt_cfg.name == 'sgd':
         base = optax.sgd(schedule, momentum=opt_cfg.momentum or None)
     elif opt_cfg.name == 'adam':
         base = optax.adam(schedule)
     else:
-        raise ValueError(f"optimizer.name must be 'sgd' or 'adam', got {opt_cfg.name!r}")
-    clip = [optax.clip_by_global_norm(opt_cfg.clip_norm)] if opt_cfg.get('clip_norm', 0.0) > 0 else []
+        raise ValueError(f"optimizer.name must be 'sgd', 'adam' or 'adamw', got {opt_cfg.name!r}")
     return optax.chain(*clip, optax.add_decayed_weights(opt_cfg.weight_decay), base)
 
 
