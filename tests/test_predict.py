@@ -85,7 +85,11 @@ def test_images_of_any_mode_become_rgb():
     assert to_rgb(grey).shape == (5, 7, 3) and to_rgb(grey[..., None]).shape == (5, 7, 3)
     rgba = np.zeros((5, 7, 4), np.uint8)
     rgba[..., 0] = 200
-    np.testing.assert_array_equal(to_rgb(rgba)[..., 0], 200)
+    rgba[0, 0, 3], rgba[0, 1, 3] = 255, 128
+    rgb = to_rgb(rgba)    # over white, as a file with alpha is read: 200 * 128/255 + 255 * 127/255 = 227.4
+    np.testing.assert_array_equal(rgb[0, 0], [200, 0, 0])
+    np.testing.assert_array_equal(rgb[0, 1], [227, 127, 127])
+    np.testing.assert_array_equal(rgb[1:], 255)
     with pytest.raises(ValueError, match='uint8'):
         to_rgb(np.zeros((5, 7, 3), np.float32))
 
