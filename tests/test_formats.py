@@ -5,6 +5,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 import fixtures
 from helpers import load_config
@@ -492,3 +493,100 @@ def test_ilsvrc_layout_runs_every_stage_through_the_jpeg_cache(tmp_path):
     assert (data.test.boxes[first] >= 0).all(axis=1).sum() == 2   # both objects of the first image
     results = run_lib.run(cfg, str(tmp_path / 'run'))
     assert 0 <= results['weight_map_selected']['maxboxacc_v2'] <= 1 and 'top5_loc' in results['cam']
+
+
+def _exif(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+def _mode_cases(tmp_path):
+    """(file, expected RGB pixels of its one row), each written by Pillow in its mode."""
+    def save(name, image, **kw):
+        image.save(tmp_path / name, **kw)
+        return tmp_path / name
+
+    def grey(*values):
+        return np.repeat(np.array([values], np.uint8)[..., None], 3, axis=-1)
+
+    u16 = np.array([[0, 257, 32896, 65535]], np.uint16)
+    palette = Image.new('P', (2, 1))
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.putpixel((1, 0), 1)
+    one = Image.new('1', (2, 1))
+    one.putpixel((1, 0), 1)
+    pgm = tmp_path / 'max1000.pgm'     # 16-bit PGM, maxval 1000: Pillow scales it to 0-65535 (mode I)
+    pgm.write_bytes(b'P5 4 1 1000\n' + np.array([0, 500, 1000, 250], '>u2').tobytes())
+    la = np.array([[[200, 128], [10, 0], [50, 255]]], np.uint8)
+    rgba = np.array([[[200, 0, 0, 128], [0, 0, 255, 255]]], np.uint8)
+    cmyk = np.array([[[0, 0, 0, 0], [255, 0, 0, 0], [0, 0, 0, 255], [100, 50, 0, 100]]], np.uint8)
+    # 16 bits: round(v * 255 / 65535); I beyond 16 bits and F beyond [0, 1]: min-max to 0-255;
+    # F in [0, 1]: round(v * 255); alpha over white: p * a / 255 + 255 * (1 - a / 255), rounded;
+    # CMYK as Pillow: (255 - C)(255 - K) / 255 (100, 50, 0, 100 -> 155 * 155 / 255 = 94.2, 124.6, 155)
+    return {
+        'I;16 png': (save('g16.png', Image.fromarray(u16)), grey(0, 1, 128, 255)),
+        'I;16B tiff': (save('g16b.tif', Image.fromarray(u16.astype('>u2'))), grey(0, 1, 128, 255)),
+        'I pgm': (pgm, grey(0, 128, 255, 64)),
+        'I beyond 16 bits': (save('i32.tif', Image.fromarray(np.array([[-100, 0, 100, 300]], np.int32))),
+                             grey(0, 64, 128, 255)),          # (v + 100) * 255 / 400
+        'F in [0, 1]': (save('f.tif', Image.fromarray(np.array([[0, .5, 1, .25]], np.float32))), grey(0, 128, 255, 64)),
+        'F beyond [0, 1]': (save('f2.tif', Image.fromarray(np.array([[-1, 0, 1, 3]], np.float32))),
+                            grey(0, 64, 128, 255)),           # (v + 1) * 255 / 4
+        '1': (save('one.png', one), grey(0, 255)),
+        'LA': (save('la.png', Image.fromarray(la, 'LA')), grey(227, 255, 50)),   # 200 * 128/255 + 127 = 227.4
+        'L with a transparent value': (save('lt.png', Image.fromarray(np.array([[5, 6]], np.uint8)), transparency=6),
+                                       grey(5, 255)),
+        'I;16 with a transparent value': (save('g16t.png', Image.fromarray(u16), transparency=257),
+                                          grey(0, 255, 128, 255)),
+        'P with transparency': (save('p.png', palette, transparency=1), np.array([[[255, 0, 0], [255, 255, 255]]])),
+        'RGBA': (save('rgba.png', Image.fromarray(rgba, 'RGBA')), np.array([[[227, 127, 127], [0, 0, 255]]])),
+        'CMYK': (save('cmyk.tif', Image.fromarray(cmyk, 'CMYK')),
+                 np.array([[[255, 255, 255], [0, 255, 255], [0, 0, 0], [94, 125, 155]]])),
+    }
+
+
+def test_every_image_mode_reads_as_the_hand_computed_pixels(tmp_path):
+    """16-bit and float files scaled (Pillow's convert('RGB') clips them: 257 -> 255), 32-bit and
+    out-of-range ones stretched, transparency over white, CMYK, bilevel, palettes."""
+    for case, (path, expected) in _mode_cases(tmp_path).items():
+        pixels = decode.read_image(str(path))
+        assert pixels.dtype == np.uint8 and pixels.shape == expected.shape, case
+        np.testing.assert_array_equal(pixels, expected, err_msg=case)
+
+
+def test_16_bit_masks_keep_their_meaning(tmp_path):
+    for values, expected in (([0, 1, 1, 0], [0, 1, 1, 0]),                # a 0/1 mask
+                             ([0, 65535, 32768, 32767], [0, 1, 1, 0])):   # above half of 16 bits
+        Image.fromarray(np.array([values], np.uint16)).save(tmp_path / 'm.png')
+        np.testing.assert_array_equal(decode.read_mask(str(tmp_path / 'm.png'), 'binary'), [expected])
+
+
+def test_exif_orientation_is_applied_only_where_the_listed_size_is_the_upright_one(tmp_path):
+    """The protocols read stored pixels (their boxes are in that frame); a listed size that is
+    only the upright one means the annotations were made on the upright image."""
+    rng = np.random.default_rng(0)
+    upright = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)         # 40 wide, 24 high
+    Image.fromarray(upright).transpose(Image.ROTATE_90).save(tmp_path / 'o6.png', exif=_exif(6))
+    Image.fromarray(upright).transpose(Image.ROTATE_180).save(tmp_path / 'o3.png', exif=_exif(3))
+    path = str(tmp_path / 'o6.png')
+    stored = decode.read_image(path)
+    np.testing.assert_array_equal(stored, np.rot90(upright))            # stored: turned counter-clockwise
+    np.testing.assert_array_equal(decode.read_image(path, listed_size=(40, 24)), upright)
+    np.testing.assert_array_equal(decode.read_image(path, listed_size=(24, 40)), stored)
+    np.testing.assert_array_equal(decode.read_image(path, upright=True), upright)
+    o3 = str(tmp_path / 'o3.png')    # a half turn keeps the size: the listed size cannot tell, stored it is
+    np.testing.assert_array_equal(decode.read_image(o3, listed_size=(40, 24)), upright[::-1, ::-1])
+    np.testing.assert_array_equal(decode.read_image(o3, upright=True), upright)
+
+
+def test_wsolevaluation_image_listed_upright_but_stored_turned_loads_as_the_upright_one(tmp_path):
+    mine = tmp_path / 'mine'
+    fixtures.write_wsolevaluation(mine, suffix='.png')
+    before = load_dataset(_config('custom', mine), cache_dir=str(tmp_path / 'c1')).test
+    rel = fixtures.get_line(mine / 'metadata' / 'test' / 'image_sizes.txt', 2).split(',')[0]   # listed 320x240
+    image = Image.open(mine / rel)
+    image.transpose(Image.ROTATE_90).save(mine / rel, exif=_exif(6))     # stored 240x320, shown 320x240
+    after = load_dataset(_config('custom', mine), cache_dir=str(tmp_path / 'c2')).test
+    np.testing.assert_array_equal(after.images[:], before.images[:])
+    np.testing.assert_array_equal(after.boxes[:], before.boxes[:])

@@ -32,7 +32,7 @@ from PIL import Image
 
 from wsol_jax import inference, localization, workdir as workdir_lib
 from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
-from wsol_jax.data.decode import resize_sample
+from wsol_jax.data.decode import resize_sample, to_uint8
 from wsol_jax.errors import WorkdirError
 from wsol_jax.train import checkpoint
 from wsol_jax.train.state import build_classifier, build_weight_map_net
@@ -45,9 +45,10 @@ FORMAT_VERSION = 1
 @dataclasses.dataclass
 class Prediction:
     """Per image `i` of a call: `maps[i]` `(H_i, W_i)` float32 in [0, 1] at the image's own
-    resolution; `boxes` `(N, 4)` int `[x0, y0, x1, y1]` in each image's own pixels (x1, y1
-    exclusive); `classes` `(N,)` f's top-1 class; `probabilities` `(N,)` its softmax
-    probability; `scores` `(N,)` S of Eq. 6 (the share of the thresholded map inside the box)."""
+    resolution (`(size, size)` where the call keeps the input size); `boxes` `(N, 4)` int
+    `[x0, y0, x1, y1]` in each image's own pixels (x1, y1 exclusive); `classes` `(N,)` f's top-1
+    class; `probabilities` `(N,)` its softmax probability; `scores` `(N,)` S of Eq. 6 (the share
+    of the thresholded map inside the box)."""
     maps: list
     boxes: np.ndarray
     classes: np.ndarray
@@ -57,7 +58,7 @@ class Prediction:
 
 def to_rgb(image) -> np.ndarray:
     """Any uint8 image, `(H, W)` grey, `(H, W, 1)`, `(H, W, 3)` or `(H, W, 4)` with alpha, as
-    `(H, W, 3)` RGB (alpha dropped, as Pillow's `convert('RGB')` does)."""
+    `(H, W, 3)` RGB; alpha is composited over white, as files are read (`decode.to_uint8`)."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError(f'images must be uint8 (0-255), got {image.dtype}; convert with .astype(np.uint8) '
@@ -66,9 +67,16 @@ def to_rgb(image) -> np.ndarray:
         image = image[..., 0]
     if image.ndim == 2:
         return np.repeat(image[..., None], 3, axis=-1)
-    if image.ndim == 3 and image.shape[-1] in (3, 4):
-        return np.asarray(Image.fromarray(image).convert('RGB'))
+    if image.ndim == 3 and image.shape[-1] == 3:
+        return image
+    if image.ndim == 3 and image.shape[-1] == 4:
+        return to_uint8(Image.fromarray(np.ascontiguousarray(image), 'RGBA'), 'RGB')
     raise ValueError(f'an image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {image.shape}')
+
+
+def map_to_image(weight_map: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A `(size, size)` map resized to an image's own `(height, width)` (bilinear), float32."""
+    return cv2.resize(np.asarray(weight_map, np.float32), (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
 
 
 def box_to_image(boxes: np.ndarray, size: int, widths, heights) -> np.ndarray:
@@ -123,19 +131,33 @@ class Localizer:
 
     def __call__(self, images, own_resolution: bool = True) -> Prediction:
         """`images`: `(N, H, W, 3)` uint8 (or `(N, H, W)` grey), or a list of uint8 images of any
-        sizes. `own_resolution=False` keeps the maps at the network's input size."""
+        sizes. `own_resolution=False` keeps the maps and boxes at the network's input size."""
         if len(images) == 0:
-            return Prediction([], np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+            return self.localize(np.zeros((0, self.size, self.size, 3), np.uint8))
         inputs, sizes = self.preprocess(images)
-        maps, maps_hat, probs = self._run(inputs)
+        return self.localize(inputs, sizes if own_resolution else None)
+
+    def localize(self, inputs: np.ndarray, sizes=None, resize_maps: bool = True) -> Prediction:
+        """Network inputs `(N, size, size, 3)` uint8 (`preprocess`'s) -> a `Prediction`. `sizes`:
+        each image's own `(width, height)`: the boxes are mapped to its pixels, and so are the
+        maps unless `resize_maps=False` (then they stay `(size, size)`: predict resizes each one
+        with `map_to_image` only when it writes it, so that memory does not grow with the
+        images' size). `sizes=None`: boxes and maps at the input size."""
+        if len(inputs) == 0:
+            return Prediction([], np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+        maps, maps_hat, probs = self._run(np.asarray(inputs))
         boxes = localization.boxes_from_thresholded(maps_hat)
         scores = np.asarray(localization.containment_score(maps_hat, boxes))
-        widths, heights = zip(*sizes)
-        own = [cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) if own_resolution else m
-               for m, (w, h) in zip(maps, sizes)]
         classes = probs.argmax(-1)
-        return Prediction(own, box_to_image(boxes, self.size, widths, heights) if own_resolution else boxes.astype(np.int64),
-                          classes, probs[np.arange(len(probs)), classes], scores)
+        maps = list(maps)
+        if sizes is None:
+            boxes = boxes.astype(np.int64)
+        else:
+            widths, heights = zip(*sizes)
+            boxes = box_to_image(boxes, self.size, widths, heights)
+            if resize_maps:
+                maps = [map_to_image(m, w, h) for m, (w, h) in zip(maps, sizes)]
+        return Prediction(maps, boxes, classes, probs[np.arange(len(probs)), classes], scores)
 
     @classmethod
     def from_workdir(cls, workdir: str, batch_size: int = 32) -> 'Localizer':

@@ -3,18 +3,33 @@
     python main.py --config=configs/synthetic.py:method1 --workdir=runs/demo --stage=predict \
         --config.predict.images=PATH [--config.predict.model=EXPORT_DIR] [--config.predict.out=DIR]
 
-For each readable image, in `<out>/`: `maps/<name>.png` (the weight map at the image's own
-resolution, 0-255; `.npy` too with `predict.save_npy`), `overlays/<name>.jpg` (map, box, class),
-and one row in `predictions.csv` and `predictions.jsonl`. Unreadable files are skipped and listed
-at the end and in `unreadable.txt`; nothing else stops the run.
+Images are read as a viewer shows them (EXIF orientation applied; 16-bit, float, palette,
+transparency and CMYK files converted by `decode.to_uint8`), so boxes, maps and overlays are in
+the upright frame. For each image, in `<out>/`, under its path relative to the input root with
+its extension kept (`photos/a/b.jpg` -> `maps/a/b.jpg.png`, `overlays/a/b.jpg.jpg`; a name too
+long for the file system or that would clash gets a shortened unique one with a hash, see
+`output_stems`): the weight map at the image's own resolution (0-255; `.npy` too with
+`predict.save_npy`), the overlay (map, box, class), and one row in `predictions.csv` and
+`predictions.jsonl` (with the output names and a `warning` for an image under the networks'
+stride or with a zero-area box). Unreadable files are skipped and listed at the end and in
+`unreadable.txt`, images whose outputs could not be written in `write_failures.txt` (none of
+their files is left); the count printed is the count of rows and of files of each kind.
+
+Memory stays flat in the images' size: each image is decoded, resized to the network input and
+released (decoded again for its overlay unless the batch's decoded pixels fit `HELD_PIXELS`),
+and each map is resized to its image's resolution only while it is written.
 """
 from __future__ import annotations
 
 import csv
-import glob
+import dataclasses
+import fnmatch
+import hashlib
 import json
 import os
-from typing import Iterator
+import re
+import unicodedata
+from typing import Iterator, NamedTuple, Optional
 
 import cv2
 import numpy as np
@@ -22,48 +37,230 @@ from tqdm import tqdm
 
 from wsol_jax.data.decode import read_image
 from wsol_jax.errors import ConfigError, DataError
-from wsol_jax.localizer import Localizer, load_localizer
+from wsol_jax.localizer import Localizer, load_localizer, map_to_image
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
-COLUMNS = ('path', 'x0', 'y0', 'x1', 'y1', 'class', 'class_name', 'probability', 'S', 'width', 'height')
+COLUMNS = ('path', 'x0', 'y0', 'x1', 'y1', 'class', 'class_name', 'probability', 'S', 'width', 'height',
+           'map', 'overlay', 'warning')
+# The networks' total stride (ResNet and VGG alike): a side shorter than this holds less than one
+# cell of f's last feature map, so the image is mostly made up by the upsampling to the input.
+MIN_SIDE = 32
+# Decoded pixels a batch keeps in memory for the overlays (3 bytes each: ~200 MB); images beyond
+# it are decoded again when their overlay is written, so that memory does not grow with image size.
+HELD_PIXELS = 1 << 26
+MAP_EXTENSIONS = ('.png', '.npy')      # maps/<stem>.png, .npy
+OVERLAY_EXTENSION = '.jpg'             # overlays/<stem>.jpg
+LONGEST_EXTENSION = 4
+READ_HINT = 'or remove it: predict skipped it and went on with the other images'
+MAX_WARNINGS_SHOWN = 20
+_MAGIC = re.compile(r'[*?[]')
 
 
-def list_images(spec: str) -> tuple[list[str], str]:
-    """`spec` is a folder (searched recursively), a glob pattern, or a text file of paths (one
-    per line, relative to the file's folder). Returns the sorted paths and the root that output
-    names are made relative to."""
+class Listing(NamedTuple):
+    """What `list_images` found: `paths` (absolute, sorted, one per file), the `root` output
+    names are made relative to, how many paths were `repeated` (the same file reached again
+    through a link or listed twice: predicted once) and the folders that could not be listed."""
+    paths: list
+    root: str
+    repeated: int
+    unlisted: list
+
+
+class WriteFailure(Exception):
+    """An output of one image could not be written (the reason is the message)."""
+
+
+def _walk_files(top: str, unlisted: list, max_depth: Optional[int] = None) -> Iterator[str]:
+    """Files under `top`, following links to folders but entering each real folder once (a link
+    loop such as `loop -> .` is not followed again); `max_depth` folders deep at most (0: `top`
+    only). Folders that cannot be listed are appended to `unlisted` as `(folder, reason)`."""
+    seen = set()
+
+    def on_error(e: OSError) -> None:
+        unlisted.append((e.filename or top, e.strerror or str(e)))
+    for folder, dirs, files in os.walk(top, followlinks=True, onerror=on_error):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        depth = 0 if folder == top else os.path.relpath(folder, top).count(os.sep) + 1
+        if max_depth is not None and depth >= max_depth:
+            dirs[:] = []
+        yield from (os.path.join(folder, f) for f in sorted(files))
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith('.')
+
+
+def _glob_match(pattern: list[str], parts: list[str]) -> bool:
+    """glob's rules on path components: `**` any number of folders (not hidden ones), `*`, `?`,
+    `[...]` within one component, a leading `.` matched only by a pattern that starts with one."""
+    if not pattern:
+        return not parts
+    if pattern[0] == '**':
+        return _glob_match(pattern[1:], parts) or (
+            bool(parts) and not _hidden(parts[0]) and _glob_match(pattern, parts[1:]))
+    return (bool(parts) and (not _hidden(parts[0]) or pattern[0].startswith('.'))
+            and fnmatch.fnmatchcase(parts[0], pattern[0]) and _glob_match(pattern[1:], parts[1:]))
+
+
+def _glob(spec: str) -> tuple[list[str], list]:
+    """`glob.glob(spec, recursive=True)` for files, through `_walk_files` (glob follows link
+    loops until the path is too long: one photo came out 41 times, and two loops never end)."""
+    if not _MAGIC.search(spec):
+        return ([spec] if os.path.isfile(spec) else []), []
+    parts = spec.split(os.sep)
+    fixed = next(i for i, p in enumerate(parts) if _MAGIC.search(p))   # the folder the pattern starts in
+    top = os.sep.join(parts[:fixed]) or (os.sep if spec.startswith(os.sep) else os.curdir)
+    pattern = [p for p in parts[fixed:] if p]
+    unlisted: list = []
+    depth = None if '**' in pattern else len(pattern) - 1
+    paths = [p for p in _walk_files(top, unlisted, depth)
+             if _glob_match(pattern, os.path.relpath(p, top).split(os.sep))]
+    return paths, unlisted
+
+
+def _unique_files(paths) -> tuple[list[str], int]:
+    """Sorted absolute paths, one per real file, and how many were dropped. Of the paths to one
+    file the file's own is kept where listed, else the shallowest (a link loop's are deeper)."""
+    by_real: dict[str, list[str]] = {}
+    for path in (os.path.abspath(p) for p in paths):
+        by_real.setdefault(os.path.realpath(path), []).append(path)
+    kept = [min(group, key=lambda p: (p != real, p.count(os.sep), p)) for real, group in by_real.items()]
+    return sorted(kept), len(paths) - len(kept)
+
+
+def list_images(spec: str) -> Listing:
+    """`spec` is a folder (searched recursively, links followed, each real folder once), a glob
+    pattern (`**` for any depth), or a text file of paths (one per line, relative to the file's
+    folder). Each file is listed once however many links or lines lead to it."""
     if not spec:
         raise ConfigError('predict needs images: --config.predict.images=FOLDER, a glob, or a text file of paths')
+    unlisted = []
     if os.path.isdir(spec):
         root = os.path.abspath(spec)
-        paths = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files
-                 if f.lower().endswith(IMAGE_EXTENSIONS)]
+        paths = [p for p in _walk_files(root, unlisted) if p.lower().endswith(IMAGE_EXTENSIONS)]
     elif os.path.isfile(spec) and spec.lower().endswith('.txt'):
-        root = os.path.dirname(os.path.abspath(spec))
+        base = os.path.dirname(os.path.abspath(spec))
         with open(spec) as fh:
-            paths = [os.path.join(root, line.strip()) for line in fh if line.strip() and not line.startswith('#')]
+            paths = [os.path.join(base, line.strip()) for line in fh if line.strip() and not line.startswith('#')]
+        root = None
     elif os.path.isfile(spec):
-        root, paths = os.path.dirname(os.path.abspath(spec)), [os.path.abspath(spec)]
+        paths, root = [spec], None
     else:
-        paths = [os.path.abspath(p) for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
-        root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0]) if paths else ''
+        paths, unlisted = _glob(spec)
+        root = None
         if not paths:
             raise ConfigError(f'predict.images={spec!r} is not a folder, a file or a glob that matches anything')
     if not paths:
         raise ConfigError(f'no images ({", ".join(IMAGE_EXTENSIONS[:4])}, ...) under predict.images={spec!r}')
-    return sorted(paths), root
+    paths, repeated = _unique_files(paths)
+    if root is None:   # the deepest folder holding every input: names never climb out with '..'
+        root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    return Listing(paths, root, repeated, unlisted)
 
 
-def output_name(path: str, root: str) -> str:
-    """A flat, unique file stem for `path` (its path under `root`, `/` -> `__`)."""
-    rel = os.path.relpath(path, root) if root else os.path.basename(path)
-    return os.path.splitext(rel)[0].replace(os.sep, '__').replace('..', '_')
+def _key(name: str) -> str:
+    """Names that one file system may hold as one file (case-insensitive, Unicode-normalising
+    ones: macOS, Windows) compare equal."""
+    return unicodedata.normalize('NFC', name).casefold()
 
 
-def overlay(image_rgb: np.ndarray, weight_map: np.ndarray, box, label: str) -> np.ndarray:
-    """The image with the map blended in (JET), the box (green) and the class: BGR uint8."""
-    heat = cv2.applyColorMap((np.clip(weight_map, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    out = cv2.addWeighted(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), 0.55, heat, 0.45, 0)
+def _fit(head: str, tail: str, limit: int) -> str:
+    """`head + tail`, `head` cut at a character boundary until it fits `limit` bytes."""
+    while head and len(os.fsencode(head + tail)) > limit:
+        head = head[:-1]
+    return head + tail
+
+
+def _split_extension(name: str) -> tuple[str, str]:
+    head, ext = os.path.splitext(name)
+    return (head, ext) if len(os.fsencode(ext)) <= 16 else (name, '')
+
+
+def _digest(text: str, n: int = 10) -> str:
+    return hashlib.sha1(os.fsencode(text)).hexdigest()[:n]
+
+
+def _relative_stem(path: str, root: str, name_max: int) -> Optional[list[str]]:
+    """The components of `path` under `root`; one longer than `name_max` bytes (the file's: with
+    room for the output extension) is cut and given `~<hash of the path up to it>`, so that the
+    files of one folder stay together. None if `path` is not under `root`."""
+    rel = os.path.relpath(path, root)
+    parts = rel.split(os.sep)
+    if any(p in ('', os.curdir, os.pardir) for p in parts):
+        return None
+    out = []
+    for k, part in enumerate(parts):
+        leaf = k == len(parts) - 1
+        limit = name_max - LONGEST_EXTENSION if leaf else name_max
+        if len(os.fsencode(part)) > limit:
+            head, ext = _split_extension(part) if leaf else (part, '')
+            part = _fit(head, f'~{_digest(os.sep.join(parts[:k + 1]))}{ext}', limit)
+        out.append(part)
+    return out
+
+
+def _candidate_stems(path: str, root: str, name_max: int) -> Iterator[Optional[list[str]]]:
+    """Stems for `path`, best first: its relative path, then flat `<hash>~<file name>` with
+    ever longer hashes of its absolute path, then `<full hash>-<k>` for k = 0, 1, ..."""
+    yield _relative_stem(path, root, name_max)
+    head, ext = _split_extension(os.path.basename(path))
+    digest = _digest(path, 40)
+    for n in (10, 16, 24, 40):
+        yield [_fit(f'{digest[:n]}~{head}', ext, name_max - LONGEST_EXTENSION)]
+    k = 0
+    while True:
+        yield [f'{digest}-{k}']
+        k += 1
+
+
+def output_stems(paths: list[str], root: str, out_dir: str = '') -> list[str]:
+    """One output stem per input, `/`-separated and relative to `maps/` and `overlays/`: the
+    input's path under `root` with its extension (`a/b.jpg`; outputs `maps/a/b.jpg.png`, ...).
+
+    Two inputs never share an output: a component too long for the output file system
+    (`PC_NAME_MAX`, usually 255 bytes) is cut and given `~<hash>`; a stem whose outputs would
+    clash with an earlier one's (a file where a folder is needed, names equal but for case or
+    Unicode normalisation, which a case-insensitive disk would merge) or whose path would be too
+    long (`PC_PATH_MAX`) is replaced by a flat `<hash>~<file name>` (`_candidate_stems`)."""
+    probe = out_dir if out_dir and os.path.isdir(out_dir) else os.curdir
+    name_max, path_max = _pathconf(probe, 'PC_NAME_MAX', 255), _pathconf(probe, 'PC_PATH_MAX', 4096)
+    base_len = len(os.fsencode(os.path.abspath(os.path.join(out_dir or os.curdir, 'overlays'))))
+    files, folders, stems = set(), set(), []
+    for path in paths:
+        for parts in _candidate_stems(path, root, name_max):
+            if parts is None:
+                continue
+            stem = '/'.join(parts)
+            outputs = {_key(stem + ext) for ext in (*MAP_EXTENSIONS, OVERLAY_EXTENSION)}
+            parents = {_key('/'.join(parts[:k])) for k in range(1, len(parts))}
+            too_long = base_len + 1 + len(os.fsencode(stem)) + LONGEST_EXTENSION >= path_max
+            if not (too_long or outputs & (files | folders) or parents & files):
+                break
+        files |= outputs
+        folders |= parents
+        stems.append(stem)
+    return stems
+
+
+def _pathconf(path: str, name: str, default: int) -> int:
+    try:
+        return int(os.pathconf(path, name))
+    except (OSError, ValueError, AttributeError):
+        return default
+
+
+def overlay(image_rgb: np.ndarray, map_u8: np.ndarray, box, label: str) -> np.ndarray:
+    """The image with the map (uint8 `(H, W)`, 0-255) blended in (JET), the box (green) and the
+    class: BGR uint8 `(H, W, 3)`. A writeable `image_rgb` is overwritten (the largest array: not
+    copying it keeps memory at one image plus one heat map)."""
+    heat = cv2.applyColorMap(map_u8, cv2.COLORMAP_JET)
+    bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR, dst=image_rgb if image_rgb.flags.writeable else None)
+    out = cv2.addWeighted(bgr, 0.55, heat, 0.45, 0, dst=heat)
     x0, y0, x1, y1 = (int(v) for v in box)
     thick = max(1, round(max(out.shape[:2]) / 200))
     if x1 > x0 and y1 > y0:
@@ -74,65 +271,208 @@ def overlay(image_rgb: np.ndarray, weight_map: np.ndarray, box, label: str) -> n
     return out
 
 
-def _read_batches(paths: list[str], batch_size: int, unreadable: list) -> Iterator[tuple[list[str], list[np.ndarray]]]:
-    batch_paths, images = [], []
-    for path in paths:
+def image_warning(width: int, height: int, box) -> str:
+    """'' or one line on why the box of a `width x height` image says little."""
+    notes = []
+    if min(width, height) < MIN_SIDE:
+        notes.append(f"the image is {width}x{height} px, under the networks' stride of {MIN_SIDE} px on a side: "
+                     'its map and box are mostly the upsampling to the input size')
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if x1 <= x0 or y1 <= y0:
+        notes.append(f'the box [{x0}, {y0}, {x1}, {y1}] has zero area')
+    return '; '.join(notes)
+
+
+def _write_atomically(path: str, tmp: str, write) -> None:
+    """`write(file)` into `tmp`, then renamed to `path` (never a half-written output); an
+    `OSError` becomes a `WriteFailure` naming `path`."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, 'wb') as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise WriteFailure(f'cannot write {path}: {e.strerror or e}') from None
+
+
+def _encoded(ext: str, image: np.ndarray) -> bytes:
+    try:
+        ok, buffer = cv2.imencode(ext, image)
+    except cv2.error as e:
+        raise WriteFailure(f'OpenCV cannot encode a {image.shape[1]}x{image.shape[0]} {ext}: '
+                           f'{" ".join(str(e).split())[-200:]}') from None
+    if not ok:
+        raise WriteFailure(f'OpenCV could not encode a {image.shape[1]}x{image.shape[0]} {ext}')
+    return buffer
+
+
+@dataclasses.dataclass
+class _Input:
+    """One decoded image of a batch: its network input, own size and, if held, its pixels."""
+    path: str
+    stem: str
+    input: np.ndarray
+    size: tuple
+    image: Optional[np.ndarray]
+
+
+def _read_batch(items, localizer: Localizer, held_pixels: int, unreadable: list) -> list[_Input]:
+    """Decode, preprocess and (beyond `held_pixels` decoded pixels) release each image in turn."""
+    batch, held = [], 0
+    for path, stem in items:
         try:
-            images.append(read_image(path))
-            batch_paths.append(path)
+            image = read_image(path, upright=True, hint=READ_HINT)
         except DataError as e:
             unreadable.append((path, str(e)))
-        if len(images) == batch_size:
-            yield batch_paths, images
-            batch_paths, images = [], []
-    if images:
-        yield batch_paths, images
+            continue
+        inputs, (size,) = localizer.preprocess([image])
+        keep = held + image.shape[0] * image.shape[1] <= held_pixels
+        held += image.shape[0] * image.shape[1] if keep else 0
+        batch.append(_Input(path, stem, inputs[0], size, image if keep else None))
+        del image
+    return batch
+
+
+def _pixels_again(item: _Input) -> np.ndarray:
+    """The image of `item`, decoded again for its overlay; a file changed since is a failure."""
+    try:
+        image = read_image(item.path, upright=True, hint=READ_HINT)
+    except DataError as e:
+        raise WriteFailure(f'could not read it again for its overlay: {e}') from None
+    if (image.shape[1], image.shape[0]) != tuple(item.size):
+        raise WriteFailure(f'it changed while predict ran ({item.size[0]}x{item.size[1]} -> '
+                           f'{image.shape[1]}x{image.shape[0]})')
+    return image
+
+
+def _write_outputs(out_dir: str, item: _Input, small_map: np.ndarray, box, label: str, save_npy: bool) -> dict:
+    """The map (and `.npy`) and the overlay of one image, at its resolution, each write checked;
+    returns the paths written (relative to `out_dir`). On any failure the files already written
+    for this image are removed and `WriteFailure` is raised: an image has all its outputs or none."""
+    tmp = os.path.join(out_dir, f'.writing-{os.getpid()}')
+    paths = {'map': f'maps/{item.stem}.png', 'overlay': f'overlays/{item.stem}{OVERLAY_EXTENSION}'}
+    if save_npy:
+        paths['npy'] = f'maps/{item.stem}.npy'
+    done = []
+    try:
+        weight_map = map_to_image(small_map, *item.size)     # (H, W) float32, one image at a time
+        if save_npy:
+            _write_atomically(os.path.join(out_dir, paths['npy']), tmp, lambda fh: np.save(fh, weight_map))
+            done.append(paths['npy'])
+        np.clip(weight_map, 0, 1, out=weight_map)
+        weight_map *= 255
+        map_u8 = np.rint(weight_map, out=weight_map).astype(np.uint8)
+        del weight_map
+        data = _encoded('.png', map_u8)
+        _write_atomically(os.path.join(out_dir, paths['map']), tmp, lambda fh: fh.write(data))
+        done.append(paths['map'])
+        del data
+        image = item.image if item.image is not None else _pixels_again(item)
+        item.image = None
+        data = _encoded(OVERLAY_EXTENSION, overlay(image, map_u8, box, label))
+        del image
+        _write_atomically(os.path.join(out_dir, paths['overlay']), tmp, lambda fh: fh.write(data))
+    except WriteFailure:
+        for rel in done:
+            try:
+                os.remove(os.path.join(out_dir, rel))
+            except OSError:
+                pass
+        raise
+    return paths
+
+
+def _excluding(paths: list[str], stems: list[str], out_dir: str) -> tuple[list, int]:
+    """`(path, stem)` pairs without the files inside `out_dir` (a second run on a folder that
+    holds its own outputs would predict on its overlays)."""
+    out_real = os.path.realpath(out_dir) + os.sep
+    pairs = [(p, s) for p, s in zip(paths, stems) if not os.path.realpath(p).startswith(out_real)]
+    return pairs, len(paths) - len(pairs)
+
+
+def _make_out_dir(out_dir: str) -> None:
+    try:
+        for sub in ('maps', 'overlays'):
+            os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f'cannot create the output folder predict.out={out_dir}: {e.strerror or e}; '
+                          'choose a writable folder') from None
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def predict(localizer: Localizer, images_spec: str, out_dir: str, save_npy: bool = False,
-            batch_size: int = 32) -> dict:
+            batch_size: int = 32, held_pixels: int = HELD_PIXELS) -> dict:
     """Run `localizer` on the images of `images_spec`, write the outputs to `out_dir`; returns
-    `{'written': n, 'unreadable': [(path, reason)], 'out': out_dir}`."""
-    paths, root = list_images(images_spec)
-    for sub in ('maps', 'overlays'):
-        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
-    unreadable: list[tuple[str, str]] = []
-    written = 0
+    `{'written': n, 'unreadable': [(path, reason)], 'failed': [(path, reason)], 'warnings': n,
+    'repeated': n, 'out': out_dir}`. `held_pixels`: see `HELD_PIXELS`."""
+    listing = list_images(images_spec)
+    _make_out_dir(out_dir)
+    items, inside_out = _excluding(listing.paths, output_stems(listing.paths, listing.root, out_dir), out_dir)
+    unreadable: list[tuple[str, str]] = [(p, f'cannot list the folder: {r}') for p, r in listing.unlisted]
+    failed: list[tuple[str, str]] = []
+    written = warned = 0
     csv_path, jsonl_path = os.path.join(out_dir, 'predictions.csv'), os.path.join(out_dir, 'predictions.jsonl')
     with open(csv_path + '.tmp', 'w', newline='') as csv_fh, open(jsonl_path + '.tmp', 'w') as jsonl_fh:
         writer = csv.writer(csv_fh)
         writer.writerow(COLUMNS)
-        with tqdm(total=len(paths), desc='predict', unit='img') as bar:
-            for batch_paths, images in _read_batches(paths, batch_size, unreadable):
-                pred = localizer(images)
-                for i, (path, image) in enumerate(zip(batch_paths, images)):
-                    name = output_name(path, root)
-                    weight_map, box = pred.maps[i], pred.boxes[i]
-                    cv2.imwrite(os.path.join(out_dir, 'maps', name + '.png'),
-                                (np.clip(weight_map, 0, 1) * 255).round().astype(np.uint8))
-                    if save_npy:
-                        np.save(os.path.join(out_dir, 'maps', name + '.npy'), weight_map.astype(np.float32))
-                    cls, prob = int(pred.classes[i]), float(pred.probabilities[i])
-                    label = f'{localizer.class_name(cls)} {prob:.2f}'
-                    cv2.imwrite(os.path.join(out_dir, 'overlays', name + '.jpg'), overlay(image, weight_map, box, label))
-                    row = {'path': path, 'box': [int(v) for v in box], 'class': cls,
+        with tqdm(total=len(items), desc='predict', unit='img') as bar:
+            for chunk in _batches(items, batch_size):
+                batch = _read_batch(chunk, localizer, held_pixels, unreadable)
+                pred = localizer.localize(np.stack([b.input for b in batch]) if batch else [],
+                                          [b.size for b in batch], resize_maps=False)
+                for i, item in enumerate(batch):
+                    cls, prob, box = int(pred.classes[i]), float(pred.probabilities[i]), pred.boxes[i]
+                    try:
+                        outputs = _write_outputs(out_dir, item, pred.maps[i], box,
+                                                 f'{localizer.class_name(cls)} {prob:.2f}', save_npy)
+                    except WriteFailure as e:
+                        failed.append((item.path, str(e)))
+                        continue
+                    (width, height), warning = item.size, image_warning(*item.size, box)
+                    if warning:
+                        warned += 1
+                        if warned <= MAX_WARNINGS_SHOWN:
+                            tqdm.write(f'[predict] warning: {item.path}: {warning}')
+                    row = {'path': item.path, 'box': [int(v) for v in box], 'class': cls,
                            'class_name': localizer.class_name(cls), 'probability': prob,
-                           'S': float(pred.scores[i]), 'width': image.shape[1], 'height': image.shape[0]}
-                    writer.writerow([path, *row['box'], cls, row['class_name'], f'{prob:.6f}', f'{row["S"]:.6f}',
-                                     row['width'], row['height']])
+                           'S': float(pred.scores[i]), 'width': width, 'height': height,
+                           'map': outputs['map'], 'overlay': outputs['overlay'], 'warning': warning}
+                    writer.writerow([item.path, *row['box'], cls, row['class_name'], f'{prob:.6f}',
+                                     f'{row["S"]:.6f}', width, height, row['map'], row['overlay'], warning])
                     jsonl_fh.write(json.dumps(row) + '\n')
                     written += 1
-                bar.update(written + len(unreadable) - bar.n)   # unreadable files count as done
+                bar.update(len(chunk))
     os.replace(csv_path + '.tmp', csv_path)
     os.replace(jsonl_path + '.tmp', jsonl_path)
-    with open(os.path.join(out_dir, 'unreadable.txt'), 'w') as fh:
-        fh.writelines(f'{p}\t{reason}\n' for p, reason in unreadable)
-    print(f'[predict] {written} image(s) -> {out_dir} (predictions.csv, predictions.jsonl, maps/, overlays/)')
-    if unreadable:
-        print(f'[predict] {len(unreadable)} unreadable file(s) skipped (listed in unreadable.txt):')
-        for path, reason in unreadable:
-            print(f'  {path}: {reason}')
-    return {'written': written, 'unreadable': unreadable, 'out': out_dir}
+    for name, entries in (('unreadable.txt', unreadable), ('write_failures.txt', failed)):
+        with open(os.path.join(out_dir, name), 'w') as fh:
+            fh.writelines(f'{p}\t{reason}\n' for p, reason in entries)
+    _report(out_dir, written, unreadable, failed, warned, listing.repeated, inside_out)
+    return {'written': written, 'unreadable': unreadable, 'failed': failed, 'warnings': warned,
+            'repeated': listing.repeated, 'out': out_dir}
+
+
+def _report(out_dir, written, unreadable, failed, warned, repeated, inside_out) -> None:
+    """The end-of-run lines: the count written (= rows = maps = overlays), then what was not."""
+    print(f'[predict] {written} image(s) written -> {out_dir} (predictions.csv, predictions.jsonl, maps/, overlays/)')
+    if warned:
+        print(f"[predict] {warned} image(s) with a warning (column 'warning' of predictions.csv)")
+    if repeated:
+        print(f'[predict] {repeated} path(s) led to a file already listed (links, or listed twice): predicted once')
+    if inside_out:
+        print(f'[predict] {inside_out} file(s) inside the output folder {out_dir} were not predicted')
+    for entries, what in ((unreadable, 'unreadable file(s) skipped (listed in unreadable.txt)'),
+                          (failed, 'image(s) not written (listed in write_failures.txt)')):
+        if entries:
+            print(f'[predict] {len(entries)} {what}:')
+            for path, reason in entries:
+                print(f'  {path}: {reason}')
 
 
 def run_predict(config, workdir: str) -> dict:
