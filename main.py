@@ -68,6 +68,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     from wsol_jax import parallel
     try:
+        parallel.spread_over_host_cores(FLAGS.config)   # before JAX starts its backends
         parallel.maybe_initialize_distributed(FLAGS.config.distributed)
         from wsol_jax.run import run
         run(FLAGS.config, FLAGS.workdir, FLAGS.stage)

@@ -43,7 +43,7 @@ def make_localizer(config_spec: str, model: str, batch_size: int):
     x = np.zeros((1, size, size, 3), np.float32)
     variables = [dict(jax.jit(lambda key, m=m: m.init(key, x, train=False))(jax.random.key(0)))
                  for m in (build_weight_map_net(config), build_classifier(config, n))]
-    spec = make_spec(config, [f'class{k}' for k in range(n)], {'selected_epoch': 0, 'last_epoch': 0})
+    spec = make_spec(config, [f'class{k}' for k in range(n)], {'selected_step': 0, 'selected_epoch': 0, 'last_epoch': 0})
     return Localizer(spec, *variables, batch_size=batch_size)
 
 

@@ -25,7 +25,14 @@ COLUMNS = (('GT-known loc', lambda r: r['results']['weight_map_selected']['gt_kn
            ('PxAP', lambda r: r['results']['weight_map_selected'].get('pxap', float('nan'))),
            ('CAM GT-known', lambda r: r['results']['cam']['gt_known_loc']),
            ('last epoch GT-known', lambda r: r['results']['weight_map_last']['gt_known_loc']),
-           ('regret (val)', lambda r: (r.get('selection_regret') or {}).get('regret', float('nan'))))
+           ('regret (val)', lambda r: (r.get('selection_regret') or {}).get('regret', float('nan'))),
+           ('f val acc', lambda r: r['f_quality']['f_classifier']['val_accuracy']))
+
+
+def stopped(r: dict) -> str:
+    """Where the budgets ended, in epochs: f kept / stopped (each f network), g selected / stopped."""
+    fs = ', '.join(f'{q["kept_epoch"]:.1f} / {q["last_epoch"]:.1f}' for q in r['f_quality'].values())
+    return f'{fs} | {r["selected_epoch"]:.2f} / {r["last_epoch"]:.2f} ({r.get("g_stopped")})'
 
 
 def run_seed(config: str, seed: int, workdir: str, extra: list[str]) -> dict:
@@ -50,15 +57,14 @@ def run_seed(config: str, seed: int, workdir: str, extra: list[str]) -> dict:
 
 def table(records: list[dict]) -> str:
     ok = [r for r in records if 'error' not in r]
-    head = '| seed | ' + ' | '.join(name for name, _ in COLUMNS) + ' | selected / last epoch | wall |'
-    lines = [head, '|---' * (len(COLUMNS) + 3) + '|']
+    head = '| seed | ' + ' | '.join(name for name, _ in COLUMNS) + ' | f kept / stopped (epoch) | g selected / stopped | wall |'
+    lines = [head, '|---' * (len(COLUMNS) + 4) + '|']
     for r in records:
         if 'error' in r:
             lines.append(f'| {r["seed"]} | failed: {r["error"]} |')
             continue
         cells = [f'{100 * get(r):.1f}' for _, get in COLUMNS]
-        lines.append(f'| {r["seed"]} | ' + ' | '.join(cells) + f' | {r["selected_epoch"]} / {r["last_epoch"]} | '
-                     f'{r["wall_s"] / 60:.1f} min |')
+        lines.append(f'| {r["seed"]} | ' + ' | '.join(cells) + f' | {stopped(r)} | {r["wall_s"] / 60:.1f} min |')
     if ok:
         for label, pick in (('median', statistics.median), ('worst', min)):
             cells = []
@@ -66,9 +72,10 @@ def table(records: list[dict]) -> str:
                 values = [get(r) for r in ok]
                 # The worst regret and wall time are the largest.
                 worst = max if name.startswith(('regret', 'CAM')) and label == 'worst' else pick
+                values = [v for v in values if v == v] or [float('nan')]   # NaN: no boxes / no masks
                 cells.append(f'{100 * worst(values):.1f}')
             walls = [r['wall_s'] for r in ok]
-            lines.append(f'| **{label}** | ' + ' | '.join(cells) + ' | | '
+            lines.append(f'| **{label}** | ' + ' | '.join(cells) + ' | | | '
                          f'{(statistics.median(walls) if label == "median" else max(walls)) / 60:.1f} min |')
     return '\n'.join(lines) + '\n'
 
@@ -76,7 +83,7 @@ def table(records: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', required=True)
-    parser.add_argument('--seeds', default='0,1,2,3,4')
+    parser.add_argument('--seeds', default='0,1,2,3,4,5,6,7,8,9')
     parser.add_argument('--workdir', required=True)
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != '--']

@@ -58,7 +58,7 @@ def test_two_processes_give_the_results_of_one(tmp_path):
     # only process 0 writes the reports
     assert '[report]' in outs[0] and '[report]' not in outs[1]
     a, b = (json.load(open(d / 'results.json')) for d in (multi, single))
-    assert a['selected_epoch'] == b['selected_epoch']
+    assert a['selected_step'] == b['selected_step']
     for variant in b['results']:
         for key, value in b['results'][variant].items():
             np.testing.assert_allclose(a['results'][variant][key], value, atol=1e-6, err_msg=f'{variant}/{key}')

@@ -48,3 +48,28 @@ def test_batch_size_must_divide_devices():
     if jax.device_count() > 1:
         with pytest.raises(ValueError, match='divisible'):
             parallel.check_batch_size(jax.device_count() * 4 + 1, mesh, 'config.g')
+
+
+def test_a_cpu_run_gets_one_device_per_core_that_divides_its_batches(monkeypatch):
+    import ml_collections
+    from wsol_jax import parallel
+    assert parallel.host_device_count((32, 16, 128, 32), cores=2) == 2
+    assert parallel.host_device_count((32, 16, 128, 32), cores=6) == 4     # 6, 5 do not divide 16
+    assert parallel.host_device_count((30, 45), cores=4) == 3
+    assert parallel.host_device_count((7,), cores=4) == 1
+    cfg = ml_collections.ConfigDict(dict(distributed=False, cpu_devices=0, f={'batch_size': 32}, g={'batch_size': 16},
+                                         eval={'batch_size': 128}, predict={'batch_size': 32}))
+    from jax._src import xla_bridge
+    monkeypatch.setattr(xla_bridge, 'backends_are_initialized', lambda: False)
+    monkeypatch.setattr(parallel.os, 'sched_getaffinity', lambda pid: {0, 1})
+    monkeypatch.delenv('JAX_COORDINATOR_ADDRESS', raising=False)
+    monkeypatch.setenv('XLA_FLAGS', '--xla_foo=1')
+    assert parallel.spread_over_host_cores(cfg) == 2
+    assert parallel.os.environ['XLA_FLAGS'] == '--xla_foo=1 --xla_force_host_platform_device_count=2'
+    assert parallel.spread_over_host_cores(cfg) == 0              # a device count already set is kept
+    monkeypatch.setenv('XLA_FLAGS', '')
+    cfg.cpu_devices = 1                                            # pinned to one device on purpose
+    assert parallel.spread_over_host_cores(cfg) == 1
+    monkeypatch.setenv('XLA_FLAGS', '')
+    monkeypatch.setenv('JAX_COORDINATOR_ADDRESS', 'host0:1234')   # a multi-host run: left alone
+    assert parallel.spread_over_host_cores(cfg) == 0 and parallel.os.environ['XLA_FLAGS'] == ''

@@ -37,7 +37,7 @@ def test_localizer_boxes_equal_the_evaluation_boxes(method1_run, localizer, test
     cfg = tiny_synthetic('method1')
     ctx = Context(cfg, workdir, load_dataset(cfg), parallel.make_mesh())
     g_model, g_state, _ = g_setup(ctx, abstract=True)
-    g_vars = restore_g(ctx, g_state, load_selection(workdir)['selected_epoch'])
+    g_vars = restore_g(ctx, g_state, load_selection(workdir)['selected_step'])
     maps = np.asarray(g_model.apply(g_vars, evaluate_lib.inference.center_crop(jnp.asarray(test_split.images), 32)))
     expected = localization.boxes_from_maps(maps, cfg.eval.threshold_ratio, cfg.eval.box_rule)
     out = localizer(test_split.images)

@@ -42,6 +42,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.seed = 0
     c.dtype = 'float32'          # compute dtype; 'bfloat16' keeps float32 parameters; 'float64': numerical checks (slow)
     c.distributed = False        # call jax.distributed.initialize() (multi-host runs)
+    c.cpu_devices = 0            # CPU runs from the CLI: data-parallel devices (0: one per core that divides the batches)
     c.overwrite = False          # retrain a stage whose checkpoints were made with other settings
     c.require_pretrained = False  # the paper's datasets: f.pretrained and g.pretrained must be given
     c.data = ml_collections.ConfigDict(dict(
@@ -151,6 +152,7 @@ def validate(config) -> None:
         need(config.eval[key] >= 1, f'eval.{key}', 'must be at least 1')
     need(config.eval.num_workers >= 0, 'eval.num_workers', 'must be >= 0 (0: one per core)')
     need(config.predict.batch_size >= 1, 'predict.batch_size', 'must be at least 1')
+    need(config.cpu_devices >= 0, 'cpu_devices', 'must be >= 0 (0: one per core that divides the batch sizes)')
     need(0 <= config.eval.max_bad_maps <= 1, 'eval.max_bad_maps', 'must be in [0, 1] (1 switches the stop off)')
     need(config.eval.selection_se >= 0, 'eval.selection_se', 'must be >= 0 (0: the epoch of the highest mean S)')
     need(0 < config.eval.max_coverage <= 1, 'eval.max_coverage', 'must be in (0, 1] (1 switches the rule off)')

@@ -35,6 +35,32 @@ def maybe_initialize_distributed(enabled: bool) -> None:
                                    process_id=None if index is None else int(index))
 
 
+HOST_DEVICE_FLAG = '--xla_force_host_platform_device_count'
+
+
+def host_device_count(batch_sizes, cores: int) -> int:
+    """The most CPU devices, at most `cores`, that divide every batch size (1 if none does)."""
+    return max(n for n in range(1, max(1, cores) + 1) if all(b % n == 0 for b in batch_sizes))
+
+
+def spread_over_host_cores(config) -> int:
+    """On a CPU, split the host into one XLA device per core this process may use (`config.cpu_devices`,
+    0: as many as divide the batch sizes), so that the data-parallel mesh keeps every core busy: XLA's
+    own threading leaves a core half idle on the small convolutions of a CPU run. Must run before JAX
+    starts its backends (the CLI calls it first); it changes nothing on a GPU or TPU, where the mesh
+    holds the accelerators, nor in a multi-host run or where XLA_FLAGS already sets a device count.
+    Returns the device count set (0: left as it was)."""
+    from jax._src import xla_bridge
+    flags = os.environ.get('XLA_FLAGS', '')
+    if (config.distributed or os.environ.get('JAX_COORDINATOR_ADDRESS') or HOST_DEVICE_FLAG in flags
+            or xla_bridge.backends_are_initialized()):
+        return 0
+    batches = (config.f.batch_size, config.g.batch_size, config.eval.batch_size, config.predict.batch_size)
+    n = config.cpu_devices or host_device_count(batches, len(os.sched_getaffinity(0)))
+    os.environ['XLA_FLAGS'] = f'{flags} {HOST_DEVICE_FLAG}={n}'.strip()
+    return n
+
+
 def make_mesh(devices=None) -> Mesh:
     """A one-axis mesh over `devices` (default: all devices of all hosts)."""
     return Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))

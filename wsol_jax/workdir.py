@@ -48,7 +48,7 @@ BUDGET_KEYS = {net: tuple(f'{net}.{k}' for k in ('max_epochs', 'patience', 'eval
 
 # Config keys that never change what a stage produced (where things go, how long to train: a
 # longer run continues a shorter one, and g records the f it was trained with).
-_IGNORED = {'data.cache_dir', 'data.read_threads', 'f.allow_weak', 'f.min_accuracy_over_chance', 'g.keep_all_checkpoints',
+_IGNORED = {'data.cache_dir', 'data.read_threads', 'cpu_devices', 'f.allow_weak', 'f.min_accuracy_over_chance', 'g.keep_all_checkpoints',
             'overwrite', 'distributed'}
 
 

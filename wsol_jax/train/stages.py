@@ -103,7 +103,8 @@ def check_f_quality(ctx: Context, names: tuple[str, ...]) -> None:
     for name in names:
         entry = quality.get(name)
         if entry is None:
-            raise WorkdirError(f'{ctx.path(workdir_lib.F_QUALITY)} has no entry for {name}; run --stage=train_f')
+            raise WorkdirError(f'no checkpoint of f ({name}) finished in {ctx.workdir} ({workdir_lib.F_QUALITY} has no '
+                               'entry for it); run the stage that trains it first: --stage=train_f')
         floor = cfg.f.min_accuracy_over_chance * entry['chance']
         if entry['val_accuracy'] < floor and not cfg.f.allow_weak:
             raise TrainingError(
