@@ -15,7 +15,8 @@ from wsol_jax.models.resnet import ResNet
 
 
 class Classifier(nn.Module):
-    """`f`: `(N, H, W, 3)` normalised images -> `(N, num_outputs)` float32 logits or embeddings."""
+    """`f`: `(N, H, W, 3)` normalised images -> `(N, num_outputs)` logits or embeddings, float32
+    (float64 when `dtype` is)."""
     num_outputs: int
     depth: str = 'resnet18'
     width: float = 1.0
@@ -28,7 +29,7 @@ class Classifier(nn.Module):
     def __call__(self, x, train: bool = False) -> jnp.ndarray:
         features = self.backbone(x, train)[-1]
         pooled = jnp.mean(features, axis=(1, 2))
-        return self.head(pooled).astype(jnp.float32)
+        return self.head(pooled).astype(jnp.promote_types(self.dtype, jnp.float32))
 
     def class_activation_maps(self, x, classes) -> jnp.ndarray:
         """CAM of Zhou et al. (2016) for `classes` `(N,)`: `(N, H/32, W/32)` float32.

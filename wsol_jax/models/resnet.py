@@ -15,6 +15,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from wsol_jax.models.norm import BatchNorm
+
 ModuleDef = Any
 
 # name -> (block kind, blocks per stage)
@@ -108,9 +110,8 @@ class ResNet(nn.Module):
     def __call__(self, x, train: bool = False) -> Sequence[jnp.ndarray]:
         kind, blocks = _spec(self.depth)
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-        # torchvision BatchNorm2d: momentum 0.1 (Flax: 0.9), eps 1e-5.
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                                 epsilon=1e-5, dtype=self.dtype)
+        # torchvision's BatchNorm2d, running statistics included (models.norm).
+        norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
         block_cls = BasicBlock if kind == 'basic' else Bottleneck
         x = x.astype(self.dtype)
         x = conv(scaled(64, self.width), (7, 7), (2, 2), padding=_pad(7), name='conv1')(x)

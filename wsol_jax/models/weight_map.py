@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from wsol_jax.models.norm import BatchNorm
 from wsol_jax.models.resnet import ResNet, scaled, stage_channels
 
 DOWNSCALE = 32
@@ -35,10 +36,9 @@ def _conv(features: int, dtype, name: str, use_bias: bool = True, bias: float = 
                    bias_init=nn.initializers.constant(bias))
 
 
-def _norm(train: bool, dtype, name: str, bias: float = 0.0) -> nn.BatchNorm:
-    # PyTorch BatchNorm2d defaults (momentum 0.1 = Flax 0.9, eps 1e-5).
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name,
-                        bias_init=nn.initializers.constant(bias))
+def _norm(train: bool, dtype, name: str, bias: float = 0.0) -> BatchNorm:
+    # PyTorch's BatchNorm2d (momentum 0.1, eps 1e-5, unbiased running variance): models.norm.
+    return BatchNorm(use_running_average=not train, dtype=dtype, name=name, bias_init=nn.initializers.constant(bias))
 
 
 def initial_logit(initial_weight: float) -> float:
@@ -138,7 +138,8 @@ class PaperBlock(nn.Module):
 
 
 class WeightMapNet(nn.Module):
-    """`g`: `(N, H, W, 3)` normalised images -> weight map `M` `(N, H, W)` in [0, 1] (float32).
+    """`g`: `(N, H, W, 3)` normalised images -> weight map `M` `(N, H, W)` in [0, 1] (float32; float64
+    when `dtype` is).
 
     H and W must be divisible by 32. `decoder` picks the released or the paper-text decoder;
     `decoder_channels` (five widths, scaled by `width`) apply to the paper-text decoder only.
@@ -159,7 +160,8 @@ class WeightMapNet(nn.Module):
         if self.decoder == 'released':
             logits = ReleasedDecoder(self.depth, self.width, self.dtype, initial_logit(self.initial_weight),
                                      name='decoder')(features, train)
-            logits = resize_align_corners(logits.astype(jnp.float32), height, width)
+            out_dtype = jnp.promote_types(self.dtype, jnp.float32)   # float32, or float64 compute
+            logits = resize_align_corners(logits.astype(out_dtype), height, width)
         elif self.decoder == 'paper':
             if len(self.decoder_channels) != 5:
                 raise ValueError(f'g has five decoder blocks; got decoder_channels={self.decoder_channels}')
@@ -168,7 +170,7 @@ class WeightMapNet(nn.Module):
             for i, (channels, skip) in enumerate(zip(self.decoder_channels, skips)):
                 y = PaperBlock(scaled(channels, self.width), final=(i == 4), dtype=self.dtype,
                                final_bias=initial_logit(self.initial_weight), name=f'decoder{i + 1}')(y, skip, train)
-            logits = y.astype(jnp.float32)
+            logits = y.astype(jnp.promote_types(self.dtype, jnp.float32))
         else:
             raise ValueError(f'decoder must be one of {DECODERS}, got {self.decoder!r}')
         return nn.sigmoid(logits[..., 0])
