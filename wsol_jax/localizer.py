@@ -128,7 +128,7 @@ class Localizer:
             return Prediction([], np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
         inputs, sizes = self.preprocess(images)
         maps, maps_hat, probs = self._run(inputs)
-        boxes = localization.boxes_from_thresholded(maps_hat)
+        boxes = localization.boxes_from_thresholded(maps_hat, self.spec['box_rule'])
         scores = np.asarray(localization.containment_score(maps_hat, boxes))
         widths, heights = zip(*sizes)
         own = [cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) if own_resolution else m
@@ -191,7 +191,7 @@ def make_spec(config, class_names: Sequence[str], selection: dict) -> dict:
         'preprocessing': {'resize': 'whole image to input_size x input_size, Pillow bilinear (no crop)',
                           'normalization': '(x / 255 - mean) / std',
                           'mean': IMAGENET_MEAN.tolist(), 'std': IMAGENET_STD.tolist()},
-        'box': 'Eq. 5 (threshold_ratio * max, after min-max normalisation when box_rule is "normalized"), '
+        'box': f'{localization.BOX_RULE_DESCRIPTIONS[config.eval.box_rule]} (ratio: threshold_ratio), '
                'largest OpenCV contour, its bounding rectangle',
         'source': {'method': config.method, 'selected_epoch': selection['selected_epoch'],
                    'last_epoch': selection['last_epoch'], 'seed': config.seed},
