@@ -176,6 +176,20 @@ def test_grey_levels_are_the_released_colours():
     assert levels[256] == 0 and levels.dtype == np.uint8 and levels[255] == 255
 
 
+def test_reports_name_the_released_rule():
+    """results.md's protocol and the exported localiser's manifest say which rule made the boxes."""
+    from helpers import tiny_synthetic
+    from wsol_jax import config as config_lib, report
+    from wsol_jax.localizer import make_spec
+    c = tiny_synthetic('method1')
+    c.eval.box_rule = 'released'
+    config_lib.validate(c)   # a valid value of eval.box_rule
+    text = '\n'.join(report.protocol(c))
+    assert 'box rule "released"' in text and 'cubehelix' in text and 'int(ratio x max grey)' in text
+    spec = make_spec(c, ['a', 'b'], {'selected_epoch': 1, 'last_epoch': 2})
+    assert spec['box_rule'] == 'released' and spec['box'].startswith('the released generate_bbox')
+
+
 # ---------------------------------------------------------------------------------------------
 # g against the released PyTorch modules
 
