@@ -24,7 +24,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _config(n: int, image_size: int, cache_dir: str):
-    from wsol_jax.config import base_config
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs'))
     import synthetic
     c = synthetic.get_config('method1')

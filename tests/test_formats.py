@@ -145,7 +145,7 @@ def test_boxes_outside_the_image_or_inverted(tmp_path, capsys):
     data = load_dataset(cfg)
     k = data.test.names.index(str(root / 'images' / meta[3][0]))
     np.testing.assert_array_equal(data.test.boxes[k, 0], [176, 11, 255, 255])   # [220, 10, 320, 240] * 0.8, 256/240
-    for line, problem in ((f'3 250.0 10.0 75.0 20.0', 'outside the image'),   # x1 = 325 > 320 + 1
+    for line, problem in (('3 250.0 10.0 75.0 20.0', 'outside the image'),   # x1 = 325 > 320 + 1
                           ('3 50.0 60.0 -10.0 20.0', r'inverted \(x0 > x1 or y0 > y1\)'),
                           ('3 -5.0 60.0 10.0 20.0', 'outside the image')):
         fixtures.set_line(boxes_txt, 3, line)

@@ -189,3 +189,51 @@ def test_align_corners_resize_matches_pytorch():
     want2 = torch.nn.Upsample(scale_factor=2, mode='bilinear')(tx)
     np.testing.assert_allclose(np.asarray(upsample_bilinear2x(jnp.asarray(x))), want2.permute(0, 2, 3, 1).numpy(),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize('shape', [(4, 6, 5, 3), (2, 2, 2, 5), (3, 1, 1, 4)])
+def test_batchnorm_equals_pytorch_batchnorm2d(shape):
+    """models.norm.BatchNorm against torch.nn.BatchNorm2d (momentum 0.1, eps 1e-5) in float64:
+    train-mode outputs and running statistics after each of four steps (the running variance
+    takes the unbiased batch variance, n / (n - 1); n = 3 in the last case), then eval mode."""
+    torch = pytest.importorskip('torch')
+    from wsol_jax.models.norm import BatchNorm
+    rng = np.random.default_rng(0)
+    channels = shape[-1]
+    reference = torch.nn.BatchNorm2d(channels).double()
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5)
+        reference.bias.uniform_(-0.5, 0.5)
+    with jax.enable_x64(True):
+        variables = {'params': {'scale': jnp.asarray(reference.weight.detach().numpy().copy()),
+                                'bias': jnp.asarray(reference.bias.detach().numpy().copy())},
+                     'batch_stats': {'mean': jnp.zeros(channels, jnp.float64), 'var': jnp.ones(channels, jnp.float64)}}
+        train = jax.jit(lambda v, x: BatchNorm(False, dtype=jnp.float64).apply(v, x, mutable=['batch_stats']))
+        for step in range(4):
+            x = rng.normal(2.0 * step, 1.0 + step, size=shape)
+            want = reference.train()(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().permute(0, 2, 3, 1).numpy()
+            got, updates = train(variables, jnp.asarray(x))
+            variables = {**variables, 'batch_stats': updates['batch_stats']}
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(np.asarray(variables['batch_stats']['mean']), reference.running_mean.numpy(),
+                                       rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(np.asarray(variables['batch_stats']['var']), reference.running_var.numpy(),
+                                       rtol=1e-12)
+        want = reference.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().permute(0, 2, 3, 1).numpy()
+        got = BatchNorm(True, dtype=jnp.float64).apply(variables, jnp.asarray(x))
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
+
+
+def test_batchnorm_keeps_flax_variable_names_and_float32_statistics():
+    """The variables that checkpoints and the torchvision import address, in float32 under
+    bfloat16 compute; one value per channel in train mode is refused, as PyTorch refuses it."""
+    from wsol_jax.models.norm import BatchNorm
+    x = jnp.ones((2, 4, 4, 3), jnp.bfloat16)
+    variables = BatchNorm(False, dtype=jnp.bfloat16).init(jax.random.key(0), x)
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), variables) == {
+        'params': {'scale': ((3,), jnp.float32), 'bias': ((3,), jnp.float32)},
+        'batch_stats': {'mean': ((3,), jnp.float32), 'var': ((3,), jnp.float32)}}
+    y, updates = BatchNorm(False, dtype=jnp.bfloat16).apply(variables, x, mutable=['batch_stats'])
+    assert y.dtype == jnp.bfloat16 and updates['batch_stats']['var'].dtype == jnp.float32
+    with pytest.raises(ValueError, match='more than one value per channel'):
+        BatchNorm(False).apply(variables, jnp.ones((1, 1, 1, 3)), mutable=['batch_stats'])

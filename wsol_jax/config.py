@@ -84,7 +84,8 @@ def base_config(method: str) -> ml_collections.ConfigDict:
         keep_all_checkpoints=False))  # default: only the selected and the latest checkpoint stay on disk
     c.eval = ml_collections.ConfigDict(dict(
         batch_size=64,
-        box_rule='normalized',   # normalized: min-max rescale before Eq. 5 (released code) | literal
+        box_rule='normalized',   # normalized: min-max rescale, Eq. 5 | literal: the raw map | released: generate_bbox
+                                 # exactly (cubehelix grey levels; localization.py)
         threshold_ratio=0.1,     # Eq. 5: tau = ratio * max
         max_coverage=0.95,       # a map whose box covers more of the image than this is degenerate (S = 0)
         selection_se=1.0,        # keep the latest scored point within this many standard errors of the best mean S; 0: the maximum

@@ -62,7 +62,7 @@ def _score_variant(ctx, name, fn, split, gt_boxes, logits, n_samples, executor):
         rows = parallel.local_valid(valid, cfg.eval.batch_size)
         maps = parallel.local_rows(out[0])[:len(rows)]
         if len(out) == 2:   # g: M_hat was computed on the device with the box rule
-            boxes = localization.boxes_from_thresholded(parallel.local_rows(out[1])[:len(rows)])
+            boxes = localization.boxes_from_thresholded(parallel.local_rows(out[1])[:len(rows)], cfg.eval.box_rule)
         else:
             boxes = localization.boxes_from_maps(maps, cfg.eval.threshold_ratio, cfg.eval.box_rule)
         box_ok = metrics.best_iou(boxes, gt_boxes[rows]) >= 0.5

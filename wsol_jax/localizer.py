@@ -146,7 +146,7 @@ class Localizer:
         if len(inputs) == 0:
             return Prediction([], np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
         maps, maps_hat, probs = self._run(np.asarray(inputs))
-        boxes = localization.boxes_from_thresholded(maps_hat)
+        boxes = localization.boxes_from_thresholded(maps_hat, self.spec['box_rule'])
         scores = np.asarray(localization.containment_score(maps_hat, boxes))
         classes = probs.argmax(-1)
         maps = list(maps)
@@ -216,7 +216,7 @@ def make_spec(config, class_names: Sequence[str], selection: dict) -> dict:
         'preprocessing': {'resize': 'whole image to input_size x input_size, Pillow bilinear (no crop)',
                           'normalization': '(x / 255 - mean) / std',
                           'mean': IMAGENET_MEAN.tolist(), 'std': IMAGENET_STD.tolist()},
-        'box': 'Eq. 5 (threshold_ratio * max, after min-max normalisation when box_rule is "normalized"), '
+        'box': f'{localization.BOX_RULE_DESCRIPTIONS[config.eval.box_rule]} (ratio: threshold_ratio), '
                'largest OpenCV contour, its bounding rectangle',
         'source': {'method': config.method, 'selected_step': selection['selected_step'],
                    'selected_epoch': selection['selected_epoch'], 'last_epoch': selection['last_epoch'],

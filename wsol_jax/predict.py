@@ -359,7 +359,7 @@ def _write_outputs(out_dir: str, item: _Input, small_map: np.ndarray, box, label
     try:
         weight_map = map_to_image(small_map, *item.size)     # (H, W) float32, one image at a time
         if save_npy:
-            _write_atomically(os.path.join(out_dir, paths['npy']), tmp, lambda fh: np.save(fh, weight_map))
+            _write_atomically(os.path.join(out_dir, paths['npy']), tmp, lambda fh, m=weight_map: np.save(fh, m))
             done.append(paths['npy'])
         np.clip(weight_map, 0, 1, out=weight_map)
         weight_map *= 255

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from wsol_jax import workdir as workdir_lib  # noqa: E402
 from wsol_jax.data.dataset import crop_offset  # noqa: E402
+from wsol_jax.localization import BOX_RULE_DESCRIPTIONS  # noqa: E402
 
 METRIC_NAMES = {'gt_known_loc': 'GT-known loc', 'top1_loc': 'Top-1 loc', 'top1_cls': 'Top-1 cls',
                 'top5_loc': 'Top-5 loc', 'top5_cls': 'Top-5 cls', 'pxap': 'PxAP',
@@ -36,16 +37,16 @@ def protocol(config) -> list[str]:
     e, d = config.eval, config.data
     crop = (f'images resized to {d.image_size}x{d.image_size}, centre crop {d.crop_size}' if d.crop_size < d.image_size
             else f'whole image resized to {d.crop_size}x{d.crop_size} (no crop)')
-    norm = ('min-max normalised per map, then' if e.box_rule == 'normalized' else 'the raw sigmoid map (literal Eq. 5),')
     grid = f'the best of the thresholds 0, {e.pxap_interval:g}, ..., {1 - e.pxap_interval:g} of the min-max normalised map'
     return [
         '', '## How each number was obtained', '',
         '- Split: the test split; the point of g was selected on the validation split by mean S alone (no box, no label).',
         f'- Crop protocol (all rows except the wsolevaluation one): {crop}.',
-        f'- GT-known loc, Top-1/Top-{e.top_k} loc (the paper\'s protocol): one box per image, {norm} thresholded at the '
-        f'fixed {e.threshold_ratio:g} x max (Eq. 5, box rule "{e.box_rule}"), largest OpenCV contour; correct at IoU >= 0.5 '
-        f'with a ground-truth box (areas +1 px, as wsolevaluation). Top-1 loc also needs f\'s top-1 class right, '
-        f'Top-{e.top_k} loc the true class among f\'s top {e.top_k}.',
+        f'- GT-known loc, Top-1/Top-{e.top_k} loc (the paper\'s protocol): one box per image, box rule "{e.box_rule}": '
+        f'{BOX_RULE_DESCRIPTIONS[e.box_rule]} at ratio {e.threshold_ratio:g}; largest OpenCV contour; correct at '
+        f'IoU >= 0.5 with a ground-truth box (areas +1 px, as wsolevaluation). Top-1 loc also needs f\'s top-1 class '
+        f'right, Top-{e.top_k} loc the true class among f\'s top {e.top_k}. The epoch was selected by S under the '
+        f'same rule.',
         f'- Top-1 / Top-{e.top_k} cls: the classifier f on the same crop.',
         f'- MaxBoxAcc (v1, wsolevaluation): largest contour\'s box, IoU 0.5, at {grid}.',
         f'- MaxBoxAccV2: every contour\'s box a candidate, mean over IoU {", ".join(map(str, e.maxboxacc_ious))}, '

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from wsol_jax.data import records as records_lib
 from wsol_jax.data.dataset import Split
 from wsol_jax.errors import DataError
-from wsol_jax.metrics import IGNORE, PAD_BOX
+from wsol_jax.metrics import IGNORE
 
 MASK_KINDS = ('binary', 'flowers')
 # Part of the cache key: bump it whenever decoding, checks or the cache layout change, so that

@@ -11,7 +11,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from wsol_jax.models.resnet import ResNet, output_dtype
+from wsol_jax.models.dtypes import output_dtype
+from wsol_jax.models.resnet import ResNet
 
 
 class Classifier(nn.Module):

@@ -15,6 +15,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from wsol_jax.models.norm import BatchNorm
+
 ModuleDef = Any
 
 # name -> (block kind, blocks per stage)
@@ -26,12 +28,6 @@ RESNET_SPECS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
 }
 EXPANSION = {'basic': 1, 'bottleneck': 4}
 STAGE_WIDTHS = (64, 128, 256, 512)
-
-
-def output_dtype(compute_dtype) -> jnp.dtype:
-    """The dtype networks return: at least float32 (bfloat16 compute returns float32 maps and
-    logits), float64 when they compute in float64 (the numerical checks)."""
-    return jnp.promote_types(compute_dtype, jnp.float32)
 
 
 def scaled(channels: int, width: float) -> int:
@@ -114,9 +110,8 @@ class ResNet(nn.Module):
     def __call__(self, x, train: bool = False) -> Sequence[jnp.ndarray]:
         kind, blocks = _spec(self.depth)
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-        # torchvision BatchNorm2d: momentum 0.1 (Flax: 0.9), eps 1e-5.
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                                 epsilon=1e-5, dtype=self.dtype)
+        # torchvision's BatchNorm2d, running statistics included (models.norm).
+        norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
         block_cls = BasicBlock if kind == 'basic' else Bottleneck
         x = x.astype(self.dtype)
         x = conv(scaled(64, self.width), (7, 7), (2, 2), padding=_pad(7), name='conv1')(x)

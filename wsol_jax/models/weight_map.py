@@ -24,7 +24,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from wsol_jax.models.resnet import ResNet, output_dtype, scaled, stage_channels
+from wsol_jax.models.norm import BatchNorm
+from wsol_jax.models.dtypes import output_dtype
+from wsol_jax.models.resnet import ResNet, scaled, stage_channels
 
 DOWNSCALE = 32
 DECODERS = ('released', 'paper')
@@ -35,10 +37,9 @@ def _conv(features: int, dtype, name: str, use_bias: bool = True, bias: float = 
                    bias_init=nn.initializers.constant(bias))
 
 
-def _norm(train: bool, dtype, name: str, bias: float = 0.0) -> nn.BatchNorm:
-    # PyTorch BatchNorm2d defaults (momentum 0.1 = Flax 0.9, eps 1e-5).
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name,
-                        bias_init=nn.initializers.constant(bias))
+def _norm(train: bool, dtype, name: str, bias: float = 0.0) -> BatchNorm:
+    # PyTorch's BatchNorm2d (momentum 0.1, eps 1e-5, unbiased running variance): models.norm.
+    return BatchNorm(use_running_average=not train, dtype=dtype, name=name, bias_init=nn.initializers.constant(bias))
 
 
 def initial_logit(initial_weight: float) -> float:

@@ -125,7 +125,7 @@ def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
     for (maps, maps_hat), valid in map_split(lambda b: map_fn(g_vars, b['image']), split, cfg.eval.batch_size,
                                              ctx.mesh, cfg.data.read_threads):
         maps, maps_hat = parallel.to_host(maps)[:len(valid)], parallel.to_host(maps_hat)[:len(valid)]
-        boxes = localization.boxes_from_thresholded(maps_hat)
+        boxes = localization.boxes_from_thresholded(maps_hat, cfg.eval.box_rule)
         per_image.append(inference.map_scores(maps, maps_hat, boxes, cfg.eval.max_coverage))
         if split.boxes is not None:
             gt = center_crop_boxes(split.boxes[valid], split.size, ctx.crop)

@@ -9,7 +9,7 @@ import optax
 from flax.training import train_state
 
 from wsol_jax.models import Classifier, WeightMapNet
-from wsol_jax.models.resnet import output_dtype
+from wsol_jax.models.dtypes import output_dtype
 
 
 class TrainState(train_state.TrainState):
