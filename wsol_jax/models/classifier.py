@@ -78,8 +78,8 @@ class Classifier(nn.Module):
         The class score decomposes over positions: `logit_k = b_k + w_k . offset + mean_hw
         M_k[h, w]` with `M_k = scale * sum_c w[c, k] * terms[h, w, c]` (for a ResNet `terms` is
         the last feature map, `scale` 1, `offset` 0). Negative evidence is clipped (ReLU) as in
-        wsolevaluation (`clip=False`: the signed `M_k`, whose mean is that score). Raises `ConfigError` where CAM is not defined (a ViT's class token, an
-        encoder without classes).
+        wsolevaluation (`clip=False`: the signed `M_k`). Raises `ConfigError` where CAM is not
+        defined (a ViT's class token, an encoder without classes).
         """
         if self.kind != 'classifier' or not registry.has_cam(self.arch):
             raise ConfigError(f'CAM is not defined for an f of architecture {self.arch} and kind {self.kind}: it needs '

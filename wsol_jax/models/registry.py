@@ -10,6 +10,10 @@ reads.
 `width` scales channel counts as it does for the ResNets (the synthetic CPU benchmark uses narrow
 networks): a ViT keeps its number of heads and scales the width of each, a ConvNeXt scales every
 stage. `vit_tiny_test` and `convnext_tiny_test` are small enough for tests on a CPU.
+
+Input statistics differ between releases of the same architecture: torchvision's ResNets, timm's
+ConvNeXt, DeiT and DINO were trained on images normalised with ImageNet's mean and std (what
+`wsol_jax.data.dataset.normalize` does), timm's `augreg` ViTs on `(x - 0.5) / 0.5`.
 """
 from __future__ import annotations
 
