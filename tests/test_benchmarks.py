@@ -30,3 +30,13 @@ def test_input_memory_benchmark_reports_both_peaks(tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith('n=16: build peak') and lines[1].startswith('n=48: build peak')
     assert lines[2].startswith('build: peak') and lines[3].startswith('read: peak') and '%' in lines[3]
+
+
+def test_f_speed_benchmark_prints_one_line_per_architecture_and_size():
+    """benchmarks/f_speed.py on the tiny ViT at 32 px: compile time, ms per batch and per image."""
+    proc = subprocess.run([sys.executable, 'benchmarks/f_speed.py', '--archs=vit_tiny_test', '--sizes=32',
+                           '--batch=2', '--repeats=1'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith('device: ') and 'batch 2, float32' in lines[0]
+    assert len(lines) == 2 and 'vit_tiny_test   32 px: compile' in lines[1] and lines[1].endswith('ms/image')

@@ -9,7 +9,7 @@ import pytest
 
 from wsol_jax.errors import ConfigError
 from wsol_jax.models import Classifier, ResNet, WeightMapNet
-from wsol_jax.models.pretrained import (check_pretrained, load_backbone, read_state_dict, resnet_variables,
+from wsol_jax.models.pretrained import (backbone_variables, check_pretrained, load_backbone, read_state_dict,
                                         wants_pretrained)
 from wsol_jax.models.resnet import scaled
 
@@ -126,7 +126,7 @@ def test_flax_backbone_equals_pytorch_reference(tmp_path, depth, fmt):
     x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
     with torch.no_grad():
         expected = [t.permute(0, 2, 3, 1).numpy() for t in model(torch.from_numpy(x).permute(0, 3, 1, 2))]
-    variables = resnet_variables(read_state_dict(path), depth)
+    variables = backbone_variables(read_state_dict(path), depth)
     got = jax.jit(ResNet(depth).apply)(variables, jnp.asarray(x))[-4:]   # layer1..4, the reference's outputs
     for e, g in zip(expected, got):
         np.testing.assert_allclose(np.asarray(g), e, rtol=1e-3, atol=1e-3 * np.abs(e).max())
@@ -149,9 +149,9 @@ def test_mismatched_weights_list_the_differences(tmp_path):
     path = str(tmp_path / 'r18.pth')
     torch.save(_reference('resnet18').state_dict(), path)
     with pytest.raises(ConfigError, match=r'do not fit a resnet34 .*80 missing \(layer1\.2\.bn1\.bias.*layer1\.2\.conv1\.weight'):
-        resnet_variables(read_state_dict(path), 'resnet34')
+        backbone_variables(read_state_dict(path), 'resnet34')
     with pytest.raises(ConfigError, match=r'100 with other shapes .*conv1\.weight: file \(64, 3, 7, 7\) vs model \(7, 7, 3, 32\)'):
-        resnet_variables(read_state_dict(path), 'resnet18', width=0.5)
+        backbone_variables(read_state_dict(path), 'resnet18', width=0.5)
     with pytest.raises(ConfigError, match='pretrained weights not found'):
         read_state_dict(str(tmp_path / 'absent.pth'))
 
@@ -211,7 +211,7 @@ def test_wrong_ranks_are_listed_not_crashed(tmp_path, tiny_files):
     listing = (r'do not fit a resnet18 of width 0\.125: 2 with other shapes \(bn1\.weight: file \(8, 1\) vs '
                r'model \(8,\), conv1\.weight: file \(8, 147\) vs model \(7, 7, 3, 8\)\)')
     with pytest.raises(ConfigError, match=listing):
-        resnet_variables(read_state_dict(path), 'resnet18', TINY)
+        backbone_variables(read_state_dict(path), 'resnet18', TINY)
     with pytest.raises(ConfigError, match=f'weights in {path} ' + listing):
         check_pretrained(path, 'resnet18', TINY)
 

@@ -1,16 +1,24 @@
-"""ImageNet weights for the ResNets, from torchvision `.pth` or timm `.safetensors` files.
+"""Pretrained weights for the backbones of `f` and `g`, from `.pth` or `.safetensors` files.
 
-torchvision and timm name ResNet tensors alike (`conv1.weight`, `bn1.running_mean`,
-`layer2.0.downsample.0.weight`, ...), so one mapping serves both: convolution kernels go from
-PyTorch's OIHW to Flax's HWIO, BatchNorm weight/bias become scale/bias and the running
-statistics become `batch_stats`. The classification layer (`fc.*`) is not used: `f` has its own
-head. A file that does not match the backbone (other depth or width, missing tensors) fails with
-the list of differences; a file that cannot be read (corrupt, truncated, not a state dict) fails
-with one line that names it. `check_pretrained` runs both checks before any training starts.
+One name mapping per family (`LAYOUTS`), one conversion and one check for all. ResNets:
+torchvision and timm name their tensors alike (`conv1.weight`, `bn1.running_mean`,
+`layer2.0.downsample.0.weight`, ...), BatchNorm weight/bias become scale/bias and the running
+statistics `batch_stats`. ViTs: timm's `vit_*` names (`patch_embed.proj.weight`, `cls_token`,
+`pos_embed`, `blocks.0.attn.qkv.weight`, ..., `norm.weight`), which DeiT and DINO files share;
+position embeddings of another patch grid are resampled. ConvNeXt: timm's `convnext_*` names
+(`stem.0.weight`, `stages.1.downsample.1.weight`, `stages.0.blocks.0.conv_dw.weight`, ...,
+`head.norm.weight`). Convolution kernels go from PyTorch's OIHW to Flax's HWIO, Linear weights
+are transposed. The classification layer (`fc.*`, `head.*`, `head.fc.*`) is not used: `f` has its
+own head. A file that does not match the backbone (other architecture or width, missing tensors)
+fails with the list of differences; a file that cannot be read (corrupt, truncated, not a state
+dict) fails with one line that names it. `check_pretrained` runs both checks before any training
+starts.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import os
 import pickle
 import re
@@ -22,13 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from wsol_jax.errors import ConfigError
-from wsol_jax.models.resnet import ResNet
+from wsol_jax.models import registry
+from wsol_jax.models.vit import resample_pos_embed
 
-IGNORED = re.compile(r'^fc\.|num_batches_tracked$')
 PREFIXES = ('module.', 'model.', 'backbone.')
 NO_FILE = ('', 'none')   # config values of `pretrained` that mean "train from scratch"
 DOWNLOAD_HINT = ('torchvision: https://download.pytorch.org/models/resnet18-f37072fd.pth (resnet34-b627a593, '
-                 'resnet50-0676ba61, resnet101-63fe2227); timm: model.safetensors of timm/resnet18.a1_in1k etc.')
+                 'resnet50-0676ba61, resnet101-63fe2227); timm: model.safetensors of timm/resnet18.a1_in1k, '
+                 'timm/vit_small_patch16_224.augreg_in21k_ft_in1k, timm/convnext_tiny.fb_in1k etc.')
 
 
 def wants_pretrained(value: str) -> bool:
@@ -119,25 +128,59 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     return out
 
 
-def _torch_name(flax_path: tuple[str, ...], collection: str) -> str:
-    """('layer1_0', 'downsample_bn', 'scale') -> 'layer1.0.downsample.1.weight'."""
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How a family's Flax variables are named in its PyTorch checkpoints. A Flax path maps
+    mechanically (`blocks_3/attn/qkv/kernel` -> `blocks.3.attn.qkv.weight`) except for the
+    modules in `renames`; `ignored` matches the file's tensors that `f` does not use (its own
+    classification layer: f trains a head of its own, as for the ResNets)."""
+    renames: Mapping[str, str]
+    ignored: re.Pattern
+
+
+LAYOUTS = {
+    'resnet': Layout({'downsample_conv': 'downsample.0', 'downsample_bn': 'downsample.1'},
+                     re.compile(r'^fc\.|num_batches_tracked$')),
+    'vit': Layout({'patch_embed': 'patch_embed.proj'}, re.compile(r'^head\.')),   # DINO files have no head
+    'convnext': Layout({'head_norm': 'head.norm'}, re.compile(r'^head\.fc\.')),
+}
+LEAVES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean', 'var': 'running_var'}
+
+
+def _torch_name(flax_path: tuple[str, ...], layout: Layout) -> str:
+    """('layer1_0', 'downsample_bn', 'scale') -> 'layer1.0.downsample.1.weight'; a leaf that is a
+    parameter of its own (`cls_token`, `pos_embed`, ConvNeXt's `gamma`) keeps its name."""
     *modules, leaf = flax_path
-    parts = []
-    for m in modules:
-        m = re.sub(r'^layer(\d)_(\d+)$', r'layer\1.\2', m)
-        parts.append({'downsample_conv': 'downsample.0', 'downsample_bn': 'downsample.1'}.get(m, m))
-    suffix = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean',
-              'var': 'running_var'}[leaf]
-    return '.'.join(parts + [suffix])
+    parts = [layout.renames.get(m, re.sub(r'_(\d+)$', r'.\1', m)) for m in modules]
+    return '.'.join(parts + [LEAVES.get(leaf, leaf)])
+
+
+def _to_flax(leaf: str, value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A file's tensor in Flax's layout: convolution kernels OIHW -> HWIO (a depthwise one,
+    (C, 1, k, k), becomes Flax's (k, k, 1, C)), Linear weights (out, in) -> (in, out), and ViT
+    position embeddings of another square patch grid resampled to the model's (timm's
+    `checkpoint_filter_fn`). Anything else is returned as it is: `_fit` lists what still differs."""
+    if leaf == 'kernel' and value.ndim == 4:
+        return value.transpose(2, 3, 1, 0)
+    if leaf == 'kernel' and value.ndim == 2:
+        return value.T
+    if leaf == 'pos_embed' and value.shape != shape and value.ndim == 3 and value.shape[-1] == shape[-1]:
+        old, new = math.isqrt(value.shape[1] - 1), math.isqrt(shape[1] - 1)
+        if old * old == value.shape[1] - 1 and new * new == shape[1] - 1:
+            # In float64, rounded once to the file's dtype.
+            return resample_pos_embed(value.astype(np.float64), (old, old), (new, new)).astype(value.dtype)
+    return value
 
 
 @functools.lru_cache(maxsize=None)
-def _abstract_variables(depth: str, width: float) -> dict:
-    """Shapes of `ResNet(depth, width)`'s variables, traced without allocating or compiling
-    anything (cached: `check_pretrained` at start-up and `load_backbone` later ask for the same)."""
+def _abstract_variables(arch: str, width: float) -> dict:
+    """Shapes of the backbone `registry.build(arch, width)`'s variables, traced without allocating
+    or compiling anything (cached: `check_pretrained` at start-up and `load_backbone` later ask
+    for the same)."""
     # The key and the input are made inside the traced function: made eagerly, each would
     # compile and run a small XLA program on the device.
-    return jax.eval_shape(lambda: ResNet(depth, width).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+    backbone = registry.build(arch, width)
+    return jax.eval_shape(lambda: backbone.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
 
 
 def _listing(title: str, items: list[str]) -> str:
@@ -147,63 +190,68 @@ def _listing(title: str, items: list[str]) -> str:
     return f'{len(items)} {title} ({", ".join(items[:6])}{", ..." if len(items) > 6 else ""})'
 
 
-def _fit(state_dict: dict[str, np.ndarray], depth: str, width: float, source: str) -> dict[str, list[np.ndarray]]:
-    """The file's tensors in the layout and leaf order of `ResNet(depth, width)`'s collections.
-    The one place where a file is matched against a backbone, for `resnet_variables` and
-    `check_pretrained` alike; raises `ConfigError` listing every difference."""
-    target = _abstract_variables(depth, width)
+def _fit(state_dict: dict[str, np.ndarray], arch: str, width: float, source: str) -> dict[str, list[np.ndarray]]:
+    """The file's tensors in the layout and leaf order of the backbone of `arch` at `width`, per
+    collection (`params`, and `batch_stats` for a ResNet). The one place where a file is matched
+    against a backbone, for `backbone_variables` and `check_pretrained` alike; raises
+    `ConfigError` listing every difference."""
+    target = _abstract_variables(arch, width)
+    entry = registry.get(arch)
+    layout = LAYOUTS[entry.family]
     used, missing, mismatched = set(), [], []
     out = {}
-    for collection in ('params', 'batch_stats'):
+    for collection in sorted(target, key=lambda c: c != 'params'):   # parameters listed first
         values = []
         for path, spec in jax.tree_util.tree_flatten_with_path(target[collection])[0]:
             keys = tuple(p.key for p in path)
-            name = _torch_name(keys, collection)
+            name = _torch_name(keys, layout)
             if name not in state_dict:
                 missing.append(name)
                 continue
             used.add(name)
-            value = state_dict[name]
-            if keys[-1] == 'kernel' and value.ndim == 4:   # another rank is listed below, not transposed
-                value = value.transpose(2, 3, 1, 0)   # OIHW -> HWIO
+            value = _to_flax(keys[-1], state_dict[name], spec.shape)
             if value.shape != spec.shape:
                 mismatched.append(f'{name}: file {tuple(state_dict[name].shape)} vs model {spec.shape}')
             values.append(value)
         out[collection] = values
-    unexpected = sorted(k for k in state_dict if k not in used and not IGNORED.search(k))
+    unexpected = sorted(k for k in state_dict if k not in used and not layout.ignored.search(k))
     if missing or mismatched or unexpected:
         details = '; '.join(x for x in (_listing('missing', missing), _listing('with other shapes', mismatched),
                                         _listing('unexpected', unexpected)) if x)
-        raise ConfigError(f'the weights{f" in {source}" if source else ""} do not fit a {depth} of width '
-                          f'{width}: {details}. Check config.f/g.depth and width against the file')
+        raise ConfigError(f'the weights{f" in {source}" if source else ""} do not fit a {arch} of width '
+                          f'{width}: {details}. Check config.f/g.depth and width against the file '
+                          f'({arch} reads {entry.weights})')
     return out
 
 
-def resnet_variables(state_dict: dict[str, np.ndarray], depth: str, width: float = 1.0, source: str = '') -> dict:
-    """`{'params', 'batch_stats'}` of `ResNet(depth, width)` from a torchvision/timm state dict
-    (`source`, the file it came from, is named in errors)."""
-    target = _abstract_variables(depth, width)
-    fitted = _fit(state_dict, depth, width, source)
+def backbone_variables(state_dict: dict[str, np.ndarray], arch: str, width: float = 1.0, source: str = '') -> dict:
+    """The variables (`{'params'}`, plus `'batch_stats'` for a ResNet) of the backbone of `arch`
+    at `width` from a timm/torchvision state dict (`source`, the file it came from, is named in
+    errors)."""
+    target = _abstract_variables(arch, width)
+    fitted = _fit(state_dict, arch, width, source)
     return {c: jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(target[c]),
                                             [jnp.asarray(v, jnp.float32) for v in fitted[c]])
             for c in fitted}
 
 
-def check_pretrained(path: str, depth: str, width: float) -> None:
+def check_pretrained(path: str, arch: str, width: float) -> None:
     """Raise `ConfigError` unless `path` is `''`/`'none'` or a readable weight file holding every
-    tensor of `ResNet(depth, width)` with the right shape. Nothing is put on a device or
-    compiled, so a run can call this before it starts training."""
+    tensor of the backbone of `arch` (`wsol_jax.models.registry`) at `width` with the right
+    shape. Nothing is put on a device or compiled, so a run can call this before it starts
+    training."""
     if wants_pretrained(path):
-        _fit(read_state_dict(path), depth, width, path)
+        _fit(read_state_dict(path), arch, width, path)
 
 
-def load_backbone(variables: dict, path: str, depth: str, width: float, submodule: str) -> dict:
-    """`variables` with `variables[...][submodule]` (the ResNet inside `f` or `g`) replaced by
-    the weights in `path`; unchanged when `path` is `''` or `'none'` (from scratch)."""
+def load_backbone(variables: dict, path: str, arch: str, width: float, submodule: str) -> dict:
+    """`variables` with `variables[...][submodule]` (the backbone inside `f`, or the ResNet
+    inside `g`) replaced by the weights in `path`, in every collection the backbone has;
+    unchanged when `path` is `''` or `'none'` (from scratch)."""
     if not wants_pretrained(path):
         return variables
-    loaded = resnet_variables(read_state_dict(path), depth, width, source=path)
+    loaded = backbone_variables(read_state_dict(path), arch, width, source=path)
     new = {k: dict(v) for k, v in variables.items()}
-    for collection in ('params', 'batch_stats'):
-        new[collection][submodule] = loaded[collection]
+    for collection, value in loaded.items():
+        new[collection][submodule] = value
     return new
