@@ -138,7 +138,7 @@ def _log(loop: Loop, step: int, metrics: dict) -> None:
             loop.writer.add_scalar(f'{loop.name}/{k}', v, step)
         loop.writer.flush()
     if parallel.is_chief():
-        summary = ' '.join(f'{k.split("/")[-1]}={v:.4f}' for k, v in metrics.items()
+        summary = ' '.join(f'{k.removeprefix("train/")}={v:.4f}' for k, v in metrics.items()
                            if not k.endswith('images_per_s') and k != 'epoch')
         print(f'[{loop.name}] step {step} (epoch {step / loop.steps_per_epoch:.2f}/{loop.max_epochs}) {summary} '
               f'({metrics.get("train/images_per_s", 0):.0f} img/s)', flush=True)
