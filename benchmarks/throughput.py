@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from wsol_jax import inference, methods, parallel  # noqa: E402
+from wsol_jax import inference, parallel  # noqa: E402
 from wsol_jax.data.dataset import Split  # noqa: E402
 from wsol_jax.data.pipeline import classification_batches  # noqa: E402
 from wsol_jax.train import steps  # noqa: E402
@@ -112,7 +112,7 @@ def main(_):
     mesh = parallel.make_mesh()
     parallel.check_batch_size(b, mesh, '--batch')
     print(f'{jax.device_count()} x {jax.devices()[0].device_kind}; batch {b}, {size} px, dtype {cfg.dtype}, '
-          f'f {cfg.f.depth} x{cfg.f.width}, g {cfg.g.depth} x{cfg.g.width}')
+          f'f {cfg.f.arch} x{cfg.f.width}, g {cfg.g.depth} x{cfg.g.width}')
     rng = np.random.default_rng(0)
     shape = (1, size, size, 3)
     f_cls = build_classifier(cfg, 200)
@@ -139,7 +139,8 @@ def main(_):
         elif what in ('g_method1', 'g_method2'):
             method = what.split('_')[1]
             f_model, f_vars = (f_cls, f_state.variables) if method == 'method1' else (f_emb, femb_state.variables)
-            fn = steps.compile_step(functools.partial(steps.g_step, g, f_model, cfg.g, size, methods.get(method).g_objective), mesh,
+            fn = steps.compile_step(functools.partial(steps.g_step, steps.frozen_apply(f_model), g, cfg.g, size,
+                                                      {'method1': steps.method1_objective, 'method2': steps.method2_objective}[method]), mesh,
                                     n_frozen=1, donate_state=False)
             args = (g_state, f_vars, single if method == 'method1' else triple, key)
             imgs, carry = (b if method == 'method1' else 3 * per), True

@@ -26,7 +26,7 @@ def get_config(arg: str = 'method1'):
     c.require_pretrained = True   # ImageNet weights; f/g.pretrained=none: from scratch on purpose
     c.data.update(dict(source='wsolevaluation', num_classes=1000, image_size=256, crop_size=224, val_split='val',
                        cache_codec='jpeg'))
-    c.f.update(dict(depth='resnet50', max_epochs=2, batch_size=128))
+    c.f.update(dict(arch='resnet50', max_epochs=2, batch_size=128))
     c.f.optimizer = optimizer(1e-4, 1e-4, decay_every=1)
     c.g.update(dict(depth='resnet50', batch_size=128, max_epochs=4))
     c.eval.batch_size = 256

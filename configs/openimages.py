@@ -21,7 +21,7 @@ def get_config(arg: str = 'method1'):
     c = base_config(arg)
     c.require_pretrained = True   # ImageNet weights; f/g.pretrained=none: from scratch on purpose
     c.data.update(dict(source='wsolevaluation', num_classes=100, image_size=256, crop_size=224, val_split='val'))
-    c.f.update(dict(depth='resnet50', max_epochs=40))
+    c.f.update(dict(arch='resnet50', max_epochs=40))
     c.f.optimizer = optimizer(1e-3, 1e-4, decay_every=16)
     c.g.update(dict(depth='resnet50', batch_size=128, max_epochs=20))
     return c

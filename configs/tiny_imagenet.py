@@ -13,7 +13,7 @@ def get_config(arg: str = 'method1'):
     c.require_pretrained = True   # ImageNet weights (Section 4); f/g.pretrained=none: from scratch
     c.data.update(dict(source='tiny_imagenet', num_classes=200, image_size=64, crop_size=64,
                        val_split='holdout', num_val=5000))
-    c.f.update(dict(depth='resnet50'))
+    c.f.update(dict(arch='resnet50'))
     c.g.update(dict(depth='resnet50', batch_size=128, max_epochs=1000))
     c.g.optimizer = optimizer(1e-4, 5e-5, decay_every=10_000)
     return c

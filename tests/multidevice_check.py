@@ -25,12 +25,13 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from wsol_jax import methods, parallel  # noqa: E402
+from wsol_jax import parallel  # noqa: E402
 from wsol_jax.models import Classifier, WeightMapNet  # noqa: E402
 from wsol_jax.train import steps  # noqa: E402
 from wsol_jax.train.state import create_train_state, make_optimizer  # noqa: E402
 
 CROP, B = 32, 16
+OBJECTIVES = {'method1': steps.method1_objective, 'method2': steps.method2_objective}
 KINDS = ('f_classifier', 'f_triplet', 'g_method1', 'g_method2')
 OPT = ml_collections.ConfigDict(dict(name='sgd', learning_rate=0.01, momentum=0.9, weight_decay=1e-4,
                                      decay_every=10, decay_factor=0.1))
@@ -51,7 +52,7 @@ def run(mesh, kind, dtype, n_steps=3):
         method = kind.split('_')[1]
         f_trip = Classifier(8, width=0.125, dtype=dtype) if method == 'method2' else f
         f_vars = create_train_state(f_trip, jax.random.key(0), (1, CROP, CROP, 3), make_optimizer(OPT, 10)).variables
-        fn = functools.partial(steps.g_step, g, f_trip, G_CFG, CROP, methods.get(method).g_objective)
+        fn = functools.partial(steps.g_step, steps.frozen_apply(f_trip), g, G_CFG, CROP, OBJECTIVES[method])
         state = create_train_state(g, jax.random.key(1), (1, CROP, CROP, 3), make_optimizer(OPT, 10))
         frozen = (parallel.replicate(f_vars, mesh),)
     assert all(x.dtype == dtype for x in jax.tree.leaves(state.params)), 'the check must run in one precision'

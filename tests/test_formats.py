@@ -443,7 +443,7 @@ def test_openimages_layout_runs_every_stage_with_ignore_regions(tmp_path):
     expected = fixtures.write_openimages(str(root), str(meta))
     cfg = load_config('openimages', 'method1')
     cfg.data.update(dict(root=str(root), metadata_dir=str(meta), num_classes=2, image_size=32, crop_size=32))
-    cfg.f.update(dict(depth='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
+    cfg.f.update(dict(arch='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
     cfg.g.update(dict(depth='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none'))
     cfg.eval.update(dict(batch_size=2, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1))
     data = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))
@@ -476,9 +476,9 @@ def test_ilsvrc_layout_runs_every_stage_through_the_jpeg_cache(tmp_path):
     root, meta = tmp_path / 'ILSVRC', tmp_path / 'metadata' / 'ILSVRC'
     expected = fixtures.write_ilsvrc(str(root), str(meta))
     cfg = load_config('imagenet', 'method1')
-    assert cfg.data.cache_codec == 'jpeg' and cfg.f.depth == cfg.g.depth == 'resnet50'
+    assert cfg.data.cache_codec == 'jpeg' and cfg.f.arch == cfg.g.depth == 'resnet50'
     cfg.data.update(dict(root=str(root), metadata_dir=str(meta), num_classes=3, image_size=32, crop_size=32))
-    cfg.f.update(dict(depth='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
+    cfg.f.update(dict(arch='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
     cfg.g.update(dict(depth='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none'))
     cfg.eval.update(dict(batch_size=4, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1))
     data = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))

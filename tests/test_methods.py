@@ -12,11 +12,27 @@ from wsol_jax.errors import ConfigError
 from wsol_jax.train.state import make_optimizer
 
 
+@pytest.mark.parametrize('method, kind, train, networks, target, output, objective', [
+    ('method1', 'classifier', True, ('f_classifier',), 'f_classifier', 'outputs', 'method1_objective'),
+    ('method1', 'encoder', True, ('f_classifier',), 'f_classifier', 'features', 'embedding_objective'),
+    ('method1', 'encoder', False, ('f_encoder',), 'f_encoder', 'features', 'embedding_objective'),
+    ('method2', 'classifier', True, ('f_classifier', 'f_siamese'), 'f_siamese', 'outputs', 'method2_objective'),
+    ('method2', 'encoder', True, ('f_classifier',), 'f_classifier', 'features', 'method2_objective'),
+    ('method2', 'encoder', False, ('f_encoder',), 'f_encoder', 'features', 'method2_objective'),
+])
+def test_what_g_compares_follows_the_method_and_the_kind_of_f(method, kind, train, networks, target, output,
+                                                               objective):
+    c = config_lib.base_config(method)
+    c.f.kind, c.f.train = kind, train
+    assert methods.f_networks(c) == networks
+    t = methods.g_target(c)
+    assert (t.f_network, t.f_output, t.objective.__name__) == (target, output, objective)
+    assert methods.has_classifier(c) == ('f_classifier' in networks)
+
+
 def test_the_methods_table_names_what_differs():
     assert tuple(methods.METHODS) == config_lib.METHODS
     m1, m2 = methods.get('method1'), methods.get('method2')
-    assert m1.f_networks == (workdir.F_CLASSIFIER,) and m1.g_uses == workdir.F_CLASSIFIER
-    assert m2.f_networks == (workdir.F_CLASSIFIER, workdir.F_SIAMESE) and m2.g_uses == workdir.F_SIAMESE
     assert (m1.images_per_example, m2.images_per_example) == (1, 3)
     assert methods.F_NETWORKS[workdir.F_SIAMESE].embedding and not methods.F_NETWORKS[workdir.F_CLASSIFIER].embedding
     with pytest.raises(ConfigError, match='method3'):

@@ -7,10 +7,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from wsol_jax import inference, methods, parallel
+from wsol_jax import inference, parallel
 from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from wsol_jax.models import Classifier, WeightMapNet
 from wsol_jax.train import steps
+
+OBJECTIVES = {'method1': steps.method1_objective, 'method2': steps.method2_objective}
 from wsol_jax.train.state import create_train_state, make_optimizer
 
 CROP = 32
@@ -35,7 +37,7 @@ def setup():
 def test_g_loss_has_no_gradient_for_f(setup, method):
     f, g, f_state, g_state, images = setup
     batch = images if method == 'method1' else np.stack([images, images[::-1], images[1:].repeat(2, 0)[:4]], 1)
-    loss = functools.partial(steps.g_loss, g, f, G_CFG, CROP, methods.get(method).g_objective)
+    loss = functools.partial(steps.g_loss, steps.frozen_apply(f), g, G_CFG, CROP, OBJECTIVES[method])
     # jit: one compile instead of op-by-op dispatch (minutes on 2 CPU cores)
     grad_g, grad_f = jax.jit(jax.grad(lambda gp, fv: loss(gp, g_state.batch_stats, fv, batch, jax.random.key(0))[0],
                                       argnums=(0, 1)))(g_state.params, f_state.variables)
@@ -46,7 +48,7 @@ def test_g_loss_has_no_gradient_for_f(setup, method):
 def test_g_step_leaves_f_untouched_and_updates_g_batch_stats(setup):
     f, g, f_state, g_state, images = setup
     mesh = parallel.make_mesh()
-    step = steps.compile_step(functools.partial(steps.g_step, g, f, G_CFG, CROP, steps.method1_objective), mesh,
+    step = steps.compile_step(functools.partial(steps.g_step, steps.frozen_apply(f), g, G_CFG, CROP, steps.method1_objective), mesh,
                               n_frozen=1, donate_state=False)
     f_vars = f_state.variables
     before = jax.tree.map(np.asarray, f_vars)
@@ -116,7 +118,7 @@ def test_bfloat16_loss_close_to_float32(setup):
     f16, g16 = Classifier(3, width=0.125, dtype=jnp.bfloat16), WeightMapNet(width=0.125, dtype=jnp.bfloat16)
     losses = {}
     for name, (fm, gm) in {'fp32': (f, g), 'bf16': (f16, g16)}.items():
-        fn = jax.jit(functools.partial(steps.g_loss, gm, fm, G_CFG, CROP, steps.method1_objective))
+        fn = jax.jit(functools.partial(steps.g_loss, steps.frozen_apply(fm), gm, G_CFG, CROP, steps.method1_objective))
         total, (parts, _) = fn(g_state.params, g_state.batch_stats, f_state.variables, images, jax.random.key(0))
         losses[name] = (float(total), float(parts['reg']))
     assert losses['bf16'][0] == pytest.approx(losses['fp32'][0], rel=0.03)

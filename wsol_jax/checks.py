@@ -42,7 +42,7 @@ def check_run(config, data: Dataset, mesh, stages: tuple[str, ...]) -> None:
     if 'train_f' in stages:
         _batch(config, 'f.batch_size', config.f.batch_size, n_train, mesh)
         if wants_pretrained(config.f.pretrained):
-            check_pretrained(config.f.pretrained, config.f.depth, config.f.width)
+            check_pretrained(config.f.pretrained, config.f.arch, config.f.width)
     if 'train_g' in stages:
         _batch(config, 'g.batch_size', config.g.batch_size, n_train, mesh)
         if wants_pretrained(config.g.pretrained):

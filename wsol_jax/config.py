@@ -10,6 +10,9 @@ import ml_collections
 from wsol_jax.errors import ConfigError
 from wsol_jax.localization import BOX_RULES
 from wsol_jax.losses import MASK_SPACES
+from wsol_jax.models.classifier import KINDS
+from wsol_jax.models.pretrained import wants_pretrained
+from wsol_jax.models.registry import ARCHS
 from wsol_jax.models.resnet import RESNET_SPECS
 from wsol_jax.models.weight_map import DECODERS
 
@@ -59,7 +62,11 @@ def base_config(method: str) -> ml_collections.ConfigDict:
         num_val=500,
         on_bad_sample='error'))  # error | skip (missing or corrupt files)
     c.f = ml_collections.ConfigDict(dict(
-        depth='resnet18', width=1.0, embed_dim=200, margin=1.0, batch_size=16,
+        arch='resnet18',         # any of wsol_jax.models.registry.ARCHS (ResNets, ViTs, ConvNeXt); the paper: resnet18
+        kind='classifier',       # what g compares: classifier (f's class distribution, Eq. 1; Method II: the
+                                 # Siamese f) | encoder (f's pooled features: f as a black box, Section 5)
+        train=True,              # False: f is the encoder in f.pretrained, used as it is (no train_f, no labels for g)
+        width=1.0, embed_dim=200, margin=1.0, batch_size=16,
         max_epochs=200,          # the budget's cap (the paper: 200 epochs)
         patience=0,              # stop after this many validation scores without a more accurate f; 0: max_epochs
         eval_every_steps=0,      # steps between validation scores (accuracy); 0: once an epoch
@@ -137,8 +144,18 @@ def validate(config) -> None:
             raise ConfigError(f'config.{key}: {msg}')
     need(config.method in METHODS, 'method', f'must be one of {METHODS}, got {config.method!r}')
     need(config.dtype in DTYPES, 'dtype', f'must be one of {DTYPES}, got {config.dtype!r}')
+    need(config.f.arch in ARCHS, 'f.arch', f'must be one of {", ".join(ARCHS)}, got {config.f.arch!r}')
+    need(config.g.depth in RESNET_SPECS, 'g.depth', f'must be one of {sorted(RESNET_SPECS)} (g is a ResNet U-Net)')
+    need(config.f.kind in KINDS, 'f.kind', f'must be one of {KINDS}, got {config.f.kind!r}')
+    if not config.f.train:
+        need(config.f.kind == 'encoder', 'f.train', 'False uses f.pretrained as an encoder: set --config.f.kind=encoder '
+             '(a classifier f from a file would need a class head for this data set)')
+        need(wants_pretrained(config.f.pretrained), 'f.pretrained', 'must name the weight file of the encoder when '
+             'f.train=False')
+    patch = ARCHS[config.f.arch].options.get('patch_size')
+    need(not patch or config.data.crop_size % patch == 0, 'data.crop_size',
+         f'must be divisible by the patch size {patch} of f.arch={config.f.arch}')
     for net in ('f', 'g'):
-        need(config[net].depth in RESNET_SPECS, f'{net}.depth', f'must be one of {sorted(RESNET_SPECS)}')
         need(config[net].width > 0, f'{net}.width', 'must be positive')
         need(config[net].max_epochs >= 1, f'{net}.max_epochs', 'must be at least 1')
         need(config[net].patience >= 0, f'{net}.patience', 'must be >= 0 (0: train max_epochs)')
@@ -173,7 +190,7 @@ def validate(config) -> None:
         for net in ('f', 'g'):
             need(bool(config[net].pretrained), f'{net}.pretrained',
                  f'is empty, but this config reproduces the paper only from ImageNet weights: download '
-                 f'{PRETRAINED_FILES.get(config[net].depth, "the torchvision weights")} and pass '
+                 f'{PRETRAINED_FILES.get(config.f.arch if net == "f" else config.g.depth, "the torchvision weights")} and pass '
                  f'--config.{net}.pretrained=PATH, or --config.{net}.pretrained=none to train from scratch on purpose')
 
 

@@ -55,7 +55,8 @@ def _setup(ctx: Context, model, net_cfg, init_name: str, abstract: bool,
         return abstract_train_state(model, shape, tx, parallel.replicated_sharding(ctx.mesh)), n_steps
     state = create_train_state(model, ctx.key(init_name), shape, tx)
     if wants_pretrained(net_cfg.pretrained):
-        variables = load_backbone(state.variables, net_cfg.pretrained, net_cfg.depth, net_cfg.width, backbone)
+        arch = net_cfg.arch if 'arch' in net_cfg else net_cfg.depth   # f: any registered architecture; g: a ResNet
+        variables = load_backbone(state.variables, net_cfg.pretrained, arch, net_cfg.width, backbone)
         state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
         print(f'[{init_name[5:]}] {backbone} initialised from {net_cfg.pretrained}')
     return parallel.replicate(state, ctx.mesh), n_steps
@@ -64,7 +65,10 @@ def _setup(ctx: Context, model, net_cfg, init_name: str, abstract: bool,
 def f_setup(ctx: Context, network: str, abstract: bool = False) -> tuple[object, TrainState, int]:
     """`(model, train state, steps per epoch)` of the f network `network` (a workdir stage name)."""
     cfg = ctx.config
-    model = build_classifier(cfg, cfg.f.embed_dim if methods.F_NETWORKS[network].embedding else ctx.data.num_classes)
+    if network == workdir_lib.F_ENCODER:
+        model = build_classifier(cfg, 0, 'encoder')
+    else:
+        model = build_classifier(cfg, cfg.f.embed_dim if methods.F_NETWORKS[network].embedding else ctx.data.num_classes)
     state, n_steps = _setup(ctx, model, cfg.f, 'init_f', abstract, 'backbone')
     if not abstract and network == workdir_lib.F_SIAMESE and cfg.f.get('siamese_from_classifier', False):
         state = _with_classifier_backbone(ctx, state)
@@ -78,7 +82,8 @@ def _with_classifier_backbone(ctx: Context, state: TrainState) -> TrainState:
     _, classifier = frozen_f(ctx, workdir_lib.F_CLASSIFIER)
     params, stats = dict(state.params), dict(state.batch_stats)
     params['backbone'] = classifier['params']['backbone']
-    stats['backbone'] = classifier['batch_stats']['backbone']
+    if 'backbone' in classifier['batch_stats']:   # a ViT has no BatchNorm
+        stats['backbone'] = classifier['batch_stats']['backbone']
     print(f'[{workdir_lib.F_SIAMESE}] backbone initialised from the trained {workdir_lib.F_CLASSIFIER}')
     return state.replace(params=params, batch_stats=stats)
 
@@ -94,8 +99,14 @@ def f_budget(ctx: Context, network: str, steps_per_epoch: int):
 
 
 def kept_f_step(ctx: Context, network: str, steps_per_epoch: int) -> int:
-    """The step of the f network `network` that its budget kept; `WorkdirError` unless it finished."""
+    """The step of the f network `network` that its budget kept; `WorkdirError` unless it finished.
+    An encoder imported from its file (`f.train=False`) has one checkpoint, step 0."""
     spec = f_budget(ctx, network, steps_per_epoch)
+    if network == workdir_lib.F_ENCODER:
+        if 0 not in checkpoint.saved_steps(spec.directory):
+            raise WorkdirError(f'no checkpoint of f ({network}) in {ctx.workdir}; run the stage that imports it first: '
+                               '--stage=train_f')
+        return 0
     latest = checkpoint.latest_step(spec.directory)
     history = loop.read_history(spec.history_path, latest or 0)
     if latest is None or not loop.finished(spec, history, latest):

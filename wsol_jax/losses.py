@@ -82,6 +82,26 @@ def method1_loss(logits_image: jnp.ndarray, logits_masked: jnp.ndarray, weight_m
     agree = jnp.mean(jnp.argmax(logits_masked, -1) == jnp.argmax(logits_image, -1))
     return total, {'ce': ce, 'reg': reg, 'agreement': agree, 'map_mean': jnp.mean(weight_map)}
 
+def cosine_distance(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """`1 - cos(a, b)` of `(N, D)` rows, `(N,)` in [0, 2]; the small constant keeps an all-zero row finite."""
+    a = a / jnp.sqrt(jnp.sum(jnp.square(a), axis=-1, keepdims=True) + 1e-12)
+    b = b / jnp.sqrt(jnp.sum(jnp.square(b), axis=-1, keepdims=True) + 1e-12)
+    return 1.0 - jnp.sum(a * b, axis=-1)
+
+
+def embedding_loss(emb_image: jnp.ndarray, emb_masked: jnp.ndarray, weight_map: jnp.ndarray,
+                   reg_weight: float = 1.0) -> tuple[jnp.ndarray, Parts]:
+    """Eq. 1 for an encoder f (pooled features, no classes): D = cosine distance of `f(I)` and
+    `f(I * M)`, R = L1. Why the cosine: Eq. 1 asks that f "sees the same" in the weighted image; an
+    encoder's features carry that in their direction (its users compare them by cosine, and the
+    scale of features is arbitrary, which would otherwise set lambda); the target `f(I)` is fixed.
+    Args: `(N, D)` features of `f(I)` and `f(I * M)`; `weight_map` `(N, H, W)`."""
+    target = jax.lax.stop_gradient(emb_image)
+    distance = jnp.mean(cosine_distance(target, emb_masked))
+    reg = sparsity(weight_map)
+    return distance + reg_weight * reg, {'cosine': distance, 'reg': reg, 'map_mean': jnp.mean(weight_map)}
+
+
 def inner_triplet_loss(emb_image: jnp.ndarray, emb_foreground: jnp.ndarray, emb_background: jnp.ndarray,
                        margin: float = 1.0) -> jnp.ndarray:
     """Eq. 3: the masked anchor `J^f_a = M_a * I_a` must stay closer to the image `I_a` than its

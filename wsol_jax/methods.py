@@ -35,11 +35,18 @@ class FNetwork:
 @dataclasses.dataclass(frozen=True)
 class Method:
     name: str
-    f_networks: tuple[str, ...]   # trained by train_f, in order
-    g_uses: str                   # the f inside g's objective
     images_per_example: int
     batches: Callable
-    g_objective: Callable         # steps.method1_objective / steps.method2_objective
+    equations: str
+
+
+@dataclasses.dataclass(frozen=True)
+class GTarget:
+    """What g's objective asks of f: the workdir network, its output (`'outputs'`: logits or the
+    Siamese embedding; `'features'`: the pooled features of f used as an encoder) and the objective."""
+    f_network: str
+    f_output: str
+    objective: Callable           # steps.method1_objective, steps.embedding_objective, steps.method2_objective
     equations: str
 
 
@@ -56,14 +63,46 @@ F_NETWORKS = {
             steps.f_triplet_step, model, crop, f_cfg.margin, erase_prob=f_cfg.erase_prob,
             blank_weight=f_cfg.blank_weight, mask_space=g_cfg.mask_space),
         measure='nearest class mean (top-1)'),
+    # f from a weight file used as it is (f.train=False): imported, never trained
+    workdir.F_ENCODER: FNetwork(workdir.F_ENCODER, embedding=True, images_per_example=1, batches=None, step=None,
+                                measure='nearest class mean of its features (top-1)'),
 }
 
 METHODS = {
-    'method1': Method('method1', (workdir.F_CLASSIFIER,), workdir.F_CLASSIFIER, 1, classification_batches,
-                      steps.method1_objective, 'Eq. 1 (cross-entropy D, L1 R)'),
-    'method2': Method('method2', (workdir.F_CLASSIFIER, workdir.F_SIAMESE), workdir.F_SIAMESE, 3, triplet_batches,
-                      steps.method2_objective, 'Eq. 3 + Eq. 4 + lambda R'),
+    'method1': Method('method1', 1, classification_batches, 'Eq. 1 (cross-entropy D, L1 R)'),
+    'method2': Method('method2', 3, triplet_batches, 'Eq. 3 + Eq. 4 + lambda R'),
 }
+
+
+def f_networks(config) -> tuple[str, ...]:
+    """The f networks the run trains (or imports), in order. The classifier, where there is one,
+    also gives Top-1 cls/loc and the CAM baseline."""
+    if not config.f.train:
+        return (workdir.F_ENCODER,)
+    if config.method == 'method2' and config.f.kind == 'classifier':
+        return (workdir.F_CLASSIFIER, workdir.F_SIAMESE)
+    return (workdir.F_CLASSIFIER,)
+
+
+def g_target(config) -> GTarget:
+    """The f inside g's objective, and the objective: Eq. 1 on a classifier's distribution, its
+    embedding form on an encoder's features (Method I); Eq. 3 + 4 on the Siamese f's embedding or on
+    an encoder's features (Method II)."""
+    encoder = config.f.kind == 'encoder' or not config.f.train
+    network = workdir.F_ENCODER if not config.f.train else (
+        workdir.F_SIAMESE if config.method == 'method2' and not encoder else workdir.F_CLASSIFIER)
+    output = 'features' if encoder else 'outputs'
+    if config.method == 'method2':
+        return GTarget(network, output, steps.method2_objective, 'Eq. 3 + Eq. 4 + lambda R')
+    if encoder:
+        return GTarget(network, output, steps.embedding_objective,
+                       'Eq. 1 with D the cosine distance of f\'s features, L1 R')
+    return GTarget(network, output, steps.method1_objective, 'Eq. 1 (cross-entropy D, L1 R)')
+
+
+def has_classifier(config) -> bool:
+    """Whether the run has a classifier f for Top-1 cls/loc and the CAM baseline."""
+    return workdir.F_CLASSIFIER in f_networks(config)
 
 
 def get(name: str) -> Method:

@@ -47,7 +47,7 @@ def _writer(workdir: str):
 
 def trained_stages(config) -> tuple[str, ...]:
     """The stage folders this config trains, in order."""
-    return methods.get(config.method).f_networks + (workdir_lib.G,)
+    return methods.f_networks(config) + (workdir_lib.G,)
 
 
 def run(config, workdir: str, stage: str = 'all') -> dict:

@@ -3,6 +3,7 @@
 Layout of `<workdir>/`:
   f_classifier/        Orbax checkpoints of the classifier f (Method I's f; Top-1 cls and CAM in both)
   f_siamese/           Orbax checkpoints of the Siamese f (Method II)
+  f_encoder/           f imported from its weight file and used as an encoder (f.train=False)
   g/                   Orbax checkpoints of g: the best-S epoch and the latest (or every epoch)
   g_history.json       metrics of every epoch of g (mean S, ...): what the selection reads
   f_*_history.json     metrics of every epoch of each f
@@ -29,12 +30,12 @@ from typing import Any
 from wsol_jax import parallel
 from wsol_jax.errors import WorkdirError
 
-F_CLASSIFIER, F_SIAMESE, G = 'f_classifier', 'f_siamese', 'g'
+F_CLASSIFIER, F_SIAMESE, F_ENCODER, G = 'f_classifier', 'f_siamese', 'f_encoder', 'g'
 G_HISTORY, F_QUALITY, FINGERPRINTS = 'g_history.json', 'f_quality.json', 'fingerprints'
 STRIP, SELECTION, TIMINGS = 'strip', 'selection.json', 'timings.json'
 CONFIG, CLASSES, SCOREMAPS, EXPORT, PREDICTIONS = 'config.json', 'classes.json', 'scoremaps', 'export', 'predictions'
 REPORTS = ('results.json', 'results.md', 'selection.png', 'overlays.png', 'strip.png')
-TRAINED = (F_CLASSIFIER, F_SIAMESE, G)   # in the order they are trained
+TRAINED = (F_CLASSIFIER, F_SIAMESE, F_ENCODER, G)   # in the order they are trained
 
 
 def history_name(stage: str) -> str:
@@ -75,6 +76,8 @@ def fingerprint(config, stage: str) -> dict[str, Any]:
         if flat.get('f.blank_weight'):   # the blank image is what g's zero map makes: it depends on this
             keys['g.mask_space'] = flat['g.mask_space']
         return keys
+    if stage == F_ENCODER:   # imported from its weight file, trained on nothing
+        return {**common, **{k: v for k, v in f_keys.items() if k in ('f.arch', 'f.width', 'f.pretrained')}}
     if stage == F_SIAMESE:
         keys = {**common, **{k: v for k, v in f_keys.items() if k not in BUDGET_KEYS['f']}}
         if flat.get('f.siamese_from_classifier'):   # it starts from the classifier its budget kept
@@ -156,7 +159,7 @@ def remove_from(workdir: str, stage: str) -> None:
     doomed = [*later, *(f'{FINGERPRINTS}/{s}.json' for s in later), *map(history_name, later), SELECTION, *REPORTS]
     if G in later:
         doomed.append(STRIP)
-    if stage in (F_CLASSIFIER, F_SIAMESE):
+    if stage in (F_CLASSIFIER, F_SIAMESE, F_ENCODER):
         doomed.append(F_QUALITY)
     for name in doomed:
         p = path(workdir, name)

@@ -58,6 +58,11 @@ class Classifier(nn.Module):
         out = self.backbone(x, train)
         return jnp.mean(out[-1], axis=(1, 2)) if self.family == 'resnet' else out
 
+    def embed(self, x) -> jnp.ndarray:
+        """The pooled features `(N, D)` of f as an encoder (evaluation mode), in `output_dtype`: what g
+        compares when f is used without its head (`f.kind='encoder'`)."""
+        return self._out(self.features(x, False))
+
     def __call__(self, x, train: bool = False) -> jnp.ndarray:
         pooled = self.features(x, train)
         return self._out(self.head(pooled) if self.kind == 'classifier' else pooled)

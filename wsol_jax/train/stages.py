@@ -35,7 +35,10 @@ def train_f(ctx: Context) -> None:
     split as it trains (`train.budgets`: its most accurate point is kept, and with `f.patience` it
     stops when it no longer improves). They are frozen afterwards; the kept accuracy is recorded."""
     cfg = ctx.config
-    for name in ctx.method.f_networks:
+    for name in methods.f_networks(cfg):
+        if name == workdir_lib.F_ENCODER:
+            import_encoder(ctx)
+            continue
         network = methods.F_NETWORKS[name]
         model, state, n_steps = f_setup(ctx, name)
         fn = network.step(model, ctx.crop, cfg.f, cfg.g)
@@ -49,6 +52,31 @@ def train_f(ctx: Context) -> None:
         _, history = loop.run(spec, state, steps.compile_step(fn, ctx.mesh), batches, ctx.key(name),
                               lambda step, s: {budgets.F_SCORE: accuracy(s.variables)})
         _record_f_quality(ctx, name, spec, history)
+
+
+def import_encoder(ctx: Context) -> None:
+    """`f.train=False`: f is the encoder in `f.pretrained`, used as it is. It is checked, saved as
+    the stage's one checkpoint (step 0, so that every later stage restores f the same way) and its
+    features measured by the nearest class mean where the validation split has labels."""
+    name, cfg = workdir_lib.F_ENCODER, ctx.config
+    model, state, n_steps = f_setup(ctx, name)
+    spec = budgets.f_loop(cfg, ctx.workdir, name, n_steps)
+    if 0 not in checkpoint.saved_steps(spec.directory):
+        if parallel.is_chief():
+            workdir_lib.record(ctx.workdir, cfg, name)
+        history = {0: {'epoch': 0.0, budgets.F_SCORE: f_accuracy_fn(ctx, name, model)(state.variables)}}
+        mgr = checkpoint.manager(spec.directory)
+        if parallel.is_chief():
+            loop.write_history(spec.history_path, history)
+        checkpoint.save(mgr, 0, state, {'step': 0, 'epoch': 0.0, 'metrics': history[0]})
+        mgr.wait_until_finished()
+        print(f'[{name}] {cfg.f.arch} from {cfg.f.pretrained}, used as an encoder (not trained)')
+    history = loop.read_history(spec.history_path, 0)
+    kept = history[0]
+    entry = {'val_accuracy': kept[budgets.F_SCORE], 'chance': 1.0 / ctx.data.num_classes,
+             'measure': methods.F_NETWORKS[name].measure, 'kept_step': 0, 'kept_epoch': 0.0, 'last_step': 0,
+             'last_epoch': 0.0, 'stopped': 'imported'}
+    _write_f_quality(ctx, name, entry)
 
 
 def _outputs(ctx: Context, fn, split: Split) -> np.ndarray:
@@ -86,6 +114,10 @@ def _record_f_quality(ctx: Context, name: str, spec: loop.Loop, history: loop.Hi
              'measure': methods.F_NETWORKS[name].measure, 'kept_step': kept, 'kept_epoch': kept / spec.steps_per_epoch,
              'last_step': last, 'last_epoch': last / spec.steps_per_epoch,
              'stopped': loop.finished(spec, history, last)}
+    return _write_f_quality(ctx, name, entry)
+
+
+def _write_f_quality(ctx: Context, name: str, entry: dict) -> dict:
     if parallel.is_chief():
         quality = workdir_lib.read_json(ctx.path(workdir_lib.F_QUALITY), {})
         quality[name] = entry
@@ -148,11 +180,12 @@ def train_g(ctx: Context) -> None:
     epoch) the mean S on the validation split, the history, and the checkpoints of the selected and
     the latest point; with `g.patience` it stops once mean S has not come back within the
     selection's tolerance of its best for that many scores."""
-    cfg, method = ctx.config, ctx.method
-    check_f_quality(ctx, (method.g_uses,))
-    f_model, f_vars = frozen_f(ctx, method.g_uses)
+    cfg, method, target = ctx.config, ctx.method, methods.g_target(ctx.config)
+    check_f_quality(ctx, (target.f_network,))
+    f_model, f_vars = frozen_f(ctx, target.f_network)
     g_model, state, n_steps = g_setup(ctx)
-    fn = functools.partial(steps.g_step, g_model, f_model, cfg.g, ctx.crop, method.g_objective)
+    fn = functools.partial(steps.g_step, steps.frozen_apply(f_model, target.f_output), g_model, cfg.g, ctx.crop,
+                           target.objective)
     compiled = steps.compile_step(fn, ctx.mesh, n_frozen=1)
     step = lambda s, batch, rng: compiled(s, f_vars, batch, rng)
     batches = functools.partial(method.batches, ctx.data.train, cfg.g.batch_size, ctx.mesh, threads=cfg.data.read_threads)

@@ -36,9 +36,10 @@ def parameter_dtype(model) -> jnp.dtype:
     return output_dtype(getattr(model, 'dtype', jnp.float32))
 
 
-def build_classifier(config, num_outputs: int) -> Classifier:
-    """`f` for Method I (`num_outputs` = classes) or Method II (`num_outputs` = embedding)."""
-    return Classifier(num_outputs, config.f.depth, config.f.width, compute_dtype(config.dtype))
+def build_classifier(config, num_outputs: int, kind: str = 'classifier') -> Classifier:
+    """`f` with a head of `num_outputs` (the classes; Method II's embedding), or an encoder
+    (`kind='encoder'`, `num_outputs` 0: its pooled features)."""
+    return Classifier(num_outputs, config.f.arch, config.f.width, compute_dtype(config.dtype), kind)
 
 
 def build_weight_map_net(config) -> WeightMapNet:
@@ -98,5 +99,5 @@ def create_train_state(model, rng: jax.Array, input_shape: tuple[int, ...],
         variables = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, variables)
     return TrainState.create(apply_fn=model.apply,
                              params=variables['params'] if params is None else params,
-                             batch_stats=variables['batch_stats'] if batch_stats is None else batch_stats,
+                             batch_stats=variables.get('batch_stats', {}) if batch_stats is None else batch_stats,   # ViTs have none
                              tx=tx)

@@ -100,6 +100,18 @@ def _g_forward(g_model, params, batch_stats, x):
     return out, updates['batch_stats']
 
 
+def embedding_objective(g_apply, f_apply, mask, g_cfg, crop_size: int, images_uint8, rng):
+    """Method I for an encoder f (`f.kind='encoder'`: pooled features, no class head): Eq. 1 with D
+    the cosine distance between `f(I)` and `f(I * g(I))`, plus `lambda R(g(I))`. Returns `(loss,
+    parts, new batch stats of g)`."""
+    images = augment(images_uint8, rng, crop_size)
+    weight_map, new_batch_stats = g_apply(images)
+    emb_image = jax.lax.stop_gradient(f_apply(images))
+    emb_masked = f_apply(mask(images, weight_map))
+    loss, parts = losses.embedding_loss(emb_image, emb_masked, weight_map, g_cfg.reg_weight)
+    return loss, parts, new_batch_stats
+
+
 def method1_objective(g_apply, f_apply, mask, g_cfg, crop_size: int, images_uint8, rng):
     """Method I (Eq. 1): `f(I)` and `f(I * g(I))` agree, plus `lambda R(g(I))`.
     `images_uint8` `(B, S, S, 3)`. Returns `(loss, parts, new batch stats of g)`."""
@@ -128,26 +140,36 @@ def method2_objective(g_apply, f_apply, mask, g_cfg, crop_size: int, images_uint
     return loss, parts, new_batch_stats
 
 
-def g_loss(g_model, f_model, g_cfg, crop_size: int, objective: Callable, params, batch_stats, f_vars,
+def frozen_apply(f_model, f_output: str = 'outputs') -> Callable:
+    """`(f_vars, images) -> outputs` of a frozen f in evaluation mode (running BatchNorm statistics):
+    its logits or embedding (`'outputs'`), or its pooled features as an encoder (`'features'`)."""
+    if f_output == 'features':
+        return lambda v, x: f_model.apply(v, x, method='embed')
+    if f_output != 'outputs':
+        raise ValueError(f"f_output must be 'outputs' or 'features', got {f_output!r}")
+    return lambda v, x: f_model.apply(v, x, train=False)
+
+
+def g_loss(f_apply, g_model, g_cfg, crop_size: int, objective: Callable, params, batch_stats, f_vars,
            images_uint8, rng):
-    """The objective of `g` (`method1_objective` or `method2_objective`, as
-    `wsol_jax.methods` names them), `f` frozen: its variables pass through `stop_gradient` and
-    its BatchNorm uses running statistics.
+    """The objective of `g` (`method1_objective`, `embedding_objective` or `method2_objective`, as
+    `wsol_jax.methods` names them) with `f` frozen: `f_apply(f_vars, images)` (`frozen_apply`, or
+    any jit-traceable function of normalised images) sees its variables through `stop_gradient`.
 
     Returns `(total, (parts, new_batch_stats_of_g))`.
     """
     f_vars = jax.lax.stop_gradient(f_vars)
-    f_apply = lambda x: f_model.apply(f_vars, x, train=False)
+    f_apply_vars = functools.partial(f_apply, f_vars)
     mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
     mask = functools.partial(losses.apply_weight_map, mask_space=g_cfg.mask_space, mean=mean, std=std)
     g_apply = functools.partial(_g_forward, g_model, params, batch_stats)
-    loss, parts, new_batch_stats = objective(g_apply, f_apply, mask, g_cfg, crop_size, images_uint8, rng)
+    loss, parts, new_batch_stats = objective(g_apply, f_apply_vars, mask, g_cfg, crop_size, images_uint8, rng)
     return loss, (parts, new_batch_stats)
 
 
-def g_step(g_model, f_model, g_cfg, crop_size: int, objective: Callable, state: TrainState, f_vars, batch, rng):
-    """One step of `g`; gradients reach only `g`'s parameters."""
-    loss_fn = functools.partial(g_loss, g_model, f_model, g_cfg, crop_size, objective)
+def g_step(f_apply, g_model, g_cfg, crop_size: int, objective: Callable, state: TrainState, f_vars, batch, rng):
+    """One step of `g` (`f_apply` as in `g_loss`); gradients reach only `g`'s parameters."""
+    loss_fn = functools.partial(g_loss, f_apply, g_model, g_cfg, crop_size, objective)
     return _apply_update(state, lambda p: loss_fn(p, state.batch_stats, f_vars, batch['image'], rng))
 
 
