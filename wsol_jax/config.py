@@ -139,6 +139,21 @@ def from_scratch(c: ml_collections.ConfigDict, width: float = 0.25) -> ml_collec
 
 def validate(config) -> None:
     """Raise `ConfigError` naming the key for values that cannot work."""
+    validate_training(config)
+    from wsol_jax.data import check_source
+    check_source(config)
+    if config.require_pretrained:
+        for net in ('f', 'g'):
+            if not config[net].pretrained:
+                raise ConfigError(
+                    f'config.{net}.pretrained: is empty, but this config reproduces the paper only from ImageNet '
+                    f'weights: download {PRETRAINED_FILES.get(config.f.arch if net == "f" else config.g.depth, "the torchvision weights")} '
+                    f'and pass --config.{net}.pretrained=PATH, or --config.{net}.pretrained=none to train from scratch on purpose')
+
+
+def validate_training(config) -> None:
+    """The values of the networks, their training and the evaluation (no data source): what
+    `fit_weight_map` needs too."""
     def need(ok, key, msg):
         if not ok:
             raise ConfigError(f'config.{key}: {msg}')
@@ -182,16 +197,6 @@ def validate(config) -> None:
     need(crop % 32 == 0, 'data.crop_size', f'must be divisible by 32 (g downscales 32x), got {crop}')
     need(crop <= size, 'data.crop_size', f'must not exceed data.image_size={size}')
     need(0 < config.eval.threshold_ratio < 1, 'eval.threshold_ratio', 'must be in (0, 1)')
-    need(config.data.val_split in ('holdout', 'val'), 'data.val_split', "must be 'holdout' or 'val'")
-    need(config.data.on_bad_sample in ('error', 'skip'), 'data.on_bad_sample', "must be 'error' or 'skip'")
-    from wsol_jax.data import check_source
-    check_source(config)
-    if config.require_pretrained:
-        for net in ('f', 'g'):
-            need(bool(config[net].pretrained), f'{net}.pretrained',
-                 f'is empty, but this config reproduces the paper only from ImageNet weights: download '
-                 f'{PRETRAINED_FILES.get(config.f.arch if net == "f" else config.g.depth, "the torchvision weights")} and pass '
-                 f'--config.{net}.pretrained=PATH, or --config.{net}.pretrained=none to train from scratch on purpose')
 
 
 PRETRAINED_FILES = {'resnet18': 'https://download.pytorch.org/models/resnet18-f37072fd.pth',

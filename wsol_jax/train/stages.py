@@ -176,16 +176,22 @@ def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
 
 
 def train_g(ctx: Context) -> None:
-    """Stage train_g: `g` with `f` frozen; every `g.eval_every_steps` steps (by default once an
-    epoch) the mean S on the validation split, the history, and the checkpoints of the selected and
-    the latest point; with `g.patience` it stops once mean S has not come back within the
-    selection's tolerance of its best for that many scores."""
-    cfg, method, target = ctx.config, ctx.method, methods.g_target(ctx.config)
+    """Stage train_g: `g` with `f` frozen (the f of `methods.g_target`); see `fit_g`."""
+    target = methods.g_target(ctx.config)
     check_f_quality(ctx, (target.f_network,))
     f_model, f_vars = frozen_f(ctx, target.f_network)
+    fit_g(ctx, steps.frozen_apply(f_model, target.f_output), f_vars, target.objective)
+
+
+def fit_g(ctx: Context, f_apply, f_vars, objective) -> loop.History:
+    """Train g against the frozen `f_apply(f_vars, normalised images)` with `objective` (a
+    `steps.*_objective`); every `g.eval_every_steps` steps (by default once an epoch) the mean S on
+    the validation split, the history, and the checkpoints of the selected and the latest point;
+    with `g.patience` it stops once mean S has not come back within the selection's tolerance of
+    its best for that many scores. Returns the history of scored points."""
+    cfg, method = ctx.config, ctx.method
     g_model, state, n_steps = g_setup(ctx)
-    fn = functools.partial(steps.g_step, steps.frozen_apply(f_model, target.f_output), g_model, cfg.g, ctx.crop,
-                           target.objective)
+    fn = functools.partial(steps.g_step, f_apply, g_model, cfg.g, ctx.crop, objective)
     compiled = steps.compile_step(fn, ctx.mesh, n_frozen=1)
     step = lambda s, batch, rng: compiled(s, f_vars, batch, rng)
     batches = functools.partial(method.batches, ctx.data.train, cfg.g.batch_size, ctx.mesh, threads=cfg.data.read_threads)
@@ -208,7 +214,7 @@ def train_g(ctx: Context) -> None:
                   f'on {100 * scores["val/collapsed"]:.0f}% of the validation images')
         return scores
 
-    loop.run(spec, state, step, batches, ctx.key('g'), score)
+    return loop.run(spec, state, step, batches, ctx.key('g'), score)[1]
 
 
-__all__ = ['train_f', 'train_g', 'check_f_quality', 'f_accuracy_fn', 'validation_scores']
+__all__ = ['train_f', 'train_g', 'fit_g', 'check_f_quality', 'f_accuracy_fn', 'validation_scores']
