@@ -27,17 +27,23 @@ Each image: one object, scaled so that the square root of its box area is 15-60 
 Output (paths relative to --out; the same arguments give byte-identical files):
     images/{train,val,test}/NNNNN.jpg           JPEG quality 90
     masks/{val,test}/NNNNN.png                  255 = object
+    masks/{val,test}/NNNNN_ignore.png           all 0 (no ignore regions; their MaskEvaluator needs the file)
     metadata/<split>/image_ids.txt              images/train/00000.jpg
                      class_labels.txt           images/train/00000.jpg,3
                      image_sizes.txt            images/train/00000.jpg,96,96
-    metadata/{val,test}/localization.txt        images/val/00000.jpg,12,30,60,71
-                                                images/val/00000.jpg,masks/val/00000.png,
+    metadata/{val,test}/localization.txt        --loc=masks (default), their OpenImages layout:
+                                                images/val/00000.jpg,masks/val/00000.png,masks/val/00000_ignore.png
+                                                --loc=boxes, their CUB / ILSVRC layout:
+                                                images/val/00000.jpg,12,30,60,71
     classes.txt, README.txt (provenance and licences), preview.png (4x8 test images, boxes drawn)
 
-localization.txt holds both the box line and the mask line of each image: wsol_jax's
-`wsolevaluation` reader takes 5-field lines as boxes and 2- or 3-field lines as masks, so the
-records get the box for top-1 Loc / MaxBoxAcc and the mask for PxAP. (clovaai's own loader reads
-a localization.txt as all boxes or all masks; `--loc=boxes` or `--loc=masks` writes only one kind.)
+localization.txt is in clovaai/wsolevaluation's layout, one kind of line per file as its loader
+requires (`get_bounding_boxes` splits every line into 5 fields, `get_mask_paths` into 3, the
+ignore file on the first line of each image). With masks, wsol_jax's reader takes each box as the
+mask's bounding rectangle, which is the box the set defines (above), so the records get both the
+box (GT-known / Top-1 loc, MaxBoxAcc) and the mask (PxAP). To score maps with their evaluator,
+use the metadata that `--config.eval.save_maps=True` writes into the workdir (boxes and masks, in
+the folders their `--metadata_root`/`--mask_root` expect).
 
 The set is built in `<out>.tmp` and renamed to `<out>` when complete; an existing `<out>` is
 replaced only with --overwrite.
@@ -102,9 +108,9 @@ CLASSES = [name for name, _, _ in OBJECTS]
 
 # Photographs that backgrounds are cropped from (any but the object's own source).
 LOC_HELP = {
-    'both': 'per image a box line path,x0,y0,x1,y1 and a mask line path,mask_path, (wsol_jax reads both)',
-    'boxes': 'box lines path,x0,y0,x1,y1 only (the masks are still in masks/)',
-    'masks': 'mask lines path,mask_path, only (the box is then the mask\'s bounding rectangle)'}
+    'boxes': 'box lines path,x0,y0,x1,y1 (wsolevaluation\'s CUB / ILSVRC layout; the masks are still in masks/)',
+    'masks': 'mask lines path,mask_path,ignore_path (wsolevaluation\'s OpenImages layout; the box is the mask\'s '
+             'bounding rectangle)'}
 
 BACKGROUNDS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'camera', 'coins', 'brick', 'grass', 'gravel',
                'moon', 'hubble_deep_field', 'immunohistochemistry', 'motorcycle', 'china', 'flower',
@@ -350,12 +356,12 @@ def _preview(path: str, tiles: list, size: int) -> None:
 
 
 def build(out: str, seed: int = 0, size: int = 96, num_train: int = 3000, num_val: int = 300,
-          num_test: int = 600, loc: str = 'both', overwrite: bool = False, progress: bool = True) -> str:
+          num_test: int = 600, loc: str = 'masks', overwrite: bool = False, progress: bool = True) -> str:
     """Writes the set to `out` (via `out.tmp`) and returns `out`."""
     if size < 32:
         raise ValueError('--size must be at least 32')
-    if loc not in ('both', 'boxes', 'masks'):
-        raise ValueError(f'--loc must be both, boxes or masks, not {loc!r}')
+    if loc not in LOC_HELP:
+        raise ValueError(f'--loc must be masks or boxes, not {loc!r}')
     if num_train <= 0 or num_test <= 0 or num_val < 0:
         raise ValueError('--num_train and --num_test must be positive, --num_val not negative')
     out = os.path.abspath(out)
@@ -388,12 +394,13 @@ def build(out: str, seed: int = 0, size: int = 96, num_train: int = 3000, num_va
             labels_txt.append(f'{rel},{label}')
             sizes_txt.append(f'{rel},{size},{size}')
             if split != 'train':
-                mrel = f'masks/{split}/{i:05d}.png'
+                mrel, irel = f'masks/{split}/{i:05d}.png', f'masks/{split}/{i:05d}_ignore.png'
                 cv2.imwrite(os.path.join(tmp, mrel), mask * 255)
-                if loc in ('both', 'boxes'):
+                cv2.imwrite(os.path.join(tmp, irel), np.zeros_like(mask))
+                if loc == 'boxes':
                     loc_txt.append(f'{rel},{box[0]},{box[1]},{box[2]},{box[3]}')
-                if loc in ('both', 'masks'):
-                    loc_txt.append(f'{rel},{mrel},')
+                else:
+                    loc_txt.append(f'{rel},{mrel},{irel}')
                 if split == 'test' and len(preview) < 32:
                     preview.append((rgb, box, label))
             bar.update()
@@ -433,8 +440,9 @@ def main(argv=None) -> str:
     p.add_argument('--num_train', type=int, default=3000)
     p.add_argument('--num_val', type=int, default=300, help='0 writes no val split')
     p.add_argument('--num_test', type=int, default=600)
-    p.add_argument('--loc', default='both', choices=('both', 'boxes', 'masks'),
-                   help="what val/test localization.txt lists: both (wsol_jax reads both), boxes or masks")
+    p.add_argument('--loc', default='masks', choices=tuple(LOC_HELP),
+                   help="what val/test localization.txt lists (wsolevaluation's layouts): masks (the box is the "
+                        "mask's rectangle) or boxes")
     p.add_argument('--overwrite', action='store_true', help='replace an existing OUT')
     p.add_argument('--no_progress', action='store_true')
     a = p.parse_args(argv)
