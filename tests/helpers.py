@@ -62,3 +62,34 @@ def read_wsolevaluation_ground_truth(metadata_root: str, mask_root: str = '', sp
                 assert ignore == '', 'their loader: the ignore file on the first line of an image only'
         masks = {p: objects[p].astype(np.uint8) + 255 * (ignores[p] & ~objects[p]).astype(np.uint8) for p in objects}
     return ids, boxes, masks
+
+
+GOLDEN_FACTOR = 7   # 32 px maps -> wsolevaluation's 224
+
+
+def _upsampling_weights(n: int, factor: int) -> 'np.ndarray':
+    """`(n * factor, n)` integer weights (rows sum to `2 * factor`) of bilinear interpolation with
+    half-pixel centres and clamped edges (OpenCV's INTER_LINEAR); `factor` odd, so that every
+    source pixel's centre is one output pixel, copied exactly."""
+    import numpy as np
+    w = np.zeros((n * factor, n), np.int64)
+    for i in range(n * factor):
+        q, j = divmod(i, factor)
+        offset = 2 * j + 1 - factor   # source position - q, in units of 1 / (2 * factor)
+        low = q - 1 if offset < 0 else q
+        upper = offset + 2 * factor if offset < 0 else offset
+        w[i, min(max(low, 0), n - 1)] += 2 * factor - upper
+        w[i, min(max(low + 1, 0), n - 1)] += upper
+    return w
+
+
+def golden_maps(maps_uint8) -> 'np.ndarray':
+    """The golden scoremaps (tests/golden, benchmarks/wsoleval_golden.py): `(N, 32, 32)` uint8 maps
+    upsampled x7 by exact integer bilinear interpolation to `(N, 224, 224)` float32 in [0, 1]
+    (`value / (255 * 14 ** 2)`, correctly rounded): the values clovaai/wsolevaluation's evaluator
+    read, reproduced bit for bit without OpenCV."""
+    import numpy as np
+    k = np.asarray(maps_uint8, np.int64)
+    w = _upsampling_weights(k.shape[-1], GOLDEN_FACTOR)
+    full = np.einsum('ia,nab,jb->nij', w, k, w)
+    return full.astype(np.float32) / np.float32(255 * (2 * GOLDEN_FACTOR) ** 2)

@@ -412,8 +412,8 @@ def test_tiny_imagenet_layout(tmp_path):
         label, box = meta[os.path.basename(name)]
         assert data.test.labels[k] == label
         np.testing.assert_array_equal(data.test.boxes[k, 0], box)
-        np.testing.assert_array_equal(cache_boxes(data.test.boxes[k:k + 1], data.test.original_sizes[k:k + 1], 64)[0, 0],
-                                      np.round(np.array(box) * [0.2, 64 / 240, 0.2, 64 / 240]))
+        cached = cache_boxes(data.test.boxes[k:k + 1], data.test.original_sizes[k:k + 1], 64)
+        np.testing.assert_array_equal(cached[0, 0], np.round(np.array(box) * [0.2, 64 / 240, 0.2, 64 / 240]))
 
 
 def test_wsolevaluation_metadata_with_several_boxes_and_masks(tmp_path):

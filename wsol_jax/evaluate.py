@@ -93,7 +93,8 @@ def save_and_score_maps(ctx, g_model, g_vars, executor) -> dict:
     `<workdir>/scoremaps/<image_id>.npy`, with the metadata and masks its evaluation.py reads
     (`wsolevaluation.py`), and scored here from the same arrays against the same ground truth,
     taken from the original pixels as theirs (MaxBoxAcc v1/v2 at IoU 30/50/70, PxAP where masks
-    exist). Nothing is written outside the workdir."""
+    exist). Nothing is written outside the workdir. (g's input is the cached image resized to the
+    crop size, i.e. resized twice from the original; their loader resizes the original once.)"""
     cfg, split = ctx.config, ctx.data.test
     ids = wsolevaluation.image_ids(split)   # checked before anything is written
     root, mask_root = ctx.path(workdir_lib.SCOREMAPS), ctx.path(workdir_lib.WSOLEVAL_MASKS)
