@@ -72,6 +72,14 @@ def test_masks_are_kept_at_their_original_resolutions(stored):
         assert isinstance(got, list) and len(got) == len(rows)
         for m, i in zip(got, rows):
             np.testing.assert_array_equal(m, masks[i])
+    # The same through Split.mask_rows, from disk, from a list in memory and from an array.
+    in_memory = Split(split.images[:], split.labels, split.boxes, masks, split.names, split.sizes)
+    same_size = Split(split.images[:], split.labels, masks=np.stack([m[:12, :20] for m in masks]))
+    rows = np.array([9, 1, 1])
+    for a, b, c in zip(split.mask_rows(rows), in_memory.mask_rows(rows), same_size.mask_rows(rows)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a[:12, :20], c)
+    assert [m.shape for m in in_memory.subset(rows).mask_rows([2, 0])] == [(13, 21), (13, 29)]
 
 
 def test_subset_is_a_view_and_records_pickle(stored):

@@ -71,7 +71,7 @@ def _score_variant(ctx, name, fn, split, gt_boxes, logits, n_samples, executor):
         counts += [box_ok.sum(), (box_ok & top1).sum(), top1.sum(), (box_ok & top_k).sum(), top_k.sum()]
         normalized = localization.normalize_maps(maps)
         if split.masks is not None:   # read per batch: the masks stay on disk
-            pxap_acc.update(normalized, crop_protocol_masks(split.masks[rows], split.size, ctx.crop))
+            pxap_acc.update(normalized, crop_protocol_masks(split.mask_rows(rows), split.size, ctx.crop))
         maxbox_acc.update(normalized, gt_boxes[rows])   # returns at once with an executor
         if sum(map(len, samples['index'])) < n_samples:
             for key, value in (('index', rows), ('maps', maps), ('boxes', boxes)):
@@ -110,7 +110,7 @@ def save_and_score_maps(ctx, g_model, g_vars, executor) -> dict:
         wsolevaluation.write_scoremaps(root, [ids[i] for i in rows], maps)
         maxbox.update(maps, boxes[rows])
         if split.masks is not None:
-            originals = split.masks[rows]
+            originals = split.mask_rows(rows)
             wsolevaluation.write_masks(mask_root, [ids[i] for i in rows], originals)
             pxap.update(maps, resize_masks(originals, wsolevaluation.SIZE))
     datasets = wsolevaluation.metadata_lines(split, ids)

@@ -34,14 +34,15 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 class Split:
     """One split. `images` `(N, S, S, 3)` uint8 (a `RecordArray` read on demand, or in memory);
     `labels` `(N,)` int32; `boxes` `(N, K, 4)` float `[x0, y0, x1, y1]` in the original image's
-    pixels, `PAD_BOX` rows, or None; `masks` at the original resolution (a `MaskArray`, or an
-    `(N, H, W)` uint8 array; 1 = object, 255 = ignored) or None; `names` the image ids (the
+    pixels, `PAD_BOX` rows, or None; `masks` at the original resolution (a `MaskArray`, an
+    `(N, H, W)` uint8 array or a list of `(H_i, W_i)` ones; 1 = object, 255 = ignored; read them
+    with `mask_rows`) or None; `names` the image ids (the
     source's own: wsolevaluation's image_ids.txt, CUB's images.txt paths, ...); `sizes` `(N, 2)`
     the original `(width, height)` (None: images made at the cache size, `(S, S)`)."""
     images: np.ndarray | RecordArray
     labels: np.ndarray
     boxes: Optional[np.ndarray] = None
-    masks: Optional[np.ndarray | MaskArray] = None
+    masks: Optional[np.ndarray | MaskArray | list] = None
     names: Optional[list] = None
     sizes: Optional[np.ndarray] = None
 
@@ -68,9 +69,17 @@ class Split:
             return np.asarray(self.sizes)
         return np.full((len(self), 2), self.size, np.int64)
 
+    def mask_rows(self, rows) -> list[np.ndarray]:
+        """The original-resolution masks of `rows` (an index array), read from disk where stored."""
+        if isinstance(self.masks, list):
+            return [self.masks[i] for i in np.asarray(rows)]
+        return list(self.masks[np.asarray(rows)])
+
     def subset(self, index) -> 'Split':
         """The rows `index`; record-backed arrays stay on disk (a view of those rows)."""
         def take(a):
+            if isinstance(a, list):
+                return [a[i] for i in np.asarray(index)]
             return None if a is None else a.subset(index) if isinstance(a, (RecordArray, MaskArray)) else a[index]
         names = None if self.names is None else [self.names[i] for i in np.asarray(index)]
         return Split(take(self.images), self.labels[index], take(self.boxes), take(self.masks), names,
