@@ -1,6 +1,9 @@
-"""Shared test helpers: the tiny synthetic configuration used by end-to-end tests."""
+"""Shared test helpers: the tiny synthetic configuration used by end-to-end tests, clovaai/wsolevaluation's
+reading of its metadata (written independently of wsol_jax), and the golden maps of tests/golden."""
 import importlib.util
 import os
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +36,6 @@ def read_wsolevaluation_ground_truth(metadata_root: str, mask_root: str = '', sp
     `<metadata_root>/CUB/<split>`, masks from `<metadata_root>/OpenImages/<split>` and
     `<mask_root>/OpenImages/`, each where it exists."""
     import cv2
-    import numpy as np
 
     def lines(tree, name):
         with open(os.path.join(metadata_root, tree, split, name)) as fh:
@@ -67,11 +69,10 @@ def read_wsolevaluation_ground_truth(metadata_root: str, mask_root: str = '', sp
 GOLDEN_FACTOR = 7   # 32 px maps -> wsolevaluation's 224
 
 
-def _upsampling_weights(n: int, factor: int) -> 'np.ndarray':
+def _upsampling_weights(n: int, factor: int) -> np.ndarray:
     """`(n * factor, n)` integer weights (rows sum to `2 * factor`) of bilinear interpolation with
     half-pixel centres and clamped edges (OpenCV's INTER_LINEAR); `factor` odd, so that every
     source pixel's centre is one output pixel, copied exactly."""
-    import numpy as np
     w = np.zeros((n * factor, n), np.int64)
     for i in range(n * factor):
         q, j = divmod(i, factor)
@@ -83,12 +84,11 @@ def _upsampling_weights(n: int, factor: int) -> 'np.ndarray':
     return w
 
 
-def golden_maps(maps_uint8) -> 'np.ndarray':
+def golden_maps(maps_uint8) -> np.ndarray:
     """The golden scoremaps (tests/golden, benchmarks/wsoleval_golden.py): `(N, 32, 32)` uint8 maps
     upsampled x7 by exact integer bilinear interpolation to `(N, 224, 224)` float32 in [0, 1]
     (`value / (255 * 14 ** 2)`, correctly rounded): the values clovaai/wsolevaluation's evaluator
     read, reproduced bit for bit without OpenCV."""
-    import numpy as np
     k = np.asarray(maps_uint8, np.int64)
     w = _upsampling_weights(k.shape[-1], GOLDEN_FACTOR)
     full = np.einsum('ia,nab,jb->nij', w, k, w)
