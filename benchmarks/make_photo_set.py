@@ -27,17 +27,23 @@ Each image: one object, scaled so that the square root of its box area is 15-60 
 Output (paths relative to --out; the same arguments give byte-identical files):
     images/{train,val,test}/NNNNN.jpg           JPEG quality 90
     masks/{val,test}/NNNNN.png                  255 = object
+    masks/no_ignore.png                         all 0 (no ignore regions; their MaskEvaluator needs a file)
     metadata/<split>/image_ids.txt              images/train/00000.jpg
                      class_labels.txt           images/train/00000.jpg,3
                      image_sizes.txt            images/train/00000.jpg,96,96
-    metadata/{val,test}/localization.txt        images/val/00000.jpg,12,30,60,71
-                                                images/val/00000.jpg,masks/val/00000.png,
+    metadata/{val,test}/localization.txt        --loc=masks (default), their OpenImages layout:
+                                                images/val/00000.jpg,masks/val/00000.png,masks/no_ignore.png
+                                                --loc=boxes, their CUB / ILSVRC layout:
+                                                images/val/00000.jpg,12,30,60,71
     classes.txt, README.txt (provenance and licences), preview.png (4x8 test images, boxes drawn)
 
-localization.txt holds both the box line and the mask line of each image: wsol_jax's
-`wsolevaluation` reader takes 5-field lines as boxes and 2- or 3-field lines as masks, so the
-records get the box for top-1 Loc / MaxBoxAcc and the mask for PxAP. (clovaai's own loader reads
-a localization.txt as all boxes or all masks; `--loc=boxes` or `--loc=masks` writes only one kind.)
+localization.txt is in clovaai/wsolevaluation's layout, one kind of line per file as its loader
+requires (`get_bounding_boxes` splits every line into 5 fields, `get_mask_paths` into 3, the
+ignore file on the first line of each image). With masks, wsol_jax's reader takes each box as the
+mask's bounding rectangle, which is the box the set defines (above), so the records get both the
+box (GT-known / Top-1 loc, MaxBoxAcc) and the mask (PxAP). To score maps with their evaluator,
+use the metadata that `--config.eval.save_maps=True` writes into the workdir (boxes and masks, in
+the folders their `--metadata_root`/`--mask_root` expect).
 
 The set is built in `<out>.tmp` and renamed to `<out>` when complete; an existing `<out>` is
 replaced only with --overwrite.
@@ -98,15 +104,12 @@ OBJECTS = [
 CLASSES = [name for name, _, _ in OBJECTS]
 
 LOC_HELP = {
-    'both': 'per image a box line path,x0,y0,x1,y1 and a mask line path,mask_path, (wsol_jax reads both)',
-    'boxes': 'box lines path,x0,y0,x1,y1 only (the masks are still in masks/)',
-    'masks': 'mask lines path,mask_path, only (the box is then the mask\'s bounding rectangle)'}
+    'boxes': 'box lines path,x0,y0,x1,y1 (wsolevaluation\'s CUB / ILSVRC layout; the masks are still in masks/)',
+    'masks': 'mask lines path,mask_path,ignore_path (wsolevaluation\'s OpenImages layout; the box is the mask\'s '
+             'bounding rectangle)'}
 
 # localization.txt lines of a val/test image for each --loc
-LOC_LINES = {
-    'both': lambda rel, mrel, box: paste_sets.box_lines(rel, mrel, box) + paste_sets.mask_lines(rel, mrel, box),
-    'boxes': paste_sets.box_lines,
-    'masks': paste_sets.mask_lines}
+LOC_LINES = {'boxes': paste_sets.box_lines, 'masks': paste_sets.ignore_mask_lines}
 
 PROVENANCE = """\
 Photographs: all ship with installed Python packages; nothing was downloaded. Licences as the
@@ -235,10 +238,10 @@ def render(photos, instances, taken, label: int, size: int, rng):
 
 
 def build(out: str, seed: int = 0, size: int = 96, num_train: int = 3000, num_val: int = 300,
-          num_test: int = 600, loc: str = 'both', overwrite: bool = False, progress: bool = True) -> str:
+          num_test: int = 600, loc: str = 'masks', overwrite: bool = False, progress: bool = True) -> str:
     """Writes the set to `out` (via `out.tmp`) and returns `out`."""
-    if loc not in ('both', 'boxes', 'masks'):
-        raise ValueError(f'--loc must be both, boxes or masks, not {loc!r}')
+    if loc not in LOC_HELP:
+        raise ValueError(f'--loc must be masks or boxes, not {loc!r}')
     counts = {'train': num_train, 'val': num_val, 'test': num_test}
     paste_sets.check_counts(size, counts)
     if os.path.exists(os.path.abspath(out)) and not overwrite:
@@ -265,8 +268,9 @@ def _provenance(seed, size, num_train, num_val, num_test, loc) -> str:
 
 def main(argv=None) -> str:
     p = paste_sets.arguments(__doc__, 3000, 300, 600)
-    p.add_argument('--loc', default='both', choices=('both', 'boxes', 'masks'),
-                   help="what val/test localization.txt lists: both (wsol_jax reads both), boxes or masks")
+    p.add_argument('--loc', default='masks', choices=tuple(LOC_HELP),
+                   help="what val/test localization.txt lists (wsolevaluation's layouts): masks (the box is the "
+                        "mask's rectangle) or boxes")
     a = p.parse_args(argv)
     return paste_sets.run('make_photo_set.py', build, a, len(CLASSES), loc=a.loc)
 

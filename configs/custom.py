@@ -3,7 +3,9 @@
     <root>/metadata/{train,val,test}/image_ids.txt      path
                                     class_labels.txt    path,label
                                     image_sizes.txt     path,width,height
-                                    localization.txt    path,x0,y0,x1,y1   (or path,mask_path,)
+                                    localization.txt    path,x0,y0,x1,y1   one line per box, or
+                                                        path,mask_path,ignore_path   one per object mask
+                                                        (their loader takes one kind per file)
     <root>/<path>                                       the images (paths relative to root)
 
     python main.py --config=configs/custom.py:method1 --config.data.root=/data/mine --workdir=runs/mine

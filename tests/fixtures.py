@@ -204,7 +204,9 @@ def _write_metadata(folder, ids, labels, sizes, loc, write_empty=False):
 def write_wsolevaluation(root, num_classes=3, per_split=6, seed=4, masks_for_test=False, suffix='.jpg'):
     """clovaai/wsolevaluation metadata layout with images under root/images/ (`suffix` .jpg or
     .png). Line i + 1 of every metadata file of a split is image i, except in localization.txt,
-    where image 0 has a second box (line 2) when boxes are written."""
+    where image 0 has a second box (line 2) when boxes are written. `masks_for_test`: the test
+    split lists masks instead, in their OpenImages layout (`path,mask_path,ignore_path`, an
+    empty ignore mask per image: their MaskEvaluator reads one for every image)."""
     rng = np.random.default_rng(seed)
     meta = {}
     for split in ('train', 'val', 'test'):
@@ -221,10 +223,11 @@ def write_wsolevaluation(root, num_classes=3, per_split=6, seed=4, masks_for_tes
             labels.append(f'{rel},{c}')
             sizes.append(f'{rel},{W},{H}')
             if masks_for_test and split == 'test':
-                mrel = f'masks/{split}/{i:03d}.png'
+                mrel, irel = f'masks/{split}/{i:03d}.png', f'masks/{split}/{i:03d}_ignore.png'
                 os.makedirs(os.path.dirname(os.path.join(root, mrel)), exist_ok=True)
                 cv2.imwrite(os.path.join(root, mrel), mask)
-                loc.append(f'{rel},{mrel},')
+                cv2.imwrite(os.path.join(root, irel), np.zeros_like(mask))
+                loc.append(f'{rel},{mrel},{irel}')
             else:
                 loc.append(f'{rel},' + ','.join(map(str, box)))
                 if i == 0:   # a second box for the first image

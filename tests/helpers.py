@@ -1,6 +1,9 @@
-"""Shared test helpers: the tiny synthetic configuration used by end-to-end tests."""
+"""Shared test helpers: the tiny synthetic configuration used by end-to-end tests, clovaai/wsolevaluation's
+reading of its metadata (written independently of wsol_jax), and the golden maps of tests/golden."""
 import importlib.util
 import os
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,3 +27,69 @@ def tiny_synthetic(method: str, g_epochs: int = 3):
     # are tested on their own.
     c.eval.update(dict(batch_size=16, num_overlays=2, strip_images=2, max_coverage=1.0, max_bad_maps=1.0))
     return c
+
+
+def read_wsolevaluation_ground_truth(metadata_root: str, mask_root: str = '', split: str = 'test'):
+    """The ground truth as clovaai/wsolevaluation's evaluation.py reads it from its metadata, written
+    here independently of wsol_jax (its data_loaders.py and evaluation.py, numpy and OpenCV only):
+    `(ids, {id: (K, 4) boxes at 224}, {id: (224, 224) mask: 1 object, 255 ignored})`; boxes from
+    `<metadata_root>/CUB/<split>`, masks from `<metadata_root>/OpenImages/<split>` and
+    `<mask_root>/OpenImages/`, each where it exists."""
+    import cv2
+
+    def lines(tree, name):
+        with open(os.path.join(metadata_root, tree, split, name)) as fh:
+            return [line.strip('\n').split(',') for line in fh]
+
+    boxes, masks, ids = {}, {}, None
+    if os.path.isdir(os.path.join(metadata_root, 'CUB', split)):
+        ids = [f[0] for f in lines('CUB', 'image_ids.txt')]
+        sizes = {p: (int(w), int(h)) for p, w, h in lines('CUB', 'image_sizes.txt')}
+        for p, *box in lines('CUB', 'localization.txt'):
+            (w, h), (x0, y0, x1, y1) = sizes[p], map(int, box)   # their int(): integer fields only
+            boxes.setdefault(p, []).append([int(x0 * 224. / w), int(y0 * 224. / h), int(x1 * 224. / w),
+                                            int(y1 * 224. / h)])
+        boxes = {p: np.array(b) for p, b in boxes.items()}
+    if os.path.isdir(os.path.join(metadata_root, 'OpenImages', split)):
+        ids = ids or [f[0] for f in lines('OpenImages', 'image_ids.txt')]
+        read = lambda rel: cv2.resize(np.float32(cv2.imread(os.path.join(mask_root, 'OpenImages', rel),
+                                                            cv2.IMREAD_GRAYSCALE)),
+                                      (224, 224), interpolation=cv2.INTER_NEAREST) > 0.5
+        objects, ignores = {}, {}
+        for p, mask, ignore in lines('OpenImages', 'localization.txt'):
+            objects[p] = objects.get(p, False) | read(mask)
+            if p not in ignores:
+                ignores[p] = read(ignore)
+            else:
+                assert ignore == '', 'their loader: the ignore file on the first line of an image only'
+        masks = {p: objects[p].astype(np.uint8) + 255 * (ignores[p] & ~objects[p]).astype(np.uint8) for p in objects}
+    return ids, boxes, masks
+
+
+GOLDEN_FACTOR = 7   # 32 px maps -> wsolevaluation's 224
+
+
+def _upsampling_weights(n: int, factor: int) -> np.ndarray:
+    """`(n * factor, n)` integer weights (rows sum to `2 * factor`) of bilinear interpolation with
+    half-pixel centres and clamped edges (OpenCV's INTER_LINEAR); `factor` odd, so that every
+    source pixel's centre is one output pixel, copied exactly."""
+    w = np.zeros((n * factor, n), np.int64)
+    for i in range(n * factor):
+        q, j = divmod(i, factor)
+        offset = 2 * j + 1 - factor   # source position - q, in units of 1 / (2 * factor)
+        low = q - 1 if offset < 0 else q
+        upper = offset + 2 * factor if offset < 0 else offset
+        w[i, min(max(low, 0), n - 1)] += 2 * factor - upper
+        w[i, min(max(low + 1, 0), n - 1)] += upper
+    return w
+
+
+def golden_maps(maps_uint8) -> np.ndarray:
+    """The golden scoremaps (tests/golden, benchmarks/wsoleval_golden.py): `(N, 32, 32)` uint8 maps
+    upsampled x7 by exact integer bilinear interpolation to `(N, 224, 224)` float32 in [0, 1]
+    (`value / (255 * 14 ** 2)`, correctly rounded): the values clovaai/wsolevaluation's evaluator
+    read, reproduced bit for bit without OpenCV."""
+    k = np.asarray(maps_uint8, np.int64)
+    w = _upsampling_weights(k.shape[-1], GOLDEN_FACTOR)
+    full = np.einsum('ia,nab,jb->nij', w, k, w)
+    return full.astype(np.float32) / np.float32(255 * (2 * GOLDEN_FACTOR) ** 2)

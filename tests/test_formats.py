@@ -10,7 +10,8 @@ from PIL import Image
 import fixtures
 from helpers import load_config
 from wsol_jax.data import decode, formats, load_dataset
-from wsol_jax.data.dataset import center_crop_boxes
+from wsol_jax import wsolevaluation
+from wsol_jax.data.dataset import cache_boxes, crop_protocol_boxes
 from wsol_jax.errors import ConfigError, DataError
 
 
@@ -27,22 +28,28 @@ def test_cub_layout_and_hand_checked_box(tmp_path):
                         cache_dir=str(tmp_path / 'cache'))
     assert data.num_classes == 4
     assert len(data.train) + len(data.val) == 12 and len(data.test) == 12 and len(data.val) == 2
-    # Image 1 is 320x240 with box x=32, y=48, w=160, h=96 -> [32, 48, 192, 144];
-    # resized to 256: x * 0.8, y * 256/240 -> [25.6, 51.2, 153.6, 153.6] -> [26, 51, 154, 154];
+    # Image 1 is 320x240 with box x=32, y=48, w=160, h=96 -> [32, 48, 192, 144], kept so;
+    # the crop protocol: resized to 256: x * 0.8, y * 256/240 -> [25.6, 51.2, 153.6, 153.6] -> [26, 51, 154, 154];
     # centre crop 224 (offset 16): [10, 35, 138, 138].
-    where = data.train if any(n.endswith(meta[1][0]) for n in data.train.names) else data.val
-    i = [k for k, n in enumerate(where.names) if n.endswith(meta[1][0])][0]
-    np.testing.assert_array_equal(where.boxes[i, 0], [26, 51, 154, 154])
-    np.testing.assert_array_equal(center_crop_boxes(where.boxes[i:i + 1], 256, 224)[0, 0], [10, 35, 138, 138])
+    # wsolevaluation's: int(x * 224 / 320), int(y * 224 / 240) -> [22.4, 44.8, 134.4, 134.4] -> [22, 44, 134, 134].
+    # Its image id is its images.txt path.
+    where = data.train if meta[1][0] in data.train.names else data.val
+    i = where.names.index(meta[1][0])
+    np.testing.assert_array_equal(where.boxes[i, 0], [32, 48, 192, 144])
+    np.testing.assert_array_equal(where.original_sizes[i], [320, 240])
+    np.testing.assert_array_equal(cache_boxes(where.boxes[i:i + 1], where.original_sizes[i:i + 1], 256)[0, 0],
+                                  [26, 51, 154, 154])
+    np.testing.assert_array_equal(crop_protocol_boxes(where, [i], 224)[0, 0], [10, 35, 138, 138])
+    np.testing.assert_array_equal(wsolevaluation.resize_boxes(where.boxes[i:i + 1], where.original_sizes[i:i + 1])
+                                  [0, 0], [22, 44, 134, 134])
     assert where.labels[i] == 0
-    # Labels and masks of the test split agree with the files.
+    # Labels and masks (at the original resolution) of the test split agree with the files.
     for k, name in enumerate(data.test.names):
-        rel = os.path.relpath(name, tmp_path / 'CUB_200_2011' / 'images')
-        (image_id,) = [j for j, m in meta.items() if m[0] == rel]
+        (image_id,) = [j for j, m in meta.items() if m[0] == name]
         assert data.test.labels[k] == meta[image_id][1] and meta[image_id][3] == 0
         mask = data.test.masks[k]
-        x0, y0, x1, y1 = data.test.boxes[k, 0]
-        assert mask[y0 + 2:y1 - 2, x0 + 2:x1 - 2].all() and mask.sum() < 0.95 * 256 * 256
+        x0, y0, x1, y1 = meta[image_id][2]
+        assert mask.shape == (240, 320) and mask[y0:y1, x0:x1].all() and mask.sum() == (x1 - x0) * (y1 - y0)
 
 
 def _small_cub(tmp_path, **data):
@@ -80,12 +87,12 @@ def test_decoded_cache_is_reused_until_a_file_changes(tmp_path, monkeypatch, cap
     # Restored: decoded again and included.
     victim.write_bytes(saved)
     c = load_dataset(cfg, cache_dir=cache)
-    assert len(c.test) == 4 and str(victim) in c.test.names
+    assert len(c.test) == 4 and meta[3][0] in c.test.names   # ids: images.txt paths
     # Replaced by other pixels under the same name: decoded again.
     victim.write_bytes(other.read_bytes())
     d = load_dataset(cfg, cache_dir=cache)
-    np.testing.assert_array_equal(d.test.images[d.test.names.index(str(victim))],
-                                  d.test.images[d.test.names.index(str(other))])
+    np.testing.assert_array_equal(d.test.images[d.test.names.index(meta[3][0])],
+                                  d.test.images[d.test.names.index(meta[4][0])])
     # Touched (same bytes, a later modification time): a new cache entry.
     st = os.stat(victim)
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
@@ -117,7 +124,7 @@ def test_broken_images_name_file_and_line_or_are_skipped(tmp_path, capsys, how):
         load_dataset(cfg)
     cfg.data.on_bad_sample = 'skip'
     data = load_dataset(cfg)
-    assert len(_names(data)) == 7 and str(victim) not in _names(data)
+    assert len(_names(data)) == 7 and meta[3][0] not in _names(data)
     assert 'cub-test: skipped 1 of 4 samples' in capsys.readouterr().out
 
 
@@ -143,8 +150,10 @@ def test_boxes_outside_the_image_or_inverted(tmp_path, capsys):
     # One pixel beyond the border (CUB's x + w == W is inside): accepted and clipped.
     fixtures.set_line(boxes_txt, 3, f'3 {W - 100}.0 10.0 101.0 {H - 9}.0')
     data = load_dataset(cfg)
-    k = data.test.names.index(str(root / 'images' / meta[3][0]))
-    np.testing.assert_array_equal(data.test.boxes[k, 0], [176, 11, 255, 255])   # [220, 10, 320, 240] * 0.8, 256/240
+    k = data.test.names.index(meta[3][0])
+    np.testing.assert_array_equal(data.test.boxes[k, 0], [220, 10, 320, 240])   # clipped to the image
+    np.testing.assert_array_equal(cache_boxes(data.test.boxes[k:k + 1], data.test.original_sizes[k:k + 1], 256)[0, 0],
+                                  [176, 11, 255, 255])   # * 0.8, 256/240, clipped to 255
     for line, problem in (('3 250.0 10.0 75.0 20.0', 'outside the image'),   # x1 = 325 > 320 + 1
                           ('3 50.0 60.0 -10.0 20.0', r'inverted \(x0 > x1 or y0 > y1\)'),
                           ('3 -5.0 60.0 10.0 20.0', 'outside the image')):
@@ -372,10 +381,10 @@ def test_stanford_cars_devkit(tmp_path):
     data = load_dataset(_config('cars', tmp_path / 'cars', num_val=1, num_classes=0))
     assert data.num_classes == 3 and len(data.test) == 6
     for k, name in enumerate(data.test.names):
-        label, (x0, y0, x1, y1) = meta[('test', os.path.basename(name))]
+        assert name.startswith('cars_test/')
+        label, box = meta[('test', os.path.basename(name))]
         assert data.test.labels[k] == label
-        expected = np.round(np.array([x0, y0, x1, y1]) * [0.8, 256 / 240, 0.8, 256 / 240])
-        np.testing.assert_array_equal(data.test.boxes[k, 0], np.clip(expected, 0, 255))
+        np.testing.assert_array_equal(data.test.boxes[k, 0], box)   # [x1 - 1, y1 - 1, x2, y2] of the 1-based box
 
 
 def test_oxford_flowers_masks_and_splits(tmp_path):
@@ -383,13 +392,14 @@ def test_oxford_flowers_masks_and_splits(tmp_path):
     data = load_dataset(_config('flowers', tmp_path / 'flowers'))
     assert (len(data.train), len(data.val), len(data.test)) == (4, 4, 4)
     for k, name in enumerate(data.test.names):
+        assert name == f'jpg/image_{int(name[-9:-4]):05d}.jpg'
         i = int(name[-9:-4])
         assert data.test.labels[k] == labels[i - 1]
         x0, y0, x1, y1 = boxes[i]
-        expected = np.array([x0 * 0.8, y0 * 256 / 240, x1 * 0.8, y1 * 256 / 240])
-        # The box is the mask's bounding rectangle (JPEG and nearest resizing: within 2 px).
-        assert np.abs(data.test.boxes[k, 0] - expected).max() <= 2.5
-        assert data.test.masks[k].mean() == pytest.approx((x1 - x0) * (y1 - y0) / (320 * 240), abs=0.03)
+        # The box is the mask's bounding rectangle in the original pixels (its JPEG edges: within 1 px).
+        assert np.abs(data.test.boxes[k, 0] - [x0, y0, x1, y1]).max() <= 1
+        mask = data.test.masks[k]
+        assert mask.shape == (240, 320) and mask.mean() == pytest.approx((x1 - x0) * (y1 - y0) / (320 * 240), abs=0.01)
 
 
 def test_tiny_imagenet_layout(tmp_path):
@@ -399,10 +409,12 @@ def test_tiny_imagenet_layout(tmp_path):
     assert len(data.train) == 10 and len(data.val) == 2 and len(data.test) == 6
     assert data.test.images.shape[1:] == (64, 64, 3)
     for k, name in enumerate(data.test.names):
-        label, (x0, y0, x1, y1) = meta[os.path.basename(name)]
+        assert name == f'val/images/{os.path.basename(name)}'
+        label, box = meta[os.path.basename(name)]
         assert data.test.labels[k] == label
-        np.testing.assert_array_equal(data.test.boxes[k, 0],
-                                      np.round(np.array([x0, y0, x1, y1]) * [0.2, 64 / 240, 0.2, 64 / 240]))
+        np.testing.assert_array_equal(data.test.boxes[k, 0], box)
+        cached = cache_boxes(data.test.boxes[k:k + 1], data.test.original_sizes[k:k + 1], 64)
+        np.testing.assert_array_equal(cached[0, 0], np.round(np.array(box) * [0.2, 64 / 240, 0.2, 64 / 240]))
 
 
 def test_wsolevaluation_metadata_with_several_boxes_and_masks(tmp_path):
@@ -412,9 +424,8 @@ def test_wsolevaluation_metadata_with_several_boxes_and_masks(tmp_path):
     first = data.val.boxes[0]
     assert (first[:, 0] >= 0).sum() == 2          # two boxes for the first image
     assert data.test.masks is not None and data.val.masks is None
-    for k, name in enumerate(data.val.names):
-        rel = os.path.relpath(name, tmp_path / 'mine')
-        assert data.val.labels[k] == meta[rel][0]
+    for k, name in enumerate(data.val.names):   # ids: the paths image_ids.txt lists
+        assert data.val.labels[k] == meta[name][0]
 
 
 def test_wsolevaluation_masks_of_one_image_are_united(tmp_path):
@@ -431,28 +442,65 @@ def test_wsolevaluation_masks_of_one_image_are_united(tmp_path):
     assert (united >= alone).all() and united[:30, :30].all() and united.sum() > alone.sum()
 
 
-def test_openimages_layout_runs_every_stage_with_ignore_regions(tmp_path):
-    """configs/openimages.py on a fixture in wsolevaluation's OpenImages layout: instance masks
-    united, ignore regions stored as IGNORE (only outside objects), PxAP computed, all stages."""
-    import cv2
-    import fixtures
-    from helpers import load_config
-    from wsol_jax import metrics, run as run_lib
+def _file_states(*roots):
+    return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+            for root in roots for d, _, fs in os.walk(root) for f in fs}
+
+
+def test_openimages_layout_runs_every_stage_with_saved_maps_on_a_read_only_copy(tmp_path, monkeypatch):
+    """configs/openimages.py on a fixture in wsolevaluation's OpenImages layout, read-only and given
+    by a relative root: instance masks united, ignore regions stored as IGNORE (only outside
+    objects), at the original resolution; every stage with eval.save_maps writes one scoremap per
+    image id of test/image_ids.txt into <workdir>/scoremaps, their metadata and masks beside it,
+    and nothing under the data root. The saved ground truth, read as their evaluation.py reads it
+    (tests/helpers.py), gives the numbers wsol-jax reports for the saved maps."""
+    import stat
+    from helpers import read_wsolevaluation_ground_truth
+    from wsol_jax import metrics, run as run_lib, workdir as workdir_lib
     from wsol_jax.data import load_dataset
-    root, meta = tmp_path / 'OpenImages', tmp_path / 'metadata' / 'OpenImages'
-    expected = fixtures.write_openimages(str(root), str(meta))
+    expected = fixtures.write_openimages(str(tmp_path / 'OpenImages'), str(tmp_path / 'metadata' / 'OpenImages'))
+    for d, dirs, fs in os.walk(tmp_path):
+        for name in dirs + fs:
+            path = os.path.join(d, name)
+            os.chmod(path, os.stat(path).st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    before = _file_states(tmp_path / 'OpenImages', tmp_path / 'metadata')
+    monkeypatch.chdir(tmp_path)
     cfg = load_config('openimages', 'method1')
-    cfg.data.update(dict(root=str(root), metadata_dir=str(meta), num_classes=2, image_size=32, crop_size=32))
+    cfg.data.update(dict(root='OpenImages', metadata_dir='metadata/OpenImages', num_classes=2, image_size=32,
+                         crop_size=32))
     cfg.f.update(dict(arch='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
     cfg.g.update(dict(depth='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none'))
-    cfg.eval.update(dict(batch_size=2, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1))
-    data = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))
-    for i, name in enumerate(data.test.names):
-        _, obj, ignore = expected[os.path.relpath(name, root)]
-        want = np.where(obj, 1, np.where(ignore, metrics.IGNORE, 0)).astype(np.uint8)
-        np.testing.assert_array_equal(data.test.masks[i], cv2.resize(want, (32, 32), interpolation=cv2.INTER_NEAREST))
-    results = run_lib.run(cfg, str(tmp_path / 'run'))
+    cfg.eval.update(dict(batch_size=2, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1,
+                         save_maps=True))
+    workdir = str(tmp_path / 'run')
+    try:
+        data = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))
+        for i, name in enumerate(data.test.names):
+            _, obj, ignore = expected[name]
+            want = np.where(obj, 1, np.where(ignore, metrics.IGNORE, 0)).astype(np.uint8)
+            np.testing.assert_array_equal(data.test.masks[i], want)
+        results = run_lib.run(cfg, workdir)
+    finally:
+        for d, dirs, fs in os.walk(tmp_path):
+            for name in dirs + fs:
+                os.chmod(os.path.join(d, name), 0o755)
+    assert _file_states(tmp_path / 'OpenImages', tmp_path / 'metadata') == before   # nothing written there
     assert 0 <= results['weight_map_selected']['pxap'] <= 1
+    with open(tmp_path / 'metadata' / 'OpenImages' / 'test' / 'image_ids.txt') as fh:
+        ids = fh.read().split()
+    scoremaps = os.path.join(workdir, workdir_lib.SCOREMAPS)
+    assert sorted(os.path.relpath(p, scoremaps) for p in _file_states(scoremaps)) == sorted(i + '.npy' for i in ids)
+    their_ids, boxes, masks = read_wsolevaluation_ground_truth(os.path.join(workdir, workdir_lib.WSOLEVAL_METADATA),
+                                                               os.path.join(workdir, workdir_lib.WSOLEVAL_MASKS))
+    assert their_ids == ids and set(boxes) == set(masks) == set(ids)
+    for image_id, (_, obj, ignore) in expected.items():   # the masks as they read them: theirs, resized once
+        want = np.where(obj, 1, np.where(ignore, metrics.IGNORE, 0)).astype(np.uint8)
+        np.testing.assert_array_equal(masks[image_id], cv2.resize(want, (224, 224), interpolation=cv2.INTER_NEAREST))
+    maps = np.stack([np.load(os.path.join(scoremaps, i + '.npy')) for i in ids])
+    acc = metrics.MaxBoxAccAccumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious))
+    acc.update(maps, [boxes[i] for i in ids])
+    read_back = {**acc.result(), 'pxap': metrics.pxap(maps, np.stack([masks[i] for i in ids]), cfg.eval.pxap_interval)}
+    assert read_back == results['weight_map_selected_wsolevaluation']
 
 
 def test_class_names_where_the_dataset_ships_them(tmp_path):
@@ -468,7 +516,7 @@ def test_class_names_where_the_dataset_ships_them(tmp_path):
 def test_ilsvrc_layout_runs_every_stage_through_the_jpeg_cache(tmp_path):
     """configs/imagenet.py on a fixture in wsolevaluation's ILSVRC layout (ImageNetV2 as val,
     ILSVRC2012 val as test, several boxes per image), through the JPEG record cache that the
-    config sets: boxes scaled to the cache, the images close to the files, every stage runs."""
+    config sets: boxes kept as listed, every stage runs."""
     import fixtures
     from helpers import load_config
     from wsol_jax import run as run_lib
@@ -483,13 +531,11 @@ def test_ilsvrc_layout_runs_every_stage_through_the_jpeg_cache(tmp_path):
     cfg.eval.update(dict(batch_size=4, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1))
     data = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))
     assert (len(data.train), len(data.val), len(data.test)) == (6, 6, 6)
-    for k, name in enumerate(data.test.names):
-        label, boxes = expected[os.path.relpath(name, root)]
+    for k, name in enumerate(data.test.names):   # ids: the listed paths; boxes: the listed pixels
+        label, boxes = expected[name]
         assert data.test.labels[k] == label
-        scale = np.array([32 / fixtures.W, 32 / fixtures.H] * 2)
-        got = data.test.boxes[k][:len(boxes)]
-        assert np.abs(got - np.asarray(boxes) * scale).max() <= 1.0
-    first = data.test.names.index(str(root / 'val' / 'ILSVRC2012_val_00000001.JPEG'))
+        np.testing.assert_array_equal(data.test.boxes[k][:len(boxes)], boxes)
+    first = data.test.names.index('val/ILSVRC2012_val_00000001.JPEG')
     assert (data.test.boxes[first] >= 0).all(axis=1).sum() == 2   # both objects of the first image
     results = run_lib.run(cfg, str(tmp_path / 'run'))
     assert 0 <= results['weight_map_selected']['maxboxacc_v2'] <= 1 and 'top5_loc' in results['cam']

@@ -35,7 +35,14 @@ def _files(root):
     return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
 
 
+def _localization(root, split):
+    with open(os.path.join(root, 'metadata', split, 'localization.txt')) as fh:
+        return [line.strip('\n').split(',') for line in fh]
+
+
 def test_reader_sees_the_set(mps, built):
+    """The default (--loc=masks): wsolevaluation's OpenImages lines (3 fields, an ignore file per
+    image, which is empty), and the reader's box is the mask's rectangle."""
     records, num_classes = formats.wsolevaluation(built)
     assert {k: len(v) for k, v in records.items()} == {'train': 12, 'val': 5, 'test': 11}
     assert num_classes <= len(mps.CLASSES) == 10
@@ -43,19 +50,18 @@ def test_reader_sees_the_set(mps, built):
         assert fh.read().split() == mps.CLASSES
     assert sorted(r.label for r in records['train']) == sorted(np.arange(12) % 10)   # balanced
     for split, rs in records.items():
+        if split != 'train':   # their get_mask_paths: image, mask, ignore on every line (one per image here)
+            assert [len(f) for f in _localization(built, split)] == [3] * len(rs)
         for r in rs:
             assert 0 <= r.label < 10
             assert read_image(r.path, r.source).shape == (64, 64, 3)
             if split == 'train':
                 assert r.boxes.shape == (0, 4) and r.mask_path is None
                 continue
-            assert r.boxes.shape == (1, 4) and not r.boxes_from_mask
-            x0, y0, x1, y1 = r.boxes[0]
-            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
-            mask = read_mask(r.mask_path, 'binary', r.source)
+            assert r.boxes_from_mask and r.mask_path and len(r.ignore_mask_paths) == 1
+            mask = read_mask(r.mask_path, r.mask_kind, r.source)
             assert mask.shape == (64, 64) and mask.any()
-            x, y, w, h = cv2.boundingRect(mask)
-            assert [x, y, x + w, y + h] == r.boxes[0].tolist()
+            assert not read_mask(r.ignore_mask_paths[0], 'nonzero', r.source).any()
     for name in ('README.txt', 'preview.png'):
         assert os.path.isfile(os.path.join(built, name))
     assert not os.path.exists(built + '.tmp')
@@ -72,12 +78,18 @@ def test_deterministic_for_a_seed(mps, built, tmp_path):
                            shallow=False)
 
 
-def test_masks_only_and_existing_output(mps, tmp_path):
-    root = mps.build(str(tmp_path / 'm'), seed=0, size=48, num_train=3, num_val=0, num_test=4, loc='masks',
+def test_boxes_layout_gives_the_masks_rectangles_and_existing_output(mps, built, tmp_path):
+    """--loc=boxes (wsolevaluation's CUB layout: 5 integer fields per line) lists, for the same
+    seed, the bounding rectangles of the masks that --loc=masks lists."""
+    root = mps.build(str(tmp_path / 'b'), seed=3, size=64, num_train=12, num_val=5, num_test=11, loc='boxes',
                      progress=False)
     records, _ = formats.wsolevaluation(root)
-    assert set(records) == {'train', 'test'}
+    lines = _localization(root, 'test')
+    assert [len(f) for f in lines] == [5] * 11 and all(v.isdigit() for f in lines for v in f[1:])
     for r in records['test']:
-        assert r.boxes_from_mask and r.mask_path and r.boxes.shape == (0, 4)
+        assert not r.boxes_from_mask and r.mask_path is None and r.boxes.shape == (1, 4)
+        mask = read_mask(os.path.join(built, 'masks', 'test', os.path.basename(r.path)[:-4] + '.png'), 'nonzero')
+        x, y, w, h = cv2.boundingRect(mask)
+        assert [x, y, x + w, y + h] == r.boxes[0].tolist()
     with pytest.raises(SystemExit, match='exists'):
         mps.main([f'--out={root}', '--num_train=3', '--num_test=4'])

@@ -12,7 +12,7 @@ from PIL import Image
 
 from helpers import tiny_synthetic
 from wsol_jax import evaluate as evaluate_lib, localization, metrics, parallel, run as run_lib
-from wsol_jax import workdir as workdir_lib
+from wsol_jax import workdir as workdir_lib, wsolevaluation
 from wsol_jax.context import Context, g_setup, restore_g
 from wsol_jax.data import load_dataset
 from wsol_jax.localizer import Localizer, box_to_image, load_localizer, to_rgb
@@ -138,8 +138,10 @@ def test_predict_on_a_glob_and_a_list_file(localizer, test_split, tmp_path):
 
 
 def test_saved_scoremaps_read_back_give_the_same_numbers(method1_run, tmp_path):
-    """eval.save_maps: the .npy files in wsolevaluation's layout, read back through our metrics,
-    give exactly the numbers of the in-memory pass."""
+    """eval.save_maps on the synthetic set (no files of its own): the .npy files and the metadata
+    and masks written beside them, read as clovaai/wsolevaluation's evaluation.py reads them
+    (tests/helpers.py), give exactly the numbers of the in-memory pass through our metrics."""
+    from helpers import read_wsolevaluation_ground_truth
     workdir = str(tmp_path / 'w')
     shutil.copytree(method1_run[0], workdir)
     cfg = tiny_synthetic('method1')
@@ -148,14 +150,19 @@ def test_saved_scoremaps_read_back_give_the_same_numbers(method1_run, tmp_path):
     results = run_lib.run(cfg, workdir, stage='evaluate')
     in_memory = results['weight_map_selected_wsolevaluation']
     split = load_dataset(cfg).test
-    boxes, masks = evaluate_lib.wsolevaluation_boxes(split), evaluate_lib.wsolevaluation_masks(split.masks[:])
-    maps = np.stack([np.load(evaluate_lib.scoremap_path(os.path.join(workdir, workdir_lib.SCOREMAPS), i))
-                     for i in evaluate_lib.image_ids(split)])
+    ids, boxes, masks = read_wsolevaluation_ground_truth(os.path.join(workdir, workdir_lib.WSOLEVAL_METADATA),
+                                                         os.path.join(workdir, workdir_lib.WSOLEVAL_MASKS))
+    assert ids == split.names == [f'test_{i:05d}' for i in range(len(split))]   # the generated ids
+    for i, image_id in enumerate(ids):   # 32 px boxes and masks at 224: x 7
+        np.testing.assert_array_equal(boxes[image_id], split.boxes[i] * 7)
+        np.testing.assert_array_equal(masks[image_id], np.kron(split.masks[i], np.ones((7, 7), np.uint8)))
+    maps = np.stack([np.load(wsolevaluation.scoremap_path(os.path.join(workdir, workdir_lib.SCOREMAPS), i))
+                     for i in ids])
     assert maps.shape == (len(split), 224, 224) and maps.dtype == np.float32
-    assert np.allclose(maps.min(axis=(1, 2)), 0) and np.allclose(maps.max(axis=(1, 2)), 1)
+    assert (maps.min(axis=(1, 2)) == 0).all() and (maps.max(axis=(1, 2)) == 1).all()
     acc = metrics.MaxBoxAccAccumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious))
-    acc.update(maps, boxes)
-    read_back = {**acc.result(), 'pxap': metrics.pxap(maps, masks, cfg.eval.pxap_interval)}
+    acc.update(maps, [boxes[i] for i in ids])
+    read_back = {**acc.result(), 'pxap': metrics.pxap(maps, np.stack([masks[i] for i in ids]), cfg.eval.pxap_interval)}
     assert read_back == in_memory
     md = open(os.path.join(workdir, 'results.md')).read()
     assert 'How each number was obtained' in md and 'wsolevaluation protocol' in md

@@ -14,17 +14,23 @@ from wsol_jax.errors import DataError
 
 
 def _samples(n, size=16, seed=0):
+    """Cache-size images, and masks at original resolutions that differ per sample
+    (`(12 + i % 4) x (20 + i)`: height x width), with values 0, 1 and 255 (ignored)."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    masks = (rng.random((n, size, size)) < 0.3).astype(np.uint8)
+    masks = [rng.choice(np.array([0, 1, 255], np.uint8), (12 + i % 4, 20 + i), p=[0.6, 0.3, 0.1]) for i in range(n)]
     labels = np.arange(n) % 3
     return images, masks, labels
+
+
+def _box(i):
+    return np.array([[i + 0.25, 0.5, i + 2.75, 3.0]])   # original pixels: fractions are kept
 
 
 def _write(folder, images, masks, labels, codec='raw', with_masks=True):
     def build(writer):
         for i, (im, m, c) in enumerate(zip(images, masks, labels)):
-            writer.add(im, c, f'img{i}', np.array([[i, 0, i + 2, 3]]), m if with_masks else None)
+            writer.add(im, c, f'img{i}', _box(i), m if with_masks else None, m.shape[::-1])
         return []
     return records.cached(str(folder), images.shape[1], build, codec)
 
@@ -43,11 +49,10 @@ def test_records_index_like_numpy(stored):
     for index in (3, -1, np.int64(5), slice(2, 9, 3), slice(None), np.array([[4, 0, 4], [10, 1, 2]]),
                   np.arange(11) % 2 == 0, []):
         np.testing.assert_array_equal(split.images[index], images[index])
-        np.testing.assert_array_equal(split.masks[index], masks[index])
     np.testing.assert_array_equal(np.asarray(split.images), images)
     np.testing.assert_array_equal(split.labels, labels)
-    np.testing.assert_array_equal(split.boxes[:, 0], np.stack([np.arange(11), 0 * labels, np.arange(11) + 2,
-                                                               3 + 0 * labels], 1))
+    np.testing.assert_array_equal(split.boxes[:, 0], np.concatenate([_box(i) for i in range(11)]))
+    np.testing.assert_array_equal(split.original_sizes, [m.shape[::-1] for m in masks])
     assert split.names == [f'img{i}' for i in range(11)]
     with pytest.raises(IndexError):
         split.images[11]
@@ -55,14 +60,39 @@ def test_records_index_like_numpy(stored):
         split.images[np.array([0.5])]
 
 
+def test_masks_are_kept_at_their_original_resolutions(stored):
+    """One mask is an array of its own size; any other index a list of them, in order."""
+    split, _, masks, _ = stored
+    assert isinstance(split.masks, records.MaskArray)
+    np.testing.assert_array_equal(split.masks[-1], masks[10])
+    assert split.masks[np.int64(4)].shape == (12, 24) and split.masks[4].dtype == np.uint8
+    for index, rows in ((slice(2, 9, 3), [2, 5, 8]), (np.array([7, 0, 7]), [7, 0, 7]),
+                        (np.arange(11) % 5 == 0, [0, 5, 10]), ([], [])):
+        got = split.masks[index]
+        assert isinstance(got, list) and len(got) == len(rows)
+        for m, i in zip(got, rows):
+            np.testing.assert_array_equal(m, masks[i])
+    # The same through Split.mask_rows, from disk, from a list in memory and from an array.
+    in_memory = Split(split.images[:], split.labels, split.boxes, masks, split.names, split.sizes)
+    same_size = Split(split.images[:], split.labels, masks=np.stack([m[:12, :20] for m in masks]))
+    rows = np.array([9, 1, 1])
+    for a, b, c in zip(split.mask_rows(rows), in_memory.mask_rows(rows), same_size.mask_rows(rows)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a[:12, :20], c)
+    assert [m.shape for m in in_memory.subset(rows).mask_rows([2, 0])] == [(13, 21), (13, 29)]
+
+
 def test_subset_is_a_view_and_records_pickle(stored):
     split, images, masks, _ = stored
     part = split.subset(np.array([7, 2, 9]))
     np.testing.assert_array_equal(part.images[:], images[[7, 2, 9]])
-    np.testing.assert_array_equal(part.subset(np.array([2, 0])).masks[:], masks[[9, 7]])
+    for m, i in zip(part.subset(np.array([2, 0])).masks[:], [9, 7]):
+        np.testing.assert_array_equal(m, masks[i])
+    np.testing.assert_array_equal(part.original_sizes, [masks[i].shape[::-1] for i in (7, 2, 9)])
     assert part.names == ['img7', 'img2', 'img9']
     again = pickle.loads(pickle.dumps(part.images))   # what Grain's worker processes receive
     np.testing.assert_array_equal(again[1], images[2])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(part.masks))[0], masks[7])
 
 
 def test_jpeg_codec_is_close_and_smaller(tmp_path):
@@ -71,7 +101,7 @@ def test_jpeg_codec_is_close_and_smaller(tmp_path):
     smooth = np.stack([cv2.resize(rng.integers(0, 256, (6, 6, 3)).astype(np.uint8), (64, 64),
                                   interpolation=cv2.INTER_CUBIC) for _ in range(6)])
     smooth = np.clip(smooth + rng.normal(0, 3, smooth.shape), 0, 255).astype(np.uint8)   # photo-like: sensor noise
-    masks, labels = np.zeros((6, 64, 64), np.uint8), np.zeros(6, np.int64)
+    masks, labels = list(np.zeros((6, 64, 64), np.uint8)), np.zeros(6, np.int64)
     raw = _write(tmp_path / 'raw', smooth, masks, labels, 'raw')
     jpeg = _write(tmp_path / 'jpeg', smooth, masks, labels, 'jpeg')
     assert np.abs(jpeg.images[:].astype(int) - smooth).mean() < 3
@@ -116,10 +146,13 @@ def test_cache_is_built_once_atomically_and_cleans_up(tmp_path):
         records.cached(folder, 16, build)
 
 
-def test_writer_rejects_a_wrong_image(tmp_path):
+def test_writer_rejects_a_wrong_image_or_mask(tmp_path):
     writer = records.SplitWriter(str(tmp_path / 'w'), 16)
     with pytest.raises(ValueError, match=r'expected a \(16, 16, 3\) uint8 image'):
         writer.add(np.zeros((16, 16, 3), np.float32), 0, 'bad')
+    with pytest.raises(ValueError, match=r'bad: the mask is 30x20 but the original image is 40x20'):
+        writer.add(np.zeros((16, 16, 3), np.uint8), 0, 'bad', mask=np.zeros((20, 30), np.uint8),
+                   original_size=(40, 20))
     writer.abort()
     assert not os.path.exists(tmp_path / 'w')
 
@@ -153,7 +186,7 @@ def test_shards_and_variable_box_counts(tmp_path, monkeypatch):
 
     def build(writer):
         for i in range(11):
-            writer.add(images[i], labels[i], str(i), boxes[i], masks[i])
+            writer.add(images[i], labels[i], str(i), boxes[i], masks[i], masks[i].shape[::-1])
         return []
     split = records.cached(str(tmp_path / 's'), 16, build)
     assert sorted(os.listdir(tmp_path / 's')) == ['images-00000.array_record', 'images-00001.array_record',
@@ -161,7 +194,8 @@ def test_shards_and_variable_box_counts(tmp_path, monkeypatch):
                                                   'masks-00001.array_record', 'masks-00002.array_record', 'meta.npz']
     order = np.array([10, 0, 5, 4, 3, 9, 9])
     np.testing.assert_array_equal(split.images[order], images[order])
-    np.testing.assert_array_equal(split.subset(order).masks[:], masks[order])
+    for m, i in zip(split.subset(order).masks[:], order):
+        np.testing.assert_array_equal(m, masks[i])
     assert split.boxes.shape == (11, 2, 4)
     for i in range(11):
         k = i % 3

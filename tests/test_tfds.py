@@ -10,16 +10,24 @@ tfds = pytest.importorskip('tensorflow_datasets')
 
 
 def test_example_boxes_and_masks_hand_checked():
+    from wsol_jax import wsolevaluation
+    from wsol_jax.data.dataset import cache_boxes
     from wsol_jax.data.tfds_source import example_to_sample
     image = np.zeros((240, 320, 3), np.uint8)
     mask = np.zeros((240, 320, 1), np.uint8)
     mask[48:144, 32:192] = 255
     # TFDS bbox of [x0, y0, x1, y1] = [32, 48, 192, 144] in a 320 x 240 image:
     bbox = np.array([48 / 240, 32 / 320, 144 / 240, 192 / 320], np.float32)
-    resized, boxes, m = example_to_sample({'image': image, 'bbox': bbox, 'segmentation_mask': mask, 'label': 3}, 256)
-    assert resized.shape == (256, 256, 3)
-    np.testing.assert_array_equal(boxes, [[26, 51, 154, 154]])   # x * 0.8, y * 256 / 240, rounded
-    assert m.dtype == np.uint8 and m.max() == 1 and m[60, 40] == 1 and m[10, 10] == 0
+    resized, boxes, m, size = example_to_sample({'image': image, 'bbox': bbox, 'segmentation_mask': mask,
+                                                 'label': 3}, 256)
+    assert resized.shape == (256, 256, 3) and size == (320, 240)
+    # Kept in the original pixels (float32 noise of the normalised box included) ...
+    np.testing.assert_allclose(boxes, [[32, 48, 192, 144]], atol=1e-4)
+    # ... and scaled once by the crop protocol: x * 0.8, y * 256 / 240, rounded.
+    np.testing.assert_array_equal(cache_boxes(boxes[None], np.array([size]), 256)[0], [[26, 51, 154, 154]])
+    # wsolevaluation's localization.txt lists the integers, and their resize_bbox truncates at 224.
+    np.testing.assert_array_equal(wsolevaluation.listed_boxes(boxes), [[32, 48, 192, 144]])
+    assert m.shape == (240, 320) and m.dtype == np.uint8 and m.max() == 1 and m[60, 40] == 1 and m[10, 10] == 0
 
 
 @pytest.mark.parametrize('name, has_masks', [('caltech_birds2011', True), ('cars196', False)])

@@ -56,3 +56,6 @@ def check_run(config, data: Dataset, mesh, stages: tuple[str, ...]) -> None:
     if 'evaluate' in stages and data.test.boxes is None and data.test.masks is None:
         raise DataError(f'the test split has no boxes or masks ({_annotation_hint(config, "test")} is missing or '
                         'empty): localization cannot be evaluated. Add them, or run --stage=train_f/train_g/select only')
+    if config.eval.save_maps:   # the ids name the scoremaps: an unusable one stops now, not after training
+        from wsol_jax import wsolevaluation
+        wsolevaluation.image_ids(data.test)

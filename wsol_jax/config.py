@@ -100,7 +100,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
         pxap_interval=0.01, maxboxacc_ious=(30, 50, 70),
         top_k=5,                 # Top-k cls / Top-k loc beside Top-1
         num_workers=0,           # processes for the contour work of MaxBoxAcc; 0: one per core, 1: in-line
-        save_maps=False,         # write the test maps in clovaai/wsolevaluation's layout (<workdir>/scoremaps)
+        save_maps=False,         # test maps for clovaai/wsolevaluation (<workdir>/scoremaps), with its metadata and masks
         num_overlays=8, strip_images=4))
     c.predict = ml_collections.ConfigDict(dict(
         images='',               # --stage=predict: a folder (recursive), a glob, or a .txt of paths

@@ -4,7 +4,10 @@ For each: boxes from the paper's rule (Eq. 5 + largest contour, under `eval.box_
 rule that scored the points for the selection), GT-known loc, Top-1 loc (with the classifier
 `f`), Top-1 cls; and, after wsolevaluation's per-map min-max normalisation, PxAP (where masks
 exist) and MaxBoxAcc (v1 and V2). Everything streams over the test set; the contours of
-MaxBoxAcc run in worker processes while the device computes the next batch.
+MaxBoxAcc run in worker processes while the device computes the next batch. The ground truth
+is scaled once from the original image's pixels to what each protocol evaluates (the paper's
+resize and centre crop here; wsolevaluation's whole image at 224 with `eval.save_maps`,
+`wsol_jax.wsolevaluation`).
 """
 from __future__ import annotations
 
@@ -14,18 +17,15 @@ import functools
 import multiprocessing
 import os
 
-import cv2
 import jax
 import numpy as np
 
-from wsol_jax import inference, localization, metrics, parallel, workdir as workdir_lib
+from wsol_jax import inference, localization, metrics, parallel, workdir as workdir_lib, wsolevaluation
 from wsol_jax.context import Context, frozen_f, g_setup, restore_g
-from wsol_jax.data.dataset import center_crop_boxes, center_crop_masks
+from wsol_jax.data.dataset import crop_protocol_boxes, crop_protocol_masks, resize_masks
 from wsol_jax.data.pipeline import map_split
 from wsol_jax.errors import DataError
 from wsol_jax.select import load_selection
-
-WSOLEVAL_SIZE = 224   # clovaai/wsolevaluation's evaluation.py: _RESIZE_LENGTH
 
 
 @dataclasses.dataclass
@@ -71,7 +71,7 @@ def _score_variant(ctx, name, fn, split, gt_boxes, logits, n_samples, executor):
         counts += [box_ok.sum(), (box_ok & top1).sum(), top1.sum(), (box_ok & top_k).sum(), top_k.sum()]
         normalized = localization.normalize_maps(maps)
         if split.masks is not None:   # read per batch: the masks stay on disk
-            pxap_acc.update(normalized, center_crop_masks(split.masks[rows], ctx.crop))
+            pxap_acc.update(normalized, crop_protocol_masks(split.mask_rows(rows), split.size, ctx.crop))
         maxbox_acc.update(normalized, gt_boxes[rows])   # returns at once with an executor
         if sum(map(len, samples['index'])) < n_samples:
             for key, value in (('index', rows), ('maps', maps), ('boxes', boxes)):
@@ -87,65 +87,48 @@ def _score_variant(ctx, name, fn, split, gt_boxes, logits, n_samples, executor):
     return result, {key: np.concatenate(v)[:n_samples] for key, v in samples.items()}
 
 
-def wsolevaluation_maps(maps) -> np.ndarray:
-    """Maps of the whole image -> what clovaai/wsolevaluation's `evaluation.py` reads: float32
-    `(N, 224, 224)` (its `_RESIZE_LENGTH`), min-max normalised so that each attains 0 and 1."""
-    maps = np.asarray(maps, np.float32)
-    if maps.shape[1:] != (WSOLEVAL_SIZE, WSOLEVAL_SIZE):
-        maps = np.stack([cv2.resize(m, (WSOLEVAL_SIZE, WSOLEVAL_SIZE), interpolation=cv2.INTER_LINEAR) for m in maps])
-    return localization.normalize_maps(maps).astype(np.float32)
-
-
-def wsolevaluation_boxes(split) -> np.ndarray:
-    """The split's boxes `(N, K, 4)` at wsolevaluation's size, scaled from the cache's whole
-    image as its `resize_bbox` does (truncating)."""
-    scale = WSOLEVAL_SIZE / split.size
-    valid = metrics.valid_boxes(split.boxes)
-    return np.where(valid[..., None], np.floor(split.boxes * scale), np.asarray(metrics.PAD_BOX)).astype(np.int32)
-
-
-def wsolevaluation_masks(masks) -> np.ndarray:
-    """Masks `(n, S, S)` -> `(n, 224, 224)`, nearest, as its `load_mask_image`."""
-    return np.stack([cv2.resize(m, (WSOLEVAL_SIZE, WSOLEVAL_SIZE), interpolation=cv2.INTER_NEAREST) for m in masks])
-
-
-def scoremap_path(root: str, image_id: str) -> str:
-    """wsolevaluation's `CamDataset`: `<scoremap_root>/<image_id>.npy`."""
-    return os.path.join(root, image_id + '.npy')
-
-
-def image_ids(split) -> list[str]:
-    return list(split.names) if split.names else [f'{i:06d}' for i in range(len(split))]
-
-
 def save_and_score_maps(ctx, g_model, g_vars, executor) -> dict:
-    """`eval.save_maps`: the selected g's maps of the whole test images (wsolevaluation's protocol:
-    resize, no crop) written as `<workdir>/scoremaps/<image_id>.npy`, and scored here from the
-    same arrays (MaxBoxAcc v1/v2 at IoU 30/50/70, PxAP where masks exist)."""
+    """`eval.save_maps`: the selected g's maps of the whole test images under wsolevaluation's
+    protocol (resize, no crop, 224x224, min-max normalised) written as
+    `<workdir>/scoremaps/<image_id>.npy`, with the metadata and masks its evaluation.py reads
+    (`wsolevaluation.py`), and scored here from the same arrays against the same ground truth,
+    taken from the original pixels as theirs (MaxBoxAcc v1/v2 at IoU 30/50/70, PxAP where masks
+    exist). Nothing is written outside the workdir. (g's input is the cached image resized to the
+    crop size, i.e. resized twice from the original; their loader resizes the original once.)"""
     cfg, split = ctx.config, ctx.data.test
-    root = ctx.path(workdir_lib.SCOREMAPS)
+    ids = wsolevaluation.image_ids(split)   # checked before anything is written
+    root, mask_root = ctx.path(workdir_lib.SCOREMAPS), ctx.path(workdir_lib.WSOLEVAL_MASKS)
+    metadata_root = ctx.path(workdir_lib.WSOLEVAL_METADATA)
     fn = jax.jit(lambda v, x: g_model.apply(v, inference.whole_image(x, ctx.crop), train=False))
-    boxes = wsolevaluation_boxes(split)
-    ids = image_ids(split)
+    boxes = wsolevaluation.resize_boxes(split.boxes, split.original_sizes)
     maxbox = metrics.MaxBoxAccAccumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious), executor)
     pxap = metrics.PxAPAccumulator(cfg.eval.pxap_interval)
     for (out,), valid in map_split(lambda b: fn(g_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh,
                                    cfg.data.read_threads):
         rows = parallel.local_valid(valid, cfg.eval.batch_size)    # each host writes and scores its rows
-        maps = wsolevaluation_maps(parallel.local_rows(out)[:len(rows)])
-        for i, m in zip(rows, maps):
-            path = scoremap_path(root, ids[i])
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            np.save(path, m)
+        maps = wsolevaluation.normalized_maps(parallel.local_rows(out)[:len(rows)])
+        wsolevaluation.write_scoremaps(root, [ids[i] for i in rows], maps)
         maxbox.update(maps, boxes[rows])
         if split.masks is not None:
-            pxap.update(maps, wsolevaluation_masks(split.masks[rows]))
+            originals = split.mask_rows(rows)
+            wsolevaluation.write_masks(mask_root, [ids[i] for i in rows], originals)
+            pxap.update(maps, resize_masks(originals, wsolevaluation.SIZE))
+    datasets = wsolevaluation.metadata_lines(split, ids)
+    if parallel.is_chief():
+        wsolevaluation.write_metadata(metadata_root, datasets)
     maxbox.merge_over_processes(parallel.sum_over_processes)
     result = maxbox.result()
     if split.masks is not None:
         pxap.merge_over_processes(parallel.sum_over_processes)
         result['pxap'] = pxap.result()
     print(f'[evaluate] scoremaps: {len(split)} maps in {root}; ' + ' '.join(f'{k}={v:.4f}' for k, v in result.items()))
+    if wsolevaluation.BOX_DATASET not in datasets and split.boxes is not None:
+        print('[evaluate] no box metadata for wsolevaluation: some test images have no box (its BoxEvaluator '
+              'needs one per image)')
+    for metric, command in wsolevaluation.evaluator_commands(root, metadata_root, mask_root, datasets,
+                                                             cfg.eval.pxap_interval,
+                                                             cfg.eval.maxboxacc_ious).items():
+        print(f'[evaluate] {metric} by wsolevaluation\'s own evaluator (in its clone): {command}')
     return result
 
 
@@ -161,7 +144,7 @@ def evaluate(ctx: Context) -> tuple[dict, Samples]:
     f_model, f_vars = frozen_f(ctx, workdir_lib.F_CLASSIFIER)
     g_model, g_state, _ = g_setup(ctx, abstract=True)
     map_fn = inference.compile_weight_maps(g_model, ctx.crop, cfg.eval)
-    gt_boxes = center_crop_boxes(split.boxes, split.size, ctx.crop)
+    gt_boxes = crop_protocol_boxes(split, slice(None), ctx.crop)
 
     classify = inference.compile_f_outputs(f_model, ctx.crop)
     logits = np.concatenate([parallel.to_host(out)[:len(v)] for (out,), v in

@@ -32,7 +32,7 @@ from PIL import Image
 
 from wsol_jax import inference, localization, workdir as workdir_lib
 from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
-from wsol_jax.data.decode import resize_sample, to_uint8
+from wsol_jax.data.decode import resize_image, to_uint8
 from wsol_jax.errors import WorkdirError
 from wsol_jax.train import checkpoint
 from wsol_jax.train.state import build_classifier, build_weight_map_net
@@ -115,8 +115,7 @@ class Localizer:
                              'localizer([image]) or localizer(image[None])')
         rgb = [to_rgb(im) for im in images]
         sizes = [(im.shape[1], im.shape[0]) for im in rgb]
-        no_boxes = np.zeros((0, 4))
-        return np.stack([resize_sample(im, no_boxes, None, self.size)[0] for im in rgb]), sizes
+        return np.stack([resize_image(im, self.size) for im in rgb]), sizes
 
     def _run(self, inputs: np.ndarray):
         """The compiled function over fixed-size batches (the last one padded): numpy outputs."""

@@ -29,7 +29,8 @@ METRIC_NAMES = {'gt_known_loc': 'GT-known loc', 'top1_loc': 'Top-1 loc', 'top1_c
                 'maxboxacc_v1': 'MaxBoxAcc', 'maxboxacc_v2': 'MaxBoxAccV2'}
 VARIANT_NAMES = {'weight_map_selected': 'weight map g, point selected by S',
                  'weight_map_last': 'weight map g, last point', 'cam': 'CAM of f (baseline)',
-                 'weight_map_selected_wsolevaluation': 'weight map g, selected, wsolevaluation protocol (saved scoremaps)'}
+                 'weight_map_selected_wsolevaluation':
+                     'weight map g, point selected by S, wsolevaluation protocol (whole image at 224, saved scoremaps)'}
 
 
 def protocol(config) -> list[str]:
@@ -41,11 +42,13 @@ def protocol(config) -> list[str]:
     return [
         '', '## How each number was obtained', '',
         '- Split: the test split; the point of g was selected on the validation split by mean S alone (no box, no label).',
-        f'- Crop protocol (all rows except the wsolevaluation one): {crop}.',
+        f'- Crop protocol (all rows except the wsolevaluation one): {crop}; the ground truth scaled once from the '
+        f'original image\'s pixels (boxes round(x * {d.image_size} / W), shifted by the crop and clipped to it; masks '
+        'resized by nearest neighbours).',
         f'- GT-known loc, Top-1/Top-{e.top_k} loc (the paper\'s protocol): one box per image, box rule "{e.box_rule}": '
         f'{BOX_RULE_DESCRIPTIONS[e.box_rule]} at ratio {e.threshold_ratio:g}; largest OpenCV contour; correct at '
         f'IoU >= 0.5 with a ground-truth box (areas +1 px, as wsolevaluation). Top-1 loc also needs f\'s top-1 class '
-        f'right, Top-{e.top_k} loc the true class among f\'s top {e.top_k}. The epoch was selected by S under the '
+        f'right, Top-{e.top_k} loc the true class among f\'s top {e.top_k}. The point of g was selected by S under the '
         f'same rule.',
         f'- Top-1 / Top-{e.top_k} cls: the classifier f on the same crop.',
         f'- MaxBoxAcc (v1, wsolevaluation): largest contour\'s box, IoU 0.5, at {grid}.',
@@ -56,8 +59,10 @@ def protocol(config) -> list[str]:
         '- CAM: class activation maps of f for the true class, ReLU, bilinearly upsampled, min-max normalised; '
         'its boxes follow the same rule as g\'s.',
         '- wsolevaluation protocol (with eval.save_maps): g on the whole image (resize, no crop), maps resized to '
-        '224x224 and min-max normalised, exactly the arrays written to scoremaps/; ground truth scaled to 224 '
-        'from the cached image. Only the threshold-free metrics are reported there.',
+        '224x224 and min-max normalised, exactly the arrays written to scoremaps/; ground truth scaled once from '
+        'the original image\'s pixels as clovaai/wsolevaluation\'s evaluation.py does (boxes int(x * 224 / W) '
+        'of the integer boxes, masks resized to 224 by nearest neighbours), the same files it reads in '
+        'wsolevaluation_metadata/ and wsolevaluation_masks/. Only the threshold-free metrics are reported there.',
         '- Numbers are percentages of the test images.']
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'opencv-python-headless',
             'ml-collections')

@@ -12,7 +12,8 @@ Layout of `<workdir>/`:
   strip/epoch_XXX.npy  maps of a few validation images per epoch (Fig. 4-style strip)
   config.json          the config of the last run; classes.json: the number and names of the classes
   selection.json, results.json, results.md, *.png, timings.json, tensorboard/, data_cache/
-  scoremaps/           test-split maps in clovaai/wsolevaluation's layout (eval.save_maps)
+  scoremaps/           test-split maps in clovaai/wsolevaluation's layout (eval.save_maps), with
+  wsolevaluation_metadata/, wsolevaluation_masks/   the ground truth its evaluation.py reads (wsolevaluation.py)
   export/              a portable localiser (--stage=export); predictions/: --stage=predict
 
 A stage's fingerprint is the part of the config that shapes its artifacts. A rerun with the same
@@ -34,6 +35,7 @@ F_CLASSIFIER, F_SIAMESE, F_ENCODER, G = 'f_classifier', 'f_siamese', 'f_encoder'
 G_HISTORY, F_QUALITY, FINGERPRINTS = 'g_history.json', 'f_quality.json', 'fingerprints'
 STRIP, SELECTION, TIMINGS = 'strip', 'selection.json', 'timings.json'
 CONFIG, CLASSES, SCOREMAPS, EXPORT, PREDICTIONS = 'config.json', 'classes.json', 'scoremaps', 'export', 'predictions'
+WSOLEVAL_METADATA, WSOLEVAL_MASKS = 'wsolevaluation_metadata', 'wsolevaluation_masks'
 REPORTS = ('results.json', 'results.md', 'selection.png', 'overlays.png', 'strip.png')
 TRAINED = (F_CLASSIFIER, F_SIAMESE, F_ENCODER, G)   # in the order they are trained
 

@@ -4,19 +4,25 @@ Images are decoded and resized once into the on-disk record cache (`records.py`)
 `(N, S, S, 3)` reads the rows it is indexed with (a numpy array works too, for library use).
 Cropping, flipping and normalisation run on the device inside the compiled steps (`augment`,
 `center_crop`), so the host never touches pixels after the cache. Labels and boxes are small
-and held in memory; boxes are in cache-pixel coordinates `[x0, y0, x1, y1]`, `(N, K, 4)` with
-`PAD_BOX` rows.
+and held in memory.
+
+Ground truth is kept in the original image's pixels (boxes `(N, K, 4)` float `[x0, y0, x1, y1]`
+with `PAD_BOX` rows, masks at the original resolution, the original `(width, height)`), and each
+evaluation protocol scales it once to the size it evaluates at: the paper's (resize to the cache
+size, centre crop) here, `crop_protocol_boxes` and `crop_protocol_masks`; wsolevaluation's (the
+whole image at 224) in `wsol_jax.wsolevaluation`.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wsol_jax.data.records import RecordArray
+from wsol_jax.data.records import MaskArray, RecordArray
 from wsol_jax.errors import DataError
 from wsol_jax.metrics import PAD_BOX, valid_boxes
 
@@ -27,19 +33,24 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 @dataclasses.dataclass
 class Split:
     """One split. `images` `(N, S, S, 3)` uint8 (a `RecordArray` read on demand, or in memory);
-    `labels` `(N,)` int32; `boxes` `(N, K, 4)` int32 or None; `masks` `(N, S, S)` uint8 (1 =
-    object, 255 = ignored) or None, stored as the images are; `names` identify images."""
+    `labels` `(N,)` int32; `boxes` `(N, K, 4)` float `[x0, y0, x1, y1]` in the original image's
+    pixels, `PAD_BOX` rows, or None; `masks` at the original resolution (a `MaskArray`, an
+    `(N, H, W)` uint8 array or a list of `(H_i, W_i)` ones; 1 = object, 255 = ignored; read them
+    with `mask_rows`) or None; `names` the image ids (the
+    source's own: wsolevaluation's image_ids.txt, CUB's images.txt paths, ...); `sizes` `(N, 2)`
+    the original `(width, height)` (None: images made at the cache size, `(S, S)`)."""
     images: np.ndarray | RecordArray
     labels: np.ndarray
     boxes: Optional[np.ndarray] = None
-    masks: Optional[np.ndarray | RecordArray] = None
+    masks: Optional[np.ndarray | MaskArray | list] = None
     names: Optional[list] = None
+    sizes: Optional[np.ndarray] = None
 
     def __post_init__(self):
         n = len(self.images)
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
             raise ValueError(f'images must be (N, S, S, 3) uint8, got {self.images.shape} {self.images.dtype}')
-        for name in ('labels', 'boxes', 'masks'):
+        for name in ('labels', 'boxes', 'masks', 'names', 'sizes'):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f'{name} has {len(value)} entries for {n} images')
@@ -51,12 +62,28 @@ class Split:
     def size(self) -> int:
         return self.images.shape[1]
 
+    @property
+    def original_sizes(self) -> np.ndarray:
+        """`(N, 2)` int: each original image's `(width, height)`."""
+        if self.sizes is not None:
+            return np.asarray(self.sizes)
+        return np.full((len(self), 2), self.size, np.int64)
+
+    def mask_rows(self, rows) -> list[np.ndarray]:
+        """The original-resolution masks of `rows` (an index array), read from disk where stored."""
+        if isinstance(self.masks, list):
+            return [self.masks[i] for i in np.asarray(rows)]
+        return list(self.masks[np.asarray(rows)])
+
     def subset(self, index) -> 'Split':
         """The rows `index`; record-backed arrays stay on disk (a view of those rows)."""
         def take(a):
-            return None if a is None else a.subset(index) if isinstance(a, RecordArray) else a[index]
+            if isinstance(a, list):
+                return [a[i] for i in np.asarray(index)]
+            return None if a is None else a.subset(index) if isinstance(a, (RecordArray, MaskArray)) else a[index]
         names = None if self.names is None else [self.names[i] for i in np.asarray(index)]
-        return Split(take(self.images), self.labels[index], take(self.boxes), take(self.masks), names)
+        return Split(take(self.images), self.labels[index], take(self.boxes), take(self.masks), names,
+                     take(self.sizes))
 
 
 @dataclasses.dataclass
@@ -143,9 +170,44 @@ def center_crop_boxes(boxes: np.ndarray, size: int, crop_size: int) -> np.ndarra
     return np.where(valid_boxes(boxes)[..., None], moved, np.asarray(PAD_BOX)).astype(np.int32)
 
 
+def cache_boxes(boxes: np.ndarray, sizes: np.ndarray, size: int) -> np.ndarray:
+    """Boxes `(N, K, 4)` in the original images' pixels, their images' `(N, 2)` `(width, height)`
+    -> `(N, K, 4)` int32 pixels of the `size x size` resized image: `round(x * size / W)`
+    (`y`: `H`), clipped to `[0, size - 1]`. Padding rows stay `PAD_BOX`.
+
+    The released code maps CUB's boxes as `x / W * 256 - 16`, clipped to `[0, 223]`, in floats;
+    this is the same rule in integer pixels (rounded, then `center_crop_boxes` shifts and clips)."""
+    boxes = np.asarray(boxes, np.float64)
+    wh = np.asarray(sizes, np.float64)[:, None, :]
+    scale = np.concatenate([size / wh, size / wh], axis=-1)   # (N, 1, 4): x0, y0, x1, y1
+    scaled = np.clip(np.round(boxes * scale), 0, size - 1)
+    return np.where(valid_boxes(boxes)[..., None], scaled, np.asarray(PAD_BOX)).astype(np.int32)
+
+
+def crop_protocol_boxes(split: Split, rows, crop_size: int) -> np.ndarray:
+    """The paper's protocol (resize to the cache size, centre crop `crop_size`): the ground-truth
+    boxes `(n, K, 4)` int32 of `rows`, scaled once from the original pixels."""
+    cached = cache_boxes(split.boxes[rows], split.original_sizes[rows], split.size)
+    return center_crop_boxes(cached, split.size, crop_size)
+
+
+def resize_masks(masks: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """Masks at their original resolutions -> `(n, size, size)` uint8, each resized once with
+    nearest neighbours (OpenCV's INTER_NEAREST, as wsolevaluation's `load_mask_image`)."""
+    return np.stack([m if m.shape == (size, size) else
+                     cv2.resize(np.asarray(m, np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+                     for m in masks])
+
+
 def center_crop_masks(masks: np.ndarray, crop_size: int) -> np.ndarray:
     o = crop_offset(masks.shape[1], crop_size)
     return masks[:, o:o + crop_size, o:o + crop_size]
+
+
+def crop_protocol_masks(masks: Sequence[np.ndarray], size: int, crop_size: int) -> np.ndarray:
+    """The paper's protocol for original-resolution masks: resized once to the cache size `size`,
+    then the centre crop, `(n, crop_size, crop_size)`."""
+    return center_crop_masks(resize_masks(masks, size), crop_size)
 
 
 def epoch_permutation(key: jax.Array, n: int) -> np.ndarray:

@@ -1,11 +1,13 @@
-"""Decode-once: images and masks from disk -> resized uint8 arrays, with clear errors.
+"""Decode-once: images and masks from disk -> resized uint8 images and original ground truth, with clear errors.
 
-Every dataset format produces a list of `Record`s (an image path, a label, boxes in original
-pixels, an optional mask); `decode_into` decodes them in parallel threads, checks the boxes
-against the decoded image, resizes to the cache size (the paper's 256x256, aspect ratio not kept)
-and scales the boxes to match. `cached_split` writes the result to the on-disk record cache
-(`records.py`) once; its key covers everything the content depends on, files' sizes and times
-included.
+Every dataset format produces a list of `Record`s (an image path, its id, a label, boxes in
+original pixels, an optional mask); `decode_into` decodes them in parallel threads, checks the
+boxes against the decoded image and resizes the image to the cache size (the paper's 256x256,
+aspect ratio not kept). The ground truth stays in the original image's pixels (boxes as floats,
+the mask at its own resolution, the image's `(width, height)`): each evaluation protocol scales
+it once (`dataset.py`, `wsolevaluation.py`). `cached_split` writes the result to the on-disk
+record cache (`records.py`) once; its key covers everything the content depends on, files'
+sizes and times included.
 
 Files are decoded with Pillow, strictly: a truncated or corrupt file is an error (OpenCV would
 return a half-grey image and only print a warning). `to_uint8` turns every mode into 8-bit RGB:
@@ -35,10 +37,11 @@ from wsol_jax.data.dataset import Split
 from wsol_jax.errors import DataError
 from wsol_jax.metrics import IGNORE
 
-MASK_KINDS = ('binary', 'flowers')
+MASK_KINDS = ('binary', 'nonzero', 'flowers')
 # Part of the cache key: bump it whenever decoding, checks or the cache layout change, so that
 # caches written by an older version are not read back.
-FORMAT_VERSION = 5   # 3: Pillow bilinear resize; 4: ArrayRecord cache (records.py); 5: to_uint8, EXIF by listed size
+FORMAT_VERSION = 6   # 3: Pillow bilinear resize; 4: ArrayRecord cache (records.py); 5: to_uint8, EXIF by listed
+# size; 6: original ground truth, the dataset's own image ids
 # Boxes may exceed the image by this many pixels (inclusive pixel conventions: CUB's x + w == W,
 # Stanford Cars' 1-based inclusive x2 == W); they are clipped. Anything further is an error.
 BOX_TOLERANCE = 1.0
@@ -57,13 +60,16 @@ EXIF_ORIENTATION = 0x0112
 class Record:
     """One annotated image. `boxes` `(K, 4)` float `[x0, y0, x1, y1]` in original pixels (K may
     be 0); `mask_path` a mask image (`mask_kind` 'binary': > 127 is object, or 1 for a 0/1 mask;
-    'flowers': Oxford Flowers 102 segmentation images, pure blue is background) and
+    'nonzero': any non-zero grey value is object, wsolevaluation's `mask > 0.5`; 'flowers':
+    Oxford Flowers 102 segmentation images, pure blue is background) and
     `extra_mask_paths` more masks of the same image, united with it (wsolevaluation lists one
     line per object mask); `source` names the annotation file and line, for error messages, and
     `box_sources` the line of each box and `label_source` that of the label where they differ. `size` `(width, height)` is the size the
     annotations list (wsolevaluation's image_sizes.txt, at `size_source`): the decoded image
     must match it. `error`: a per-sample annotation problem found while reading (an unparseable
-    box), raised, or skipped with `on_bad_sample='skip'`, when the sample is decoded."""
+    box), raised, or skipped with `on_bad_sample='skip'`, when the sample is decoded.
+    `image_id`: the source's own name of the image (wsolevaluation's image_ids.txt entry, CUB's
+    images.txt path, ...; default: `path`), the name of its scoremap for wsolevaluation."""
     path: str
     label: int
     boxes: np.ndarray
@@ -78,6 +84,7 @@ class Record:
     error: str = ''
     label_source: str = ''
     ignore_mask_paths: tuple = ()   # regions PxAP skips (OpenImages), stored as metrics.IGNORE
+    image_id: str = ''
 
     def box_source(self, k: int) -> str:
         """The annotation line of box `k`."""
@@ -87,6 +94,11 @@ class Record:
     def label_where(self) -> str:
         """The annotation line of the label."""
         return self.label_source or self.source
+
+    @property
+    def name(self) -> str:
+        """The image id (`image_id`, or the path where the source gives none)."""
+        return self.image_id or self.path
 
 
 def _listed(source: str) -> str:
@@ -246,12 +258,17 @@ def _read_levels(path: str, source: str) -> tuple[np.ndarray, float]:
 
 def read_mask(path: str, kind: str, source: str = '') -> np.ndarray:
     """uint8 `(H, W)` with 1 = object. 'binary': above half the file's full scale (> 127 of 8
-    bits, > 32767 of 16), or > 0 for a 0/1 mask; 'flowers': not pure blue."""
+    bits, > 32767 of 16), or > 0 for a 0/1 mask; 'nonzero': any non-zero level (wsolevaluation's
+    rule); 'flowers': not pure blue."""
+    if kind not in MASK_KINDS:
+        raise ValueError(f'mask kind must be one of {MASK_KINDS}, got {kind!r}')
     if kind == 'flowers':
         rgb = _read_pixels(path, 'mask', source, 'RGB', background=None).astype(int)
         background = (rgb[..., 0] < 50) & (rgb[..., 1] < 50) & (rgb[..., 2] > 200)  # (0, 0, 254), JPEG-tolerant
         return (~background).astype(np.uint8)
     values, full = _read_levels(path, source)
+    if kind == 'nonzero':
+        return (values > 0).astype(np.uint8)
     # An integer 0/1 mask (max 1) would be empty with the half-scale threshold (a float one is not).
     zero_one = values.dtype.kind in 'iu' and values.max(initial=0) == 1
     return (values > (0 if zero_one else full / 2)).astype(np.uint8)
@@ -280,24 +297,21 @@ def check_boxes(boxes, width: int, height: int, where: Sequence[str], path: str)
     return np.clip(boxes, 0, [width, height, width, height])
 
 
-def resize_sample(image: np.ndarray, boxes, mask: Optional[np.ndarray], size: int, boxes_from_mask: bool = False):
-    """Resize an RGB image `(H, W, 3)` to `(size, size)` (the paper's 256x256, aspect ratio not
-    kept), scale its `(K, 4)` boxes `[x0, y0, x1, y1]` by `size / W`, `size / H`, and resize its
-    mask with nearest neighbours. `boxes_from_mask`: the box is the mask's bounding rectangle.
-
-    The image is resized by Pillow's bilinear filter, which antialiases when it shrinks: what
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an RGB image `(H, W, 3)` to `(size, size, 3)` (the paper's 256x256, aspect ratio
+    not kept) with Pillow's bilinear filter, which antialiases when it shrinks: what
     torchvision's `Resize((256, 256))` does to the PIL images of the released code and of
     wsolevaluation (OpenCV's INTER_LINEAR would alias a 500 px photo down to 256)."""
-    h, w = image.shape[:2]
-    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BILINEAR))
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4) * np.array([size / w, size / h] * 2)
-    boxes = np.clip(np.round(boxes), 0, size - 1).astype(np.int32)
-    if mask is not None:
-        mask = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-        if boxes_from_mask and (mask == 1).any():
-            x, y, bw, bh = cv2.boundingRect((mask == 1).astype(np.uint8))
-            boxes = np.array([[x, y, x + bw, y + bh]], np.int32)
-    return resized, boxes, mask
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BILINEAR))
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """The bounding rectangle of a mask's object pixels (== 1), `(1, 4)` float
+    `[x, y, x + w, y + h]` (cv2.boundingRect), or `(0, 4)` if it has none."""
+    if not (mask == 1).any():
+        return np.zeros((0, 4))
+    x, y, w, h = cv2.boundingRect((mask == 1).astype(np.uint8))
+    return np.array([[x, y, x + w, y + h]], np.float64)
 
 
 def _read_record_mask(record: Record, image_shape) -> Optional[np.ndarray]:
@@ -309,8 +323,8 @@ def _read_record_mask(record: Record, image_shape) -> Optional[np.ndarray]:
             raise DataError(f'mask {path}{_listed(record.source)} is {m.shape[1]}x{m.shape[0]} but its image '
                             f'{record.path} is {image_shape[1]}x{image_shape[0]}; fix the mask, {SKIP_HINT}')
         mask = m if mask is None else mask | m
-    for path in record.ignore_mask_paths:
-        ignore = read_mask(path, 'binary', record.source)
+    for path in record.ignore_mask_paths:   # wsolevaluation's layout only: read by its rule, non-zero is ignored
+        ignore = read_mask(path, 'nonzero', record.source)
         if ignore.shape != tuple(image_shape):
             raise DataError(f'ignore mask {path}{_listed(record.source)} is {ignore.shape[1]}x{ignore.shape[0]} but its '
                             f'image {record.path} is {image_shape[1]}x{image_shape[0]}; fix the mask, {SKIP_HINT}')
@@ -322,7 +336,8 @@ def _read_record_mask(record: Record, image_shape) -> Optional[np.ndarray]:
 
 
 def _decode(record: Record, size: int):
-    """One record -> `(image (S, S, 3) uint8, boxes (K, 4) int32, mask (S, S) uint8 or None)`."""
+    """One record -> `(image (S, S, 3) uint8, boxes (K, 4) float64 in original pixels, clipped to
+    the image, mask (H, W) uint8 or None, (W, H))`."""
     if record.error:
         raise DataError(record.error)
     image = read_image(record.path, record.source, listed_size=record.size)
@@ -334,7 +349,9 @@ def _decode(record: Record, size: int):
     boxes = check_boxes(record.boxes, w, h, [record.box_source(k) for k in range(len(record.boxes))] or
                         [record.source], record.path)
     mask = _read_record_mask(record, (h, w))
-    return resize_sample(image, boxes, mask, size, record.boxes_from_mask)
+    if record.boxes_from_mask and mask is not None and (mask == 1).any():
+        boxes = mask_box(mask)
+    return resize_image(image, size), boxes, mask, (w, h)
 
 
 def _check_labels(records: Sequence[Record], num_classes: int) -> None:
@@ -385,7 +402,7 @@ def decode_into(writer, records: Sequence[Record], size: int, num_classes: int, 
             contextlib.closing(ordered_results(pool, lambda r: _decode(r, size), records, 4 * workers)) as futures:
         for r, fut in tqdm(zip(records, futures), total=len(records), desc=desc, leave=False):
             try:
-                image, boxes, mask = fut.result()
+                image, boxes, mask, original_size = fut.result()
             except DataError as e:
                 if on_bad_sample != 'skip':
                     raise
@@ -393,7 +410,7 @@ def decode_into(writer, records: Sequence[Record], size: int, num_classes: int, 
                     print(f'[data] skipped: {e}')
                 skipped.append(str(e))
                 continue
-            writer.add(image, r.label, r.path, boxes, mask)
+            writer.add(image, r.label, r.name, boxes, mask, original_size)
     if skipped:
         print(f'[data] {desc}: skipped {len(skipped)} of {len(records)} samples (on_bad_sample=skip)')
     if not len(writer):
@@ -417,13 +434,13 @@ def _fingerprint(records: Sequence[Record], size: int, num_classes: int, on_bad_
                  workers: int = 8) -> str:
     """A key of everything a cached split depends on: the format version, the cache size,
     `num_classes`, `on_bad_sample` (it decides which samples are in), and per record its
-    annotations and the size and modification time of its image and mask files."""
+    annotations, its image id and the size and modification time of its image and mask files."""
     h = hashlib.sha1(json.dumps([FORMAT_VERSION, size, num_classes, on_bad_sample]).encode())
     files = [[r.path, r.mask_path, *r.extra_mask_paths, *r.ignore_mask_paths] for r in records]
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:   # stat is slow on network disks
         states = list(pool.map(lambda paths: [_file_state(p) for p in paths], files))
     for r, state in zip(records, states):
-        h.update(json.dumps([r.path, r.label, np.asarray(r.boxes, np.float64).tolist(), r.mask_path,
+        h.update(json.dumps([r.path, r.name, r.label, np.asarray(r.boxes, np.float64).tolist(), r.mask_path,
                              list(r.extra_mask_paths), list(r.ignore_mask_paths), r.mask_kind, r.boxes_from_mask,
                              None if r.size is None else list(r.size), r.error, state]).encode())
     return h.hexdigest()[:16]

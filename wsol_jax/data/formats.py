@@ -1,6 +1,8 @@
 """Readers of the datasets' original on-disk layouts, each `-> ({split: [Record]}, num_classes)`.
 
-Splits are 'train' and 'test', plus 'val' where the dataset defines one. Paths in error
+Splits are 'train' and 'test', plus 'val' where the dataset defines one. Each record's image id
+is the dataset's own name of the image: the path as its listing gives it (wsolevaluation's
+image_ids.txt, CUB's images.txt relative to images/), otherwise the path relative to the root. Paths in error
 messages point at the file and line that is wrong, and missing roots say what to download.
 
 Two kinds of annotation problems: structural ones (a missing file, a line with the wrong number
@@ -127,7 +129,7 @@ def cub(root: str) -> tuple[Records, int]:
         mask = os.path.join(seg_dir, os.path.splitext(rel)[0] + '.png') if os.path.isdir(seg_dir) else None
         out['train' if is_train == '1' else 'test'].append(Record(
             os.path.join(root, 'images', rel), label - 1, box, mask, 'binary', where,
-            box_sources=(box_where,), error=error, label_source=label_where))
+            box_sources=(box_where,), error=error, label_source=label_where, image_id=rel))
     return _check_unique(out), _num_classes(out)
 
 
@@ -153,16 +155,18 @@ def _mat_field(annotation, name: str, where: str):
     return getattr(annotation, name)
 
 
-def _cars_record(a, i: int, mat: str, folder: str) -> Record:
-    """One Stanford Cars annotation (1-based inclusive box) -> a `Record`, box `[x1 - 1, y1 - 1, x2, y2]`."""
+def _cars_record(a, i: int, mat: str, root: str, folder: str) -> Record:
+    """One Stanford Cars annotation (1-based inclusive box) -> a `Record`, box `[x1 - 1, y1 - 1, x2, y2]`;
+    its id is `<folder>/<fname>`."""
     where = f'{mat}[{i}]'
     label = _int(_mat_field(a, 'class', where), where, 'class')
     if label < 1:
         raise DataError(f'{where}: class {label} must be at least 1 (Stanford Cars classes are 1-based)')
     box, error = _box([_mat_field(a, k, where) for k in ('bbox_x1', 'bbox_y1', 'bbox_x2', 'bbox_y2')], where)
     box[:, :2] -= 1
-    return Record(os.path.join(folder, str(_mat_field(a, 'fname', where))), label - 1, box, source=where,
-                  box_sources=(where,), error=error)
+    image_id = f"{folder}/{_mat_field(a, 'fname', where)}"
+    return Record(os.path.join(root, image_id), label - 1, box, source=where, box_sources=(where,), error=error,
+                  image_id=image_id)
 
 
 def cars(root: str) -> tuple[Records, int]:
@@ -176,7 +180,7 @@ def cars(root: str) -> tuple[Records, int]:
     for split, mat, folder in (('train', os.path.join(root, 'devkit', 'cars_train_annos.mat'), 'cars_train'),
                                ('test', test_annos, 'cars_test')):
         annos = np.atleast_1d(_mat_key(_loadmat(mat, 'cars'), 'annotations', mat))
-        out[split] = [_cars_record(a, i, mat, os.path.join(root, folder)) for i, a in enumerate(annos)]
+        out[split] = [_cars_record(a, i, mat, root, folder) for i, a in enumerate(annos)]
     return _check_unique(out), _num_classes(out)
 
 
@@ -209,7 +213,8 @@ def flowers(root: str) -> tuple[Records, int]:
         out[split] = [Record(os.path.join(root, 'jpg', f'image_{i:05d}.jpg'), int(labels[i - 1]) - 1,
                              np.zeros((0, 4)), os.path.join(root, 'segmim', f'segmim_{i:05d}.jpg'), 'flowers',
                              f'{setid_mat}:{key}[{j}]', boxes_from_mask=True,
-                             label_source=f'{labels_mat}:labels[{i - 1}]') for j, i in enumerate(ids)]
+                             label_source=f'{labels_mat}:labels[{i - 1}]', image_id=f'jpg/image_{i:05d}.jpg')
+                      for j, i in enumerate(ids)]
     return _check_unique(out), int(labels.max())
 
 
@@ -228,8 +233,9 @@ def tiny_imagenet(root: str) -> tuple[Records, int]:
         path = os.path.join(root, 'train', wnid, f'{wnid}_boxes.txt')
         for name, (where, f) in _fields(path, 'tiny_imagenet', 5).items():
             box, error = _box(f, where)
-            train.append(Record(os.path.join(root, 'train', wnid, 'images', name), index[wnid], box,
-                                source=where, box_sources=(where,), error=error))
+            image_id = f'train/{wnid}/images/{name}'
+            train.append(Record(os.path.join(root, image_id), index[wnid], box, source=where, box_sources=(where,),
+                                error=error, image_id=image_id))
     test = []
     path = os.path.join(root, 'val', 'val_annotations.txt')
     for name, (where, f) in _fields(path, 'tiny_imagenet', 6).items():
@@ -237,7 +243,7 @@ def tiny_imagenet(root: str) -> tuple[Records, int]:
             raise DataError(f'{where}: class {f[0]} is not in wnids.txt')
         box, error = _box(f[1:], where)
         test.append(Record(os.path.join(root, 'val', 'images', name), index[f[0]], box, source=where,
-                           box_sources=(where,), error=error))
+                           box_sources=(where,), error=error, image_id=f'val/images/{name}'))
     return _check_unique({'train': train, 'test': test}), len(index)
 
 
@@ -303,7 +309,8 @@ def wsolevaluation(root: str, metadata_dir: str = '') -> tuple[Records, int]:
     `class_labels.txt` (path,label), `image_sizes.txt` (path,w,h; optional, checked against the
     decoded image), `localization.txt` (path,x0,y0,x1,y1, one line per box; or
     path,mask_path[,ignore_path], one line per object mask, united; OpenImages' ignore regions are
-    skipped by PxAP, as wsolevaluation does).
+    skipped by PxAP, as wsolevaluation does). Masks are read by wsolevaluation's rule (any non-zero
+    grey value is object, or ignored; its `get_mask`), and the image ids are the listed paths.
     Image and mask paths are relative to `root`. Splits: train, test, and val if present. This
     is also the format for your own data."""
     metadata_dir = metadata_dir or os.path.join(root, 'metadata')
@@ -331,10 +338,10 @@ def wsolevaluation(root: str, metadata_dir: str = '') -> tuple[Records, int]:
             mask_paths = masks.get(p, [])
             records.append(Record(
                 os.path.join(root, p), label, np.concatenate(b) if b else np.zeros((0, 4)),
-                mask_paths[0] if mask_paths else None, 'binary', where, boxes_from_mask=bool(mask_paths) and not b,
+                mask_paths[0] if mask_paths else None, 'nonzero', where, boxes_from_mask=bool(mask_paths) and not b,
                 box_sources=tuple(box_where), size=size, size_source=size_where,
                 extra_mask_paths=tuple(mask_paths[1:]), error=errors.get(p) or size_error,
-                ignore_mask_paths=tuple(ignore.get(p, ()))))
+                ignore_mask_paths=tuple(ignore.get(p, ())), image_id=p))
         out[split] = records
     return _check_unique(out), _num_classes(out)
 

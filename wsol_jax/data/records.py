@@ -7,9 +7,19 @@ host's memory does not grow with the number of images. One cached split is a fol
 
     images-<k>.array_record  one record per image, `(S, S, 3)` uint8: raw bytes, or JPEG (`codec`),
                              in shards of `SHARD_SIZE` records
-    masks-<k>.array_record   optional: one `(S, S)` uint8 mask per image (0, 1, or 255 = ignore)
-    meta.npz              labels `(N,)`, boxes `(N, K, 4)` (absent without boxes), names,
+    masks-<k>.array_record   optional: one PNG per image, the mask at the original image's
+                             resolution `(H, W)` uint8 (0, 1, or 255 = ignore)
+    meta.npz              labels `(N,)`, boxes `(N, K, 4)` float64 in the original image's pixels
+                          (absent without boxes), the original `(width, height)` `(N, 2)`, image ids,
                           the samples skipped while building, the image size and codec
+
+Ground truth stays in the original image's pixels: every evaluation protocol scales it once to
+the size it evaluates at (`dataset.crop_protocol_boxes`, `wsolevaluation.resize_boxes`), never
+from an already resized copy (resizing twice moves box edges by a pixel and mask pixels by one).
+Masks are kept at their original resolution, PNG-encoded (variable size; a binary mask is a
+few hundred bytes to a few KB), rather than as a second fixed-size copy per protocol: any size
+a protocol needs (the cache size of the paper's crop, wsolevaluation's 224) is then one
+nearest-neighbour resize away from the original, and the original can be written out as it is.
 
 ArrayRecord is the random-access format of Grain and TFDS; with `group_size:1` every record is
 its own chunk, so reading one image reads nothing else. The folder is built
@@ -19,6 +29,7 @@ always whole, and an interrupted build leaves only a temporary folder, removed b
 from __future__ import annotations
 
 import array
+import copy
 import glob
 import os
 import shutil
@@ -63,21 +74,27 @@ def shard_path(folder: str, stem: str, shard: int) -> str:
     return os.path.join(folder, f'{stem}-{shard:05d}.array_record')
 
 
-class RecordArray:
-    """A read-only array of `N` items of `item_shape` uint8 stored in ArrayRecord shards
-    `<folder>/<stem>-<k>.array_record` of `shard_size` records each.
+def encode_mask(mask: np.ndarray) -> bytes:
+    """`(H, W)` uint8 mask -> PNG bytes (lossless: the values 0, 1 and 255 survive)."""
+    ok, buf = cv2.imencode('.png', np.ascontiguousarray(mask, np.uint8))
+    if not ok:
+        raise ValueError(f'cannot PNG-encode a mask of shape {mask.shape}')
+    return buf.tobytes()
 
-    Indexes like a numpy array along the first axis (an int, a slice, an integer or boolean
-    array of any shape: `a[idx]` has shape `idx.shape + item_shape`) and reads only those
-    records. `np.asarray(a)` reads them all. `rows` makes a view of some rows (`subset`).
-    Pickles as its paths, so worker processes open their own readers."""
 
-    def __init__(self, folder: str, stem: str, num_records: int, item_shape: tuple[int, ...],
-                 codec: str = 'raw', shard_size: int = 0, rows: Optional[np.ndarray] = None):
-        if codec not in CODECS:
-            raise ValueError(f'codec must be one of {CODECS}, got {codec!r}')
+def decode_mask(data: bytes) -> np.ndarray:
+    """PNG bytes -> the `(H, W)` uint8 mask."""
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+class _Records:
+    """`N` records in ArrayRecord shards `<folder>/<stem>-<k>.array_record` of `shard_size`
+    records each, read at random (`rows`: a view of some of them). Pickles as its paths, so
+    worker processes open their own readers."""
+
+    def __init__(self, folder: str, stem: str, num_records: int, shard_size: int = 0,
+                 rows: Optional[np.ndarray] = None):
         self.folder, self.stem, self.num_records = folder, stem, int(num_records)
-        self.item_shape, self.codec = tuple(item_shape), codec
         self.shard_size = int(shard_size) or max(1, self.num_records)
         self._rows = None if rows is None else np.asarray(rows, np.int64)
         self._local = threading.local()
@@ -103,16 +120,6 @@ class RecordArray:
     def __len__(self) -> int:
         return self.num_records if self._rows is None else len(self._rows)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self),) + self.item_shape
-
-    @property
-    def ndim(self) -> int:
-        return 1 + len(self.item_shape)
-
-    dtype = np.dtype(np.uint8)
-
     def _positions(self, index) -> np.ndarray:
         n = len(self)
         if isinstance(index, slice):
@@ -131,27 +138,73 @@ class RecordArray:
             raise IndexError(f'index out of range for {n} records in {self.folder}')
         return p
 
-    def __getitem__(self, index) -> np.ndarray:
-        positions = self._positions(index)
-        flat = positions.ravel()
-        rows = flat if self._rows is None else self._rows[flat]
-        out = np.empty((len(rows),) + self.item_shape, np.uint8)
+    def _read(self, positions: np.ndarray) -> list[bytes]:
+        """The records at `positions` (flat, of this view), in that order."""
+        rows = positions if self._rows is None else self._rows[positions]
+        out: list = [None] * len(rows)
         shards, offsets = np.divmod(rows, self.shard_size)
         for shard in np.unique(shards):
             at = np.flatnonzero(shards == shard)
             for i, data in zip(at, self._reader(int(shard)).read(offsets[at].tolist())):
-                out[i] = decode_record(data, self.item_shape, self.codec)
+                out[i] = data
+        return out
+
+    def subset(self, index):
+        """A view of the rows `index` (nothing is read)."""
+        positions = self._positions(index).ravel()
+        view = copy.copy(self)
+        view._rows = positions if self._rows is None else self._rows[positions]
+        view._local = threading.local()
+        return view
+
+
+class RecordArray(_Records):
+    """A read-only array of `N` items of `item_shape` uint8 (raw bytes, or JPEG: `codec`).
+
+    Indexes like a numpy array along the first axis (an int, a slice, an integer or boolean
+    array of any shape: `a[idx]` has shape `idx.shape + item_shape`) and reads only those
+    records. `np.asarray(a)` reads them all. `subset` makes a view of some rows."""
+
+    def __init__(self, folder: str, stem: str, num_records: int, item_shape: tuple[int, ...],
+                 codec: str = 'raw', shard_size: int = 0, rows: Optional[np.ndarray] = None):
+        if codec not in CODECS:
+            raise ValueError(f'codec must be one of {CODECS}, got {codec!r}')
+        super().__init__(folder, stem, num_records, shard_size, rows)
+        self.item_shape, self.codec = tuple(item_shape), codec
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self),) + self.item_shape
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.item_shape)
+
+    dtype = np.dtype(np.uint8)
+
+    def __getitem__(self, index) -> np.ndarray:
+        positions = self._positions(index)
+        out = np.empty((positions.size,) + self.item_shape, np.uint8)
+        for i, data in enumerate(self._read(positions.ravel())):
+            out[i] = decode_record(data, self.item_shape, self.codec)
         return out.reshape(positions.shape + self.item_shape)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self[:]
         return out if dtype is None else out.astype(dtype)
 
-    def subset(self, index) -> 'RecordArray':
-        positions = self._positions(index).ravel()
-        rows = positions if self._rows is None else self._rows[positions]
-        return RecordArray(self.folder, self.stem, self.num_records, self.item_shape, self.codec, self.shard_size,
-                           rows)
+
+class MaskArray(_Records):
+    """`N` masks at their original images' resolutions (sizes differ), PNG records.
+
+    `a[i]` is mask `i`, `(H_i, W_i)` uint8 (1 = object, 255 = ignored); any other index (a
+    slice, an integer or boolean array) gives a list of masks. Only those records are read.
+    `dataset.resize_masks` brings them to the size a protocol evaluates at."""
+
+    def __getitem__(self, index):
+        positions = self._positions(index)
+        masks = [decode_mask(data) for data in self._read(positions.ravel())]
+        return masks[0] if positions.ndim == 0 else masks
 
 
 class _ShardedWriter:
@@ -193,24 +246,32 @@ class SplitWriter:
         os.makedirs(folder)
         self.folder, self.size, self.codec = folder, size, codec
         self._images, self._masks = _ShardedWriter(folder, IMAGES), _ShardedWriter(folder, MASKS)
-        self.labels, self.box_counts, self.box_values = array.array('i'), array.array('i'), array.array('i')
+        self.labels, self.box_counts, self.box_values = array.array('i'), array.array('i'), array.array('d')
+        self.sizes = array.array('i')
         self.names: list[str] = []
         self._with_mask = 0
 
     def add(self, image: np.ndarray, label: int, name: str, boxes: Optional[np.ndarray] = None,
-            mask: Optional[np.ndarray] = None) -> None:
-        """One sample: `image` `(S, S, 3)` uint8, `boxes` `(K, 4)` in cache pixels, `mask` `(S, S)`."""
+            mask: Optional[np.ndarray] = None, original_size: Optional[tuple[int, int]] = None) -> None:
+        """One sample: `image` `(S, S, 3)` uint8 (resized to the cache size), `name` its image id,
+        and its ground truth in the original image's pixels: `boxes` `(K, 4)` float
+        `[x0, y0, x1, y1]`, `mask` `(H, W)` uint8 and `original_size` `(W, H)` (default: `(S, S)`,
+        an image made at the cache size)."""
         if image.shape != (self.size, self.size, 3) or image.dtype != np.uint8:
             raise ValueError(f'{name}: expected a ({self.size}, {self.size}, 3) uint8 image, got {image.shape} '
                              f'{image.dtype}')
+        width, height = original_size or (self.size, self.size)
+        if mask is not None and mask.shape != (height, width):
+            raise ValueError(f'{name}: the mask is {mask.shape[1]}x{mask.shape[0]} but the original image is '
+                             f'{width}x{height}')
         self._images.write(encode_image(image, self.codec))
-        has_mask = mask is not None
-        self._with_mask += has_mask
-        self._masks.write((np.asarray(mask, np.uint8) if has_mask else np.zeros((self.size,) * 2, np.uint8)).tobytes())
+        self._with_mask += mask is not None
+        self._masks.write(b'' if mask is None else encode_mask(mask))
         self.labels.append(int(label))
-        b = np.zeros((0, 4), np.int32) if boxes is None else np.asarray(boxes, np.int32).reshape(-1, 4)
+        b = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, np.float64).reshape(-1, 4)
         self.box_counts.append(len(b))
         self.box_values.extend(b.ravel().tolist())
+        self.sizes.extend((int(width), int(height)))
         self.names.append(str(name))
 
     def __len__(self) -> int:
@@ -224,12 +285,13 @@ class SplitWriter:
         if self._with_mask != len(self):
             self._masks.remove()
         meta = {'labels': np.asarray(self.labels, np.int32), 'names': np.asarray(self.names, dtype=str),
+                'sizes': np.asarray(self.sizes, np.int32).reshape(-1, 2),
                 'skipped': np.asarray(list(skipped), dtype=str), 'size': np.int64(self.size),
                 'codec': np.asarray(self.codec), 'shard_size': np.int64(SHARD_SIZE)}
         counts = np.asarray(self.box_counts, np.int64)
         if counts.any():
-            padded = np.full((len(self), counts.max(), 4), PAD_BOX, np.int32)
-            values = np.asarray(self.box_values, np.int32).reshape(-1, 4)
+            padded = np.full((len(self), counts.max(), 4), PAD_BOX, np.float64)
+            values = np.asarray(self.box_values, np.float64).reshape(-1, 4)
             rows = np.repeat(np.arange(len(self)), counts)
             slots = np.arange(len(values)) - np.repeat(np.cumsum(counts) - counts, counts)
             padded[rows, slots] = values
@@ -250,17 +312,17 @@ def open_split(folder: str):
     from wsol_jax.data.dataset import Split
     with np.load(os.path.join(folder, META), allow_pickle=False) as z:
         labels, names, size, codec = z['labels'], [str(s) for s in z['names']], int(z['size']), str(z['codec'])
-        shard_size = int(z['shard_size'])
+        shard_size, sizes = int(z['shard_size']), z['sizes']
         boxes = z['boxes'] if 'boxes' in z else None
         skipped = list(z['skipped'])
     n = len(labels)
     images = RecordArray(folder, IMAGES, n, (size, size, 3), codec, shard_size)
     has_masks = os.path.exists(shard_path(folder, MASKS, 0))
-    masks = RecordArray(folder, MASKS, n, (size, size), 'raw', shard_size) if has_masks else None
+    masks = MaskArray(folder, MASKS, n, shard_size) if has_masks else None
     if skipped:   # a cached split still says that it lacks samples
         print(f'[data] {os.path.basename(folder)}: {len(skipped)} samples were skipped when it was built '
               f'(first: {skipped[0]})')
-    return Split(images, labels, boxes, masks, names)
+    return Split(images, labels, boxes, masks, names, sizes)
 
 
 def _tmp_prefix(folder: str) -> str:

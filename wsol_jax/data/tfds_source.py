@@ -13,12 +13,13 @@ import hashlib
 import json
 import os
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from wsol_jax.data.dataset import Split
 from wsol_jax.data import decode, records
-from wsol_jax.data.decode import resize_sample
+from wsol_jax.data.decode import resize_image
 from wsol_jax.errors import ConfigError, DataError
 
 SUPPORTED = ('caltech_birds2011', 'cars196', 'oxford_flowers102')
@@ -42,7 +43,8 @@ def _pixel_boxes(bbox, height: int, width: int) -> np.ndarray:
 
 
 def example_to_sample(example: dict, size: int):
-    """One TFDS example (numpy) -> `(image, boxes, mask)` resized to the cache size."""
+    """One TFDS example (numpy) -> `(image resized to (size, size, 3), boxes (K, 4) float and mask
+    (H, W) in the original image's pixels, (W, H))`."""
     image = example['image']
     h, w = image.shape[:2]
     boxes = _pixel_boxes(example['bbox'], h, w) if 'bbox' in example else np.zeros((0, 4))
@@ -50,7 +52,9 @@ def example_to_sample(example: dict, size: int):
     if 'segmentation_mask' in example:
         m = np.asarray(example['segmentation_mask'])[..., 0]
         mask = (m > (127 if m.max() > 1 else 0)).astype(np.uint8)
-    return resize_sample(image, boxes, mask, size)
+        if mask.shape != (h, w):   # kept at the image's pixels, as its boxes (TFDS' mock data differ in size)
+            mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    return resize_image(image, size), boxes, mask, (w, h)
 
 
 def _files_key(name: str, split: str, data_dir: str, size: int, codec: str) -> str:
@@ -72,8 +76,8 @@ def read_split(tfds, name: str, split: str, data_dir: str, size: int, cache_dir:
 
     def build(writer) -> list[str]:
         for i, example in enumerate(tqdm(tfds.as_numpy(ds), desc=f'{name}[{split}]', leave=False)):
-            image, boxes, mask = example_to_sample(example, size)
-            writer.add(image, int(example['label']), f'{name}/{split}/{i}', boxes, mask)
+            image, boxes, mask, original_size = example_to_sample(example, size)
+            writer.add(image, int(example['label']), f'{name}/{split}/{i}', boxes, mask, original_size)
         if not len(writer):
             raise DataError(f'TFDS {name}[{split}] in {data_dir} is empty')
         return []

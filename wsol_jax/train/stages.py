@@ -14,7 +14,7 @@ import numpy as np
 from wsol_jax import inference, localization, methods, metrics, parallel
 from wsol_jax import workdir as workdir_lib
 from wsol_jax.context import Context, f_setup, frozen_f, g_setup
-from wsol_jax.data.dataset import Split, center_crop_boxes
+from wsol_jax.data.dataset import Split, crop_protocol_boxes
 from wsol_jax.data.pipeline import map_split
 from wsol_jax.errors import TrainingError, WorkdirError
 from wsol_jax.train import budgets, checkpoint, loop, steps
@@ -160,7 +160,7 @@ def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
         boxes = localization.boxes_from_thresholded(maps_hat, cfg.eval.box_rule)
         per_image.append(inference.map_scores(maps, maps_hat, boxes, cfg.eval.max_coverage))
         if split.boxes is not None:
-            gt = center_crop_boxes(split.boxes[valid], split.size, ctx.crop)
+            gt = crop_protocol_boxes(split, valid, ctx.crop)
             ious.append(metrics.best_iou(boxes, gt))
         if sum(map(len, strip)) < cfg.eval.strip_images:
             strip.append(maps)
