@@ -305,12 +305,6 @@ def box_lines(rel: str, mask_rel: str, box: list) -> list:
     return [f'{rel},{box[0]},{box[1]},{box[2]},{box[3]}']
 
 
-def mask_lines(rel: str, mask_rel: str, box: list) -> list:
-    """`path,mask_path,` (no ignore file): wsol_jax reads it; clovaai's `get_mask` cannot (it
-    opens the ignore file of every image)."""
-    return [f'{rel},{mask_rel},']
-
-
 def ignore_mask_lines(rel: str, mask_rel: str, box: list) -> list:
     """clovaai's mask form (OpenImages): `path,mask_path,ignore_path`, the ignore file
     `NO_IGNORE` (all 0), which their `get_mask` opens for every image."""

@@ -18,9 +18,20 @@ import pytest  # noqa: E402
 @pytest.fixture(scope='session')
 def method1_run(tmp_path_factory):
     """One tiny Method I run through every stage, shared by the modules that use a trained run
-    (tests that change it work on a copy)."""
+    (tests that change it work on a copy). Under pytest-xdist the run is made once, by the first
+    worker that needs it, in the temporary folder all workers share; the others wait and read it."""
+    import fcntl
+    import json
     from helpers import tiny_synthetic
     from wsol_jax import run as run_lib
-    workdir = str(tmp_path_factory.mktemp('m1'))
-    results = run_lib.run(tiny_synthetic('method1'), workdir)
-    return workdir, results
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        shared = shared.parent
+    workdir, lock = shared / 'method1_run', shared / 'method1_run.lock'
+    with open(lock, 'w') as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        done = workdir / 'results.json'
+        if not done.exists():
+            run_lib.run(tiny_synthetic('method1'), str(workdir))
+        results = json.load(open(done))['results']
+    return str(workdir), results
