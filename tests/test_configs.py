@@ -64,3 +64,21 @@ def test_a_negative_selection_tolerance_is_a_config_error():
         config_lib.validate(c)
     c.eval.selection_se = 0.0   # the literal maximum
     config_lib.validate(c)
+
+
+def test_f_from_a_file_is_an_encoder_with_its_weights():
+    c = load_config('synthetic', 'method1')
+    c.f.train = False
+    with pytest.raises(ConfigError, match=r'config.f.train: False uses f.pretrained as an encoder: set --config.f.kind=encoder'):
+        config_lib.validate(c)
+    c.f.kind = 'encoder'
+    with pytest.raises(ConfigError, match=r'config.f.pretrained: must name the weight file'):
+        config_lib.validate(c)
+    c.f.pretrained = '/weights/dino_deitsmall16_pretrain.pth'
+    config_lib.validate(c)
+    c.f.arch = 'vit_tiny'
+    with pytest.raises(ConfigError, match=r'config.f.arch: must be one of resnet18, .*vit_s16'):
+        config_lib.validate(c)
+    c.f.arch, c.data.crop_size, c.data.image_size = 'vit_tiny_test', 36, 36   # patch 8
+    with pytest.raises(ConfigError, match=r'config.data.crop_size: must be divisible by the patch size 8 of f.arch'):
+        config_lib.validate(c)

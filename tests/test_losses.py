@@ -87,3 +87,18 @@ def test_apply_weight_map_spaces(space):
         np.testing.assert_allclose(blank, np.broadcast_to(-IMAGENET_MEAN / IMAGENET_STD, blank.shape), atol=1e-6)
     with pytest.raises(ValueError, match='mask_space'):
         losses.apply_weight_map(images, ones, 'rgb', mean, std)
+
+
+def test_embedding_loss_is_the_cosine_distance_plus_lambda_l1_hand_computed():
+    """Eq. 1 for an encoder f: D = 1 - cos(f(I), f(I * M)), independent of the features' scale."""
+    image = jnp.array([[3.0, 4.0], [1.0, 0.0]])
+    masked = jnp.array([[6.0, 8.0], [0.0, 2.0]])          # the same direction (D = 0), orthogonal (D = 1)
+    maps = jnp.full((2, 2, 2), 0.25)
+    total, parts = losses.embedding_loss(image, masked, maps, reg_weight=2.0)
+    assert float(parts['cosine']) == pytest.approx(0.5, abs=1e-6)
+    assert float(parts['reg']) == pytest.approx(0.25)
+    assert float(total) == pytest.approx(0.5 + 2.0 * 0.25, abs=1e-6)
+    scaled, _ = losses.embedding_loss(10 * image, 0.1 * masked, maps, reg_weight=2.0)
+    assert float(scaled) == pytest.approx(float(total), abs=1e-6)
+    grad = jax.grad(lambda m: losses.embedding_loss(image, m, maps)[0])(masked)
+    assert float(jnp.abs(grad[0]).max()) < 1e-6 and float(jnp.abs(grad[1]).max()) > 0.1   # no push where D = 0
