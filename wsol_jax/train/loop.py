@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import math
+import os
 import time
 from typing import Callable, Iterator, Optional
 
@@ -73,9 +74,14 @@ def _save(loop: Loop, mgr, epoch: int, state: TrainState, metrics: dict, history
         checkpoint.save(mgr, epoch, state, {'epoch': epoch, 'metrics': metrics})
         mgr.wait_until_finished()
     except Exception as e:   # Orbax/TensorStore report a full disk as OSError, ValueError, ...
-        if getattr(e, 'errno', None) == errno.ENOSPC or 'No space left' in str(e):
+        code = checkpoint.write_errno(e)
+        if code in (errno.ENOSPC, errno.EDQUOT):
             raise WorkdirError(f'no space left on the device while writing {loop.directory}/{epoch}; free some '
                                f'space and run the same command again (it resumes after epoch {epoch - 1})') from None
+        if code in workdir_lib.WRITE_ERRNOS:
+            raise WorkdirError(f'cannot write {loop.directory}/{epoch}: {os.strerror(code)}; make {loop.directory} '
+                               f'writable and run the same command again (it resumes after epoch {epoch - 1})'
+                               ) from None
         raise
     if loop.keep != 'all':
         for old in set(mgr.all_steps()) - _kept_epochs(loop, history, epoch):
