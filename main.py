@@ -30,12 +30,18 @@ def end_progress_bars() -> None:
 
 
 def interrupted() -> None:
-    """Ctrl-C anywhere: one line and exit status 130 (128 + SIGINT), as a shell reports it."""
-    # A second Ctrl-C while Python shuts down (joining Orbax's and the readers' threads) ends it at once.
-    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    """Ctrl-C anywhere: one line and exit status 130 (128 + SIGINT), as a shell reports it.
+
+    The stack has unwound (the lock is released, temporary files removed); the process then ends
+    at once, as a kill would, which the workdir is made to survive: Python's own shutdown after an
+    interrupted XLA compilation crashed (segmentation fault, exit -11) while XLA's threads ran on."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     end_progress_bars()
-    print(INTERRUPTED, file=sys.stderr, flush=True)
-    sys.exit(130)
+    try:
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+    finally:
+        os._exit(130)
 
 
 def keep_interrupts(previous):

@@ -121,9 +121,13 @@ def _run_stages(config, workdir: str, todo: tuple[str, ...]) -> dict:
                       open(os.path.join(workdir, 'results.md')).read())
             if name == 'evaluate':   # after the report, so that what went wrong can be looked at
                 select.check_selected_maps(select.load_selection(workdir), config.eval.max_bad_maps)
-    finally:
+    except BaseException:
         if ctx.writer is not None:
-            ctx.writer.close()
+            with contextlib.suppress(OSError):   # a full disk must not hide the error that stopped the run
+                ctx.writer.close()
+        raise
+    if ctx.writer is not None:
+        ctx.writer.close()
     return results
 
 
