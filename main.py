@@ -128,11 +128,12 @@ def main(argv):
         run(FLAGS.config, FLAGS.workdir, FLAGS.stage)
     except WsolError as e:
         fail(e)
-    except OSError as e:   # a full disk or a refused write where no stage names the folder itself
-        if e.errno not in workdir.WRITE_ERRNOS:
+    except (OSError, RuntimeError, ValueError) as e:   # a full disk or a refused write no stage named itself
+        code = workdir.write_errno(e)
+        if code not in workdir.WRITE_ERRNOS:
             raise
-        fail(f'cannot write {e.filename or "a file"}: {e.strerror}; free some space or make it writable, '
-             'then run the same command again')
+        what = e.filename if isinstance(e, OSError) and e.filename else ' '.join(str(e).split())[:300]
+        fail(f'{os.strerror(code)}: {what}; free some space or fix the permissions, then run the same command again')
 
 
 if __name__ == '__main__':

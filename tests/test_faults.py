@@ -260,8 +260,9 @@ def test_changed_values_and_nan_are_refused_and_checkpoints_without_digests_stil
     assert all(np.array_equal(a, b) for a, b in zip(jax_leaves(before), jax_leaves(after)))
 
 
-def test_evaluate_refuses_a_damaged_f_and_says_which_folders_to_retrain(method1_run, tmp_path):
+def test_evaluate_refuses_a_damaged_f_and_says_which_folders_to_retrain(method1_run, tmp_path, quiet_orbax):
     """The sweep's --stage=evaluate blamed the data (`PxAP needs at least one foreground pixel`)."""
+    quiet_orbax()
     workdir = _copy(method1_run[0], tmp_path / 'w')
     step = os.path.join(workdir, 'f_classifier', '1')
     DAMAGES['a truncated data file'](step)
@@ -302,7 +303,8 @@ def test_an_export_whose_manifest_names_other_networks_is_one_short_line(exporte
                             'workdir)')
 
 
-def test_a_damaged_export_is_refused_and_one_from_before_digests_loads(exported, tmp_path):
+def test_a_damaged_export_is_refused_and_one_from_before_digests_loads(exported, tmp_path, quiet_orbax):
+    quiet_orbax()
     export, source = exported
     spec = json.load(open(os.path.join(export, MANIFEST)))
     with ocp.StandardCheckpointer() as ckpt:   # every array Orbax saved has its digest
@@ -365,16 +367,16 @@ def test_unwritable_folders_are_named_in_one_line(method1_run, tmp_path, read_on
     cfg.predict.images = str(images)
     with pytest.raises(WorkdirError, match=rf'^cannot write the data cache {tmp_path}/cache: Permission denied '
                                            rf'\({tmp_path}/cache/synthetic-train-\w+\.tmp-[^)]+\); make it writable or '
-                                           r'set --config.data.cache_dir to a writable folder$'):
+                                           r'set --config.data.cache_dir to another folder$'):
         run_lib.run(cfg, str(tmp_path / 'fresh'))
     workdir = _copy(method1_run[0], tmp_path / 'w', *TRAINED_RUN)
     with pytest.raises(WorkdirError, match=rf'^cannot write the export into {tmp_path}/ro: Permission denied '
-                                           rf'\({tmp_path}/ro/export.tmp\); make it writable or choose another folder '
-                                           r'\(--config.export.dir\)$'):
+                                           rf'\({tmp_path}/ro/export.tmp\); make it writable or set --config.export.dir '
+                                           r'to another folder$'):
         run_lib.run(cfg, workdir, 'export')
     with pytest.raises(WorkdirError, match=rf'^cannot write the predictions to {tmp_path}/ro/out: Permission denied '
-                                           rf'\({tmp_path}/ro/out(/maps)?\); make it writable or choose another '
-                                           r'--config.predict.out$'):
+                                           rf'\({tmp_path}/ro/out(/maps)?\); make it writable or set '
+                                           r'--config.predict.out to another folder$'):
         run_lib.run(cfg, workdir, 'predict')
 
 

@@ -165,8 +165,7 @@ class Localizer:
         of every array in `localizer.json` (`load_localizer` checks them)."""
         directory = os.path.abspath(directory)
         tmp = directory + '.tmp'
-        with workdir_lib.writing(os.path.dirname(directory), 'the export into',
-                                 'make it writable or choose another folder (--config.export.dir)'):
+        with workdir_lib.writing(os.path.dirname(directory), 'the export into', '--config.export.dir'):
             try:
                 shutil.rmtree(tmp, ignore_errors=True)
                 os.makedirs(tmp)
@@ -176,7 +175,7 @@ class Localizer:
                 workdir_lib.write_json(os.path.join(tmp, MANIFEST),
                                        {**self.spec, checkpoint.DIGESTS: checkpoint.array_digests(variables)})
             except ValueError as e:   # TensorStore reports a full disk or a refused write as ValueError
-                code = checkpoint.write_errno(e)
+                code = workdir_lib.write_errno(e)
                 if code is None:
                     raise
                 raise OSError(code, os.strerror(code), tmp) from None

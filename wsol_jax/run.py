@@ -87,8 +87,7 @@ def _run_stages(config, workdir: str, todo: tuple[str, ...]) -> dict:
         jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'xla_cache'))
     t0 = time.perf_counter()
     cache_dir = config.data.cache_dir or os.path.join(workdir, 'data_cache')
-    with workdir_lib.writing(cache_dir, 'the data cache', 'make it writable or set --config.data.cache_dir to '
-                                                          'a writable folder'):
+    with workdir_lib.writing(cache_dir, 'the data cache', '--config.data.cache_dir'):
         data = load_dataset(config, cache_dir=cache_dir)
     print(f'[data] {config.data.source}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} '
           f'images, {data.num_classes} classes ({time.perf_counter() - t0:.1f} s); '
@@ -143,7 +142,7 @@ def _use(config, workdir: str, stage: str) -> dict:
               f'--stage=predict --config.predict.model={out}')
         return {'export': out}
     out = config.predict.out or os.path.join(workdir, workdir_lib.PREDICTIONS)
-    with workdir_lib.writing(out, 'the predictions to', 'make it writable or choose another --config.predict.out'):
+    with workdir_lib.writing(out, 'the predictions to', '--config.predict.out'):
         return predict_lib.run_predict(config, workdir)
 
 

@@ -26,6 +26,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -262,20 +263,45 @@ def interrupts_deferred() -> Iterator[None]:
             os.kill(os.getpid(), signal.SIGINT)
 
 
+# How libraries written in C++ (TensorStore, ArrayRecord) report a failed write in their messages.
+_ERRNO_TEXTS = {'No space left on device': errno.ENOSPC, 'Disk quota exceeded': errno.EDQUOT,
+                'Read-only file system': errno.EROFS, 'Permission denied': errno.EACCES}
+
+
+def write_errno(error: BaseException) -> Optional[int]:
+    """The OS error number behind a failed write: an OSError's own, or the one that TensorStore
+    (`[os_error_code='28']`) or ArrayRecord (`write() failed: No space left on device`) put into
+    the message of their ValueError or RuntimeError; None when there is none."""
+    if isinstance(getattr(error, 'errno', None), int):
+        return error.errno
+    text = str(error)
+    found = re.search(r"os_error_code='?(\d+)", text)
+    if found:
+        return int(found.group(1))
+    return next((code for words, code in _ERRNO_TEXTS.items() if words in text), None)
+
+
 @contextlib.contextmanager
-def writing(folder: str, what: str, hint: str) -> Iterator[None]:
+def writing(folder: str, what: str, setting: str) -> Iterator[None]:
     """A full disk, a read-only filesystem or a missing permission while writing under `folder`
-    ends in one line that names it: `WorkdirError('cannot write <what> <folder>: ...; <hint>')`.
-    OS errors about files elsewhere (an unreadable input) pass unchanged."""
+    ends in one line that names it and the `setting` that chooses another folder:
+    `WorkdirError('cannot write <what> <folder>: <reason>; free some space or set <setting> to
+    another folder')`. Errors about files elsewhere (an unreadable input) pass unchanged."""
     try:
         yield
-    except OSError as e:
-        file = os.path.abspath(os.fsdecode(e.filename)) if e.filename else None
-        if e.errno not in WRITE_ERRNOS or (file is not None and not inside(file, folder)):
+    except (OSError, RuntimeError, ValueError) as e:
+        code = write_errno(e)
+        if isinstance(e, OSError):
+            file = os.path.abspath(os.fsdecode(e.filename)) if e.filename else None
+            ours = file is None or inside(file, folder)
+        else:   # a C++ library's message: it names the file it failed to write
+            file, ours = None, os.path.abspath(folder) in str(e)
+        if code not in WRITE_ERRNOS or not ours:
             raise
         where = f' ({file})' if file and file != os.path.abspath(folder) else ''
-        free = 'free some space, or ' if e.errno in (errno.ENOSPC, errno.EDQUOT) else ''
-        raise WorkdirError(f'cannot write {what} {folder}: {e.strerror}{where}; {free}{hint}') from None
+        fix = 'free some space' if code in (errno.ENOSPC, errno.EDQUOT) else 'make it writable'
+        raise WorkdirError(f'cannot write {what} {folder}: {os.strerror(code)}{where}; {fix} or set {setting} '
+                           'to another folder') from None
 
 
 def inside(file: str, folder: str) -> bool:

@@ -13,7 +13,6 @@ Checkpoints written before the digests existed are checked for finite values onl
 """
 from __future__ import annotations
 
-import errno
 import glob
 import hashlib
 import json
@@ -207,17 +206,6 @@ def structure_differences(item_folder: str, target) -> list[str]:
         elif saved[name] != shape:
             out.append(f'{name}: saved {saved[name]}, expected {shape}')
     return out
-
-
-def write_errno(error: Exception) -> Optional[int]:
-    """The OS error number behind a failed save: an OSError's own, or the one TensorStore writes
-    into its message (`[os_error_code='28']`)."""
-    if isinstance(getattr(error, 'errno', None), int):
-        return error.errno
-    found = re.search(r"os_error_code='?(\d+)", str(error))
-    if found:
-        return int(found.group(1))
-    return errno.ENOSPC if 'No space left' in str(error) else None
 
 
 def saved_epochs(directory: str) -> list[int]:

@@ -74,7 +74,7 @@ def _save(loop: Loop, mgr, epoch: int, state: TrainState, metrics: dict, history
         checkpoint.save(mgr, epoch, state, {'epoch': epoch, 'metrics': metrics})
         mgr.wait_until_finished()
     except Exception as e:   # Orbax/TensorStore report a full disk as OSError, ValueError, ...
-        code = checkpoint.write_errno(e)
+        code = workdir_lib.write_errno(e)
         if code in (errno.ENOSPC, errno.EDQUOT):
             raise WorkdirError(f'no space left on the device while writing {loop.directory}/{epoch}; free some '
                                f'space and run the same command again (it resumes after epoch {epoch - 1})') from None
