@@ -346,6 +346,12 @@ def _acquire(workdir: str) -> Optional[int]:
         os.close(fd)
         raise WorkdirError(f'{workdir} is in use by {holder}; wait for it to finish (or stop it), '
                            'or use another --workdir') from None
+    except OSError as e:   # a filesystem without locks (some network mounts): run, but say so
+        os.close(fd)
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        print(f'[workdir] note: {workdir} cannot be locked ({e.strerror}); nothing stops a second command on it')
+        return None
     info = {'pid': os.getpid(), 'host': socket.gethostname(), 'started': time.strftime('%Y-%m-%d %H:%M:%S'),
             'command': ' '.join([os.path.basename(sys.executable)] + sys.argv)}
     os.ftruncate(fd, 0)
