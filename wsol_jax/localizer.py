@@ -185,17 +185,27 @@ class Localizer:
         return cls(spec, g_vars, f_vars, batch_size)
 
     def export(self, directory: str) -> str:
-        """Write this localiser to `directory` (replaced atomically if it exists)."""
+        """Write this localiser to `directory` (replaced atomically if it exists), with the sha256
+        of every array in `localizer.json` (`load_localizer` checks them)."""
         directory = os.path.abspath(directory)
         tmp = directory + '.tmp'
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        with ocp.StandardCheckpointer() as ckpt:
-            ckpt.save(os.path.join(tmp, VARIABLES), {'g': self.g_vars, 'f': self.f_vars})
-        workdir_lib.write_json(os.path.join(tmp, MANIFEST), self.spec)
-        if os.path.exists(directory):
-            shutil.rmtree(directory)
-        os.rename(tmp, directory)
+        with workdir_lib.writing(os.path.dirname(directory), 'the export into', '--config.export.dir'):
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+                os.makedirs(tmp)
+                variables = {'g': self.g_vars, 'f': self.f_vars}
+                with ocp.StandardCheckpointer() as ckpt:
+                    ckpt.save(os.path.join(tmp, VARIABLES), variables)
+                workdir_lib.write_json(os.path.join(tmp, MANIFEST),
+                                       {**self.spec, checkpoint.DIGESTS: checkpoint.array_digests(variables)})
+            except ValueError as e:   # TensorStore reports a full disk or a refused write as ValueError
+                code = workdir_lib.write_errno(e)
+                if code is None:
+                    raise
+                raise OSError(code, os.strerror(code), tmp) from None
+            if os.path.exists(directory):
+                shutil.rmtree(directory)
+            os.rename(tmp, directory)
         return directory
 
 
@@ -248,14 +258,53 @@ def load_localizer(path: str, batch_size: int = 32) -> Localizer:
             return Localizer.from_workdir(path, batch_size)
         raise WorkdirError(f'{path} is neither an export (no {MANIFEST}) nor a training workdir; '
                            'create one with --stage=export')
-    with open(manifest) as fh:
-        spec = json.load(fh)
-    if spec.get('format_version') != FORMAT_VERSION:
-        raise WorkdirError(f'{manifest} has format_version {spec.get("format_version")}; this wsol-jax reads '
+    spec = _read_spec(manifest)
+    try:
+        cfg = _model_config(spec)
+        target = {'g': _abstract_variables(build_weight_map_net(cfg), spec['input_size']),
+                  'f': _abstract_variables(build_classifier(cfg, spec['num_classes']), spec['input_size'])}
+    except (KeyError, TypeError, ValueError) as e:
+        raise WorkdirError(f'{manifest} does not describe a localiser ({type(e).__name__}: {e}); {REEXPORT}') from None
+    return Localizer(spec, *_restore_export(path, spec, target), batch_size)
+
+
+REEXPORT = 'export it again (--stage=export on its training workdir)'
+
+
+def _read_spec(manifest: str) -> dict:
+    try:
+        with open(manifest) as fh:
+            spec = json.load(fh)
+    except ValueError:
+        raise WorkdirError(f'{manifest} is not valid JSON; {REEXPORT}') from None
+    if not isinstance(spec, dict) or spec.get('format_version') != FORMAT_VERSION:
+        version = spec.get('format_version') if isinstance(spec, dict) else None
+        raise WorkdirError(f'{manifest} has format_version {version}; this wsol-jax reads '
                            f'{FORMAT_VERSION}: export it again with this version')
-    cfg = _model_config(spec)
-    target = {'g': _abstract_variables(build_weight_map_net(cfg), spec['input_size']),
-              'f': _abstract_variables(build_classifier(cfg, spec['num_classes']), spec['input_size'])}
-    with ocp.StandardCheckpointer() as ckpt:
-        variables = ckpt.restore(os.path.join(path, VARIABLES), target)
-    return Localizer(spec, variables['g'], variables['f'], batch_size)
+    return spec
+
+
+def _architecture(spec: dict) -> str:
+    g, f = spec.get('g', {}), spec.get('f', {})
+    return (f'g {g.get("depth")} x{g.get("width")} {g.get("decoder")} decoder, f {f.get("depth")} x{f.get("width")}, '
+            f'{spec.get("num_classes")} classes, {spec.get("input_size")} px')
+
+
+def _restore_export(path: str, spec: dict, target: dict) -> tuple[dict, dict]:
+    """`(g variables, f variables)` of the export at `path`, checked against `localizer.json`:
+    the same networks, the recorded sha256 of every array (exports from before the digests:
+    finite values only), and readable files; otherwise one `WorkdirError`."""
+    variables_dir = os.path.join(path, VARIABLES)
+    differ = checkpoint.structure_differences(variables_dir, target)
+    if differ:
+        raise WorkdirError(f'{os.path.join(path, MANIFEST)} names other networks ({_architecture(spec)}) than '
+                           f'{variables_dir} holds: {checkpoint.some(differ)} differ; the two must come from one '
+                           f'export: {REEXPORT}')
+    try:
+        with ocp.StandardCheckpointer() as ckpt:
+            variables = ckpt.restore(variables_dir, target)
+    except Exception as e:   # Orbax and TensorStore raise ValueError, OSError, JSON and Unicode errors, ...
+        raise WorkdirError(f'the export {variables_dir} cannot be read '
+                           f'({checkpoint.why_unreadable(variables_dir, "", target, e)}); {REEXPORT}') from None
+    checkpoint.check_intact(variables, spec.get(checkpoint.DIGESTS), f'the export {variables_dir}', REEXPORT)
+    return variables['g'], variables['f']

@@ -8,8 +8,10 @@
 """
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.metadata
+import json
 import os
 import re
 import subprocess
@@ -118,7 +120,9 @@ def diagnostics(selection: dict) -> list[str]:
     return lines
 
 
-def plot_selection(selection: dict, path: str) -> None:
+def plot_selection(selection: dict):
+    """The figure of mean S (with its standard errors) and validation GT-known loc at every scored
+    point of g, against its epoch."""
     hist = [selection['history'][str(s)] for s in sorted(int(s) for s in selection['history'])]
     epochs = [h['epoch'] for h in hist]
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -133,12 +137,19 @@ def plot_selection(selection: dict, path: str) -> None:
     ax.legend(loc='lower left', fontsize=8)
     ax.set_title('Early stopping by the containment score S')
     fig.tight_layout()
-    _save_figure(fig, path, dpi=120)
+    return fig
 
 
-def _save_figure(fig, path: str, dpi: int) -> None:
-    workdir_lib.write_atomically(path, lambda fh: fig.savefig(fh, format='png', dpi=dpi))
-    plt.close(fig)
+def _png(make_figure, dpi: int):
+    """A writer of the figure `make_figure()` as PNG (the figure is made and rendered when the
+    writer runs, then closed)."""
+    def write(fh) -> None:
+        fig = make_figure()
+        try:
+            fig.savefig(fh, format='png', dpi=dpi)
+        finally:
+            plt.close(fig)
+    return write
 
 
 def _center(images_uint8: np.ndarray, crop_size: int) -> np.ndarray:
@@ -151,8 +162,8 @@ def _draw_box(ax, box, color):
     ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=color, lw=1.5))
 
 
-def plot_overlays(images_uint8: np.ndarray, samples, crop_size: int, path: str) -> None:
-    """Rows: test images; columns: image + boxes of g, map of g, map of CAM (+ its box)."""
+def plot_overlays(images_uint8: np.ndarray, samples, crop_size: int):
+    """The figure of Fig. 5: rows: test images; columns: image + boxes of g, map of g, map of CAM (+ its box)."""
     images = _center(images_uint8, crop_size)
     n = len(samples.indices)
     cols = 4
@@ -175,18 +186,20 @@ def plot_overlays(images_uint8: np.ndarray, samples, crop_size: int, path: str) 
             if row == 0:
                 ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    _save_figure(fig, path, dpi=100)
+    return fig
 
 
-def plot_strip(strip_dir: str, images_uint8: np.ndarray, crop_size: int, selected: int, path: str,
-               steps_per_epoch: int = 1, max_columns: int = 12) -> None:
-    """Fig. 4: maps of the same validation images over the scored steps of g (`selected`: a step;
-    columns are titled by epoch, `steps_per_epoch` steps each)."""
-    numbered = [(int(m.group(1)), f) for f in glob.glob(os.path.join(strip_dir, 'step_*.npy'))
-                if (m := re.fullmatch(r'step_(\d+)\.npy', os.path.basename(f)))]
-    if not numbered:
-        return
-    steps, files = zip(*sorted(numbered))
+def strip_files(strip_dir: str) -> list[tuple[int, str]]:
+    """`[(step, path)]` of the saved strip maps (`strip/step_XXXXXXX.npy`), by step."""
+    return sorted((int(m.group(1)), f) for f in glob.glob(os.path.join(strip_dir, 'step_*.npy'))
+                  if (m := re.fullmatch(r'step_(\d+)\.npy', os.path.basename(f))))
+
+
+def plot_strip(numbered: list[tuple[int, str]], images_uint8: np.ndarray, crop_size: int, selected: int,
+               steps_per_epoch: int = 1, max_columns: int = 12):
+    """Fig. 4: maps of the same validation images over the scored steps of g (`numbered`:
+    `strip_files`, not empty; `selected`: a step; columns are titled by epoch)."""
+    steps, files = zip(*numbered)
     steps, files = list(steps), list(files)
     pick = np.unique(np.linspace(0, len(files) - 1, min(max_columns, len(files))).round().astype(int))
     if selected in steps and steps.index(selected) not in pick:
@@ -205,10 +218,13 @@ def plot_strip(strip_dir: str, images_uint8: np.ndarray, crop_size: int, selecte
         for ax in axes[r]:
             ax.set_axis_off()
     fig.tight_layout()
-    _save_figure(fig, path, dpi=100)
+    return fig
 
 
 def write(workdir: str, config, results: dict, selection: dict, samples, data, timings: dict) -> None:
+    """results.json, results.md, selection.png, overlays.png and strip.png as one unit: all are
+    rendered first, then put in place together (`workdir.write_together`), so that an interrupted
+    evaluation leaves the old report whole, never half of each."""
     record = {'method': config.method, 'seed': config.seed, 'results': results,
               'selected_step': selection['selected_step'], 'selected_epoch': selection['selected_epoch'],
               'last_step': selection['last_step'], 'last_epoch': selection['last_epoch'],
@@ -217,12 +233,17 @@ def write(workdir: str, config, results: dict, selection: dict, samples, data, t
               'history': selection['history'], 'timings_s': timings.get('total_s', timings),
               'f_quality': workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.F_QUALITY)),
               'config': config.to_dict(), **provenance()}
-    workdir_lib.write_json(os.path.join(workdir, 'results.json'), record)
-    workdir_lib.write_atomically(os.path.join(workdir, 'results.md'), lambda fh: fh.write(
-        f'# wsol-jax results: {config.method}\n\n' + markdown_table(results, selection)
-        + '\n'.join(protocol(config)) + '\n'), text=True)
-    plot_selection(selection, os.path.join(workdir, 'selection.png'))
-    plot_overlays(data.test.images[samples.indices], samples, config.data.crop_size,
-                  os.path.join(workdir, 'overlays.png'))
-    plot_strip(os.path.join(workdir, 'strip'), data.val.images[:config.eval.strip_images], config.data.crop_size,
-               selection['selected_step'], os.path.join(workdir, 'strip.png'), selection['steps_per_epoch'])
+    markdown = (f'# wsol-jax results: {config.method}\n\n' + markdown_table(results, selection)
+                + '\n'.join(protocol(config)) + '\n')
+    path = functools.partial(os.path.join, workdir)
+    files = [(path('results.json'), lambda fh: json.dump(record, fh, indent=1, default=str), True),
+             (path('results.md'), lambda fh: fh.write(markdown), True),
+             (path('selection.png'), _png(lambda: plot_selection(selection), dpi=120), False),
+             (path('overlays.png'), _png(lambda: plot_overlays(data.test.images[samples.indices], samples,
+                                                               config.data.crop_size), dpi=100), False)]
+    strips = strip_files(path(workdir_lib.STRIP))
+    if strips:
+        files.append((path('strip.png'), _png(lambda: plot_strip(
+            strips, data.val.images[:config.eval.strip_images], config.data.crop_size,
+            selection['selected_step'], selection['steps_per_epoch']), dpi=100), False))
+    workdir_lib.write_together(files, remove=[] if strips else [path('strip.png')])

@@ -3,7 +3,8 @@
 Each stage reads what the previous one wrote, so any stage can be re-run alone, and re-running
 an interrupted stage resumes from its last complete checkpoint. Before anything runs, the
 workdir's checkpoints are checked against the config (`wsol_jax.workdir`) and everything the
-run will need is checked (`wsol_jax.checks`).
+run will need is checked (`wsol_jax.checks`). A command holds the workdir's lock
+(`wsol_jax.workdir.locked`) from start to end: a second one on the same workdir stops at once.
 """
 from __future__ import annotations
 
@@ -62,16 +63,38 @@ def _run(config, workdir: str, stage: str) -> dict:
     if stage != 'all' and stage not in STAGES + USE_STAGES:
         raise ValueError(f'unknown stage {stage!r}; choose all or one of {STAGES + USE_STAGES}')
     if stage in USE_STAGES:
-        return _use(config, workdir, stage)
-    todo = STAGES if stage == 'all' else (stage,)
+        if stage == 'predict' and _writes_into_workdir(config, workdir, stage):
+            os.makedirs(workdir, exist_ok=True)   # predictions/ goes there: lock it
+        with workdir_lib.locked(workdir) if _uses_workdir(config, workdir, stage) else contextlib.nullcontext():
+            return _use(config, workdir, stage)
     workdir = prepare_workdir(workdir)
+    with workdir_lib.locked(workdir):
+        return _run_stages(config, workdir, STAGES if stage == 'all' else (stage,))
+
+
+def _writes_into_workdir(config, workdir: str, stage: str) -> bool:
+    out = config.export.dir if stage == 'export' else config.predict.out
+    return not out or workdir_lib.inside(out, workdir)
+
+
+def _uses_workdir(config, workdir: str, stage: str) -> bool:
+    """Whether export / predict read or write the workdir (export always reads its checkpoints;
+    predict with an export elsewhere and its outputs elsewhere does not touch it)."""
+    model = config.predict.model if stage == 'predict' else ''
+    return (stage == 'export' or not model or workdir_lib.inside(model, workdir)
+            or _writes_into_workdir(config, workdir, stage))
+
+
+def _run_stages(config, workdir: str, todo: tuple[str, ...]) -> dict:
     workdir_lib.check(workdir, config, trained_stages(config))
     if jax.config.jax_compilation_cache_dir is None:
         # Re-running a stage (resume, evaluate again) reuses compiled programs instead of
         # spending minutes in XLA on a CPU.
         jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'xla_cache'))
     t0 = time.perf_counter()
-    data = load_dataset(config, cache_dir=os.path.join(workdir, 'data_cache'))
+    cache_dir = config.data.cache_dir or os.path.join(workdir, 'data_cache')
+    with workdir_lib.writing(cache_dir, 'the data cache', '--config.data.cache_dir'):
+        data = load_dataset(config, cache_dir=cache_dir)
     print(f'[data] {config.data.source}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} '
           f'images, {data.num_classes} classes ({time.perf_counter() - t0:.1f} s); '
           f'{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} host(s)')
@@ -103,9 +126,13 @@ def _run(config, workdir: str, stage: str) -> dict:
                       open(os.path.join(workdir, 'results.md')).read())
             if name == 'evaluate':   # after the report, so that what went wrong can be looked at
                 select.check_selected_maps(select.load_selection(workdir), config.eval.max_bad_maps)
-    finally:
+    except BaseException:
         if ctx.writer is not None:
-            ctx.writer.close()
+            with contextlib.suppress(OSError):   # a full disk must not hide the error that stopped the run
+                ctx.writer.close()
+        raise
+    if ctx.writer is not None:
+        ctx.writer.close()
     return results
 
 
@@ -120,7 +147,9 @@ def _use(config, workdir: str, stage: str) -> dict:
         print(f'[export] {out}: load it with wsol_jax.load_localizer({out!r}) or '
               f'--stage=predict --config.predict.model={out}')
         return {'export': out}
-    return predict_lib.run_predict(config, workdir)
+    out = config.predict.out or os.path.join(workdir, workdir_lib.PREDICTIONS)
+    with workdir_lib.writing(out, 'the predictions to', '--config.predict.out'):
+        return predict_lib.run_predict(config, workdir)
 
 
 def _add_timings(workdir: str, started: str, timings: dict) -> dict:

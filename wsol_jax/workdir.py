@@ -15,6 +15,7 @@ Layout of `<workdir>/`:
   scoremaps/           test-split maps in clovaai/wsolevaluation's layout (eval.save_maps), with
   wsolevaluation_metadata/, wsolevaluation_masks/   the ground truth its evaluation.py reads (wsolevaluation.py)
   export/              a portable localiser (--stage=export); predictions/: --stage=predict
+  .lock                held (flock) by the command that uses the workdir: its pid, host and command line
 
 A stage's fingerprint is the part of the config that shapes its artifacts. A rerun with the same
 fingerprint resumes; with another one it stops and names the keys that differ, unless
@@ -22,11 +23,22 @@ fingerprint resumes; with another one it stops and names the keys that differ, u
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
+import re
 import shutil
+import signal
+import socket
+import sys
 import tempfile
-from typing import Any
+import threading
+import time
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
 
 from wsol_jax import parallel
 from wsol_jax.errors import WorkdirError
@@ -37,6 +49,9 @@ STRIP, SELECTION, TIMINGS = 'strip', 'selection.json', 'timings.json'
 CONFIG, CLASSES, SCOREMAPS, EXPORT, PREDICTIONS = 'config.json', 'classes.json', 'scoremaps', 'export', 'predictions'
 WSOLEVAL_METADATA, WSOLEVAL_MASKS = 'wsolevaluation_metadata', 'wsolevaluation_masks'
 REPORTS = ('results.json', 'results.md', 'selection.png', 'overlays.png', 'strip.png')
+LOCK = '.lock'
+# What a full disk, a read-only filesystem or missing permissions raise while writing.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
 TRAINED = (F_CLASSIFIER, F_SIAMESE, F_ENCODER, G)   # in the order they are trained
 
 
@@ -194,9 +209,8 @@ def read_json(file: str, default: Any = None) -> Any:
         return json.load(fh)
 
 
-def write_atomically(file: str, write, text: bool = False) -> None:
-    """`write(file object)` into a temporary file beside `file`, then rename it over `file`: a
-    kill never leaves a truncated result beside complete ones."""
+def _write_temporary(file: str, write: Callable, text: bool) -> str:
+    """`write(file object)` into a new temporary file beside `file` (readable like any file); its path."""
     os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)
     suffix = os.path.splitext(file)[1]
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(file)), prefix='.tmp_', suffix=suffix)
@@ -206,8 +220,194 @@ def write_atomically(file: str, write, text: bool = False) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600: results must be readable like any file
-        os.replace(tmp, file)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        os.remove(tmp)
         raise
+    return tmp
+
+
+def write_atomically(file: str, write: Callable, text: bool = False) -> None:
+    """`write(file object)` into a temporary file beside `file`, then rename it over `file`: a
+    kill never leaves a truncated result beside complete ones."""
+    write_together([(file, write, text)])
+
+
+def write_together(files: Sequence[tuple[str, Callable, bool]], remove: Sequence[str] = ()) -> None:
+    """Files that describe one thing (a report: results.json, results.md and its figures) as one
+    unit: each `(path, write(file object), text)` is rendered to a temporary name first (the slow
+    part; an interrupt there leaves every old file), then all are renamed into place, and the
+    files of `remove` deleted, in one short step during which Ctrl-C waits (all old or all new)."""
+    done: list[tuple[str, str]] = []
+    try:
+        for file, write, text in files:
+            done.append((_write_temporary(file, write, text), file))
+        with interrupts_deferred():
+            for tmp, file in done:
+                os.replace(tmp, file)
+            for file in remove:
+                if os.path.exists(file):
+                    os.remove(file)
+    except BaseException:
+        for tmp, _ in done:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """A SIGINT (Ctrl-C) received inside the block takes effect when the block ends. Only the main
+    thread receives Python's signals; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, received[0])   # Python's default handler: KeyboardInterrupt here
+        elif received and previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+# How libraries written in C++ (TensorStore, ArrayRecord) report a failed write in their messages.
+_ERRNO_TEXTS = {'No space left on device': errno.ENOSPC, 'Disk quota exceeded': errno.EDQUOT,
+                'Read-only file system': errno.EROFS, 'Permission denied': errno.EACCES}
+
+
+def write_errno(error: BaseException) -> Optional[int]:
+    """The OS error number behind a failed write: an OSError's own, or the one that TensorStore
+    (`[os_error_code='28']`) or ArrayRecord (`write() failed: No space left on device`) put into
+    the message of their ValueError or RuntimeError; None when there is none."""
+    if isinstance(getattr(error, 'errno', None), int):
+        return error.errno
+    text = str(error)
+    found = re.search(r"os_error_code='?(\d+)", text)
+    if found:
+        return int(found.group(1))
+    return next((code for words, code in _ERRNO_TEXTS.items() if words in text), None)
+
+
+@contextlib.contextmanager
+def writing(folder: str, what: str, setting: str) -> Iterator[None]:
+    """A full disk, a read-only filesystem or a missing permission while writing under `folder`
+    ends in one line that names it and the `setting` that chooses another folder:
+    `WorkdirError('cannot write <what> <folder>: <reason>; free some space or set <setting> to
+    another folder')`. Errors about files elsewhere (an unreadable input) pass unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError, ValueError) as e:
+        code = write_errno(e)
+        if isinstance(e, OSError):
+            file = os.path.abspath(os.fsdecode(e.filename)) if e.filename else None
+            ours = file is None or inside(file, folder)
+        else:   # a C++ library's message: it names the file it failed to write
+            file, ours = None, os.path.abspath(folder) in str(e)
+        if code not in WRITE_ERRNOS or not ours:
+            raise
+        where = f' ({file})' if file and file != os.path.abspath(folder) else ''
+        fix = 'free some space' if code in (errno.ENOSPC, errno.EDQUOT) else 'make it writable'
+        raise WorkdirError(f'cannot write {what} {folder}: {os.strerror(code)}{where}; {fix} or set {setting} '
+                           'to another folder') from None
+
+
+def inside(file: str, folder: str) -> bool:
+    """Whether the path `file` is `folder` or lies under it."""
+    folder = os.path.abspath(folder)
+    return os.path.commonpath([os.path.abspath(file), folder]) == folder
+
+
+# Re-entrant use in one process (a library call that runs `wsol_jax.run.run` inside another):
+# the process holds each workdir's lock once; `flock` on a second descriptor would wait for itself.
+_HELD: dict[str, list] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def _holder(fd: int) -> str:
+    """What the lock file says about the process that holds it."""
+    try:
+        info = json.loads(os.pread(fd, 65536, 0).decode() or '{}')
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return 'another process'
+    return (f'pid {info.get("pid")} on {info.get("host")} since {info.get("started")} '
+            f'({info.get("command", "?")})')
+
+
+def _acquire(workdir: str) -> Optional[int]:
+    """The descriptor of `<workdir>/.lock`, locked by this process; None where the lock file cannot
+    be made (a workdir that nobody can write: nothing to protect)."""
+    file = path(workdir, LOCK)
+    try:
+        fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        if e.errno in WRITE_ERRNOS:
+            return None
+        raise
+    try:
+        # The kernel drops a flock when its holder dies: a killed run leaves no stale lock.
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise WorkdirError(f'{workdir} is in use by {holder}; wait for it to finish (or stop it), '
+                           'or use another --workdir') from None
+    except OSError as e:   # a filesystem without locks (some network mounts): run, but say so
+        os.close(fd)
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        print(f'[workdir] note: {workdir} cannot be locked ({e.strerror}); nothing stops a second command on it')
+        return None
+    info = {'pid': os.getpid(), 'host': socket.gethostname(), 'started': time.strftime('%Y-%m-%d %H:%M:%S'),
+            'command': ' '.join([os.path.basename(sys.executable)] + sys.argv)}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    return fd
+
+
+def _enter(key: str) -> list:
+    with _HELD_GUARD:
+        held = _HELD.get(key)
+        if held is None:
+            held = _HELD[key] = [_acquire(key), 0]
+        held[1] += 1
+        return held
+
+
+def _leave(key: str, held: list) -> None:
+    with _HELD_GUARD:
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[key]
+            if held[0] is not None:
+                os.ftruncate(held[0], 0)     # no stale holder described after it is released
+                os.close(held[0])            # closing releases the flock
+
+
+@contextlib.contextmanager
+def locked(workdir: str) -> Iterator[None]:
+    """Hold `<workdir>/.lock` for the block: a second command on the same workdir stops at once
+    with `WorkdirError` naming the holder's pid and command; the lock goes with its holder (any
+    exit, a kill included). Only process 0 of a multi-host run takes it (the hosts share the
+    workdir), and every process must enter the block: they all stop when process 0 cannot lock.
+    A workdir that does not exist yet is not locked."""
+    key = os.path.realpath(workdir)
+    held, error = None, None
+    if parallel.is_chief() and os.path.isdir(key):
+        try:
+            held = _enter(key)
+        except WorkdirError as e:
+            error = e
+    if parallel.sum_over_processes(np.int32(error is not None)) and error is None:
+        error = WorkdirError(f'{workdir} is in use by another command (process 0 could not lock it)')
+    if error is not None:
+        raise error
+    try:
+        yield
+    finally:
+        if held is not None:
+            _leave(key, held)

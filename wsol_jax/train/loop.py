@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import errno
 import math
+import os
 import time
 from typing import Callable, Iterator, Optional
 
@@ -122,9 +123,14 @@ def _save(loop: Loop, mgr, step: int, state: TrainState, metrics: dict, history:
         checkpoint.save(mgr, step, state, {'step': step, 'epoch': step / loop.steps_per_epoch, 'metrics': metrics})
         mgr.wait_until_finished()
     except Exception as e:   # Orbax/TensorStore report a full disk as OSError, ValueError, ...
-        if getattr(e, 'errno', None) == errno.ENOSPC or 'No space left' in str(e):
+        code = workdir_lib.write_errno(e)
+        if code in (errno.ENOSPC, errno.EDQUOT):
             raise WorkdirError(f'no space left on the device while writing {loop.directory}/{step}; free some '
-                               'space and run the same command again (it resumes after the last checkpoint)') from None
+                               f'space and run the same command again (it resumes after the last checkpoint)') from None
+        if code in workdir_lib.WRITE_ERRNOS:
+            raise WorkdirError(f'cannot write {loop.directory}/{step}: {os.strerror(code)}; make {loop.directory} '
+                               f'writable and run the same command again (it resumes after the last checkpoint)'
+                               ) from None
         raise
     if not loop.keep_all:
         kept = {step, kept_point(loop, history)}
