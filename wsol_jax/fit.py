@@ -53,7 +53,7 @@ def as_split(data: Data, name: str) -> Split:
     return Split(images, labels, None if boxes is None else np.asarray(boxes, np.int32))
 
 
-def _f_of_normalized(f_apply: Callable, f_input: str) -> Callable:
+def f_of_normalized(f_apply: Callable, f_input: str) -> Callable:
     """`(unused variables, normalised images) -> f_apply(images in f's input space)`."""
     if f_input not in F_INPUTS:
         raise ConfigError(f'f_input must be one of {F_INPUTS}, got {f_input!r}')
@@ -82,7 +82,7 @@ def fit_weight_map(f_apply: Callable, train: Data, val: Data, config, workdir: O
     os.makedirs(workdir, exist_ok=True)
     data = Dataset(train=train, val=val, test=val, num_classes=num_classes)
     ctx = Context(config, workdir, data, parallel.make_mesh())
-    history = stages.fit_g(ctx, _f_of_normalized(f_apply, f_input), {}, methods.g_target(config).objective)
+    history = stages.fit_g(ctx, f_of_normalized(f_apply, f_input), {}, methods.g_target(config).objective)
     step = select_step(history, standard_errors=config.eval.selection_se)
     _, g_state, _ = g_setup(ctx, abstract=True)
     selection = {'selected_step': step, 'selected_epoch': history[step]['epoch'],
@@ -90,5 +90,6 @@ def fit_weight_map(f_apply: Callable, train: Data, val: Data, config, workdir: O
     classify = f_apply if config.f.kind == 'classifier' and config.method == 'method1' else None
     print(f'[fit] g kept at step {step} (epoch {history[step]["epoch"]:.2f}, mean S {history[step]["mean_S"]:.4f}); '
           f'checkpoints in {workdir}')
-    return Localizer(make_spec(config, [f'class_{k}' for k in range(num_classes)], selection),
-                     restore_g(ctx, g_state, step), classify=classify, f_input=f_input)
+    spec = make_spec(config, [f'class_{k}' for k in range(num_classes)], selection)
+    spec['f'] = None   # f is a Python function: it classifies in memory, an export holds g alone
+    return Localizer(spec, restore_g(ctx, g_state, step), classify=classify, f_input=f_input)

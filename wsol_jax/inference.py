@@ -34,13 +34,14 @@ def whole_image(images_uint8, size: int):
     return normalize(x)
 
 
-def localize_whole_images(g_model, f_model, size: int, ratio: float, box_rule: str, g_vars, f_vars, images_uint8):
+def localize_whole_images(g_model, classify, size: int, ratio: float, box_rule: str, g_vars, f_vars, images_uint8):
     """Everything a prediction needs, on the whole image: `M` `(N, c, c)`, `M_hat` `(N, c, c)`
-    under the box rule, and f's class probabilities `(N, C)`."""
+    under the box rule, and the class probabilities `(N, C)` of `classify(f_vars, normalised
+    images) -> logits` (`(N, 0)` without a classifier: `classify` None)."""
     x = whole_image(images_uint8, size)
     maps = g_model.apply(g_vars, x, train=False)
-    probabilities = jax.nn.softmax(f_model.apply(f_vars, x, train=False), axis=-1)
-    return maps, localization.thresholded_maps(maps, ratio, box_rule), probabilities
+    logits = classify(f_vars, x) if classify is not None else jnp.zeros((x.shape[0], 0), jnp.float32)
+    return maps, localization.thresholded_maps(maps, ratio, box_rule), jax.nn.softmax(logits, axis=-1)
 
 
 def f_outputs(f_model, crop_size: int, f_vars, images_uint8):

@@ -30,7 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from PIL import Image
 
-from wsol_jax import inference, localization, workdir as workdir_lib
+from wsol_jax import inference, localization, methods, workdir as workdir_lib
 from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from wsol_jax.data.decode import resize_image, to_uint8
 from wsol_jax.errors import WorkdirError
@@ -39,7 +39,7 @@ from wsol_jax.train.state import build_classifier, build_weight_map_net
 
 MANIFEST = 'localizer.json'
 VARIABLES = 'variables'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: f named by its architecture (f.arch), optional
 
 
 @dataclasses.dataclass
@@ -89,16 +89,27 @@ def box_to_image(boxes: np.ndarray, size: int, widths, heights) -> np.ndarray:
 class Localizer:
     """`localizer(images) -> Prediction`; see the module docstring."""
 
-    def __init__(self, spec: dict, g_vars, f_vars, batch_size: int = 32):
+    def __init__(self, spec: dict, g_vars, f_vars=None, batch_size: int = 32, classify=None,
+                 f_input: str = 'normalized'):
+        """`f_vars`: the classifier f of `spec['f']` (None: no classifier, e.g. an encoder f);
+        `classify`: instead, any `images -> logits` (`fit_weight_map`'s f, `f_input` as there),
+        kept in memory only (an export holds g and the spec's f, never a Python function)."""
         self.spec = spec
         self.size = int(spec['input_size'])
         self.batch_size = batch_size
         cfg = _model_config(spec)
         self.g_model = build_weight_map_net(cfg)
-        self.f_model = build_classifier(cfg, spec['num_classes'])
-        self.g_vars, self.f_vars = jax.device_put(g_vars), jax.device_put(f_vars)
+        self.g_vars = jax.device_put(g_vars)
+        self.f_vars = None if f_vars is None else jax.device_put(f_vars)
+        if f_vars is not None:
+            f_model = build_classifier(cfg, spec['num_classes'])
+            classify = lambda v, x: f_model.apply(v, x, train=False)
+        elif classify is not None:
+            from wsol_jax.fit import f_of_normalized
+            classify = f_of_normalized(classify, f_input)
+        self.has_classes = classify is not None
         self._fn = jax.jit(functools.partial(
-            inference.localize_whole_images, self.g_model, self.f_model, self.size,
+            inference.localize_whole_images, self.g_model, classify, self.size,
             spec['threshold_ratio'], spec['box_rule']))
 
     @property
@@ -106,7 +117,8 @@ class Localizer:
         return list(self.spec['class_names'])
 
     def class_name(self, k: int) -> str:
-        return self.spec['class_names'][int(k)]
+        """The name of class `k`; '' for -1, the class of a prediction without a classifier."""
+        return self.spec['class_names'][int(k)] if k >= 0 else ''
 
     def preprocess(self, images) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Images -> `(N, size, size, 3)` uint8 network inputs and their own `(width, height)`."""
@@ -147,7 +159,10 @@ class Localizer:
         maps, maps_hat, probs = self._run(np.asarray(inputs))
         boxes = localization.boxes_from_thresholded(maps_hat, self.spec['box_rule'])
         scores = np.asarray(localization.containment_score(maps_hat, boxes))
-        classes = probs.argmax(-1)
+        if probs.shape[1]:
+            classes, confidence = probs.argmax(-1), probs.max(-1)
+        else:   # no classifier: no class, no probability
+            classes, confidence = np.full(len(probs), -1), np.full(len(probs), np.nan)
         maps = list(maps)
         if sizes is None:
             boxes = boxes.astype(np.int64)
@@ -156,7 +171,7 @@ class Localizer:
             boxes = box_to_image(boxes, self.size, widths, heights)
             if resize_maps:
                 maps = [map_to_image(m, w, h) for m, (w, h) in zip(maps, sizes)]
-        return Prediction(maps, boxes, classes, probs[np.arange(len(probs)), classes], scores)
+        return Prediction(maps, boxes, classes, confidence, scores)
 
     @classmethod
     def from_workdir(cls, workdir: str, batch_size: int = 32) -> 'Localizer':
@@ -173,13 +188,15 @@ class Localizer:
             raise WorkdirError(f'{workdir} holds no {workdir_lib.CLASSES} (written by runs of this version); '
                                'run any stage once (e.g. --stage=select) to write it')
         spec = make_spec(config, classes['names'], selection)
-        quality = (workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.F_QUALITY)) or {}).get(
-            workdir_lib.F_CLASSIFIER)
-        if quality is None:
-            raise WorkdirError(f'{workdir} holds no finished f_classifier (f_quality.json); run --stage=train_f')
-        f_vars, _ = _restore(workdir_lib.path(workdir, workdir_lib.F_CLASSIFIER),
-                             build_classifier(config, len(classes['names'])), spec, quality['kept_step'],
-                             'f (f_classifier)')
+        f_vars = None
+        if spec['f'] is not None:   # the run has a classifier (an encoder f from a file has none)
+            quality = (workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.F_QUALITY)) or {}).get(
+                workdir_lib.F_CLASSIFIER)
+            if quality is None:
+                raise WorkdirError(f'{workdir} holds no finished f_classifier (f_quality.json); run --stage=train_f')
+            f_vars, _ = _restore(workdir_lib.path(workdir, workdir_lib.F_CLASSIFIER),
+                                 build_classifier(config, len(classes['names'])), spec, quality['kept_step'],
+                                 'f (f_classifier)')
         g_vars, _ = _restore(workdir_lib.path(workdir, workdir_lib.G), build_weight_map_net(config), spec,
                              selection['selected_step'], 'g')
         return cls(spec, g_vars, f_vars, batch_size)
@@ -193,7 +210,7 @@ class Localizer:
             try:
                 shutil.rmtree(tmp, ignore_errors=True)
                 os.makedirs(tmp)
-                variables = {'g': self.g_vars, 'f': self.f_vars}
+                variables = {'g': self.g_vars, **({} if self.f_vars is None else {'f': self.f_vars})}
                 with ocp.StandardCheckpointer() as ckpt:
                     ckpt.save(os.path.join(tmp, VARIABLES), variables)
                 workdir_lib.write_json(os.path.join(tmp, MANIFEST),
@@ -219,7 +236,8 @@ def make_spec(config, class_names: Sequence[str], selection: dict) -> dict:
         'threshold_ratio': float(config.eval.threshold_ratio),
         'box_rule': config.eval.box_rule,
         'dtype': config.dtype,
-        'f': {k: config.f[k] for k in ('depth', 'width')},
+        # the classifier f that names the class of a prediction (None: the run has none)
+        'f': {k: config.f[k] for k in ('arch', 'width')} if methods.has_classifier(config) else None,
         'g': {'depth': config.g.depth, 'width': config.g.width, 'decoder': config.g.decoder,
               'decoder_channels': list(config.g.decoder_channels)},
         'preprocessing': {'resize': 'whole image to input_size x input_size, Pillow bilinear (no crop)',
@@ -235,12 +253,12 @@ def make_spec(config, class_names: Sequence[str], selection: dict) -> dict:
 
 def _model_config(spec: dict) -> ml_collections.ConfigDict:
     """The part of a run config that builds the networks, from a spec."""
-    return ml_collections.ConfigDict({'dtype': spec['dtype'], 'f': dict(spec['f']), 'g': dict(spec['g'])})
+    return ml_collections.ConfigDict({'dtype': spec['dtype'], 'f': dict(spec['f'] or {}), 'g': dict(spec['g'])})
 
 
 def _abstract_variables(model, size: int) -> dict:
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, size, size, 3), np.float32), train=False))
-    return {'params': shapes['params'], 'batch_stats': shapes['batch_stats']}
+    return {'params': shapes['params'], 'batch_stats': shapes.get('batch_stats', {})}
 
 
 def _restore(directory: str, model, spec: dict, step, what: str) -> tuple[dict, dict]:
@@ -261,8 +279,9 @@ def load_localizer(path: str, batch_size: int = 32) -> Localizer:
     spec = _read_spec(manifest)
     try:
         cfg = _model_config(spec)
-        target = {'g': _abstract_variables(build_weight_map_net(cfg), spec['input_size']),
-                  'f': _abstract_variables(build_classifier(cfg, spec['num_classes']), spec['input_size'])}
+        target = {'g': _abstract_variables(build_weight_map_net(cfg), spec['input_size'])}
+        if spec['f'] is not None:
+            target['f'] = _abstract_variables(build_classifier(cfg, spec['num_classes']), spec['input_size'])
     except (KeyError, TypeError, ValueError) as e:
         raise WorkdirError(f'{manifest} does not describe a localiser ({type(e).__name__}: {e}); {REEXPORT}') from None
     return Localizer(spec, *_restore_export(path, spec, target), batch_size)
@@ -285,8 +304,8 @@ def _read_spec(manifest: str) -> dict:
 
 
 def _architecture(spec: dict) -> str:
-    g, f = spec.get('g', {}), spec.get('f', {})
-    return (f'g {g.get("depth")} x{g.get("width")} {g.get("decoder")} decoder, f {f.get("depth")} x{f.get("width")}, '
+    g, f = spec.get('g', {}), spec.get('f') or {}
+    return (f'g {g.get("depth")} x{g.get("width")} {g.get("decoder")} decoder, f {f.get("arch")} x{f.get("width")}, '
             f'{spec.get("num_classes")} classes, {spec.get("input_size")} px')
 
 
@@ -307,4 +326,4 @@ def _restore_export(path: str, spec: dict, target: dict) -> tuple[dict, dict]:
         raise WorkdirError(f'the export {variables_dir} cannot be read '
                            f'({checkpoint.why_unreadable(variables_dir, "", target, e)}); {REEXPORT}') from None
     checkpoint.check_intact(variables, spec.get(checkpoint.DIGESTS), f'the export {variables_dir}', REEXPORT)
-    return variables['g'], variables['f']
+    return variables['g'], variables.get('f')

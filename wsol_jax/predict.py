@@ -430,7 +430,8 @@ def predict(localizer: Localizer, images_spec: str, out_dir: str, save_npy: bool
                     cls, prob, box = int(pred.classes[i]), float(pred.probabilities[i]), pred.boxes[i]
                     try:
                         outputs = _write_outputs(out_dir, item, pred.maps[i], box,
-                                                 f'{localizer.class_name(cls)} {prob:.2f}', save_npy)
+                                                 f'{localizer.class_name(cls)} {prob:.2f}' if cls >= 0 else '',
+                                                 save_npy)
                     except WriteFailure as e:
                         failed.append((item.path, str(e)))
                         continue
