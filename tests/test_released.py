@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from wsol_jax import inference, localization  # noqa: E402
 from wsol_jax.models import WeightMapNet  # noqa: E402
-from wsol_jax.models.pretrained import _torch_name  # noqa: E402
+from wsol_jax.models.pretrained import LAYOUTS, _torch_name  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def test_reports_name_the_released_rule():
     config_lib.validate(c)   # a valid value of eval.box_rule
     text = '\n'.join(report.protocol(c))
     assert 'box rule "released"' in text and 'cubehelix' in text and 'int(ratio x max grey)' in text
-    spec = make_spec(c, ['a', 'b'], {'selected_epoch': 1, 'last_epoch': 2})
+    spec = make_spec(c, ['a', 'b'], {'selected_step': 3, 'selected_epoch': 1, 'last_epoch': 2})
     assert spec['box_rule'] == 'released' and spec['box'].startswith('the released generate_bbox')
 
 
@@ -298,7 +298,7 @@ def _decoder_torch_name(keys):
 
 def _torch_name_of(keys, collection):
     if keys[0] == 'encoder':
-        return 'E.Org_model.' + _torch_name(keys[1:], collection)
+        return 'E.Org_model.' + _torch_name(keys[1:], LAYOUTS['resnet'])
     return _decoder_torch_name(keys[1:])
 
 
