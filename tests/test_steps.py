@@ -96,13 +96,16 @@ def test_blank_weight_makes_f_name_no_class_on_a_blank_image(setup):
     step = steps.compile_step(functools.partial(steps.f_classifier_step, f, CROP, blank_weight=1.0), mesh,
                               donate_state=False)
     state, history = f_state, []
-    for i in range(15):
+    # 40 steps: the first ~20 oscillate (momentum SGD, lr 0.01) along a path that differs between
+    # machines; by the last five the blank term is below 0.005 on every path seen, 10x under the bound.
+    for i in range(40):
         state, m = step(state, {'image': images, 'label': labels}, jax.random.key(i))
         history.append({k: float(v) for k, v in m.items()})
     assert set(history[0]) >= {'loss', 'ce', 'blank', 'accuracy'}
     assert history[-1]['loss'] == pytest.approx(history[-1]['ce'] + history[-1]['blank'], rel=1e-5)
     assert history[-1]['ce'] < 0.5 * history[0]['ce']          # the classes are still learned
-    assert history[0]['blank'] > 0.2 and history[-1]['blank'] < 0.05   # and the blank says ~nothing
+    assert history[0]['blank'] > 0.2                            # the untrained f names a class on the blank
+    assert max(h['blank'] for h in history[-5:]) < 0.05         # and the trained one says ~nothing
 
 
 def test_cam_maps_are_normalised_and_full_size(setup):
