@@ -118,18 +118,33 @@ def tiny_files(tmp_path_factory):
     return {fmt: _save(state_dict, str(folder / f'r18.{fmt}')) for fmt in ('pth', 'safetensors')}
 
 
+# Both sides run in float64 from the same float32 weights (exactly representable), so they differ
+# only by round-off: each output is a chain of ~50 sums of at most 3*3*512 = 4608 products, each
+# rounding at eps = 2.2e-16 relative, so at worst ~50 * 4608 * eps ~ 5e-11 of the outputs' scale
+# (measured: ~1e-15). 1e-9 is above that bound and five orders below the smallest modelling
+# difference to catch (BatchNorm eps 1e-3 instead of 1e-5 moves outputs by ~1e-4, a kernel
+# transposed or a stride on the wrong conv by O(1)), on any machine.
+TOL64 = 1e-9
+
+
 @pytest.mark.parametrize('depth', ['resnet18', 'resnet50'])
 @pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
 def test_flax_backbone_equals_pytorch_reference(tmp_path, depth, fmt):
     model = _reference(depth)
     path = _save(model.state_dict(), str(tmp_path / f'weights.{fmt}'))
-    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3))
     with torch.no_grad():
-        expected = [t.permute(0, 2, 3, 1).numpy() for t in model(torch.from_numpy(x).permute(0, 3, 1, 2))]
-    variables = backbone_variables(read_state_dict(path), depth)
-    got = jax.jit(ResNet(depth).apply)(variables, jnp.asarray(x))[-4:]   # layer1..4, the reference's outputs
+        expected = [t.permute(0, 2, 3, 1).numpy() for t in model.double()(torch.from_numpy(x).permute(0, 3, 1, 2))]
+    with jax.enable_x64(True):
+        variables = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64),
+                                 backbone_variables(read_state_dict(path), depth))
+        got = jax.jit(ResNet(depth, dtype=jnp.float64).apply)(variables, jnp.asarray(x))[-4:]   # layer1..4
+        assert all(g.dtype == jnp.float64 for g in got)
+        got = [np.asarray(g) for g in got]
     for e, g in zip(expected, got):
-        np.testing.assert_allclose(np.asarray(g), e, rtol=1e-3, atol=1e-3 * np.abs(e).max())
+        diff = float(np.abs(g - e).max())
+        print(f'{depth} {fmt}: max abs difference {diff:.2e} (outputs up to {np.abs(e).max():.2f})')
+        assert diff <= TOL64 * np.abs(e).max(), diff
 
 
 def test_weights_load_into_f_and_g(tmp_path):
