@@ -1,6 +1,6 @@
 """wsol-jax command line: `python main.py --config=configs/synthetic.py:method1 --workdir=DIR`.
 
-Any config field can be overridden (`--config.g.epochs=5`); `--stage` runs one stage. Mistakes
+Any config field can be overridden (`--config.g.max_epochs=5`); `--stage` runs one stage. Mistakes
 (an unknown config key, a value of the wrong type, a missing or damaged checkpoint, a workdir
 that cannot be written or is in use by another command) end with one line `error: ...` and exit
 status 2; Ctrl-C ends with one line `interrupted: ...` and exit status 130.

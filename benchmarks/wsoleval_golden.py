@@ -55,13 +55,13 @@ RUNS = {
     'synthetic': ['--config=configs/synthetic.py:method1', '--config.data.num_train=96', '--config.data.num_val=16',
                   '--config.data.num_test=32', '--config.data.num_classes=4', '--config.f.embed_dim=8'],
     'openimages': ['--config=configs/openimages.py:method1', '--config.data.num_classes=2',
-                   '--config.f.depth=resnet18', '--config.g.depth=resnet18', '--config.f.pretrained=none',
+                   '--config.f.arch=resnet18', '--config.g.depth=resnet18', '--config.f.pretrained=none',
                    '--config.g.pretrained=none',
                    # rates at which tiny networks trained from scratch move in a few dozen steps
                    '--config.f.optimizer.name=adam', '--config.g.optimizer.learning_rate=0.03'],
 }
-EPOCHS = {'synthetic': ['--config.f.epochs=3', '--config.g.epochs=3'],
-          'openimages': ['--config.f.epochs=8', '--config.g.epochs=6']}
+EPOCHS = {'synthetic': ['--config.f.max_epochs=3', '--config.g.max_epochs=3'],
+          'openimages': ['--config.f.max_epochs=8', '--config.g.max_epochs=6']}
 COMMANDS = {   # their evaluation.py flags per metric (wsol_jax.wsolevaluation.evaluator_commands)
     'maxboxacc_v1': ['--dataset_name=CUB', '--multi_contour_eval=False', '--multi_iou_eval=False'],
     'maxboxacc_v2': ['--dataset_name=CUB', '--multi_contour_eval=True', '--multi_iou_eval=True',

@@ -18,7 +18,11 @@ TINY = ['--config=configs/synthetic.py:method1', '--config.data.image_size=32', 
         '--config.data.num_classes=4', '--config.f.width=0.125', '--config.f.max_epochs=1', '--config.f.batch_size=16',
         '--config.f.embed_dim=8', '--config.f.allow_weak=True', '--config.g.width=0.125', '--config.g.max_epochs=2',
         '--config.g.batch_size=16', '--config.eval.batch_size=16', '--config.eval.num_overlays=2',
-        '--config.eval.strip_images=2', '--config.eval.max_coverage=1.0', '--config.eval.num_workers=1']
+        '--config.eval.strip_images=2', '--config.eval.max_coverage=1.0', '--config.eval.num_workers=1',
+        # float64: one and two processes differ only in the order of their sums, which moves float64
+        # results by ~1e-12 (float32 training amplifies the same reordering to 1e-3..1e-2 within a few
+        # steps, see test_parallel.py); boxes and scores then agree to far below the tolerances here.
+        '--config.dtype=float64']
 
 
 def _free_port() -> int:
@@ -63,6 +67,6 @@ def test_two_processes_give_the_results_of_one(tmp_path):
         for key, value in b['results'][variant].items():
             np.testing.assert_allclose(a['results'][variant][key], value, atol=1e-6, err_msg=f'{variant}/{key}')
     for epoch, h in b['history'].items():
-        np.testing.assert_allclose(a['history'][epoch]['mean_S'], h['mean_S'], atol=1e-5)
+        np.testing.assert_allclose(a['history'][epoch]['mean_S'], h['mean_S'], atol=1e-9)
     # train_g and evaluate restored f and g from the shared checkpoints in both processes (evaluate
     # restores the selected and the last epoch of g), which the numbers above already check.
