@@ -153,3 +153,16 @@ def test_split_validates_shapes():
         dataset.Split(np.zeros((2, 8, 8, 3), np.float32), np.zeros(2, np.int32))
     with pytest.raises(ValueError, match='labels has 3 entries for 2 images'):
         dataset.Split(np.zeros((2, 8, 8, 3), np.uint8), np.zeros(3, np.int32))
+
+
+def test_a_host_share_of_only_padding_gives_empty_ground_truth():
+    """With several hosts, one host's rows of the last evaluation batch can be all padding: its
+    ground truth is empty arrays (a crash there left the other host waiting at a barrier)."""
+    from wsol_jax.metrics import PxAPAccumulator
+    masks = dataset.crop_protocol_masks([], 40, 32)
+    assert masks.shape == (0, 32, 32) and masks.dtype == np.uint8
+    acc = PxAPAccumulator(0.1)
+    acc.update(np.zeros((0, 32, 32)), masks)
+    assert acc.foreground_hist.sum() == 0 and acc.background_hist.sum() == 0
+    one = np.full((1, 50, 60), 1, np.uint8)
+    assert dataset.crop_protocol_masks([one[0]], 40, 32).shape == (1, 32, 32)

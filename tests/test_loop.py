@@ -67,6 +67,20 @@ def test_f_keeps_its_most_accurate_point_and_stops_after_patience_scores(tmp_pat
     assert int(state.step) == 25
 
 
+def test_f_at_a_perfect_validation_score_stops_at_once(tmp_path):
+    # a Siamese f at accuracy 1 spent its whole patience waiting for a better point that cannot exist
+    score, calls = _scores_from([{budgets.F_SCORE: a} for a in [0.5, 1.0, 1.0, 1.0]])
+    spec = budgets.f_loop(_f_config(patience=3), str(tmp_path), 'f_classifier', STEPS_PER_EPOCH)
+    _, history = loop.run(spec, _state(), _step, _batches, jax.random.key(0), score)
+    assert calls == [5, 10] and loop.finished(spec, history, 10) == 'perfect'
+    assert loop.kept_point(spec, history) == 10
+
+
+def _f_config(**f):
+    import ml_collections
+    return ml_collections.ConfigDict({'f': dict(dict(max_epochs=10, eval_every_steps=0, patience=0), **f)})
+
+
 def test_g_scores_within_epochs_and_stops_when_s_does_not_come_back(tmp_path):
     # S every 2 steps (epochs of 5 steps): points at steps 2, 4, 6, ...; the selection keeps the latest
     # point within one standard error of the best; three points after it, g stops.

@@ -193,7 +193,10 @@ def crop_protocol_boxes(split: Split, rows, crop_size: int) -> np.ndarray:
 
 def resize_masks(masks: Sequence[np.ndarray], size: int) -> np.ndarray:
     """Masks at their original resolutions -> `(n, size, size)` uint8, each resized once with
-    nearest neighbours (OpenCV's INTER_NEAREST, as wsolevaluation's `load_mask_image`)."""
+    nearest neighbours (OpenCV's INTER_NEAREST, as wsolevaluation's `load_mask_image`). No masks
+    give `(0, size, size)`: a host's share of the last evaluation batch can be only padding."""
+    if len(masks) == 0:
+        return np.zeros((0, size, size), np.uint8)
     return np.stack([m if m.shape == (size, size) else
                      cv2.resize(np.asarray(m, np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
                      for m in masks])

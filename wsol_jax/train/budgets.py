@@ -5,7 +5,8 @@ Budgets follow the data: a stage scores its state every `eval_every_steps` steps
 epoch) and, with `patience`, stops once that many scores have passed since the point it keeps,
 at the latest after `max_epochs`.
   * f keeps its most accurate point on the validation split (the earliest of equals: a later
-    point must be better to count as progress);
+    point must be better to count as progress), and stops at once at accuracy 1 (nothing later
+    can be kept);
   * g keeps the point that the selection of Section 3 chooses (`selection.select_step`: mean S,
     one-standard-error rule), so "no progress" means that mean S has not come back within the
     selection's tolerance of its best for `patience` scores.
@@ -36,7 +37,8 @@ def f_loop(config, workdir: str, network: str, steps_per_epoch: int, images_per_
     f = config.f
     return Loop(network, workdir_lib.path(workdir, network), f.max_epochs, steps_per_epoch, images_per_step,
                 workdir_lib.path(workdir, workdir_lib.history_name(network)), most_accurate,
-                score_every=f.eval_every_steps, patience=f.patience, hint=hint, writer=writer)
+                score_every=f.eval_every_steps, patience=f.patience, hint=hint, writer=writer,
+                ceiling=(F_SCORE, 1.0))
 
 
 def g_loop(config, workdir: str, steps_per_epoch: int, images_per_step: int = 0, writer=None,

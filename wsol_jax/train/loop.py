@@ -52,6 +52,7 @@ class Loop:
     score_every: int = 0           # steps between scores; 0: once an epoch
     patience: int = 0              # stop this many scores after the kept point; 0: train max_epochs
     keep_all: bool = False         # keep every checkpoint (default: the kept and the latest)
+    ceiling: Optional[tuple[str, float]] = None   # (metric, value): a kept point that reaches it cannot be beaten
     hint: str = ''                 # what to try when the loss is not finite
     writer: Optional[object] = None  # tensorboardX SummaryWriter (chief only)
 
@@ -78,10 +79,12 @@ def kept_point(loop: Loop, history: History) -> Optional[int]:
 
 
 def finished(loop: Loop, history: History, step: int) -> Optional[str]:
-    """Why a stage at `step` with `history` is done ('max_epochs' or 'patience'), or None."""
+    """Why a stage at `step` with `history` is done ('max_epochs', 'perfect' or 'patience'), or None."""
     if step >= loop.max_steps:
         return 'max_epochs'
     kept = kept_point(loop, history)
+    if loop.ceiling and kept is not None and history[kept].get(loop.ceiling[0], -math.inf) >= loop.ceiling[1]:
+        return 'perfect'   # e.g. validation accuracy 1: no later point can be kept, waiting is wasted
     if loop.patience and kept is not None and sum(s > kept for s in history) >= loop.patience:
         return 'patience'
     return None
@@ -215,9 +218,10 @@ def run(loop: Loop, state: TrainState, step_fn: Callable, batches: Callable[...,
                     break
         bar.close()
     why = finished(loop, history, step)
-    if why == 'patience' and parallel.is_chief():
+    if why in ('patience', 'perfect') and parallel.is_chief():
         kept = kept_point(loop, history)
-        print(f'[{loop.name}] stopped at step {step} (epoch {step / loop.steps_per_epoch:.2f}): {loop.patience} scores '
-              f'since the kept step {kept} (epoch {kept / loop.steps_per_epoch:.2f})')
+        reason = (f'{loop.patience} scores since the kept step {kept} (epoch {kept / loop.steps_per_epoch:.2f})'
+                  if why == 'patience' else f'{loop.ceiling[0]} reached {loop.ceiling[1]:g}, nothing can beat it')
+        print(f'[{loop.name}] stopped at step {step} (epoch {step / loop.steps_per_epoch:.2f}): {reason}')
     mgr.wait_until_finished()
     return state, history
