@@ -20,18 +20,17 @@ import os
 import tempfile
 from typing import Callable, Optional, Union
 
-import jax.numpy as jnp
 import numpy as np
 
 from wsol_jax import config as config_lib, methods, parallel
 from wsol_jax.context import Context, g_setup, restore_g
-from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD, Dataset, Split
+from wsol_jax.data.dataset import Dataset, Split
 from wsol_jax.errors import ConfigError
+from wsol_jax.inference import F_INPUTS, f_of_normalized  # noqa: F401  (F_INPUTS: part of this API)
 from wsol_jax.selection import select_step
 from wsol_jax.train import stages
 
 Data = Union[Split, np.ndarray, tuple, dict]
-F_INPUTS = ('normalized', 'pixels')
 
 
 def as_split(data: Data, name: str) -> Split:
@@ -51,16 +50,6 @@ def as_split(data: Data, name: str) -> Split:
                           'resize them first (wsol_jax.data.decode.resize_image)')
     labels = np.zeros(len(images), np.int32) if labels is None else np.asarray(labels, np.int32)
     return Split(images, labels, None if boxes is None else np.asarray(boxes, np.int32))
-
-
-def f_of_normalized(f_apply: Callable, f_input: str) -> Callable:
-    """`(unused variables, normalised images) -> f_apply(images in f's input space)`."""
-    if f_input not in F_INPUTS:
-        raise ConfigError(f'f_input must be one of {F_INPUTS}, got {f_input!r}')
-    if f_input == 'normalized':
-        return lambda _, x: f_apply(x)
-    mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
-    return lambda _, x: f_apply((x * std + mean) * 255.0)   # floats, so that gradients reach g through f
 
 
 def fit_weight_map(f_apply: Callable, train: Data, val: Data, config, workdir: Optional[str] = None,

@@ -7,13 +7,17 @@ the host only the OpenCV contours (`localization.boxes_from_thresholded`).
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from wsol_jax import localization
-from wsol_jax.data.dataset import center_crop, input_float, normalize
+from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD, center_crop, input_float, normalize
+from wsol_jax.errors import ConfigError
+
+F_INPUTS = ('normalized', 'pixels')   # what an f from research code takes: normalised images or 0-255 pixels
 
 
 def weight_maps(g_model, crop_size: int, ratio: float, box_rule: str, g_vars, images_uint8):
@@ -85,3 +89,13 @@ def map_scores(maps, maps_hat, boxes: np.ndarray, max_coverage: float) -> dict[s
     (Eq. 6 as written), `degenerate` and `collapsed` flags; `(N,)` numpy arrays."""
     out = _scores(maps, maps_hat, jnp.asarray(boxes), max_coverage)
     return dict(zip(('S', 'S_raw', 'degenerate', 'collapsed'), (np.asarray(x) for x in out)))
+
+
+def f_of_normalized(f_apply: Callable, f_input: str) -> Callable:
+    """`(unused variables, normalised images) -> f_apply(images in f's input space)`."""
+    if f_input not in F_INPUTS:
+        raise ConfigError(f'f_input must be one of {F_INPUTS}, got {f_input!r}')
+    if f_input == 'normalized':
+        return lambda _, x: f_apply(x)
+    mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
+    return lambda _, x: f_apply((x * std + mean) * 255.0)   # floats, so that gradients reach g through f

@@ -105,8 +105,7 @@ class Localizer:
             f_model = build_classifier(cfg, spec['num_classes'])
             classify = lambda v, x: f_model.apply(v, x, train=False)
         elif classify is not None:
-            from wsol_jax.fit import f_of_normalized
-            classify = f_of_normalized(classify, f_input)
+            classify = inference.f_of_normalized(classify, f_input)
         self.has_classes = classify is not None
         self._fn = jax.jit(functools.partial(
             inference.localize_whole_images, self.g_model, classify, self.size,

@@ -11,8 +11,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-PAD_BOX = (-1, -1, -1, -1)
-IGNORE = 255   # mask value of pixels PxAP skips (OpenImages' ignore regions), as wsolevaluation
+from wsol_jax.annotations import IGNORE, PAD_BOX, valid_boxes  # noqa: F401  (part of this module's API)
 
 
 def box_iou(a, b) -> np.ndarray:
@@ -26,10 +25,6 @@ def box_iou(a, b) -> np.ndarray:
     area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
     return inter / (area_a + area_b - inter)
 
-
-def valid_boxes(gt_boxes) -> np.ndarray:
-    """`(N, K)` bool: which rows of `(N, K, 4)` ground truth are real boxes (not `PAD_BOX`)."""
-    return np.asarray(gt_boxes)[..., 0] >= 0
 
 
 def best_iou(pred_boxes, gt_boxes) -> np.ndarray:

@@ -13,10 +13,8 @@ import os
 import shutil
 import tempfile
 
-import jax
-import numpy as np
 
-from wsol_jax.data.dataset import Dataset, Split
+from wsol_jax.data.dataset import Dataset, Split, holdout_indices
 from wsol_jax.errors import ConfigError, DataError
 
 SOURCES = ('synthetic', 'cub', 'cars', 'flowers', 'tiny_imagenet', 'wsolevaluation', 'tfds')
@@ -53,15 +51,6 @@ def check_source(config) -> None:
               f'out to select the epoch), got {cfg.num_val}')
     _need(bool(cfg.root), f'root is empty: set it to the unpacked {cfg.source} dataset, e.g. '
           '--config.data.root=/data/CUB_200_2011')
-
-
-def holdout_indices(n: int, num_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic `(train, validation)` indices: `num_val` of `n` training examples held out."""
-    if not 0 < num_val < n:
-        raise ConfigError(f'config.data.num_val={num_val} must be between 1 and the number of training '
-                          f'images - 1 ({n - 1})')
-    order = np.asarray(jax.random.permutation(jax.random.key(seed), n))
-    return np.sort(order[num_val:]), np.sort(order[:num_val])
 
 
 def check_labels_in_train(records_by_split: dict, splits=('val', 'test')) -> None:

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from wsol_jax.data import records as records_lib
 from wsol_jax.data.dataset import Split
 from wsol_jax.errors import DataError
-from wsol_jax.metrics import IGNORE
+from wsol_jax.annotations import IGNORE
 
 MASK_KINDS = ('binary', 'nonzero', 'flowers')
 # Part of the cache key: bump it whenever decoding, checks or the cache layout change, so that
@@ -83,7 +83,7 @@ class Record:
     extra_mask_paths: tuple = ()
     error: str = ''
     label_source: str = ''
-    ignore_mask_paths: tuple = ()   # regions PxAP skips (OpenImages), stored as metrics.IGNORE
+    ignore_mask_paths: tuple = ()   # regions PxAP skips (OpenImages), stored as annotations.IGNORE
     image_id: str = ''
 
     def box_source(self, k: int) -> str:

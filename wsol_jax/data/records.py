@@ -40,6 +40,8 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
+from wsol_jax.annotations import PAD_BOX
+from wsol_jax.data.split import Split
 from wsol_jax.errors import DataError
 
 # Random access: one record per chunk. Uncompressed: decoded pixels gain little from a general
@@ -279,7 +281,6 @@ class SplitWriter:
 
     def close(self, skipped: list[str] = ()) -> None:
         """Finish the files; masks are kept only if every sample had one, boxes if any had."""
-        from wsol_jax.metrics import PAD_BOX
         self._images.close()
         self._masks.close()
         if self._with_mask != len(self):
@@ -309,7 +310,6 @@ class SplitWriter:
 
 def open_split(folder: str):
     """A cached split folder -> `Split` whose images (and masks) are read from disk on demand."""
-    from wsol_jax.data.dataset import Split
     with np.load(os.path.join(folder, META), allow_pickle=False) as z:
         labels, names, size, codec = z['labels'], [str(s) for s in z['names']], int(z['size']), str(z['codec'])
         shard_size, sizes = int(z['shard_size']), z['sizes']

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from wsol_jax.data.dataset import Split
+from wsol_jax.data.dataset import Split, holdout_indices
 from wsol_jax.data import decode, records
 from wsol_jax.data.decode import resize_image
 from wsol_jax.errors import ConfigError, DataError
@@ -98,7 +98,6 @@ def load(cfg, seed: int, cache_dir: str) -> tuple[dict[str, Split], int]:
     if cfg.val_split == 'val':
         val = read('validation')
     else:
-        from wsol_jax.data import holdout_indices
         keep, held = holdout_indices(len(train), cfg.num_val, seed)
         train, val = train.subset(keep), train.subset(held)
     num_classes = cfg.num_classes or int(max(train.labels.max(), test.labels.max()) + 1)

@@ -1,0 +1,63 @@
+"""The package's layers, read from its source (every import, lazy ones inside functions too): the
+data and model layers import nothing above them, and no two modules import each other in a circle."""
+import ast
+import os
+
+from helpers import ROOT
+
+PACKAGE = os.path.join(ROOT, 'wsol_jax')
+BASE = {'wsol_jax.errors', 'wsol_jax.annotations'}
+# what each lower layer may import from the package, besides itself
+ALLOWED = {'wsol_jax.models': BASE, 'wsol_jax.data': BASE | {'wsol_jax.parallel'}, 'wsol_jax.parallel': BASE}
+
+
+def _modules() -> dict[str, set[str]]:
+    """module name -> the wsol_jax modules it imports (`from wsol_jax.data import decode` counts as
+    wsol_jax.data.decode, `from wsol_jax.data import Split` as wsol_jax.data)."""
+    raw = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if not name.endswith('.py'):
+                continue
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, '.')
+            module = rel[:-len('.__init__')] if rel.endswith('.__init__') else rel
+            raw[module] = []
+            for node in ast.walk(ast.parse(open(path).read())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('wsol_jax'):
+                    raw[module] += [(node.module, a.name) for a in node.names]
+                elif isinstance(node, ast.Import):
+                    raw[module] += [(a.name, None) for a in node.names if a.name.startswith('wsol_jax')]
+    resolve = lambda m, n: f'{m}.{n}' if n and f'{m}.{n}' in raw else m
+    return {m: {resolve(*i) for i in imports} - {m} for m, imports in raw.items()}
+
+
+def _layer(module: str) -> str:
+    return next((layer for layer in ALLOWED if module == layer or module.startswith(layer + '.')), '')
+
+
+def test_lower_layers_import_nothing_above_them():
+    graph = _modules()
+    assert 'wsol_jax.data.split' in graph and 'wsol_jax.models.registry' in graph   # the walk found the package
+    wrong = {(m, i) for m, imports in graph.items() if _layer(m) for i in imports
+             if _layer(i) != _layer(m) and i not in ALLOWED[_layer(m)]}
+    assert not wrong, sorted(wrong)
+
+
+def test_no_import_circle():
+    graph = _modules()
+    done, path = set(), []
+
+    def visit(m):
+        if m in path:
+            raise AssertionError('import circle: ' + ' -> '.join(path[path.index(m):] + [m]))
+        if m in done or m not in graph:
+            return
+        path.append(m)
+        for i in sorted(graph[m]):
+            visit(i)
+        path.pop()
+        done.add(m)
+
+    for m in sorted(graph):
+        visit(m)
