@@ -23,7 +23,8 @@ import pytest
 
 from wsol_jax.errors import ConfigError
 from wsol_jax.models import Classifier, registry
-from wsol_jax.models.pretrained import backbone_variables, check_pretrained, load_backbone, read_state_dict
+from wsol_jax.models.pretrained import (backbone_variables, check_pretrained, load_backbone, read_state_dict,
+                                        write_backbone)
 from wsol_jax.models.vit import resample_pos_embed
 
 torch = pytest.importorskip('torch')
@@ -274,6 +275,20 @@ def test_vit_import_resamples_a_checkpoint_of_another_grid(tmp_path):
     expected = timm_resample(model.pos_embed.detach().double(), (4, 4), (6, 6)).numpy()
     assert got.shape == (1, 17, 32) and got.dtype == np.float32
     assert np.all(np.abs(got - expected) <= np.spacing(np.abs(expected).astype(np.float32)))
+
+
+@pytest.mark.parametrize('arch', ['vit_tiny_test', 'convnext_tiny_test'])
+def test_a_written_backbone_is_the_timm_state_dict(vit_files, convnext_files, tmp_path, arch):
+    """`write_backbone` of the variables read from a timm-layout file writes its tensors again,
+    under timm's names (all but its classification layer), bit for bit."""
+    model, files = vit_files if arch.startswith('vit') else convnext_files
+    head = 'head.' if arch.startswith('vit') else 'head.fc.'
+    expected = {k: v.detach().float().numpy() for k, v in model.state_dict().items() if not k.startswith(head)}
+    variables = backbone_variables(read_state_dict(files['pth']), arch)
+    written = read_state_dict(write_backbone(variables, arch, str(tmp_path / f'{arch}.safetensors')))
+    assert set(written) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(written[name], value, err_msg=name)
 
 
 @pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
