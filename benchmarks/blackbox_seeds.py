@@ -182,6 +182,22 @@ def inline_accuracy(model, variables, split, batch_size: int = 256) -> float:
     return float(np.mean(logits.argmax(-1) == np.asarray(split.labels)))
 
 
+def run_seed(seed: int, kinds: list[str], tiny: bool, workdir: str, f_epochs: int) -> dict[str, dict]:
+    """`{kind: record}` of one seed; (b) runs on (a)'s f, so (a) runs whenever (b) does."""
+    folder = lambda kind: os.path.join(workdir, kind, f'seed{seed}')
+    config = lambda: config_for(seed, tiny, workdir)   # a fresh one each: the runs change theirs
+    out = {}
+    if 'vit' in kinds or 'encoder' in kinds:
+        out['vit'] = timed(folder('vit'), lambda: run_vit(config(), folder('vit')))
+    if 'encoder' in kinds:
+        out['encoder'] = ({'error': f'needs the ViT of (a): {out["vit"]["error"]}'} if 'error' in out['vit'] else
+                          timed(folder('encoder'), lambda: run_encoder(
+                              config(), folder('encoder'), encoder_weights(config(), folder('vit')))))
+    if 'inline' in kinds:
+        out['inline'] = timed(folder('inline'), lambda: run_inline(config(), folder('inline'), f_epochs))
+    return {k: v for k, v in out.items() if k in kinds}
+
+
 def timed(folder: str, fn: Callable[[], dict]) -> dict:
     """`fn()`'s record with its wall time, kept in `folder` (read back when it exists); a run
     that fails is one line in the table, not the end of the benchmark."""
@@ -248,20 +264,10 @@ def main() -> None:
     f_epochs = args.inline_f_epochs or (1 if args.tiny else 10)
     records: dict[str, dict[int, dict]] = {k: {} for k in kinds}
     for seed in args.seeds:
-        folder = lambda kind: os.path.join(workdir, kind, f'seed{seed}')
-        if 'vit' in kinds or 'encoder' in kinds:   # (b) uses (a)'s f
-            vit = timed(folder('vit'), lambda: run_vit(config_for(seed, args.tiny, workdir), folder('vit')))
-            if 'vit' in kinds:
-                records['vit'][seed] = vit
-        if 'encoder' in kinds:
-            records['encoder'][seed] = {'error': f'needs the ViT of (a): {vit["error"]}'} if 'error' in vit else timed(folder('encoder'), lambda: run_encoder(
-                config_for(seed, args.tiny, workdir), folder('encoder'),
-                encoder_weights(config_for(seed, args.tiny, workdir), folder('vit'))))
-        if 'inline' in kinds:
-            records['inline'][seed] = timed(folder('inline'), lambda: run_inline(
-                config_for(seed, args.tiny, workdir), folder('inline'), f_epochs))
-        print(f'[blackbox] seed {seed}: GT-known loc ' + ', '.join(f'{k} {_percent(r[seed])}' for k, r in records.items()),
-              flush=True)
+        for kind, record in run_seed(seed, kinds, args.tiny, workdir, f_epochs).items():
+            records[kind][seed] = record
+        print(f'[blackbox] seed {seed}: GT-known loc ' +
+              ', '.join(f'{k} {_percent(r[seed])}' for k, r in records.items()), flush=True)
     size = 'tiny (dry run)' if args.tiny else 'configs/synthetic.py:method1,vit'
     text = f'Black-box f on the synthetic benchmark, {size}; GT-known loc of the point of g selected by S, in %\n\n' \
            + table(records)

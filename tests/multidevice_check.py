@@ -75,7 +75,8 @@ def batches(kind: str) -> list[dict]:
     triplet = kind in ('f_triplet', 'g_method2')
     out = []
     for _ in range(STEPS):
-        batch = {'image': rng.integers(0, 256, (B, 3, CROP, CROP, 3) if triplet else (B, CROP, CROP, 3), dtype=np.uint8)}
+        shape = (B, 3, CROP, CROP, 3) if triplet else (B, CROP, CROP, 3)
+        batch = {'image': rng.integers(0, 256, shape, dtype=np.uint8)}
         if kind == 'f_classifier':
             batch['label'] = rng.integers(0, 4, (B,)).astype(np.int32)
         out.append(batch)

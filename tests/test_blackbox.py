@@ -21,8 +21,8 @@ from wsol_jax.models import registry
 from wsol_jax.models.pretrained import write_backbone
 
 WEIGHT_MAP_ROWS = {'weight_map_selected', 'weight_map_last'}
-WEIGHT_MAP_KEYS = {'gt_known_loc', 'maxboxacc_v1', 'maxboxacc_v2', 'maxboxacc_iou30', 'maxboxacc_iou50', 'maxboxacc_iou70',
-                   'pxap'}
+WEIGHT_MAP_KEYS = {'gt_known_loc', 'maxboxacc_v1', 'maxboxacc_v2', 'maxboxacc_iou30', 'maxboxacc_iou50',
+                   'maxboxacc_iou70', 'pxap'}
 CLASS_KEYS = {'top1_loc', 'top1_cls', 'top5_loc', 'top5_cls'}
 
 

@@ -6,8 +6,9 @@ rule that scored the points for the selection), GT-known loc, Top-1 loc (with th
 exist) and MaxBoxAcc (v1 and V2). What f cannot give is left out, never approximated
 (`methods.not_defined`): Top-1/Top-k cls and loc without a classifier f (an encoder from
 `f.pretrained`), the CAM row for an f without a class head on averaged features (a ViT); the
-weight map's GT-known loc, MaxBoxAcc and PxAP need no class and are always there. Everything streams over the test set; the contours of
-MaxBoxAcc run in worker processes while the device computes the next batch. The ground truth
+weight map's GT-known loc, MaxBoxAcc and PxAP need no class and are always there. Everything
+streams over the test set; the contours of MaxBoxAcc run in worker processes while the device
+computes the next batch. The ground truth
 is scaled once from the original image's pixels to what each protocol evaluates (the paper's
 resize and centre crop here; wsolevaluation's whole image at 224 with `eval.save_maps`,
 `wsol_jax.wsolevaluation`).
