@@ -19,14 +19,29 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLUMNS = (('GT-known loc', lambda r: r['results']['weight_map_selected']['gt_known_loc']),
-           ('Top-1 loc', lambda r: r['results']['weight_map_selected']['top1_loc']),
-           ('Top-1 cls', lambda r: r['results']['weight_map_selected']['top1_cls']),
-           ('PxAP', lambda r: r['results']['weight_map_selected'].get('pxap', float('nan'))),
-           ('CAM GT-known', lambda r: r['results']['cam']['gt_known_loc']),
-           ('last epoch GT-known', lambda r: r['results']['weight_map_last']['gt_known_loc']),
-           ('regret (val)', lambda r: (r.get('selection_regret') or {}).get('regret', float('nan'))),
-           ('f val acc', lambda r: r['f_quality']['f_classifier']['val_accuracy']))
+NAN = float('nan')
+
+
+def _metric(r: dict, variant: str, key: str) -> float:
+    """A metric of results.json; NaN where the run has none (no masks: PxAP; an f without a class
+    head or without CAM: Top-1 and the CAM row, `not_defined` in results.json)."""
+    return r['results'].get(variant, {}).get(key, NAN)
+
+
+def _f_accuracy(r: dict) -> float:
+    """The validation accuracy of the classifier f, or of the encoder f where there is none."""
+    quality = r['f_quality'].get('f_classifier') or r['f_quality'].get('f_encoder') or {}
+    return quality.get('val_accuracy', NAN)
+
+
+COLUMNS = (('GT-known loc', lambda r: _metric(r, 'weight_map_selected', 'gt_known_loc')),
+           ('Top-1 loc', lambda r: _metric(r, 'weight_map_selected', 'top1_loc')),
+           ('Top-1 cls', lambda r: _metric(r, 'weight_map_selected', 'top1_cls')),
+           ('PxAP', lambda r: _metric(r, 'weight_map_selected', 'pxap')),
+           ('CAM GT-known', lambda r: _metric(r, 'cam', 'gt_known_loc')),
+           ('last epoch GT-known', lambda r: _metric(r, 'weight_map_last', 'gt_known_loc')),
+           ('regret (val)', lambda r: (r.get('selection_regret') or {}).get('regret', NAN)),
+           ('f val acc', _f_accuracy))
 
 
 def stopped(r: dict) -> str:

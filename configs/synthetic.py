@@ -1,16 +1,27 @@
 """The built-in synthetic benchmark (`wsol_jax/data/synthetic.py`), sized for 2 CPU cores.
 
     python main.py --config=configs/synthetic.py:method1 --workdir=runs/synthetic_m1
+    python main.py --config=configs/synthetic.py:method1,vit --workdir=runs/synthetic_m1_vit
 
 The data and the sizes are set here; the training is the CPU recipe that every from-scratch
 config shares (`wsol_jax.config.from_scratch`): 64 px images without cropping, quarter-width
 ResNet-18s for f and g, budgets that stop when the validation scores do.
+
+`vit`: f is a ViT (`vit_cpu8`, patch 8 on the 64 px images' 8x8 grid) instead of the ResNet,
+with the same recipe: g explains an f that it shares no architecture with, and that has no CAM.
 """
 from wsol_jax.config import base_config, from_scratch
+from wsol_jax.errors import ConfigError
+
+PRESETS = ('vit',)
 
 
 def get_config(arg: str = 'method1'):
-    c = from_scratch(base_config(arg))
+    method, *presets = arg.split(',')
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        raise ConfigError(f'unknown preset {unknown[0]!r} in {arg!r}; presets: {PRESETS} (e.g. synthetic.py:method1,vit)')
+    c = from_scratch(base_config(method))
     c.data.update(dict(source='synthetic', image_size=64, crop_size=64, num_classes=6))
     c.data.num_train = 2000
     c.data.num_val = 256
@@ -23,4 +34,6 @@ def get_config(arg: str = 'method1'):
     c.data.body_class_signal = 1.0
     c.data.num_parts = 2            # over-localised maps break into two blobs (see synthetic.py)
     c.eval.batch_size = 128
+    if 'vit' in presets:
+        c.f.arch = 'vit_cpu8'
     return c

@@ -1,11 +1,29 @@
 """Shared test helpers: the tiny synthetic configuration used by end-to-end tests, clovaai/wsolevaluation's
 reading of its metadata (written independently of wsol_jax), and the golden maps of tests/golden."""
 import importlib.util
+import math
 import os
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+BF16_UNIT_ROUNDOFF = 2.0 ** -8   # bfloat16 keeps 8 significant bits: one rounding errs by at most 2**-8 relative
+# Layers in series whose outputs bf16 rounds (a convolution or dense layer with its normalisation and
+# activation is one: XLA fuses them), from the input to the output of each network the tests run:
+BF16_LAYERS = {'g': 28,                   # ResNet-18 encoder (17 convolutions), 5 decoder blocks of 2, the map's conv
+               'resnet18': 18,            # 17 convolutions and the head
+               'vit_tiny_test': 12,       # patch embedding, 2 blocks of qkv, attention, proj, fc1, fc2, the head
+               'convnext_tiny_test': 20}  # stem, 5 blocks of depthwise conv, fc1, fc2, 3 downsamplings, the head
+
+
+def bf16_tolerance(layers: int, confidence: float = 4.0) -> float:
+    """Relative tolerance of a bfloat16 computation against float32, from the unit roundoff rather
+    than from a measurement: `layers` roundings in series, each a relative error of at most
+    u = 2**-8 of either sign, add up to at most `confidence * sqrt(layers) * u` except with
+    probability 2 exp(-confidence**2 / 2), 7e-4 at 4 (Higham & Mary 2019, a probabilistic
+    rounding error analysis). E.g. 28 layers (g): 0.083."""
+    return confidence * math.sqrt(layers) * BF16_UNIT_ROUNDOFF
 
 
 def load_config(name: str, arg: str):

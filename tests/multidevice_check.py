@@ -1,6 +1,7 @@
-"""Run by test_parallel.py in a fresh process with 8 fake CPU devices: a few training steps of f
-and g (both methods) on 8 devices and on 1 device from the same state and global batches must
-give the same parameters and BatchNorm statistics. Prints one JSON line of max differences.
+"""Run by test_parallel.py in a fresh process with 8 fake CPU devices: two training steps of f
+and g (both methods; g also with a ViT f inside its objective) on 8 devices and on 1 device from
+the same state and global batches must give the same parameters and BatchNorm statistics.
+Prints one JSON line of max differences.
 
     python tests/multidevice_check.py [--dtype=float64|float32] [kind ...]
 
@@ -30,40 +31,79 @@ from wsol_jax.models import Classifier, WeightMapNet  # noqa: E402
 from wsol_jax.train import steps  # noqa: E402
 from wsol_jax.train.state import create_train_state, make_optimizer  # noqa: E402
 
-CROP, B = 32, 16
+CROP = 32
+# 8 examples: one per device, so that a per-device BatchNorm statistic (over one image instead of
+# the global batch) or a gradient averaged per device shows; two steps: the second one runs from
+# the updated parameters and momentum of the first, as every later step does.
+B, STEPS = 8, 2
 OBJECTIVES = {'method1': steps.method1_objective, 'method2': steps.method2_objective}
-KINDS = ('f_classifier', 'f_triplet', 'g_method1', 'g_method2')
+# kind: (the network that trains, the frozen f inside g's objective or None for f's own steps)
+KINDS = {'f_classifier': ('f4', None), 'f_triplet': ('f8', None), 'g_method1': ('g', 'f4'),
+         'g_method2': ('g', 'f8'), 'g_method1_vit': ('g', 'vit4')}
 OPT = ml_collections.ConfigDict(dict(name='sgd', learning_rate=0.01, momentum=0.9, weight_decay=1e-4,
                                      decay_every=10, decay_factor=0.1))
 G_CFG = ml_collections.ConfigDict(dict(mask_space='normalized', reg_weight=1.0, inner_weight=1.0,
                                        outer_weight=1.0, margin=1.0))
 
 
-def run(mesh, kind, dtype, n_steps=3):
-    f = Classifier(8 if kind == 'f_triplet' else 4, width=0.125, dtype=dtype)
-    g = WeightMapNet(width=0.125, dtype=dtype, decoder=os.environ.get('WSOL_CHECK_DECODER', 'released'))
+def network(name: str, dtype: str):
+    """The networks of the check: ResNet-18 classifiers f with 4 outputs (classes) or 8 (Method
+    II's embedding), the tiny ViT classifier f (32 px: its 4x4 patch grid), g."""
+    dtype = jnp.dtype(dtype)
+    return {'f4': lambda: Classifier(4, width=0.125, dtype=dtype),
+            'f8': lambda: Classifier(8, width=0.125, dtype=dtype),
+            'vit4': lambda: Classifier(4, 'vit_tiny_test', dtype=dtype),
+            'g': lambda: WeightMapNet(width=0.125, dtype=dtype,
+                                      decoder=os.environ.get('WSOL_CHECK_DECODER', 'released'))}[name]()
+
+
+@functools.lru_cache(maxsize=None)
+def initial_state(name: str, dtype: str):
+    """The train state of `network(name)` on the host (numpy leaves), initialised once and shared
+    by both meshes and every kind (initialising compiles for seconds in float64): each run places
+    fresh copies, which its steps may donate."""
+    key = jax.random.key(1 if name == 'g' else 0)
+    state = create_train_state(network(name, dtype), key, (1, CROP, CROP, 3), make_optimizer(OPT, 10))
+    assert all(x.dtype == jnp.dtype(dtype) for x in jax.tree.leaves(state.params)), 'one precision throughout'
+    return jax.device_get(state)
+
+
+def batches(kind: str) -> list[dict]:
+    """The `STEPS` global batches of `kind`, the same for both meshes: uint8 images `(B, 32, 32,
+    3)` (triplets `(B, 3, 32, 32, 3)`), and labels for the classifier."""
     rng = np.random.default_rng(0)
-    f_state = create_train_state(f, jax.random.key(0), (1, CROP, CROP, 3), make_optimizer(OPT, 10))
-    if kind == 'f_classifier':
-        fn, state, frozen = functools.partial(steps.f_classifier_step, f, CROP), f_state, ()
-    elif kind == 'f_triplet':
-        fn, state, frozen = functools.partial(steps.f_triplet_step, f, CROP, G_CFG.margin), f_state, ()
-    else:
-        method = kind.split('_')[1]
-        f_trip = Classifier(8, width=0.125, dtype=dtype) if method == 'method2' else f
-        f_vars = create_train_state(f_trip, jax.random.key(0), (1, CROP, CROP, 3), make_optimizer(OPT, 10)).variables
-        fn = functools.partial(steps.g_step, steps.frozen_apply(f_trip), g, G_CFG, CROP, OBJECTIVES[method])
-        state = create_train_state(g, jax.random.key(1), (1, CROP, CROP, 3), make_optimizer(OPT, 10))
-        frozen = (parallel.replicate(f_vars, mesh),)
-    assert all(x.dtype == dtype for x in jax.tree.leaves(state.params)), 'the check must run in one precision'
-    state = parallel.replicate(state, mesh)
-    step = steps.compile_step(fn, mesh, n_frozen=len(frozen))
     triplet = kind in ('f_triplet', 'g_method2')
-    for i in range(n_steps):
+    out = []
+    for _ in range(STEPS):
         shape = (B, 3, CROP, CROP, 3) if triplet else (B, CROP, CROP, 3)
         batch = {'image': rng.integers(0, 256, shape, dtype=np.uint8)}
         if kind == 'f_classifier':
             batch['label'] = rng.integers(0, 4, (B,)).astype(np.int32)
+        out.append(batch)
+    return out
+
+
+def step_fn(kind: str, dtype: str):
+    """`(state, *frozen, batch, rng) -> (state, metrics)` of `kind` and its frozen variables."""
+    trained, frozen_f = KINDS[kind]
+    model = network(trained, dtype)
+    if kind == 'f_classifier':
+        return functools.partial(steps.f_classifier_step, model, CROP), ()
+    if kind == 'f_triplet':
+        return functools.partial(steps.f_triplet_step, model, CROP, G_CFG.margin), ()
+    objective = OBJECTIVES['method2' if kind == 'g_method2' else 'method1']
+    fn = functools.partial(steps.g_step, steps.frozen_apply(network(frozen_f, dtype)), model, G_CFG, CROP, objective)
+    return fn, (initial_state(frozen_f, dtype).variables,)
+
+
+def run(mesh, kind: str, dtype: str):
+    """`STEPS` steps of `kind` on `mesh` from the shared initial state: the trained network's
+    parameters and BatchNorm statistics, on the host."""
+    fn, frozen = step_fn(kind, dtype)
+    state = parallel.replicate(initial_state(KINDS[kind][0], dtype), mesh)
+    frozen = tuple(parallel.replicate(v, mesh) for v in frozen)
+    step = steps.compile_step(fn, mesh, n_frozen=len(frozen))
+    for i, batch in enumerate(batches(kind)):
         state, _ = step(state, *frozen, parallel.global_batch(batch, mesh), jax.random.key(i))
     return jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
 
@@ -82,7 +122,7 @@ def main(argv):
         one, eight = parallel.make_mesh(jax.devices()[:1]), parallel.make_mesh()
         out = {}
         for kind in kinds:
-            a, b = run(one, kind, jnp.dtype(dtype)), run(eight, kind, jnp.dtype(dtype))
+            a, b = run(one, kind, dtype), run(eight, kind, dtype)
             out[kind] = {'params': max_diff(a['params'], b['params']),
                          'batch_stats': max_diff(a['batch_stats'], b['batch_stats'])}
     print(json.dumps(out))

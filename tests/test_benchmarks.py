@@ -40,3 +40,22 @@ def test_f_speed_benchmark_prints_one_line_per_architecture_and_size():
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith('device: ') and 'batch 2, float32' in lines[0]
     assert len(lines) == 2 and 'vit_tiny_test   32 px: compile' in lines[1] and lines[1].endswith('ms/image')
+
+
+def test_blackbox_table_gives_each_f_its_median_and_worst_seed():
+    """benchmarks/blackbox_seeds.py's table (the runs themselves: `--tiny`, about 90 s): per f the
+    median and the lowest GT-known loc and the longest wall time over the seeds that finished;
+    a failed seed is one line and counts in neither."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('blackbox_seeds', os.path.join(ROOT, 'benchmarks', 'blackbox_seeds.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = lambda loc, wall: {'gt_known_loc': loc, 'f_val_accuracy': 0.9, 'wall_s': wall}
+    text = module.table({'vit': {0: run(0.5, 60), 1: run(0.7, 180), 2: run(0.6, 120)},
+                         'inline': {0: {'error': 'g does not localise'}, 1: run(0.25, 30)}})
+    lines = text.splitlines()
+    assert '| vit | 1 | 70.0 | 90.0 | 3.0 min |' in lines
+    assert '| **vit** | median | 60.0 | | 2.0 min |' in lines and '| **vit** | worst | 50.0 | | 3.0 min |' in lines
+    assert '| inline | 0 | failed: g does not localise | | |' in lines
+    assert '| **inline** | median | 25.0 | | 0.5 min |' in lines and '| **inline** | worst | 25.0 | | 0.5 min |' in lines
+    assert '- inline: a CNN defined in this script, through fit_weight_map; f val accuracy: top-1' in lines

@@ -49,9 +49,30 @@ def test_synthetic_and_the_custom_small_preset_share_one_recipe(method):
     assert (paper.f.max_epochs, paper.f.patience, paper.g.max_epochs, paper.g.patience) == (200, 0, 100, 0)
 
 
+@pytest.mark.parametrize('method', ['method1', 'method2'])
+def test_the_synthetic_vit_preset_changes_only_the_architecture_of_f(method):
+    """`synthetic.py:method1,vit`: the same data, sizes and recipe with a ViT f whose position
+    grid is the 64 px images' patch grid (no resampled embeddings), 48 wide at the recipe's width."""
+    import jax
+    import jax.numpy as jnp
+    from wsol_jax.models import registry
+    from wsol_jax.workdir import flatten
+    plain, vit = flatten(load_config('synthetic', method)), flatten(load_config('synthetic', f'{method},vit'))
+    assert {k for k in plain if plain[k] != vit[k]} == {'f.arch'} and vit['f.arch'] == 'vit_cpu8'
+    c = load_config('synthetic', f'{method},vit')
+    config_lib.validate(c)
+    options = registry.ARCHS[c.f.arch].options
+    assert options['patch_size'] * options['pos_grid'] == c.data.crop_size == 64 and not registry.has_cam(c.f.arch)
+    pooled = jax.eval_shape(lambda x: registry.build(c.f.arch, c.f.width).init_with_output(jax.random.key(0), x)[0],
+                            jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32))
+    assert pooled.shape == (2, 48) == (2, registry.feature_dim(c.f.arch, c.f.width))
+
+
 def test_unknown_preset_or_method_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown preset 'tiny'"):
         load_config('custom', 'method1,tiny')
+    with pytest.raises(ConfigError, match=r"unknown preset 'vits' in 'method1,vits'; presets: \('vit',\)"):
+        load_config('synthetic', 'method1,vits')
     with pytest.raises(ConfigError, match='must be one of'):
         load_config('custom', 'method3,small')
 

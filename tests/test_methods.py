@@ -30,6 +30,24 @@ def test_what_g_compares_follows_the_method_and_the_kind_of_f(method, kind, trai
     assert methods.has_classifier(c) == ('f_classifier' in networks)
 
 
+@pytest.mark.parametrize('arch, kind, train, absent', [
+    ('resnet18', 'classifier', True, set()),                 # the paper's f: every row
+    ('convnext_tiny', 'classifier', True, set()),            # CAM through its head norm
+    ('resnet18', 'encoder', True, set()),                    # a classifier is trained beside: Top-1 and CAM
+    ('vit_s16', 'classifier', True, {'cam'}),                # a class token: no CAM
+    ('vit_s16', 'encoder', True, {'cam'}),
+    ('resnet18', 'encoder', False, {'top_k', 'cam'}),        # from a file, no class head
+    ('vit_s16', 'encoder', False, {'top_k', 'cam'}),
+])
+def test_what_the_evaluation_leaves_out_follows_f(arch, kind, train, absent):
+    c = config_lib.base_config('method1')
+    c.f.arch, c.f.kind, c.f.train = arch, kind, train
+    reasons = methods.not_defined(c)
+    assert set(reasons) == absent and set(reasons) <= set(methods.NOT_DEFINED_NAMES)
+    if 'top_k' in absent:
+        assert reasons['top_k'].startswith('f has no class head')
+
+
 def test_the_methods_table_names_what_differs():
     assert tuple(methods.METHODS) == config_lib.METHODS
     m1, m2 = methods.get('method1'), methods.get('method2')

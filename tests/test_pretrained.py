@@ -10,7 +10,7 @@ import pytest
 from wsol_jax.errors import ConfigError
 from wsol_jax.models import Classifier, ResNet, WeightMapNet
 from wsol_jax.models.pretrained import (backbone_variables, check_pretrained, load_backbone, read_state_dict,
-                                        wants_pretrained)
+                                        wants_pretrained, write_backbone)
 from wsol_jax.models.resnet import scaled
 
 torch = pytest.importorskip('torch')
@@ -145,6 +145,20 @@ def test_flax_backbone_equals_pytorch_reference(tmp_path, depth, fmt):
         diff = float(np.abs(g - e).max())
         print(f'{depth} {fmt}: max abs difference {diff:.2e} (outputs up to {np.abs(e).max():.2f})')
         assert diff <= TOL64 * np.abs(e).max(), diff
+
+
+def test_a_written_backbone_is_the_torchvision_state_dict(tiny_files, tmp_path):
+    """`write_backbone` of the variables read from a torchvision file writes that file's tensors
+    again, under its names (all but its `fc` classifier and BatchNorm step counters), bit for bit."""
+    expected = {k: v.numpy() for k, v in _reference('resnet18', TINY).state_dict().items()
+                if not k.startswith('fc.') and not k.endswith('num_batches_tracked')}
+    variables = backbone_variables(read_state_dict(tiny_files['pth']), 'resnet18', TINY)
+    written = read_state_dict(write_backbone(variables, 'resnet18', str(tmp_path / 'again.safetensors')))
+    assert set(written) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(written[name], value, err_msg=name)
+    with pytest.raises(ConfigError, match='written as .safetensors'):
+        write_backbone(variables, 'resnet18', str(tmp_path / 'again.pth'))
 
 
 def test_weights_load_into_f_and_g(tmp_path):

@@ -3,8 +3,12 @@
 For each: boxes from the paper's rule (Eq. 5 + largest contour, under `eval.box_rule`, the same
 rule that scored the points for the selection), GT-known loc, Top-1 loc (with the classifier
 `f`), Top-1 cls; and, after wsolevaluation's per-map min-max normalisation, PxAP (where masks
-exist) and MaxBoxAcc (v1 and V2). Everything streams over the test set; the contours of
-MaxBoxAcc run in worker processes while the device computes the next batch. The ground truth
+exist) and MaxBoxAcc (v1 and V2). What f cannot give is left out, never approximated
+(`methods.not_defined`): Top-1/Top-k cls and loc without a classifier f (an encoder from
+`f.pretrained`), the CAM row for an f without a class head on averaged features (a ViT); the
+weight map's GT-known loc, MaxBoxAcc and PxAP need no class and are always there. Everything
+streams over the test set; the contours of MaxBoxAcc run in worker processes while the device
+computes the next batch. The ground truth
 is scaled once from the original image's pixels to what each protocol evaluates (the paper's
 resize and centre crop here; wsolevaluation's whole image at 224 with `eval.save_maps`,
 `wsol_jax.wsolevaluation`).
@@ -16,11 +20,12 @@ import dataclasses
 import functools
 import multiprocessing
 import os
+from typing import Optional
 
 import jax
 import numpy as np
 
-from wsol_jax import inference, localization, metrics, parallel, workdir as workdir_lib, wsolevaluation
+from wsol_jax import inference, localization, methods, metrics, parallel, workdir as workdir_lib, wsolevaluation
 from wsol_jax.context import Context, frozen_f, g_setup, restore_g
 from wsol_jax.data.dataset import crop_protocol_boxes, crop_protocol_masks, resize_masks
 from wsol_jax.data.pipeline import map_split
@@ -46,8 +51,16 @@ def contour_executor(num_workers: int):
     return concurrent.futures.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context('spawn'))
 
 
+def _class_counts(box_ok: np.ndarray, logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """`(4,)` counts over a batch: box and top-1 right, top-1 right, box and top-k right, top-k
+    right (`box_ok`, `labels` `(n,)`; `logits` `(n, C)`)."""
+    top1, top_k = metrics.top_k_correct(logits, labels, 1), metrics.top_k_correct(logits, labels, k)
+    return np.array([(box_ok & top1).sum(), top1.sum(), (box_ok & top_k).sum(), top_k.sum()])
+
+
 def _score_variant(ctx, name, fn, split, gt_boxes, logits, n_samples, executor):
-    """`fn(batch) -> maps` or `(maps, M_hat)`: the metrics of one kind of map over the test split.
+    """`fn(batch) -> maps` or `(maps, M_hat)`: the metrics of one kind of map over the test split;
+    `logits` `(N, C)` of the classifier f, or None without one (no Top-1/Top-k keys then).
 
     Each host scores the rows it fed (its shard of every batch); the accumulators (counts,
     histograms) are summed over hosts at the end, so evaluation time falls with the host count.
@@ -56,7 +69,7 @@ def _score_variant(ctx, name, fn, split, gt_boxes, logits, n_samples, executor):
     pxap_acc = metrics.PxAPAccumulator(cfg.eval.pxap_interval)
     maxbox_acc = metrics.MaxBoxAccAccumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious), executor)
     k = cfg.eval.top_k
-    counts = np.zeros(5)   # box right, box and top-1 right, top-1 right, box and top-k right, top-k right
+    counts = np.zeros(5)   # box right, then `_class_counts` (left at 0 without a classifier)
     samples = {'index': [], 'maps': [], 'boxes': []}
     for out, valid in map_split(fn, split, cfg.eval.batch_size, ctx.mesh, cfg.data.read_threads):
         rows = parallel.local_valid(valid, cfg.eval.batch_size)
@@ -66,9 +79,9 @@ def _score_variant(ctx, name, fn, split, gt_boxes, logits, n_samples, executor):
         else:
             boxes = localization.boxes_from_maps(maps, cfg.eval.threshold_ratio, cfg.eval.box_rule)
         box_ok = metrics.best_iou(boxes, gt_boxes[rows]) >= 0.5
-        top1 = metrics.top_k_correct(logits[rows], split.labels[rows], 1)
-        top_k = metrics.top_k_correct(logits[rows], split.labels[rows], k)
-        counts += [box_ok.sum(), (box_ok & top1).sum(), top1.sum(), (box_ok & top_k).sum(), top_k.sum()]
+        counts[0] += box_ok.sum()
+        if logits is not None:
+            counts[1:] += _class_counts(box_ok, logits[rows], split.labels[rows], k)
         normalized = localization.normalize_maps(maps)
         if split.masks is not None:   # read per batch: the masks stay on disk
             pxap_acc.update(normalized, crop_protocol_masks(split.mask_rows(rows), split.size, ctx.crop))
@@ -78,8 +91,11 @@ def _score_variant(ctx, name, fn, split, gt_boxes, logits, n_samples, executor):
                 samples[key].append(value)
     counts = parallel.sum_over_processes(counts) / len(split)
     maxbox_acc.merge_over_processes(parallel.sum_over_processes)
-    result = {'gt_known_loc': float(counts[0]), 'top1_loc': float(counts[1]), 'top1_cls': float(counts[2]),
-              f'top{k}_loc': float(counts[3]), f'top{k}_cls': float(counts[4]), **maxbox_acc.result()}
+    result = {'gt_known_loc': float(counts[0])}
+    if logits is not None:
+        result.update({'top1_loc': float(counts[1]), 'top1_cls': float(counts[2]),
+                       f'top{k}_loc': float(counts[3]), f'top{k}_cls': float(counts[4])})
+    result.update(maxbox_acc.result())
     if split.masks is not None:
         pxap_acc.merge_over_processes(parallel.sum_over_processes)
         result['pxap'] = pxap_acc.result()
@@ -132,27 +148,40 @@ def save_and_score_maps(ctx, g_model, g_vars, executor) -> dict:
     return result
 
 
+def _classifier_variants(ctx: Context) -> tuple[Optional[np.ndarray], dict]:
+    """`(logits (N, C) of the classifier f on the test split, {'cam': batch -> maps})`, each only
+    where `methods.not_defined` does not rule it out: `(None, {})` without a classifier f."""
+    cfg, split, absent = ctx.config, ctx.data.test, methods.not_defined(ctx.config)
+    if 'top_k' in absent:
+        return None, {}
+    f_model, f_vars = frozen_f(ctx, workdir_lib.F_CLASSIFIER)
+    classify = inference.compile_f_outputs(f_model, ctx.crop)
+    logits = np.concatenate([parallel.to_host(out)[:len(v)] for (out,), v in
+                             map_split(lambda b: classify(f_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh,
+                                       cfg.data.read_threads)])
+    if 'cam' in absent:
+        return logits, {}
+    cam = inference.compile_cam_maps(f_model, ctx.crop)
+    return logits, {'cam': lambda b: cam(f_vars, b['image'], b['label'])}
+
+
 def evaluate(ctx: Context) -> tuple[dict, Samples]:
     """Returns `({variant: metrics}, samples for the overlays)`; variants are
-    `weight_map_selected`, `weight_map_last` and `cam` (and, with `eval.save_maps`,
-    `weight_map_selected_wsolevaluation`: the whole-image protocol of the saved scoremaps)."""
+    `weight_map_selected`, `weight_map_last` and, where f defines it, `cam` (and, with
+    `eval.save_maps`, `weight_map_selected_wsolevaluation`: the whole-image protocol of the saved
+    scoremaps). Without a classifier f the metrics have no Top-1/Top-k keys
+    (`methods.not_defined` names what is left out and why)."""
     cfg, split = ctx.config, ctx.data.test
     if split.boxes is None:
         raise DataError('the test split has no boxes (e.g. TFDS oxford_flowers102): localization cannot be '
                         'evaluated; use a source with boxes or masks')
     selection = load_selection(ctx.workdir)
-    f_model, f_vars = frozen_f(ctx, workdir_lib.F_CLASSIFIER)
     g_model, g_state, _ = g_setup(ctx, abstract=True)
     map_fn = inference.compile_weight_maps(g_model, ctx.crop, cfg.eval)
     gt_boxes = crop_protocol_boxes(split, slice(None), ctx.crop)
-
-    classify = inference.compile_f_outputs(f_model, ctx.crop)
-    logits = np.concatenate([parallel.to_host(out)[:len(v)] for (out,), v in
-                             map_split(lambda b: classify(f_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh,
-                                       cfg.data.read_threads)])
-
-    cam = inference.compile_cam_maps(f_model, ctx.crop)
-    variants = {'cam': lambda b: cam(f_vars, b['image'], b['label'])}
+    logits, variants = _classifier_variants(ctx)
+    for what, reason in methods.not_defined(cfg).items():
+        print(f'[evaluate] {methods.NOT_DEFINED_NAMES[what]}: not defined, {reason}')
     g_vars = {}
     for name, step in (('weight_map_selected', selection['selected_step']),
                        ('weight_map_last', selection['last_step'])):
@@ -164,6 +193,8 @@ def evaluate(ctx: Context) -> tuple[dict, Samples]:
     executor = contour_executor(cfg.eval.num_workers)
     try:
         for name in ('weight_map_selected', 'weight_map_last', 'cam'):
+            if name not in variants:
+                continue
             results[name], samples = _score_variant(ctx, name, variants[name], split, gt_boxes, logits, n, executor)
             sample_maps[name], sample_boxes[name], indices = samples['maps'], samples['boxes'], samples['index']
         if cfg.eval.save_maps:

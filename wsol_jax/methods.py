@@ -18,6 +18,7 @@ from typing import Callable
 from wsol_jax import workdir
 from wsol_jax.data.pipeline import classification_batches, triplet_batches
 from wsol_jax.errors import ConfigError
+from wsol_jax.models import registry
 from wsol_jax.train import steps
 
 
@@ -103,6 +104,24 @@ def g_target(config) -> GTarget:
 def has_classifier(config) -> bool:
     """Whether the run has a classifier f for Top-1 cls/loc and the CAM baseline."""
     return workdir.F_CLASSIFIER in f_networks(config)
+
+
+# What the evaluation reports only for some f (keys of `not_defined`), as the report names them.
+NOT_DEFINED_NAMES = {'top_k': 'Top-1/Top-k loc and cls', 'cam': 'CAM of f (baseline)'}
+
+
+def not_defined(config) -> dict[str, str]:
+    """What the evaluation leaves out for this run's f, and why: `'top_k'` (Top-1/Top-k cls and
+    loc need f's class prediction) and `'cam'` (CAM needs a class head on features averaged over
+    positions; on any other layer it would be another method). Empty for the paper's ResNet
+    classifier. The weight map's GT-known loc, MaxBoxAcc and PxAP need no class: always there."""
+    if not has_classifier(config):
+        reason = f'f has no class head ({config.f.arch} used as an encoder from f.pretrained, f.train=False)'
+        return {'top_k': reason, 'cam': reason}
+    if not registry.has_cam(config.f.arch):
+        return {'cam': f'f ({config.f.arch}) pools a class token, not an average over positions, so CAM is not '
+                       'defined for it'}
+    return {}
 
 
 def get(name: str) -> Method:

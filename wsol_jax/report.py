@@ -3,7 +3,7 @@
 * `selection.png`: mean S and validation GT-known loc at every scored point, the selected one marked (the
   paper's early-stopping story in one figure);
 * `overlays.png`: test images with the selected map, GT box (green) and predicted box (red),
-  beside the CAM baseline (Fig. 5);
+  beside the CAM baseline where f defines it (Fig. 5);
 * `strip.png`: the maps of a few validation images across the scored points (Fig. 4).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from wsol_jax import workdir as workdir_lib  # noqa: E402
+from wsol_jax import methods, workdir as workdir_lib  # noqa: E402
 from wsol_jax.data.dataset import crop_offset  # noqa: E402
 from wsol_jax.localization import BOX_RULE_DESCRIPTIONS  # noqa: E402
 
@@ -36,8 +36,11 @@ VARIANT_NAMES = {'weight_map_selected': 'weight map g, point selected by S',
 
 
 def protocol(config) -> list[str]:
-    """How every number of the table was obtained, so that nobody has to guess."""
+    """How every number of the table was obtained, so that nobody has to guess (the lines of what
+    this run's f does not define, `methods.not_defined`, are left out with it)."""
     e, d = config.eval, config.data
+    absent = methods.not_defined(config)
+    top_k = 'top_k' not in absent
     crop = (f'images resized to {d.image_size}x{d.image_size}, centre crop {d.crop_size}' if d.crop_size < d.image_size
             else f'whole image resized to {d.crop_size}x{d.crop_size} (no crop)')
     grid = f'the best of the thresholds 0, {e.pxap_interval:g}, ..., {1 - e.pxap_interval:g} of the min-max normalised map'
@@ -47,19 +50,19 @@ def protocol(config) -> list[str]:
         f'- Crop protocol (all rows except the wsolevaluation one): {crop}; the ground truth scaled once from the '
         f'original image\'s pixels (boxes round(x * {d.image_size} / W), shifted by the crop and clipped to it; masks '
         'resized by nearest neighbours).',
-        f'- GT-known loc, Top-1/Top-{e.top_k} loc (the paper\'s protocol): one box per image, box rule "{e.box_rule}": '
-        f'{BOX_RULE_DESCRIPTIONS[e.box_rule]} at ratio {e.threshold_ratio:g}; largest OpenCV contour; correct at '
-        f'IoU >= 0.5 with a ground-truth box (areas +1 px, as wsolevaluation). Top-1 loc also needs f\'s top-1 class '
-        f'right, Top-{e.top_k} loc the true class among f\'s top {e.top_k}. The point of g was selected by S under the '
-        f'same rule.',
-        f'- Top-1 / Top-{e.top_k} cls: the classifier f on the same crop.',
+        f'- GT-known loc{f", Top-1/Top-{e.top_k} loc" if top_k else ""} (the paper\'s protocol): one box per image, '
+        f'box rule "{e.box_rule}": {BOX_RULE_DESCRIPTIONS[e.box_rule]} at ratio {e.threshold_ratio:g}; largest OpenCV '
+        f'contour; correct at IoU >= 0.5 with a ground-truth box (areas +1 px, as wsolevaluation).'
+        + (f' Top-1 loc also needs f\'s top-1 class right, Top-{e.top_k} loc the true class among f\'s top '
+           f'{e.top_k}.' if top_k else '') + ' The point of g was selected by S under the same rule.',
+        *([f'- Top-1 / Top-{e.top_k} cls: the classifier f on the same crop.'] if top_k else []),
         f'- MaxBoxAcc (v1, wsolevaluation): largest contour\'s box, IoU 0.5, at {grid}.',
         f'- MaxBoxAccV2: every contour\'s box a candidate, mean over IoU {", ".join(map(str, e.maxboxacc_ious))}, '
         f'each at {grid}.',
         f'- PxAP (where masks exist): area under the pixel precision-recall curve, over the thresholds 0, '
         f'{e.pxap_interval:g}, ..., {1 - e.pxap_interval:g} of the min-max normalised map.',
-        '- CAM: class activation maps of f for the true class, ReLU, bilinearly upsampled, min-max normalised; '
-        'its boxes follow the same rule as g\'s.',
+        *(['- CAM: class activation maps of f for the true class, ReLU, bilinearly upsampled, min-max normalised; '
+           'its boxes follow the same rule as g\'s.'] if 'cam' not in absent else []),
         '- wsolevaluation protocol (with eval.save_maps): g on the whole image (resize, no crop), maps resized to '
         '224x224 and min-max normalised, exactly the arrays written to scoremaps/; ground truth scaled once from '
         'the original image\'s pixels as clovaai/wsolevaluation\'s evaluation.py does (boxes int(x * 224 / W) '
@@ -89,7 +92,9 @@ def provenance() -> dict:
     return {'versions': versions, 'git_commit': commit, 'git_dirty': dirty}
 
 
-def markdown_table(results: dict, selection: dict) -> str:
+def markdown_table(results: dict, selection: dict, not_defined: dict[str, str] | None = None) -> str:
+    """The table of `results` (`{variant: metrics}`), then one line for each row or column that
+    is absent because f does not define it (`not_defined`: `methods.not_defined`), and why."""
     cols = [k for k in METRIC_NAMES if any(k in r for r in results.values())]
     lines = [f'Selected: step {selection["selected_step"]} (epoch {selection["selected_epoch"]:.2f}); g stopped at epoch '
              f'{selection["last_epoch"]:.2f} ({selection.get("stopped")}) '
@@ -99,7 +104,8 @@ def markdown_table(results: dict, selection: dict) -> str:
     for variant, r in results.items():
         cells = [f'{100 * r[c]:.2f}' if c in r else '-' for c in cols]
         lines.append(f'| {VARIANT_NAMES.get(variant, variant)} | ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines + diagnostics(selection)) + '\n'
+    absent = [f'- {methods.NOT_DEFINED_NAMES[k]}: not defined, {why}.' for k, why in (not_defined or {}).items()]
+    return '\n'.join(lines + (['', 'Not in the table:', *absent] if absent else []) + diagnostics(selection)) + '\n'
 
 
 def diagnostics(selection: dict) -> list[str]:
@@ -162,18 +168,21 @@ def _draw_box(ax, box, color):
     ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=color, lw=1.5))
 
 
+OVERLAY_TITLES = {'weight_map_selected': 'g (selected)', 'weight_map_last': 'g (last)', 'cam': 'CAM'}
+
+
 def plot_overlays(images_uint8: np.ndarray, samples, crop_size: int):
-    """The figure of Fig. 5: rows: test images; columns: image + boxes of g, map of g, map of CAM (+ its box)."""
+    """The figure of Fig. 5: rows: test images; columns: image + boxes of g, then the map (+ its
+    box) of each variant in `samples`: g selected, g last, CAM where f defines it."""
     images = _center(images_uint8, crop_size)
     n = len(samples.indices)
-    cols = 4
+    shown = [v for v in OVERLAY_TITLES if v in samples.maps]
+    cols = 1 + len(shown)
     fig, axes = plt.subplots(n, cols, figsize=(2 * cols, 2 * n), squeeze=False)
     for row in range(n):
         gt = samples.gt_boxes[row]
-        panels = [('image', None, samples.boxes['weight_map_selected'][row]),
-                  ('g (selected)', samples.maps['weight_map_selected'][row], samples.boxes['weight_map_selected'][row]),
-                  ('g (last)', samples.maps['weight_map_last'][row], samples.boxes['weight_map_last'][row]),
-                  ('CAM', samples.maps['cam'][row], samples.boxes['cam'][row])]
+        panels = [('image', None, samples.boxes['weight_map_selected'][row])] + \
+                 [(OVERLAY_TITLES[v], samples.maps[v][row], samples.boxes[v][row]) for v in shown]
         for col, (title, m, box) in enumerate(panels):
             ax = axes[row, col]
             ax.imshow(images[row])
@@ -225,7 +234,9 @@ def write(workdir: str, config, results: dict, selection: dict, samples, data, t
     """results.json, results.md, selection.png, overlays.png and strip.png as one unit: all are
     rendered first, then put in place together (`workdir.write_together`), so that an interrupted
     evaluation leaves the old report whole, never half of each."""
+    not_defined = methods.not_defined(config)
     record = {'method': config.method, 'seed': config.seed, 'results': results,
+              'not_defined': not_defined,   # {'top_k' | 'cam': why}: rows and keys left out of `results`
               'selected_step': selection['selected_step'], 'selected_epoch': selection['selected_epoch'],
               'last_step': selection['last_step'], 'last_epoch': selection['last_epoch'],
               'g_stopped': selection.get('stopped'),
@@ -233,7 +244,7 @@ def write(workdir: str, config, results: dict, selection: dict, samples, data, t
               'history': selection['history'], 'timings_s': timings.get('total_s', timings),
               'f_quality': workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.F_QUALITY)),
               'config': config.to_dict(), **provenance()}
-    markdown = (f'# wsol-jax results: {config.method}\n\n' + markdown_table(results, selection)
+    markdown = (f'# wsol-jax results: {config.method}\n\n' + markdown_table(results, selection, not_defined)
                 + '\n'.join(protocol(config)) + '\n')
     path = functools.partial(os.path.join, workdir)
     files = [(path('results.json'), lambda fh: json.dump(record, fh, indent=1, default=str), True),

@@ -235,6 +235,39 @@ def backbone_variables(state_dict: dict[str, np.ndarray], arch: str, width: floa
             for c in fitted}
 
 
+def _to_torch(leaf: str, value: np.ndarray) -> np.ndarray:
+    """The inverse of `_to_flax` at the model's own shapes: HWIO -> OIHW, Linear (in, out) -> (out, in)."""
+    if leaf == 'kernel' and value.ndim == 4:
+        return value.transpose(3, 2, 0, 1)
+    if leaf == 'kernel' and value.ndim == 2:
+        return value.T
+    return value
+
+
+def backbone_state_dict(variables: dict, arch: str) -> dict[str, np.ndarray]:
+    """The backbone variables of `arch` (`{'params'}`, plus `'batch_stats'` for a ResNet: what
+    `backbone_variables` returns, or the `backbone` part of a trained f) as a timm/torchvision
+    state dict of float32 arrays, without a classification layer: `backbone_variables` of it
+    gives `variables` back."""
+    layout = LAYOUTS[registry.get(arch).family]
+    out = {}
+    for collection in variables:
+        for path, value in jax.tree_util.tree_flatten_with_path(variables[collection])[0]:
+            keys = tuple(p.key for p in path)
+            out[_torch_name(keys, layout)] = np.ascontiguousarray(_to_torch(keys[-1], np.asarray(value, np.float32)))
+    return out
+
+
+def write_backbone(variables: dict, arch: str, path: str) -> str:
+    """`backbone_state_dict(variables, arch)` written as the `.safetensors` file `path`: a backbone
+    trained here becomes the `f.pretrained` (e.g. an encoder f, `f.train=False`) of another run."""
+    from safetensors.numpy import save_file
+    if not path.endswith('.safetensors'):
+        raise ConfigError(f'a backbone is written as .safetensors, got {path}')
+    save_file(backbone_state_dict(variables, arch), path)
+    return path
+
+
 def check_pretrained(path: str, arch: str, width: float) -> None:
     """Raise `ConfigError` unless `path` is `''`/`'none'` or a readable weight file holding every
     tensor of the backbone of `arch` (`wsol_jax.models.registry`) at `width` with the right

@@ -129,7 +129,8 @@ def _write_f_quality(ctx: Context, name: str, entry: dict) -> dict:
 
 
 def check_f_quality(ctx: Context, names: tuple[str, ...]) -> None:
-    """Stop before training g on an f that is near chance: g is only as good as its f."""
+    """Stop before training g on an f that is near chance: g is only as good as its f. Where the
+    data has one class there are no labels to measure f by (every answer is right): no stop."""
     cfg = ctx.config
     quality = workdir_lib.read_json(ctx.path(workdir_lib.F_QUALITY), {})
     for name in names:
@@ -137,6 +138,9 @@ def check_f_quality(ctx: Context, names: tuple[str, ...]) -> None:
         if entry is None:
             raise WorkdirError(f'no checkpoint of f ({name}) finished in {ctx.workdir} ({workdir_lib.F_QUALITY} has no '
                                'entry for it); run the stage that trains it first: --stage=train_f')
+        if entry['chance'] >= 1.0:
+            print(f'[g] the quality of {name} is not measured: the data has one class, no labels to measure it by')
+            continue
         floor = cfg.f.min_accuracy_over_chance * entry['chance']
         if entry['val_accuracy'] < floor and not cfg.f.allow_weak:
             raise TrainingError(
