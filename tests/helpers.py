@@ -35,15 +35,10 @@ def load_config(name: str, arg: str):
 
 
 def tiny_synthetic(method: str, g_epochs: int = 3):
-    """The synthetic config shrunk to seconds: 32 px, 1/8-width ResNet-18s, a few dozen images."""
-    c = load_config('synthetic', method)
-    c.data.update(dict(image_size=32, crop_size=32, num_train=48, num_val=16, num_test=24, num_classes=4))
-    # One epoch of f on 48 images is near chance: the weak-f stop is tested on its own.
-    c.f.update(dict(width=0.125, max_epochs=1, batch_size=16, embed_dim=8, allow_weak=True, patience=0))
-    c.g.update(dict(width=0.125, max_epochs=g_epochs, batch_size=16, eval_every_steps=0, patience=0))
-    # Three short epochs of g do not localise; the degenerate-map rule and the stop on bad maps
-    # are tested on their own.
-    c.eval.update(dict(batch_size=16, num_overlays=2, strip_images=2, max_coverage=1.0, max_bad_maps=1.0))
+    """`configs/synthetic.py:<method>,tiny` (seconds: 32 px, 1/8-width ResNet-18s, 48 images),
+    with `g_epochs` epochs of g."""
+    c = load_config('synthetic', f'{method},tiny')
+    c.g.max_epochs = g_epochs
     return c
 
 

@@ -71,7 +71,7 @@ def test_the_synthetic_vit_preset_changes_only_the_architecture_of_f(method):
 def test_unknown_preset_or_method_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown preset 'tiny'"):
         load_config('custom', 'method1,tiny')
-    with pytest.raises(ConfigError, match=r"unknown preset 'vits' in 'method1,vits'; presets: \('vit',\)"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'vits' in 'method1,vits'; presets: \('vit', 'tiny'\)"):
         load_config('synthetic', 'method1,vits')
     with pytest.raises(ConfigError, match='must be one of'):
         load_config('custom', 'method3,small')

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from helpers import ROOT, load_config, tiny_synthetic
+from helpers import ROOT, tiny_synthetic
 from wsol_jax import localizer as localizer_lib, report, run as run_lib, workdir as workdir_lib
 from wsol_jax.errors import WorkdirError
 from wsol_jax.evaluate import Samples
@@ -46,16 +46,10 @@ def _copy(workdir, dest, *names):
 TRAINED_RUN = ('f_classifier', 'f_quality.json', 'g', 'config.json', 'classes.json', 'selection.json', 'fingerprints')
 
 
-def tiny_flags(method='method1'):
-    """`--config.key=value` for every value in which `tiny_synthetic` differs from the config file:
-    the command line that reproduces the `method1_run` fixture."""
-    tiny, full = workdir_lib.flatten(tiny_synthetic(method)), workdir_lib.flatten(load_config('synthetic', method))
-    return [f'--config.{k}={v}' for k, v in tiny.items() if v != full.get(k)]
-
-
 def _main(workdir, *args):
-    return [sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/synthetic.py:method1',
-            f'--workdir={workdir}', *tiny_flags(), *args]
+    # the command line of the `method1_run` fixture (tiny_synthetic is this preset)
+    return [sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/synthetic.py:method1,tiny',
+            f'--workdir={workdir}', *args]
 
 
 def _last_line(stderr: str) -> str:
