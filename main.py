@@ -5,14 +5,16 @@ Any config field can be overridden (`--config.g.max_epochs=5`); `--stage` runs o
 that cannot be written or is in use by another command) end with one line `error: ...` and exit
 status 2; Ctrl-C ends with one line `interrupted: ...` and exit status 130.
 """
+
 import os
 import re
 import signal
 import sys
 import threading
 
-INTERRUPTED = ('interrupted: the checkpoints saved so far and the earlier reports are kept; '
-               'run the same command again to resume')
+INTERRUPTED = (
+    'interrupted: the checkpoints saved so far and the earlier reports are kept; run the same command again to resume'
+)
 
 if __name__ == '__mp_main__':
     # The evaluation's worker processes (spawned: they import this file under this name) leave
@@ -48,15 +50,17 @@ def keep_interrupts(previous):
     """An unraisable-exception hook: a Ctrl-C that arrives while Python runs a garbage-collection
     callback (JAX registers one) or a finaliser is raised there and lost ("Exception ignored in
     ... KeyboardInterrupt", and the run goes on); it is sent again a moment later instead."""
+
     def hook(unraisable):
         if isinstance(unraisable.exc_type, type) and issubclass(unraisable.exc_type, KeyboardInterrupt):
             threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
         else:
             previous(unraisable)
+
     return hook
 
 
-try:   # Ctrl-C while the libraries load
+try:  # Ctrl-C while the libraries load
     from absl import app, flags, logging
     from ml_collections import config_flags
 
@@ -64,11 +68,16 @@ try:   # Ctrl-C while the libraries load
 except KeyboardInterrupt:
     interrupted()
 
-config_flags.DEFINE_config_file('config', None, 'Config file and argument, e.g. configs/cub.py:method2.',
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'Config file and argument, e.g. configs/cub.py:method2.', lock_config=True
+)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
-flags.DEFINE_enum('stage', 'all', ['all', 'train_f', 'train_g', 'select', 'evaluate', 'export', 'predict'],
-                  'Run every training stage (all) or only one; export and predict use a trained run.')
+flags.DEFINE_enum(
+    'stage',
+    'all',
+    ['all', 'train_f', 'train_g', 'select', 'evaluate', 'export', 'predict'],
+    'Run every training stage (all) or only one; export and predict use a trained run.',
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 FLAGS = flags.FLAGS
 
@@ -88,29 +97,38 @@ def parse_flags(argv):
     """absl's parsing, with config mistakes reported in one line."""
     try:
         args = FLAGS(argv)
-        FLAGS.config.method   # a config file that failed to load raises here, not while parsing
+        FLAGS.config.method  # a config file that failed to load raises here, not while parsing
         return args
     except flags.Error as e:
         text = str(e)
-        if 'Traceback' in text:   # get_config raised: keep its message, drop the traceback
+        if 'Traceback' in text:  # get_config raised: keep its message, drop the traceback
             last = [line for line in text.splitlines() if line.strip()][-1]
             text = f'{_config_path(argv)}: ' + re.sub(r'^[\w.]*(Error|Exception): ', '', last.strip())
         fail(text)
     except OSError:
         path = _config_path(argv)
-        fail(f'config file {path!r} not found' if not os.path.isfile(path) else f'cannot load config file {path!r}'
-             + '; give --config=configs/<name>.py:<method>, e.g. --config=configs/synthetic.py:method1')
+        fail(
+            f'config file {path!r} not found'
+            if not os.path.isfile(path)
+            else f'cannot load config file {path!r}'
+            + '; give --config=configs/<name>.py:<method>, e.g. --config=configs/synthetic.py:method1'
+        )
     except WsolError as e:
         fail(e)
     except (AttributeError, KeyError) as e:
         text = str(e.args[0] if e.args else e).replace('\\', '')
         names = re.findall(r"'(\w+)'", text)
         suggestion = re.search(r'Did you mean "(\w+)"', text)
-        bad = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.') and names
-               and a.split('=')[0].split('.')[-1] == names[0]]
-        fail(f'unknown config key {bad[0] if bad else text}'
-             + (f' (did you mean "{suggestion.group(1)}"?)' if suggestion else '')
-             + '; the config file lists the valid keys')
+        bad = [
+            a.split('=')[0]
+            for a in argv[1:]
+            if a.startswith('--config.') and names and a.split('=')[0].split('.')[-1] == names[0]
+        ]
+        fail(
+            f'unknown config key {bad[0] if bad else text}'
+            + (f' (did you mean "{suggestion.group(1)}"?)' if suggestion else '')
+            + '; the config file lists the valid keys'
+        )
 
 
 def main(argv):
@@ -121,15 +139,17 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     from wsol_jax import parallel, workdir
     from wsol_jax.train import checkpoint
+
     checkpoint.quiet_orbax()
     try:
-        parallel.spread_over_host_cores(FLAGS.config)   # before JAX starts its backends
+        parallel.spread_over_host_cores(FLAGS.config)  # before JAX starts its backends
         parallel.maybe_initialize_distributed(FLAGS.config.distributed)
         from wsol_jax.run import run
+
         run(FLAGS.config, FLAGS.workdir, FLAGS.stage)
     except WsolError as e:
         fail(e)
-    except (OSError, RuntimeError, ValueError) as e:   # a full disk or a refused write no stage named itself
+    except (OSError, RuntimeError, ValueError) as e:  # a full disk or a refused write no stage named itself
         code = workdir.write_errno(e)
         if code not in workdir.WRITE_ERRNOS:
             raise

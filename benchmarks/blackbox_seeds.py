@@ -17,6 +17,7 @@ interrupted benchmark resumes). The XLA cache `<workdir>/xla_cache` is shared, s
 seed's wall time includes most of the compilation. Prints a Markdown table (per run, then the
 median and the worst of each f) and writes it to `<workdir>/blackbox.md` and `.json`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 KINDS = ('vit', 'encoder', 'inline')
-DESCRIPTIONS = {'vit': 'ViT classifier f (train_f), Eq. 1 on its classes; f val accuracy: top-1',
-                'encoder': 'the same ViT as an encoder (f.train=False), cosine distance, no labels; f val accuracy: '
-                           'nearest class mean of its features',
-                'inline': 'a CNN defined in this script, through fit_weight_map; f val accuracy: top-1'}
+DESCRIPTIONS = {
+    'vit': 'ViT classifier f (train_f), Eq. 1 on its classes; f val accuracy: top-1',
+    'encoder': 'the same ViT as an encoder (f.train=False), cosine distance, no labels; f val accuracy: '
+    'nearest class mean of its features',
+    'inline': 'a CNN defined in this script, through fit_weight_map; f val accuracy: top-1',
+}
 RECORD = 'blackbox_record.json'
 
 
@@ -42,12 +45,13 @@ def config_for(seed: int, tiny: bool, workdir: str):
     """`configs/synthetic.py:method1,vit` at `seed`; `tiny`: shrunk to seconds (32 px, a few
     dozen images, one epoch of each network, no stop on maps that do not localise)."""
     import importlib.util
+
     spec = importlib.util.spec_from_file_location('synthetic_config', os.path.join(ROOT, 'configs', 'synthetic.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     c = module.get_config('method1,vit')
     c.seed = seed
-    c.data.cache_dir = os.path.join(workdir, 'data_cache')   # one generated data set per seed for all three
+    c.data.cache_dir = os.path.join(workdir, 'data_cache')  # one generated data set per seed for all three
     if tiny:
         c.data.update(dict(image_size=32, crop_size=32, num_train=48, num_val=16, num_test=24, num_classes=4))
         c.f.update(dict(width=0.125, max_epochs=1, batch_size=16, allow_weak=True, patience=0))
@@ -59,9 +63,12 @@ def config_for(seed: int, tiny: bool, workdir: str):
 def run_vit(config, folder: str) -> dict:
     """(a): every stage; GT-known loc of the point selected by S."""
     from wsol_jax import run as run_lib
+
     results = run_lib.run(config, folder)
-    return {'gt_known_loc': results['weight_map_selected']['gt_known_loc'],
-            'f_val_accuracy': _f_quality(folder)['f_classifier']['val_accuracy']}
+    return {
+        'gt_known_loc': results['weight_map_selected']['gt_known_loc'],
+        'f_val_accuracy': _f_quality(folder)['f_classifier']['val_accuracy'],
+    }
 
 
 def encoder_weights(config, vit_folder: str) -> str:
@@ -70,6 +77,7 @@ def encoder_weights(config, vit_folder: str) -> str:
     from wsol_jax.context import Context, frozen_f
     from wsol_jax.data import load_dataset
     from wsol_jax.models.pretrained import write_backbone
+
     path = os.path.join(vit_folder, 'f_backbone.safetensors')
     if not os.path.exists(path):
         ctx = Context(config, vit_folder, load_dataset(config, cache_dir=config.data.cache_dir), parallel.make_mesh())
@@ -81,10 +89,13 @@ def encoder_weights(config, vit_folder: str) -> str:
 def run_encoder(config, folder: str, weights: str) -> dict:
     """(b): f imported from `weights` as an encoder; g trained and evaluated with no class."""
     from wsol_jax import run as run_lib
+
     config.f.update(dict(kind='encoder', train=False, pretrained=weights))
     results = run_lib.run(config, folder)
-    return {'gt_known_loc': results['weight_map_selected']['gt_known_loc'],
-            'f_val_accuracy': _f_quality(folder)['f_encoder']['val_accuracy']}
+    return {
+        'gt_known_loc': results['weight_map_selected']['gt_known_loc'],
+        'f_val_accuracy': _f_quality(folder)['f_encoder']['val_accuracy'],
+    }
 
 
 def _f_quality(folder: str) -> dict:
@@ -103,6 +114,7 @@ def inline_f(num_classes: int):
             for features in (16, 32, 64):
                 x = nn.relu(nn.GroupNorm(num_groups=8)(nn.Conv(features, (3, 3), strides=(2, 2))(x)))
             return nn.Dense(num_classes)(jnp.mean(x, axis=(1, 2)))
+
     return SmallCNN()
 
 
@@ -117,6 +129,7 @@ def train_inline_f(model, train, seed: int, epochs: int, batch_size: int = 64) -
     import optax
     from wsol_jax import losses
     from wsol_jax.data.dataset import normalize
+
     images, labels = np.asarray(train.images), np.asarray(train.labels)
     variables = model.init(jax.random.key(seed), jnp.zeros((1,) + images.shape[1:]))
     tx = optax.adam(2e-3)
@@ -125,12 +138,13 @@ def train_inline_f(model, train, seed: int, epochs: int, batch_size: int = 64) -
     @jax.jit
     def step(variables, opt_state, x_uint8, y):
         x = normalize(x_uint8)
-        blank = jnp.zeros_like(x[:1])   # the mean colour: a weight of 0 everywhere, in normalised space
+        blank = jnp.zeros_like(x[:1])  # the mean colour: a weight of 0 everywhere, in normalised space
 
         def loss_fn(v):
             logits = model.apply(v, jnp.concatenate([x, blank]))
             ce, parts = losses.classification_loss(logits[:-1], y)
             return ce + losses.blank_loss(logits[-1:]), parts['accuracy']
+
         (_, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables)
         updates, opt_state = tx.update(grads, opt_state, variables)
         return optax.apply_updates(variables, updates), opt_state, accuracy
@@ -140,7 +154,7 @@ def train_inline_f(model, train, seed: int, epochs: int, batch_size: int = 64) -
     for _ in range(epochs):
         order, correct = rng.permutation(len(images)), []
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             variables, opt_state, accuracy = step(variables, opt_state, images[rows], labels[rows])
             correct.append(float(accuracy))
     return variables, float(np.mean(correct))
@@ -154,20 +168,28 @@ def run_inline(config, folder: str, f_epochs: int) -> dict:
     from wsol_jax import metrics
     from wsol_jax.data import load_dataset
     from wsol_jax.data.dataset import crop_protocol_boxes
+
     # The localiser boxes the whole image; the evaluation's protocol is the centre crop: equal here.
     assert config.data.image_size == config.data.crop_size, 'the synthetic benchmark has no crop'
     data = load_dataset(config, cache_dir=config.data.cache_dir)
     model = inline_f(data.num_classes)
     variables, train_accuracy = train_inline_f(model, data.train, config.seed, f_epochs)
-    config.f.kind = 'classifier'   # f_apply returns logits
+    config.f.kind = 'classifier'  # f_apply returns logits
     train = {'image': np.asarray(data.train.images), 'label': data.train.labels}
-    localizer = wsol_jax.fit_weight_map(lambda x: model.apply(variables, x), train,
-                                        (np.asarray(data.val.images), data.val.labels), config,
-                                        workdir=os.path.join(folder, 'fit'))
+    localizer = wsol_jax.fit_weight_map(
+        lambda x: model.apply(variables, x),
+        train,
+        (np.asarray(data.val.images), data.val.labels),
+        config,
+        workdir=os.path.join(folder, 'fit'),
+    )
     boxes = localizer(list(np.asarray(data.test.images))).boxes
     gt = crop_protocol_boxes(data.test, slice(None), config.data.crop_size)
-    return {'gt_known_loc': float(np.mean(metrics.best_iou(boxes, gt) >= 0.5)),
-            'f_val_accuracy': inline_accuracy(model, variables, data.val), 'f_train_accuracy': train_accuracy}
+    return {
+        'gt_known_loc': float(np.mean(metrics.best_iou(boxes, gt) >= 0.5)),
+        'f_val_accuracy': inline_accuracy(model, variables, data.val),
+        'f_train_accuracy': train_accuracy,
+    }
 
 
 def inline_accuracy(model, variables, split, batch_size: int = 256) -> float:
@@ -175,24 +197,31 @@ def inline_accuracy(model, variables, split, batch_size: int = 256) -> float:
     import jax
     import numpy as np
     from wsol_jax.data.dataset import normalize
+
     apply = jax.jit(lambda v, x: model.apply(v, normalize(x)))
     images = np.asarray(split.images)
-    logits = np.concatenate([np.asarray(apply(variables, images[i:i + batch_size]))
-                             for i in range(0, len(images), batch_size)])
+    logits = np.concatenate(
+        [np.asarray(apply(variables, images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    )
     return float(np.mean(logits.argmax(-1) == np.asarray(split.labels)))
 
 
 def run_seed(seed: int, kinds: list[str], tiny: bool, workdir: str, f_epochs: int) -> dict[str, dict]:
     """`{kind: record}` of one seed; (b) runs on (a)'s f, so (a) runs whenever (b) does."""
     folder = lambda kind: os.path.join(workdir, kind, f'seed{seed}')
-    config = lambda: config_for(seed, tiny, workdir)   # a fresh one each: the runs change theirs
+    config = lambda: config_for(seed, tiny, workdir)  # a fresh one each: the runs change theirs
     out = {}
     if 'vit' in kinds or 'encoder' in kinds:
         out['vit'] = timed(folder('vit'), lambda: run_vit(config(), folder('vit')))
     if 'encoder' in kinds:
-        out['encoder'] = ({'error': f'needs the ViT of (a): {out["vit"]["error"]}'} if 'error' in out['vit'] else
-                          timed(folder('encoder'), lambda: run_encoder(
-                              config(), folder('encoder'), encoder_weights(config(), folder('vit')))))
+        out['encoder'] = (
+            {'error': f'needs the ViT of (a): {out["vit"]["error"]}'}
+            if 'error' in out['vit']
+            else timed(
+                folder('encoder'),
+                lambda: run_encoder(config(), folder('encoder'), encoder_weights(config(), folder('vit'))),
+            )
+        )
     if 'inline' in kinds:
         out['inline'] = timed(folder('inline'), lambda: run_inline(config(), folder('inline'), f_epochs))
     return {k: v for k, v in out.items() if k in kinds}
@@ -202,6 +231,7 @@ def timed(folder: str, fn: Callable[[], dict]) -> dict:
     """`fn()`'s record with its wall time, kept in `folder` (read back when it exists); a run
     that fails is one line in the table, not the end of the benchmark."""
     from wsol_jax.errors import WsolError
+
     path = os.path.join(folder, RECORD)
     if os.path.exists(path):
         with open(path) as fh:
@@ -210,7 +240,7 @@ def timed(folder: str, fn: Callable[[], dict]) -> dict:
     t0 = time.perf_counter()
     try:
         record = fn()
-    except WsolError as e:   # one line, as the CLI: e.g. g does not localise (eval.max_bad_maps)
+    except WsolError as e:  # one line, as the CLI: e.g. g does not localise (eval.max_bad_maps)
         return {'error': ' '.join(str(e).split())[:160]}
     record['wall_s'] = time.perf_counter() - t0
     with open(path, 'w') as fh:
@@ -231,13 +261,16 @@ def table(records: dict[str, dict[int, dict]]) -> str:
             if 'error' in r:
                 lines.append(f'| {kind} | {seed} | failed: {r["error"]} | | |')
                 continue
-            lines.append(f'| {kind} | {seed} | {_percent(r)} | {100 * r["f_val_accuracy"]:.1f} | '
-                         f'{r["wall_s"] / 60:.1f} min |')
+            lines.append(
+                f'| {kind} | {seed} | {_percent(r)} | {100 * r["f_val_accuracy"]:.1f} | {r["wall_s"] / 60:.1f} min |'
+            )
         ok = [r for r in by_seed.values() if 'error' not in r]
         if ok:
             locs, walls = [r['gt_known_loc'] for r in ok], [r['wall_s'] for r in ok]
-            lines.append(f'| **{kind}** | median | {100 * statistics.median(locs):.1f} | | '
-                         f'{statistics.median(walls) / 60:.1f} min |')
+            lines.append(
+                f'| **{kind}** | median | {100 * statistics.median(locs):.1f} | | '
+                f'{statistics.median(walls) / 60:.1f} min |'
+            )
             lines.append(f'| **{kind}** | worst | {100 * min(locs):.1f} | | {max(walls) / 60:.1f} min |')
     notes = [f'- {kind}: {DESCRIPTIONS[kind]}' for kind in records]
     return '\n'.join(lines + [''] + notes) + '\n'
@@ -258,19 +291,26 @@ def main() -> None:
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
     from wsol_jax import parallel
-    parallel.spread_over_host_cores(config_for(0, args.tiny, workdir))   # before JAX starts, as main.py
+
+    parallel.spread_over_host_cores(config_for(0, args.tiny, workdir))  # before JAX starts, as main.py
     import jax
+
     jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'xla_cache'))
     f_epochs = args.inline_f_epochs or (1 if args.tiny else 10)
     records: dict[str, dict[int, dict]] = {k: {} for k in kinds}
     for seed in args.seeds:
         for kind, record in run_seed(seed, kinds, args.tiny, workdir, f_epochs).items():
             records[kind][seed] = record
-        print(f'[blackbox] seed {seed}: GT-known loc ' +
-              ', '.join(f'{k} {_percent(r[seed])}' for k, r in records.items()), flush=True)
+        print(
+            f'[blackbox] seed {seed}: GT-known loc '
+            + ', '.join(f'{k} {_percent(r[seed])}' for k, r in records.items()),
+            flush=True,
+        )
     size = 'tiny (dry run)' if args.tiny else 'configs/synthetic.py:method1,vit'
-    text = f'Black-box f on the synthetic benchmark, {size}; GT-known loc of the point of g selected by S, in %\n\n' \
-           + table(records)
+    text = (
+        f'Black-box f on the synthetic benchmark, {size}; GT-known loc of the point of g selected by S, in %\n\n'
+        + table(records)
+    )
     print(text)
     with open(os.path.join(workdir, 'blackbox.md'), 'w') as fh:
         fh.write(text)

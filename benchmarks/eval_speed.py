@@ -9,6 +9,7 @@
    whole stage (three variants: selected g, last g, CAM; device work, contours, report), from
    the stage's own timing in timings.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,7 @@ def contour_rate(maps, boxes, workers: int) -> float:
         acc.result()
     else:
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
-            list(pool.map(abs, range(workers)))   # start the workers outside the timing
+            list(pool.map(abs, range(workers)))  # start the workers outside the timing
             t0 = time.perf_counter()
             acc = metrics.MaxBoxAccAccumulator(executor=pool)
             acc.update(maps, boxes)
@@ -62,8 +63,17 @@ def contour_rate(maps, boxes, workers: int) -> float:
 
 def stage_rate(workdir: str, config: str, cores: str, workers: int) -> tuple[float, float]:
     """Test images/s of `--stage=evaluate` pinned to `cores`; returns (images/s, seconds)."""
-    cmd = ['taskset', '-c', cores, sys.executable, os.path.join(ROOT, 'main.py'), f'--config={config}',
-           f'--workdir={workdir}', '--stage=evaluate', f'--config.eval.num_workers={workers}']
+    cmd = [
+        'taskset',
+        '-c',
+        cores,
+        sys.executable,
+        os.path.join(ROOT, 'main.py'),
+        f'--config={config}',
+        f'--workdir={workdir}',
+        '--stage=evaluate',
+        f'--config.eval.num_workers={workers}',
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(proc.stderr[-2000:])
@@ -80,17 +90,21 @@ def main():
     parser.add_argument('--config', default='configs/synthetic.py:method1')
     args = parser.parse_args()
     maps, boxes = blob_maps(args.maps)
-    contour_rate(maps[:4], boxes[:4], 1)   # warm-up
+    contour_rate(maps[:4], boxes[:4], 1)  # warm-up
     one, two = contour_rate(maps, boxes, 1), contour_rate(maps, boxes, 2)
-    print(f'MaxBoxAcc contours (v1 + V2, 100 thresholds, 224 px): 1 core {one:.1f} maps/s, '
-          f'2 processes {two:.1f} maps/s (x{two / one:.2f})')
+    print(
+        f'MaxBoxAcc contours (v1 + V2, 100 thresholds, 224 px): 1 core {one:.1f} maps/s, '
+        f'2 processes {two:.1f} maps/s (x{two / one:.2f})'
+    )
     if args.workdir:
         if not shutil.which('taskset'):
             raise SystemExit('taskset (util-linux) is needed to pin the evaluation to 1 and 2 cores')
         rate1, s1 = stage_rate(args.workdir, args.config, '0', 1)
         rate2, s2 = stage_rate(args.workdir, args.config, '0,1', 2)
-        print(f'whole evaluate stage ({args.workdir}): 1 core {rate1:.1f} test images/s ({s1:.1f} s), '
-              f'2 cores {rate2:.1f} test images/s ({s2:.1f} s) (x{rate2 / rate1:.2f})')
+        print(
+            f'whole evaluate stage ({args.workdir}): 1 core {rate1:.1f} test images/s ({s1:.1f} s), '
+            f'2 cores {rate2:.1f} test images/s ({s2:.1f} s) (x{rate2 / rate1:.2f})'
+        )
 
 
 if __name__ == '__main__':

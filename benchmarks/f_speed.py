@@ -7,6 +7,7 @@ Random weights (the time does not depend on their values), a 1000-class head, th
 forward timed after one untimed call; one line per architecture and size: compile seconds, then
 the median over `--repeats` calls in ms per batch and per image.
 """
+
 import os
 import sys
 import time
@@ -34,11 +35,14 @@ def measure(arch: str, size: int) -> tuple[float, float]:
     """`(compile seconds, median seconds per call)` of f's forward on a `(batch, size, size, 3)` batch."""
     f = Classifier(1000, arch, FLAGS.width, jnp.dtype(FLAGS.dtype))
     x = jnp.asarray(np.random.default_rng(0).normal(size=(FLAGS.batch, size, size, 3)), jnp.float32)
-    shapes = jax.eval_shape(f.init, jax.random.key(0), x)   # no init compile: the values do not matter
+    shapes = jax.eval_shape(f.init, jax.random.key(0), x)  # no init compile: the values do not matter
     rng = np.random.default_rng(1)
-    variables = {c: jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.02, s.shape) if c == 'params'
-                                                       else np.ones(s.shape), s.dtype), tree)   # BatchNorm variances
-                 for c, tree in shapes.items()}
+    variables = {
+        c: jax.tree.map(
+            lambda s: jnp.asarray(rng.normal(0, 0.02, s.shape) if c == 'params' else np.ones(s.shape), s.dtype), tree
+        )  # BatchNorm variances
+        for c, tree in shapes.items()
+    }
     start = time.perf_counter()
     forward = jax.jit(f.apply).lower(variables, x).compile()
     compile_s = time.perf_counter() - start
@@ -53,13 +57,18 @@ def measure(arch: str, size: int) -> tuple[float, float]:
 
 def main(argv):
     del argv
-    print(f'device: {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; batch {FLAGS.batch}, {FLAGS.dtype}, '
-          f'width {FLAGS.width}')
+    print(
+        f'device: {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; batch {FLAGS.batch}, {FLAGS.dtype}, '
+        f'width {FLAGS.width}'
+    )
     for arch in FLAGS.archs:
         for size in map(int, FLAGS.sizes):
             compile_s, call_s = measure(arch, size)
-            print(f'{arch:>18} {size:>4} px: compile {compile_s:6.1f} s, {1e3 * call_s:9.1f} ms/batch, '
-                  f'{1e3 * call_s / FLAGS.batch:8.2f} ms/image', flush=True)
+            print(
+                f'{arch:>18} {size:>4} px: compile {compile_s:6.1f} s, {1e3 * call_s:9.1f} ms/batch, '
+                f'{1e3 * call_s / FLAGS.batch:8.2f} ms/image',
+                flush=True,
+            )
 
 
 if __name__ == '__main__':

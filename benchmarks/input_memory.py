@@ -10,6 +10,7 @@ size (`ru_maxrss`); images/s are `throughput.py --what=input`'s job. With a stre
 do not grow with the number of images (the in-memory cache of earlier versions grew by
 `N * S * S * 3` bytes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,14 +27,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def _config(n: int, image_size: int, cache_dir: str):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs'))
     import synthetic
+
     c = synthetic.get_config('method1')
-    c.data.update(dict(num_train=n, num_val=64, num_test=64, image_size=image_size, crop_size=image_size,
-                       cache_dir=cache_dir))
+    c.data.update(
+        dict(num_train=n, num_val=64, num_test=64, image_size=image_size, crop_size=image_size, cache_dir=cache_dir)
+    )
     return c
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # kB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def child(what: str, n: int, image_size: int, cache_dir: str, batch: int) -> dict:
@@ -41,6 +44,7 @@ def child(what: str, n: int, image_size: int, cache_dir: str, batch: int) -> dic
     from wsol_jax import parallel
     from wsol_jax.data import load_dataset
     from wsol_jax.data.pipeline import classification_batches, map_split
+
     base = peak_rss_mb()
     t0 = time.perf_counter()
     data = load_dataset(_config(n, image_size, cache_dir))
@@ -75,19 +79,33 @@ def main() -> None:
     for n in map(int, args.sizes.split(',')):
         row = {}
         for what in ('build', 'read'):
-            proc = subprocess.run([sys.executable, __file__, f'--child={what}:{n}', f'--image_size={args.image_size}',
-                                   f'--cache_dir={args.cache_dir}', f'--batch={args.batch}'],
-                                  capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    f'--child={what}:{n}',
+                    f'--image_size={args.image_size}',
+                    f'--cache_dir={args.cache_dir}',
+                    f'--batch={args.batch}',
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             row[what] = result
         rows.append(row)
-        print(f'n={n}: build peak {row["build"]["peak_rss_mb"]} MB ({row["build"].get("build_s")} s), '
-              f'read peak {row["read"]["peak_rss_mb"]} MB, after imports {row["read"]["rss_after_imports_mb"]} MB')
+        print(
+            f'n={n}: build peak {row["build"]["peak_rss_mb"]} MB ({row["build"].get("build_s")} s), '
+            f'read peak {row["read"]["peak_rss_mb"]} MB, after imports {row["read"]["rss_after_imports_mb"]} MB'
+        )
     if len(rows) > 1:
         for what in ('build', 'read'):
             a, b = rows[0][what]['peak_rss_mb'], rows[-1][what]['peak_rss_mb']
-            print(f'{what}: peak {a} MB at {rows[0][what]["num_train"]} -> {b} MB at {rows[-1][what]["num_train"]} '
-                  f'images ({100 * (b - a) / a:+.1f} %)')
+            print(
+                f'{what}: peak {a} MB at {rows[0][what]["num_train"]} -> {b} MB at {rows[-1][what]["num_train"]} '
+                f'images ({100 * (b - a) / a:+.1f} %)'
+            )
 
 
 if __name__ == '__main__':

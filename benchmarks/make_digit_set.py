@@ -40,6 +40,7 @@ Output: see benchmarks/paste_sets.py (`metadata/` lists the masks in clovaai's O
 classes.txt, README.txt and contact.png (8x8 test images, boxes drawn). The same arguments give
 byte-identical files; val and test do not depend on --num_train.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -58,14 +59,14 @@ CLASSES = [str(d) for d in range(10)]
 FORM_STARTS = (0, 130, 256, 386, 516, 646, 776, 906, 1029, 1157, 1287, 1415, 1545, 1667)
 SPLIT_FORMS = {'train': tuple(range(9)), 'val': (9, 10), 'test': (11, 12, 13)}
 
-UPSAMPLE = 16      # 8x8 ink -> 128x128 alpha before the warp shrinks it to the pasted size
+UPSAMPLE = 16  # 8x8 ink -> 128x128 alpha before the warp shrinks it to the pasted size
 # The stroke's edge (alpha 0.5, the GT mask's contour) where the ink covers half a cell. A thinner
 # stroke breaks: at 60 %, 12 % of the digits fell apart (0s and 9s into arcs; 4 % with the largest
 # part's box under half the digit's), at 50 % 2 % (0.6 %): the paper's box is the largest contour's.
 INK_EDGE = 0.5
-STEEPNESS = 3.0    # a pen stroke's edge: alpha from 0 to 1 over a third of a cell
+STEEPNESS = 3.0  # a pen stroke's edge: alpha from 0 to 1 over a third of a cell
 
-STREAM = (1,)      # this set's random streams in paste_sets.write_set (not the other sets')
+STREAM = (1,)  # this set's random streams in paste_sets.write_set (not the other sets')
 
 README = """\
 Handwritten digits pasted on real photographs; built by benchmarks/make_digit_set.py --seed={seed} \\
@@ -94,8 +95,10 @@ def digit_forms(target: np.ndarray) -> list[tuple[int, int]]:
     for k, (a, b) in enumerate(bounds):
         ratio = difflib.SequenceMatcher(None, template, ''.join(map(str, target[a:b])), autojunk=False).ratio()
         if len(target) != 1797 or b - a < 120 or ratio < 0.95:
-            raise RuntimeError(f'load_digits does not have the 14 forms this script expects (form {k}: digits '
-                               f'{a}-{b}, {ratio:.2f} like the template); its FORM_STARTS need updating')
+            raise RuntimeError(
+                f'load_digits does not have the 14 forms this script expects (form {k}: digits '
+                f'{a}-{b}, {ratio:.2f} like the template); its FORM_STARTS need updating'
+            )
     return bounds
 
 
@@ -103,7 +106,7 @@ def digit_alpha(ink: np.ndarray) -> np.ndarray:
     """8x8 ink counts (0-16) -> float32 stroke alpha `(h, w)` in [0, 1], cropped to the ink
     with a 1-cell margin, upsampled bicubically by `UPSAMPLE`, 0.5 at `INK_EDGE`."""
     ys, xs = np.nonzero(ink)
-    ink = np.pad(ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32) / 16, 1)
+    ink = np.pad(ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32) / 16, 1)
     h, w = ink.shape
     up = cv2.resize(ink, (w * UPSAMPLE, h * UPSAMPLE), interpolation=cv2.INTER_CUBIC)
     return np.clip(0.5 + STEEPNESS * (up - INK_EDGE), 0, 1).astype(np.float32)
@@ -112,6 +115,7 @@ def digit_alpha(ink: np.ndarray) -> np.ndarray:
 def instance_pools():
     """`pools[split][digit]`: `[(name 'formFF/IIII', alpha)]`, and the forms' `(start, end)`."""
     from sklearn.datasets import load_digits
+
     digits = load_digits()
     bounds = digit_forms(digits.target)
     pools = {split: [[] for _ in CLASSES] for split in paste_sets.SPLITS}
@@ -122,23 +126,54 @@ def instance_pools():
     return pools, bounds
 
 
-def build(out: str, seed: int = 0, size: int = 96, num_train: int = 2000, num_val: int = 300, num_test: int = 500,
-          overwrite: bool = False, progress: bool = True) -> str:
+def build(
+    out: str,
+    seed: int = 0,
+    size: int = 96,
+    num_train: int = 2000,
+    num_val: int = 300,
+    num_test: int = 500,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> str:
     """Writes the set to `out` (via `out.tmp`) and returns `out`."""
     import sklearn
+
     counts = {'train': num_train, 'val': num_val, 'test': num_test}
     paste_sets.check_counts(size, counts)
     if os.path.exists(os.path.abspath(out)) and not overwrite:
         raise FileExistsError(f'{os.path.abspath(out)} exists; pass --overwrite to replace it')
     pools, bounds = instance_pools()
     n = {s: sum(bounds[f][1] - bounds[f][0] for f in forms) for s, forms in SPLIT_FORMS.items()}
-    readme = README.format(seed=seed, size=size, num_train=num_train, num_val=num_val, num_test=num_test,
-                           sklearn=sklearn.__version__, classes=', '.join(CLASSES), n_train=n['train'],
-                           n_val=n['val'], n_test=n['test'], credits=paste_sets.background_credits())
+    readme = README.format(
+        seed=seed,
+        size=size,
+        num_train=num_train,
+        num_val=num_val,
+        num_test=num_test,
+        sklearn=sklearn.__version__,
+        classes=', '.join(CLASSES),
+        n_train=n['train'],
+        n_val=n['val'],
+        n_test=n['test'],
+        credits=paste_sets.background_credits(),
+    )
     render = paste_sets.stroke_render(paste_sets.load_photos(), pools, size, seed)
-    return paste_sets.write_set(out, render, CLASSES, counts, seed, size, readme, paste_sets.STROKE_LAYOUTS,
-                                sheet=('contact.png', 8, 8), stream=STREAM, overwrite=overwrite, progress=progress,
-                                desc='digit set')
+    return paste_sets.write_set(
+        out,
+        render,
+        CLASSES,
+        counts,
+        seed,
+        size,
+        readme,
+        paste_sets.STROKE_LAYOUTS,
+        sheet=('contact.png', 8, 8),
+        stream=STREAM,
+        overwrite=overwrite,
+        progress=progress,
+        desc='digit set',
+    )
 
 
 def main(argv=None) -> str:

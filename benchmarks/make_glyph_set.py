@@ -34,6 +34,7 @@ Output: see benchmarks/paste_sets.py (`metadata/` lists the masks in clovaai's O
 classes.txt, README.txt and contact.png (8x8 test images, boxes drawn). The same arguments give
 byte-identical files; val and test do not depend on --num_train.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,24 +49,34 @@ CLASSES = ['A', 'B', 'E', 'G', 'H', 'K', 'M', 'R', 'S', 'T']
 
 # (font file in matplotlib's mpl-data/fonts/ttf, split, cases it has letters in)
 FACES = [
-    ('DejaVuSans.ttf', 'train', 'ul'), ('DejaVuSans-Bold.ttf', 'train', 'ul'),
-    ('DejaVuSans-Oblique.ttf', 'train', 'ul'), ('DejaVuSans-BoldOblique.ttf', 'train', 'ul'),
-    ('STIXGeneral.ttf', 'train', 'ul'), ('STIXGeneralBol.ttf', 'train', 'ul'),
-    ('STIXGeneralItalic.ttf', 'train', 'ul'), ('STIXGeneralBolIta.ttf', 'train', 'ul'),
-    ('cmr10.ttf', 'train', 'ul'), ('cmb10.ttf', 'train', 'ul'), ('cmti10.ttf', 'train', 'ul'),
+    ('DejaVuSans.ttf', 'train', 'ul'),
+    ('DejaVuSans-Bold.ttf', 'train', 'ul'),
+    ('DejaVuSans-Oblique.ttf', 'train', 'ul'),
+    ('DejaVuSans-BoldOblique.ttf', 'train', 'ul'),
+    ('STIXGeneral.ttf', 'train', 'ul'),
+    ('STIXGeneralBol.ttf', 'train', 'ul'),
+    ('STIXGeneralItalic.ttf', 'train', 'ul'),
+    ('STIXGeneralBolIta.ttf', 'train', 'ul'),
+    ('cmr10.ttf', 'train', 'ul'),
+    ('cmb10.ttf', 'train', 'ul'),
+    ('cmti10.ttf', 'train', 'ul'),
     ('cmmi10.ttf', 'train', 'ul'),
-    ('DejaVuSansMono.ttf', 'val', 'ul'), ('DejaVuSansMono-Bold.ttf', 'val', 'ul'),
-    ('DejaVuSansMono-Oblique.ttf', 'val', 'ul'), ('DejaVuSansMono-BoldOblique.ttf', 'val', 'ul'),
+    ('DejaVuSansMono.ttf', 'val', 'ul'),
+    ('DejaVuSansMono-Bold.ttf', 'val', 'ul'),
+    ('DejaVuSansMono-Oblique.ttf', 'val', 'ul'),
+    ('DejaVuSansMono-BoldOblique.ttf', 'val', 'ul'),
     ('cmss10.ttf', 'val', 'ul'),
-    ('DejaVuSerif.ttf', 'test', 'ul'), ('DejaVuSerif-Bold.ttf', 'test', 'ul'),
-    ('DejaVuSerif-Italic.ttf', 'test', 'ul'), ('DejaVuSerif-BoldItalic.ttf', 'test', 'ul'),
+    ('DejaVuSerif.ttf', 'test', 'ul'),
+    ('DejaVuSerif-Bold.ttf', 'test', 'ul'),
+    ('DejaVuSerif-Italic.ttf', 'test', 'ul'),
+    ('DejaVuSerif-BoldItalic.ttf', 'test', 'ul'),
     ('cmtt10.ttf', 'test', 'ul'),
-    ('cmsy10.ttf', 'test', 'u'),        # its lower-case code points are mathematical symbols
+    ('cmsy10.ttf', 'test', 'u'),  # its lower-case code points are mathematical symbols
 ]
 
-EM = 128           # px per em of the rendered glyph, before the warp shrinks it to the pasted size
+EM = 128  # px per em of the rendered glyph, before the warp shrinks it to the pasted size
 
-STREAM = (2,)      # this set's random streams in paste_sets.write_set (not the other sets')
+STREAM = (2,)  # this set's random streams in paste_sets.write_set (not the other sets')
 
 README = """\
 Letters in real typefaces pasted on real photographs; built by benchmarks/make_glyph_set.py \\
@@ -87,6 +98,7 @@ metadata/<split>/localization.txt: path,mask_path,masks/no_ignore.png (clovaai's
 
 def font_dir() -> str:
     import matplotlib
+
     return os.path.join(matplotlib.get_data_path(), 'fonts', 'ttf')
 
 
@@ -95,6 +107,7 @@ def glyph_alpha(path: str, char: str) -> np.ndarray:
     to its ink; `RuntimeError` if the font has no glyph for it."""
     from matplotlib.ft2font import FT2Font
     from PIL import Image, ImageDraw, ImageFont
+
     if FT2Font(path).get_char_index(ord(char)) == 0:
         raise RuntimeError(f'{path} has no glyph for {char!r}; fix FACES in make_glyph_set.py')
     font = ImageFont.truetype(path, EM)
@@ -105,7 +118,7 @@ def glyph_alpha(path: str, char: str) -> np.ndarray:
     ys, xs = np.nonzero(alpha > 0)
     if len(ys) == 0:
         raise RuntimeError(f'{path} renders {char!r} empty; fix FACES in make_glyph_set.py')
-    return alpha[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    return alpha[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
 
 
 def instance_pools():
@@ -131,22 +144,52 @@ def _faces_text() -> str:
     return '\n'.join(lines)
 
 
-def build(out: str, seed: int = 0, size: int = 96, num_train: int = 2000, num_val: int = 300, num_test: int = 500,
-          overwrite: bool = False, progress: bool = True) -> str:
+def build(
+    out: str,
+    seed: int = 0,
+    size: int = 96,
+    num_train: int = 2000,
+    num_val: int = 300,
+    num_test: int = 500,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> str:
     """Writes the set to `out` (via `out.tmp`) and returns `out`."""
     import matplotlib
     import PIL
+
     counts = {'train': num_train, 'val': num_val, 'test': num_test}
     paste_sets.check_counts(size, counts)
     if os.path.exists(os.path.abspath(out)) and not overwrite:
         raise FileExistsError(f'{os.path.abspath(out)} exists; pass --overwrite to replace it')
-    readme = README.format(seed=seed, size=size, num_train=num_train, num_val=num_val, num_test=num_test,
-                           pil=PIL.__version__, mpl=matplotlib.__version__, classes=', '.join(CLASSES),
-                           faces=_faces_text(), credits=paste_sets.background_credits())
+    readme = README.format(
+        seed=seed,
+        size=size,
+        num_train=num_train,
+        num_val=num_val,
+        num_test=num_test,
+        pil=PIL.__version__,
+        mpl=matplotlib.__version__,
+        classes=', '.join(CLASSES),
+        faces=_faces_text(),
+        credits=paste_sets.background_credits(),
+    )
     render = paste_sets.stroke_render(paste_sets.load_photos(), instance_pools(), size, seed)
-    return paste_sets.write_set(out, render, CLASSES, counts, seed, size, readme, paste_sets.STROKE_LAYOUTS,
-                                sheet=('contact.png', 8, 8), stream=STREAM, overwrite=overwrite, progress=progress,
-                                desc='glyph set')
+    return paste_sets.write_set(
+        out,
+        render,
+        CLASSES,
+        counts,
+        seed,
+        size,
+        readme,
+        paste_sets.STROKE_LAYOUTS,
+        sheet=('contact.png', 8, 8),
+        stream=STREAM,
+        overwrite=overwrite,
+        progress=progress,
+        desc='glyph set',
+    )
 
 
 def main(argv=None) -> str:

@@ -48,6 +48,7 @@ the folders their `--metadata_root`/`--mask_root` expect).
 The set is built in `<out>.tmp` and renamed to `<out>` when complete; an existing `<out>` is
 replaced only with --overwrite.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,50 +64,243 @@ import paste_sets  # noqa: E402  (benchmarks/paste_sets.py: backgrounds, pasting
 # Shapes: ('poly', [(x, y), ...]) or ('ellipse', (cx, cy), (semi-axis x, semi-axis y)); the mask
 # is their union, clipped to the photograph, and ('and', shape) intersects it with a shape.
 OBJECTS = [
-    ('cat', 'chelsea', [
-        ('poly', [(0, 0), (395, 0), (372, 50), (360, 100), (352, 160), (346, 230), (342, 300), (0, 300)]),
-        ('and', ('ellipse', (200, 158), (205, 170)))]),
-    ('coffee', 'coffee', [
-        ('ellipse', (278, 232), (203, 152)),
-        ('ellipse', (291, 92), (118, 76)),
-        ('poly', [(400, 72), (412, 64), (424, 70), (420, 90), (406, 150), (396, 150)])]),
-    ('rocket', 'rocket', [
-        ('poly', [(322, 126), (330, 132), (334, 145), (336, 175), (334, 405), (310, 405), (308, 175),
-                  (310, 145), (314, 132)])]),
-    ('astronaut', 'astronaut', [
-        ('poly', [(175, 25), (215, 15), (260, 18), (295, 50), (300, 110), (290, 150), (305, 175),
-                  (305, 230), (340, 260), (360, 300), (365, 345), (300, 380), (285, 420), (40, 420),
-                  (45, 330), (70, 270), (110, 240), (115, 200), (150, 165), (155, 110), (150, 60)])]),
-    ('shuttle', 'astronaut', [
-        ('poly', [(384, 40), (390, 38), (398, 42), (400, 10), (410, 0), (428, 0), (436, 10), (438, 40),
-                  (444, 38), (450, 44), (451, 235), (440, 262), (378, 262), (372, 228), (352, 226),
-                  (352, 212), (376, 160), (378, 48)])]),
+    (
+        'cat',
+        'chelsea',
+        [
+            ('poly', [(0, 0), (395, 0), (372, 50), (360, 100), (352, 160), (346, 230), (342, 300), (0, 300)]),
+            ('and', ('ellipse', (200, 158), (205, 170))),
+        ],
+    ),
+    (
+        'coffee',
+        'coffee',
+        [
+            ('ellipse', (278, 232), (203, 152)),
+            ('ellipse', (291, 92), (118, 76)),
+            ('poly', [(400, 72), (412, 64), (424, 70), (420, 90), (406, 150), (396, 150)]),
+        ],
+    ),
+    (
+        'rocket',
+        'rocket',
+        [
+            (
+                'poly',
+                [
+                    (322, 126),
+                    (330, 132),
+                    (334, 145),
+                    (336, 175),
+                    (334, 405),
+                    (310, 405),
+                    (308, 175),
+                    (310, 145),
+                    (314, 132),
+                ],
+            )
+        ],
+    ),
+    (
+        'astronaut',
+        'astronaut',
+        [
+            (
+                'poly',
+                [
+                    (175, 25),
+                    (215, 15),
+                    (260, 18),
+                    (295, 50),
+                    (300, 110),
+                    (290, 150),
+                    (305, 175),
+                    (305, 230),
+                    (340, 260),
+                    (360, 300),
+                    (365, 345),
+                    (300, 380),
+                    (285, 420),
+                    (40, 420),
+                    (45, 330),
+                    (70, 270),
+                    (110, 240),
+                    (115, 200),
+                    (150, 165),
+                    (155, 110),
+                    (150, 60),
+                ],
+            )
+        ],
+    ),
+    (
+        'shuttle',
+        'astronaut',
+        [
+            (
+                'poly',
+                [
+                    (384, 40),
+                    (390, 38),
+                    (398, 42),
+                    (400, 10),
+                    (410, 0),
+                    (428, 0),
+                    (436, 10),
+                    (438, 40),
+                    (444, 38),
+                    (450, 44),
+                    (451, 235),
+                    (440, 262),
+                    (378, 262),
+                    (372, 228),
+                    (352, 226),
+                    (352, 212),
+                    (376, 160),
+                    (378, 48),
+                ],
+            )
+        ],
+    ),
     ('flower', 'flower', [('ellipse', (308, 222), (138, 137))]),
-    ('hopper', 'grace_hopper', [
-        ('poly', [(175, 55), (230, 25), (290, 25), (350, 55), (372, 120), (360, 190), (350, 260),
-                  (330, 320), (300, 345), (230, 345), (200, 320), (175, 260), (160, 190), (152, 120)])]),
+    (
+        'hopper',
+        'grace_hopper',
+        [
+            (
+                'poly',
+                [
+                    (175, 55),
+                    (230, 25),
+                    (290, 25),
+                    (350, 55),
+                    (372, 120),
+                    (360, 190),
+                    (350, 260),
+                    (330, 320),
+                    (300, 345),
+                    (230, 345),
+                    (200, 320),
+                    (175, 260),
+                    (160, 190),
+                    (152, 120),
+                ],
+            )
+        ],
+    ),
     ('coin', 'coins', 'threshold'),
-    ('motorcycle', 'motorcycle', [
-        ('poly', [(88, 198), (120, 192), (138, 160), (147, 145), (155, 158), (230, 162), (282, 184), (340, 193),
-                  (352, 176), (415, 120), (430, 125), (470, 118), (500, 106), (520, 110), (560, 128), (585, 122),
-                  (590, 135), (566, 170), (545, 195), (540, 240), (552, 265), (600, 278), (640, 300), (668, 330),
-                  (684, 372), (670, 420), (630, 450), (580, 440), (540, 410), (515, 370), (470, 372), (400, 380),
-                  (345, 372), (338, 432), (318, 432), (318, 390), (290, 385), (250, 395), (205, 400), (160, 385),
-                  (130, 350), (122, 300), (135, 262), (120, 245), (95, 230)])]),
-    ('pagoda', 'china', [
-        ('poly', [(198, 28), (215, 28), (215, 50), (250, 75), (300, 95), (320, 115), (295, 135),
-                  (300, 150), (330, 168), (325, 185), (320, 225), (330, 235), (350, 252), (340, 270),
-                  (345, 300), (370, 330), (350, 345), (340, 355), (300, 360), (300, 390), (210, 390),
-                  (200, 360), (60, 350), (60, 330), (80, 300), (70, 280), (62, 265), (100, 240),
-                  (100, 200), (85, 185), (100, 165), (115, 150), (95, 125), (100, 110), (145, 90),
-                  (175, 70), (198, 50)])]),
+    (
+        'motorcycle',
+        'motorcycle',
+        [
+            (
+                'poly',
+                [
+                    (88, 198),
+                    (120, 192),
+                    (138, 160),
+                    (147, 145),
+                    (155, 158),
+                    (230, 162),
+                    (282, 184),
+                    (340, 193),
+                    (352, 176),
+                    (415, 120),
+                    (430, 125),
+                    (470, 118),
+                    (500, 106),
+                    (520, 110),
+                    (560, 128),
+                    (585, 122),
+                    (590, 135),
+                    (566, 170),
+                    (545, 195),
+                    (540, 240),
+                    (552, 265),
+                    (600, 278),
+                    (640, 300),
+                    (668, 330),
+                    (684, 372),
+                    (670, 420),
+                    (630, 450),
+                    (580, 440),
+                    (540, 410),
+                    (515, 370),
+                    (470, 372),
+                    (400, 380),
+                    (345, 372),
+                    (338, 432),
+                    (318, 432),
+                    (318, 390),
+                    (290, 385),
+                    (250, 395),
+                    (205, 400),
+                    (160, 385),
+                    (130, 350),
+                    (122, 300),
+                    (135, 262),
+                    (120, 245),
+                    (95, 230),
+                ],
+            )
+        ],
+    ),
+    (
+        'pagoda',
+        'china',
+        [
+            (
+                'poly',
+                [
+                    (198, 28),
+                    (215, 28),
+                    (215, 50),
+                    (250, 75),
+                    (300, 95),
+                    (320, 115),
+                    (295, 135),
+                    (300, 150),
+                    (330, 168),
+                    (325, 185),
+                    (320, 225),
+                    (330, 235),
+                    (350, 252),
+                    (340, 270),
+                    (345, 300),
+                    (370, 330),
+                    (350, 345),
+                    (340, 355),
+                    (300, 360),
+                    (300, 390),
+                    (210, 390),
+                    (200, 360),
+                    (60, 350),
+                    (60, 330),
+                    (80, 300),
+                    (70, 280),
+                    (62, 265),
+                    (100, 240),
+                    (100, 200),
+                    (85, 185),
+                    (100, 165),
+                    (115, 150),
+                    (95, 125),
+                    (100, 110),
+                    (145, 90),
+                    (175, 70),
+                    (198, 50),
+                ],
+            )
+        ],
+    ),
 ]
 CLASSES = [name for name, _, _ in OBJECTS]
 
 LOC_HELP = {
     'boxes': 'box lines path,x0,y0,x1,y1 (wsolevaluation\'s CUB / ILSVRC layout; the masks are still in masks/)',
     'masks': 'mask lines path,mask_path,ignore_path (wsolevaluation\'s OpenImages layout; the box is the mask\'s '
-             'bounding rectangle)'}
+    'bounding rectangle)',
+}
 
 # localization.txt lines of a val/test image for each --loc
 LOC_LINES = {'boxes': paste_sets.box_lines, 'masks': paste_sets.ignore_mask_lines}
@@ -203,7 +397,7 @@ def object_instances(photos):
             x, y, w, h = cv2.boundingRect(m)
             if w == 0 or h == 0:
                 raise RuntimeError(f'{name}: empty mask')
-            inst.append((im[y:y + h, x:x + w].copy(), m[y:y + h, x:x + w].astype(np.float32)))
+            inst.append((im[y : y + h, x : x + w].copy(), m[y : y + h, x : x + w].astype(np.float32)))
             d = cv2.dilate(m, kernel)
             taken.setdefault(source, []).append((cv2.integral(d), int(d.sum())))
         out.append(inst)
@@ -237,8 +431,17 @@ def render(photos, instances, taken, label: int, size: int, rng):
     return paste_sets.finish(image, rng), full, paste_sets.mask_box(full)
 
 
-def build(out: str, seed: int = 0, size: int = 96, num_train: int = 3000, num_val: int = 300,
-          num_test: int = 600, loc: str = 'masks', overwrite: bool = False, progress: bool = True) -> str:
+def build(
+    out: str,
+    seed: int = 0,
+    size: int = 96,
+    num_train: int = 3000,
+    num_val: int = 300,
+    num_test: int = 600,
+    loc: str = 'masks',
+    overwrite: bool = False,
+    progress: bool = True,
+) -> str:
     """Writes the set to `out` (via `out.tmp`) and returns `out`."""
     if loc not in LOC_HELP:
         raise ValueError(f'--loc must be masks or boxes, not {loc!r}')
@@ -251,26 +454,52 @@ def build(out: str, seed: int = 0, size: int = 96, num_train: int = 3000, num_va
 
     def draw(split, label, k, rng):
         return (*render(photos, instances, taken, label, size, rng), None)
+
     readme = _provenance(seed, size, num_train, num_val, num_test, loc)
-    return paste_sets.write_set(out, draw, CLASSES, counts, seed, size, readme, {'metadata': LOC_LINES[loc]},
-                                overwrite=overwrite, progress=progress, desc='photo set')
+    return paste_sets.write_set(
+        out,
+        draw,
+        CLASSES,
+        counts,
+        seed,
+        size,
+        readme,
+        {'metadata': LOC_LINES[loc]},
+        overwrite=overwrite,
+        progress=progress,
+        desc='photo set',
+    )
 
 
 def _provenance(seed, size, num_train, num_val, num_test, loc) -> str:
     import matplotlib
     import skimage
     import sklearn
+
     classes = ', '.join(f'{i}: {n} ({s})' for i, (n, s, _) in enumerate(OBJECTS))
-    return PROVENANCE.format(skimage=skimage.__version__, sklearn=sklearn.__version__, mpl=matplotlib.__version__,
-                             seed=seed, size=size, num_train=num_train, num_val=num_val, num_test=num_test,
-                             classes=classes, loc=LOC_HELP[loc])
+    return PROVENANCE.format(
+        skimage=skimage.__version__,
+        sklearn=sklearn.__version__,
+        mpl=matplotlib.__version__,
+        seed=seed,
+        size=size,
+        num_train=num_train,
+        num_val=num_val,
+        num_test=num_test,
+        classes=classes,
+        loc=LOC_HELP[loc],
+    )
 
 
 def main(argv=None) -> str:
     p = paste_sets.arguments(__doc__, 3000, 300, 600)
-    p.add_argument('--loc', default='masks', choices=tuple(LOC_HELP),
-                   help="what val/test localization.txt lists (wsolevaluation's layouts): masks (the box is the "
-                        "mask's rectangle) or boxes")
+    p.add_argument(
+        '--loc',
+        default='masks',
+        choices=tuple(LOC_HELP),
+        help="what val/test localization.txt lists (wsolevaluation's layouts): masks (the box is the "
+        "mask's rectangle) or boxes",
+    )
     a = p.parse_args(argv)
     return paste_sets.run('make_photo_set.py', build, a, len(CLASSES), loc=a.loc)
 

@@ -30,6 +30,7 @@ every image's first line):
 wsol_jax's `wsolevaluation` reader reads both: `metadata/` gives each image its mask and, as the
 box, the mask's bounding rectangle (which is the GT box, see `paste`); `metadata_boxes/` the boxes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,24 @@ from tqdm import tqdm
 SPLITS = ('train', 'val', 'test')
 
 # Photographs that backgrounds are cropped from.
-BACKGROUNDS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'camera', 'coins', 'brick', 'grass', 'gravel',
-               'moon', 'hubble_deep_field', 'immunohistochemistry', 'motorcycle', 'china', 'flower',
-               'grace_hopper')
+BACKGROUNDS = (
+    'astronaut',
+    'chelsea',
+    'coffee',
+    'rocket',
+    'camera',
+    'coins',
+    'brick',
+    'grass',
+    'gravel',
+    'moon',
+    'hubble_deep_field',
+    'immunohistochemistry',
+    'motorcycle',
+    'china',
+    'flower',
+    'grace_hopper',
+)
 
 NO_IGNORE = 'masks/no_ignore.png'
 
@@ -70,8 +86,9 @@ def need_skimage() -> None:
     try:
         import skimage.data  # noqa: F401
     except ImportError:
-        raise SystemExit('the pasted sets need scikit-image for their background photographs: '
-                         'pip install scikit-image') from None
+        raise SystemExit(
+            'the pasted sets need scikit-image for their background photographs: pip install scikit-image'
+        ) from None
 
 
 def load_photos() -> dict[str, np.ndarray]:
@@ -81,9 +98,23 @@ def load_photos() -> dict[str, np.ndarray]:
     import skimage.data
     from sklearn.datasets import load_sample_image
 
-    photos = {n: getattr(skimage.data, n)() for n in (
-        'astronaut', 'chelsea', 'coffee', 'rocket', 'camera', 'coins', 'brick', 'grass', 'gravel', 'moon',
-        'hubble_deep_field', 'immunohistochemistry')}
+    photos = {
+        n: getattr(skimage.data, n)()
+        for n in (
+            'astronaut',
+            'chelsea',
+            'coffee',
+            'rocket',
+            'camera',
+            'coins',
+            'brick',
+            'grass',
+            'gravel',
+            'moon',
+            'hubble_deep_field',
+            'immunohistochemistry',
+        )
+    }
     photos['motorcycle'] = skimage.data.stereo_motorcycle()[0]
     photos['china'] = load_sample_image('china.jpg')
     photos['flower'] = load_sample_image('flower.jpg')
@@ -102,8 +133,10 @@ def background_credits() -> str:
     import matplotlib
     import skimage
     import sklearn
-    return BACKGROUND_CREDITS.format(skimage=skimage.__version__, sklearn=sklearn.__version__,
-                                     mpl=matplotlib.__version__)
+
+    return BACKGROUND_CREDITS.format(
+        skimage=skimage.__version__, sklearn=sklearn.__version__, mpl=matplotlib.__version__
+    )
 
 
 def jitter(im: np.ndarray, rng, gain: float, brightness: float, contrast: float) -> np.ndarray:
@@ -127,12 +160,14 @@ def background(photos, taken, names, size, rng) -> np.ndarray:
             y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
             if name not in taken:
                 break
-            if all(t[y + side, x + side] - t[y, x + side] - t[y + side, x] + t[y, x] <= 0.2 * area
-                   for t, area in taken[name]):
+            if all(
+                t[y + side, x + side] - t[y, x + side] - t[y + side, x] + t[y, x] <= 0.2 * area
+                for t, area in taken[name]
+            ):
                 break
         else:
             continue
-        crop = cv2.resize(im[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
+        crop = cv2.resize(im[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         return jitter(crop.astype(np.float32), rng, 0.12, 0.25, 0.2)
@@ -152,14 +187,15 @@ def warp_object(rgb: np.ndarray, alpha: np.ndarray, nw: int, nh: int, flip: bool
     bw, bh = int(np.ceil(nw * cos + nh * sin)) + 2 * pad, int(np.ceil(nw * sin + nh * cos)) + 2 * pad
     rot[0, 2] += bw / 2 - nw / 2
     rot[1, 2] += bh / 2 - nh / 2
-    rgb = cv2.warpAffine(np.ascontiguousarray(rgb), rot, (bw, bh), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)
+    rgb = cv2.warpAffine(
+        np.ascontiguousarray(rgb), rot, (bw, bh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     alpha = cv2.warpAffine(np.ascontiguousarray(alpha), rot, (bw, bh), flags=cv2.INTER_LINEAR, borderValue=0)
-    alpha = cv2.GaussianBlur(alpha, (3, 3), 0.6)          # feathered edge
+    alpha = cv2.GaussianBlur(alpha, (3, 3), 0.6)  # feathered edge
     ys, xs = np.nonzero(alpha > 1e-3)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     rgb, alpha = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
-    if max(rgb.shape[:2]) > size - 2:                    # never at the default scales; keep it inside
+    if max(rgb.shape[:2]) > size - 2:  # never at the default scales; keep it inside
         f = (size - 2) / max(rgb.shape[:2])
         nsz = (max(1, int(rgb.shape[1] * f)), max(1, int(rgb.shape[0] * f)))
         rgb = cv2.resize(rgb, nsz, interpolation=cv2.INTER_AREA)
@@ -180,9 +216,9 @@ def paste(image: np.ndarray, obj: np.ndarray, alpha: np.ndarray, y: int, x: int)
     that mask's bounding rectangle (`mask_box`)."""
     h, w = alpha.shape
     a = alpha[..., None]
-    image[y:y + h, x:x + w] = a * obj + (1 - a) * image[y:y + h, x:x + w]
+    image[y : y + h, x : x + w] = a * obj + (1 - a) * image[y : y + h, x : x + w]
     full = np.zeros(image.shape[:2], np.uint8)
-    full[y:y + h, x:x + w] = alpha >= 0.5
+    full[y : y + h, x : x + w] = alpha >= 0.5
     return full
 
 
@@ -214,14 +250,14 @@ def stroke_colour(under: np.ndarray, rng, min_contrast: float = 70.0) -> np.ndar
     choices = [(0.0, low)] if low > 0 else []
     if high < 255:
         choices.append((high, 255.0))
-    if not choices:                                      # unreachable for min_contrast < 127.5
+    if not choices:  # unreachable for min_contrast < 127.5
         choices = [(0.0, 0.0)]
     lengths = np.array([b - a for a, b in choices]) + 1e-6
     a, b = choices[rng.choice(len(choices), p=lengths / lengths.sum())]
     target = rng.uniform(a, b)
     hue = rng.uniform(0, 255, 3)
-    colour = target + (hue - _luma(hue)) * rng.uniform(0.0, 1.0)   # saturation: 0 grey .. 1 the random hue
-    for _ in range(4):                                   # clipping moves the luma: pull it back
+    colour = target + (hue - _luma(hue)) * rng.uniform(0.0, 1.0)  # saturation: 0 grey .. 1 the random hue
+    for _ in range(4):  # clipping moves the luma: pull it back
         colour = np.clip(colour + (target - _luma(colour)), 0, 255)
     return colour.astype(np.float32)
 
@@ -243,8 +279,9 @@ def _long_side(alpha: np.ndarray) -> int:
     return int(max(ys.max() - ys.min(), xs.max() - xs.min())) + 1 if len(ys) else 0
 
 
-def fit_stroke_object(alpha: np.ndarray, long_side: float, aspect: float, angle: float, size: int,
-                      tries: int = 6) -> np.ndarray:
+def fit_stroke_object(
+    alpha: np.ndarray, long_side: float, aspect: float, angle: float, size: int, tries: int = 6
+) -> np.ndarray:
     """A stroke object's alpha `(h, w)` (float32 in [0, 1], any resolution) resized by `aspect`
     (width / height), rotated by `angle` degrees (`warp_object`, no flip), so that the longer
     side of its mask's box (alpha >= 0.5) is `long_side` pixels (to within a pixel, or the
@@ -254,9 +291,10 @@ def fit_stroke_object(alpha: np.ndarray, long_side: float, aspect: float, angle:
     h, w = alpha.shape
     rad = np.deg2rad(angle)
     sx, sy = np.sqrt(aspect), 1 / np.sqrt(aspect)
-    frame = max(w * sx * abs(np.cos(rad)) + h * sy * abs(np.sin(rad)),
-                w * sx * abs(np.sin(rad)) + h * sy * abs(np.cos(rad)))
-    scale, low, high = long_side / frame, 0.0, np.inf     # the rotated frame's long side: an upper bound
+    frame = max(
+        w * sx * abs(np.cos(rad)) + h * sy * abs(np.sin(rad)), w * sx * abs(np.sin(rad)) + h * sy * abs(np.cos(rad))
+    )
+    scale, low, high = long_side / frame, 0.0, np.inf  # the rotated frame's long side: an upper bound
     best = None
     for _ in range(tries):
         nw, nh = max(1, int(round(w * sx * scale))), max(1, int(round(h * sy * scale)))
@@ -284,7 +322,7 @@ def contact_sheet(path: str, tiles: list, classes: list, size: int, rows: int = 
     """`rows x cols` sheet of `(rgb, box, label)` with the boxes drawn and class names written."""
     cell = max(size, 96) * 2
     sheet = np.full((rows * (cell + 4), cols * (cell + 4), 3), 255, np.uint8)
-    for i, (rgb, box, label) in enumerate(tiles[:rows * cols]):
+    for i, (rgb, box, label) in enumerate(tiles[: rows * cols]):
         f = cell / size
         tile = cv2.resize(rgb, (cell, cell), interpolation=cv2.INTER_NEAREST)
         x0, y0, x1, y1 = (int(round(v * f)) for v in box)
@@ -292,7 +330,7 @@ def contact_sheet(path: str, tiles: list, classes: list, size: int, rows: int = 
         cv2.putText(tile, classes[label], (3, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3)
         cv2.putText(tile, classes[label], (3, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
         r, c = divmod(i, cols)
-        sheet[r * (cell + 4) + 2:r * (cell + 4) + 2 + cell, c * (cell + 4) + 2:c * (cell + 4) + 2 + cell] = tile
+        sheet[r * (cell + 4) + 2 : r * (cell + 4) + 2 + cell, c * (cell + 4) + 2 : c * (cell + 4) + 2 + cell] = tile
     cv2.imwrite(path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
 
 
@@ -330,9 +368,21 @@ def check_counts(size: int, counts: dict) -> None:
         raise ValueError('--num_train and --num_test must be positive, --num_val not negative')
 
 
-def write_set(out: str, render: RenderFn, classes: list, counts: dict, seed: int, size: int, readme: str,
-              layouts: dict[str, LineFn], sheet: tuple = ('preview.png', 4, 8), overwrite: bool = False,
-              progress: bool = True, desc: str = 'set', stream: tuple = ()) -> str:
+def write_set(
+    out: str,
+    render: RenderFn,
+    classes: list,
+    counts: dict,
+    seed: int,
+    size: int,
+    readme: str,
+    layouts: dict[str, LineFn],
+    sheet: tuple = ('preview.png', 4, 8),
+    overwrite: bool = False,
+    progress: bool = True,
+    desc: str = 'set',
+    stream: tuple = (),
+) -> str:
     """Writes a set to `out` (built in `out.tmp`, then renamed) and returns `out`.
 
     `counts`: images per split (val may be 0: then no val/ folders). Image `i` of split `s` is
@@ -354,7 +404,7 @@ def write_set(out: str, render: RenderFn, classes: list, counts: dict, seed: int
     bar = tqdm(total=sum(counts.values()), desc=desc, disable=not progress)
     for split_id, split in enumerate(SPLITS):
         n = counts[split]
-        if n == 0:                                      # only val may be empty: no val/ folder
+        if n == 0:  # only val may be empty: no val/ folder
             continue
         for folder in layouts:
             os.makedirs(os.path.join(tmp, folder, split))
@@ -386,8 +436,12 @@ def write_set(out: str, render: RenderFn, classes: list, counts: dict, seed: int
             bar.update()
         for folder in layouts:
             meta = os.path.join(tmp, folder, split)
-            for name, lines in (('image_ids.txt', ids), ('class_labels.txt', labels_txt),
-                                ('image_sizes.txt', sizes_txt), ('localization.txt', loc[folder])):
+            for name, lines in (
+                ('image_ids.txt', ids),
+                ('class_labels.txt', labels_txt),
+                ('image_sizes.txt', sizes_txt),
+                ('localization.txt', loc[folder]),
+            ):
                 if lines:
                     _write_lines(os.path.join(meta, name), lines)
     bar.close()
@@ -405,8 +459,15 @@ def write_set(out: str, render: RenderFn, classes: list, counts: dict, seed: int
     return out
 
 
-def stroke_render(photos: dict, pools: dict, size: int, seed: int, sizes: tuple = (0.3, 0.7),
-                  max_angle: float = 20.0, aspect: tuple = (0.8, 1.25)) -> Callable:
+def stroke_render(
+    photos: dict,
+    pools: dict,
+    size: int,
+    seed: int,
+    sizes: tuple = (0.3, 0.7),
+    max_angle: float = 20.0,
+    aspect: tuple = (0.8, 1.25),
+) -> Callable:
     """`render` of a set of stroke objects (glyphs, digits): `pools[split][label]` lists the
     split's instances of a class as `(name, alpha float32 (h, w) in [0, 1])`. The `k`-th image
     of a class shows the instances in turn, reshuffled on each pass (so a split shows all its
@@ -431,11 +492,12 @@ def stroke_render(photos: dict, pools: dict, size: int, seed: int, sizes: tuple 
             warped = fit_stroke_object(alpha, long_side, stretch, rng.uniform(-max_angle, max_angle), size)
             y, x = place(image, warped, rng)
             h, w = warped.shape
-            under = image[y:y + h, x:x + w][warped >= 0.5]
+            under = image[y : y + h, x : x + w][warped >= 0.5]
             obj = paint(warped, stroke_colour(under, rng), rng)
             mask = paste(image, obj, warped, y, x)
             if mask.any():
                 return finish(image, rng), mask, mask_box(mask), name
+
     return render
 
 
@@ -458,10 +520,21 @@ def run(script: str, build: Callable[..., str], a: argparse.Namespace, num_class
     from parsed `arguments`; a bad argument or missing material exits with one line."""
     start = time.time()
     try:
-        out = build(a.out, a.seed, a.size, a.num_train, a.num_val, a.num_test, **options, overwrite=a.overwrite,
-                    progress=not a.no_progress)
+        out = build(
+            a.out,
+            a.seed,
+            a.size,
+            a.num_train,
+            a.num_val,
+            a.num_test,
+            **options,
+            overwrite=a.overwrite,
+            progress=not a.no_progress,
+        )
     except (FileExistsError, ValueError, RuntimeError) as e:
         sys.exit(f'{script}: {e}')
-    print(f'wrote {out} ({a.num_train}/{a.num_val}/{a.num_test} train/val/test, {num_classes} classes) '
-          f'in {time.time() - start:.1f}s')
+    print(
+        f'wrote {out} ({a.num_train}/{a.num_val}/{a.num_test} train/val/test, {num_classes} classes) '
+        f'in {time.time() - start:.1f}s'
+    )
     return out

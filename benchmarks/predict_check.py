@@ -10,6 +10,7 @@ evaluation's box rule on exactly the input the network saw (the geometry of the 
 through a JPEG changes). The configs whose crop equals the image size (synthetic, custom small)
 see the same whole image in predict and in the evaluation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,12 +61,23 @@ def main():
     export = Localizer.from_workdir(args.workdir).export(os.path.join(base, 'export'))
     localizer = load_localizer(export)
     summary = predict(localizer, images_dir, os.path.join(base, 'out'))
-    rows = {os.path.basename(json.loads(line)['path']): json.loads(line)
-            for line in open(os.path.join(base, 'out', 'predictions.jsonl'))}
+    rows = {
+        os.path.basename(json.loads(line)['path']): json.loads(line)
+        for line in open(os.path.join(base, 'out', 'predictions.jsonl'))
+    }
     size = test.size
     rows = [rows[f'{i:04d}.jpg'] for i in range(n)]
-    mapped = np.round([[r['box'][0] * size / r['width'], r['box'][1] * size / r['height'],
-                        r['box'][2] * size / r['width'], r['box'][3] * size / r['height']] for r in rows])
+    mapped = np.round(
+        [
+            [
+                r['box'][0] * size / r['width'],
+                r['box'][1] * size / r['height'],
+                r['box'][2] * size / r['width'],
+                r['box'][3] * size / r['height'],
+            ]
+            for r in rows
+        ]
+    )
     # 1. geometry: the evaluation's box rule on exactly what the network saw (the JPEG, resized to
     #    the input) against predict's box mapped back from the image's own pixels
     seen, _ = localizer.preprocess([read_image(r['path']) for r in rows])
@@ -74,11 +86,15 @@ def main():
     on_cached = localizer(test.images[:n]).boxes
     # boxes are [x0, y0, x1, y1) with exclusive ends; box_iou counts +1 pixel: compare inclusive ends
     inclusive = lambda b: np.asarray(b) - [0, 0, 1, 1]
-    for what, ref in (('the evaluation box on the image the network saw', on_seen),
-                      ('the evaluation box on the cached original', on_cached)):
+    for what, ref in (
+        ('the evaluation box on the image the network saw', on_seen),
+        ('the evaluation box on the cached original', on_cached),
+    ):
         iou = metrics.box_iou(inclusive(mapped), inclusive(ref))
-        print(f'[predict_check] {n} JPEGs of 48-399 px, predicted box mapped back vs {what}: IoU >= 0.5 for '
-              f'{100 * np.mean(iou >= 0.5):.1f}%, >= 0.9 for {100 * np.mean(iou >= 0.9):.1f}%, mean IoU {iou.mean():.3f}')
+        print(
+            f'[predict_check] {n} JPEGs of 48-399 px, predicted box mapped back vs {what}: IoU >= 0.5 for '
+            f'{100 * np.mean(iou >= 0.5):.1f}%, >= 0.9 for {100 * np.mean(iou >= 0.9):.1f}%, mean IoU {iou.mean():.3f}'
+        )
     print(f'[predict_check] overlays in {os.path.join(base, "out", "overlays")}; {summary["written"]} written')
 
 

@@ -8,6 +8,7 @@ seeds are read back, not rerun). Prints a Markdown table of GT-known loc, Top-1 
 CAM baseline, the selection regret and the wall time per seed, with the median and the worst, and
 writes it to `<workdir>/sweep.md` and `<workdir>/sweep.json`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,14 +35,16 @@ def _f_accuracy(r: dict) -> float:
     return quality.get('val_accuracy', NAN)
 
 
-COLUMNS = (('GT-known loc', lambda r: _metric(r, 'weight_map_selected', 'gt_known_loc')),
-           ('Top-1 loc', lambda r: _metric(r, 'weight_map_selected', 'top1_loc')),
-           ('Top-1 cls', lambda r: _metric(r, 'weight_map_selected', 'top1_cls')),
-           ('PxAP', lambda r: _metric(r, 'weight_map_selected', 'pxap')),
-           ('CAM GT-known', lambda r: _metric(r, 'cam', 'gt_known_loc')),
-           ('last epoch GT-known', lambda r: _metric(r, 'weight_map_last', 'gt_known_loc')),
-           ('regret (val)', lambda r: (r.get('selection_regret') or {}).get('regret', NAN)),
-           ('f val acc', _f_accuracy))
+COLUMNS = (
+    ('GT-known loc', lambda r: _metric(r, 'weight_map_selected', 'gt_known_loc')),
+    ('Top-1 loc', lambda r: _metric(r, 'weight_map_selected', 'top1_loc')),
+    ('Top-1 cls', lambda r: _metric(r, 'weight_map_selected', 'top1_cls')),
+    ('PxAP', lambda r: _metric(r, 'weight_map_selected', 'pxap')),
+    ('CAM GT-known', lambda r: _metric(r, 'cam', 'gt_known_loc')),
+    ('last epoch GT-known', lambda r: _metric(r, 'weight_map_last', 'gt_known_loc')),
+    ('regret (val)', lambda r: (r.get('selection_regret') or {}).get('regret', NAN)),
+    ('f val acc', _f_accuracy),
+)
 
 
 def stopped(r: dict) -> str:
@@ -54,8 +57,14 @@ def run_seed(config: str, seed: int, workdir: str, extra: list[str]) -> dict:
     results = os.path.join(workdir, 'results.json')
     if not os.path.exists(results):
         t0 = time.perf_counter()
-        cmd = [sys.executable, os.path.join(ROOT, 'main.py'), f'--config={config}', f'--workdir={workdir}',
-               f'--config.seed={seed}', *extra]
+        cmd = [
+            sys.executable,
+            os.path.join(ROOT, 'main.py'),
+            f'--config={config}',
+            f'--workdir={workdir}',
+            f'--config.seed={seed}',
+            *extra,
+        ]
         print(f'[sweep] seed {seed}: {" ".join(cmd[1:])}', flush=True)
         proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if proc.returncode:
@@ -72,7 +81,11 @@ def run_seed(config: str, seed: int, workdir: str, extra: list[str]) -> dict:
 
 def table(records: list[dict]) -> str:
     ok = [r for r in records if 'error' not in r]
-    head = '| seed | ' + ' | '.join(name for name, _ in COLUMNS) + ' | f kept / stopped (epoch) | g selected / stopped | wall |'
+    head = (
+        '| seed | '
+        + ' | '.join(name for name, _ in COLUMNS)
+        + ' | f kept / stopped (epoch) | g selected / stopped | wall |'
+    )
     lines = [head, '|---' * (len(COLUMNS) + 4) + '|']
     for r in records:
         if 'error' in r:
@@ -87,11 +100,13 @@ def table(records: list[dict]) -> str:
                 values = [get(r) for r in ok]
                 # The worst regret and wall time are the largest.
                 worst = max if name.startswith(('regret', 'CAM')) and label == 'worst' else pick
-                values = [v for v in values if v == v] or [float('nan')]   # NaN: no boxes / no masks
+                values = [v for v in values if v == v] or [float('nan')]  # NaN: no boxes / no masks
                 cells.append(f'{100 * worst(values):.1f}')
             walls = [r['wall_s'] for r in ok]
-            lines.append(f'| **{label}** | ' + ' | '.join(cells) + ' | | | '
-                         f'{(statistics.median(walls) if label == "median" else max(walls)) / 60:.1f} min |')
+            lines.append(
+                f'| **{label}** | ' + ' | '.join(cells) + ' | | | '
+                f'{(statistics.median(walls) if label == "median" else max(walls)) / 60:.1f} min |'
+            )
     return '\n'.join(lines) + '\n'
 
 
@@ -102,8 +117,9 @@ def main() -> None:
     parser.add_argument('--workdir', required=True)
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != '--']
-    records = [run_seed(args.config, int(s), os.path.join(args.workdir, f'seed{s}'), extra)
-               for s in args.seeds.split(',')]
+    records = [
+        run_seed(args.config, int(s), os.path.join(args.workdir, f'seed{s}'), extra) for s in args.seeds.split(',')
+    ]
     text = f'`{args.config}` {" ".join(extra)}, metrics in %\n\n' + table(records)
     print(text)
     os.makedirs(args.workdir, exist_ok=True)

@@ -7,6 +7,7 @@ peak device memory, and the end-to-end images/s of a real epoch of g including t
 
 Every step runs data-parallel over all local devices (the global batch is --batch).
 """
+
 import functools
 import os
 import resource
@@ -24,18 +25,29 @@ from wsol_jax import inference, parallel  # noqa: E402
 from wsol_jax.data.dataset import Split  # noqa: E402
 from wsol_jax.data.pipeline import classification_batches  # noqa: E402
 from wsol_jax.train import steps  # noqa: E402
-from wsol_jax.train.state import (build_classifier, build_weight_map_net, create_train_state,  # noqa: E402
-                                  make_optimizer)
+from wsol_jax.train.state import (
+    build_classifier,
+    build_weight_map_net,
+    create_train_state,  # noqa: E402
+    make_optimizer,
+)
 
 config_flags.DEFINE_config_file('config', 'configs/synthetic.py:method1', 'Config file.', lock_config=True)
 flags.DEFINE_integer('batch', 32, 'Global batch size (triplets count as 3 images each).')
 flags.DEFINE_integer('size', 64, 'Crop size in pixels (the cache holds the same size).')
 flags.DEFINE_integer('steps', 20, 'Timed steps per measurement.')
 flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
-flags.DEFINE_list('what', ['f', 'f_triplet', 'g_method1', 'g_method2', 'maps', 'epoch', 'input'],
-                  'What to measure (input: the input pipeline alone, cache -> sharded device batches).')
-flags.DEFINE_enum('store', 'records', ['records', 'memory'],
-                  'epoch/input: read from the on-disk record cache (what runs use) or a numpy array in memory.')
+flags.DEFINE_list(
+    'what',
+    ['f', 'f_triplet', 'g_method1', 'g_method2', 'maps', 'epoch', 'input'],
+    'What to measure (input: the input pipeline alone, cache -> sharded device batches).',
+)
+flags.DEFINE_enum(
+    'store',
+    'records',
+    ['records', 'memory'],
+    'epoch/input: read from the on-disk record cache (what runs use) or a numpy array in memory.',
+)
 flags.DEFINE_enum('codec', 'raw', ['raw', 'jpeg'], 'epoch/input: the record cache codec (data.cache_codec).')
 flags.DEFINE_integer('threads', 0, 'epoch/input: reader threads (data.read_threads; 0: one per core).')
 FLAGS = flags.FLAGS
@@ -48,8 +60,11 @@ def photo_like(rng, n: int, size: int) -> np.ndarray:
     """`(n, size, size, 3)` uint8 images with a photograph's statistics for a codec (smooth
     colour fields plus sensor noise); random noise would be a JPEG worst case."""
     import cv2
-    images = [cv2.resize(rng.integers(0, 256, (8, 8, 3)).astype(np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
-              for _ in range(n)]
+
+    images = [
+        cv2.resize(rng.integers(0, 256, (8, 8, 3)).astype(np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
+        for _ in range(n)
+    ]
     return np.clip(np.stack(images) + rng.normal(0, 4, (n, size, size, 3)), 0, 255).astype(np.uint8)
 
 
@@ -67,6 +82,7 @@ def input_split(rng, n: int, size: int) -> Split:
         for i, image in enumerate(images):
             writer.add(image, 0, str(i))
         return []
+
     return records.cached(os.path.join(tempfile.mkdtemp(prefix='wsol_throughput_'), 'split'), size, build, FLAGS.codec)
 
 
@@ -78,8 +94,8 @@ def peak_flops(device) -> float | None:
 def peak_memory_gib() -> str:
     stats = jax.local_devices()[0].memory_stats() or {}
     if 'peak_bytes_in_use' in stats:
-        return f'{stats["peak_bytes_in_use"] / 2 ** 30:.2f} GiB (device)'
-    return f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB (host RSS)'
+        return f'{stats["peak_bytes_in_use"] / 2**30:.2f} GiB (device)'
+    return f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (host RSS)'
 
 
 def timed(compiled, args, n_steps, warmup, carry_state):
@@ -102,8 +118,11 @@ def report(name, compiled, seconds, images):
     flops = float(cost.get('flops', 0.0)) if cost else 0.0
     peak = peak_flops(jax.devices()[0])
     mfu = f'{100 * flops / seconds / (peak * jax.device_count()):.1f}%' if peak and flops else 'n/a'
-    print(f'{name:12s} {1e3 * seconds:9.2f} ms/step {images / seconds:10.1f} img/s '
-          f'{flops / seconds / 1e12:8.3f} TFLOP/s  MFU {mfu:>6s}  peak mem {peak_memory_gib()}', flush=True)
+    print(
+        f'{name:12s} {1e3 * seconds:9.2f} ms/step {images / seconds:10.1f} img/s '
+        f'{flops / seconds / 1e12:8.3f} TFLOP/s  MFU {mfu:>6s}  peak mem {peak_memory_gib()}',
+        flush=True,
+    )
     return images / seconds
 
 
@@ -111,8 +130,10 @@ def main(_):
     cfg, b, size = FLAGS.config, FLAGS.batch, FLAGS.size
     mesh = parallel.make_mesh()
     parallel.check_batch_size(b, mesh, '--batch')
-    print(f'{jax.device_count()} x {jax.devices()[0].device_kind}; batch {b}, {size} px, dtype {cfg.dtype}, '
-          f'f {cfg.f.arch} x{cfg.f.width}, g {cfg.g.depth} x{cfg.g.width}')
+    print(
+        f'{jax.device_count()} x {jax.devices()[0].device_kind}; batch {b}, {size} px, dtype {cfg.dtype}, '
+        f'f {cfg.f.arch} x{cfg.f.width}, g {cfg.g.depth} x{cfg.g.width}'
+    )
     rng = np.random.default_rng(0)
     shape = (1, size, size, 3)
     f_cls = build_classifier(cfg, 200)
@@ -123,8 +144,13 @@ def main(_):
     f_state = rep(create_train_state(f_cls, jax.random.key(0), shape, make_optimizer(cfg.f.optimizer, 100)))
     femb_state = rep(create_train_state(f_emb, jax.random.key(0), shape, make_optimizer(cfg.f.optimizer, 100)))
     g_state = rep(create_train_state(g, jax.random.key(1), shape, opt))
-    single = parallel.global_batch({'image': rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
-                                    'label': rng.integers(0, 200, (b,)).astype(np.int32)}, mesh)
+    single = parallel.global_batch(
+        {
+            'image': rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
+            'label': rng.integers(0, 200, (b,)).astype(np.int32),
+        },
+        mesh,
+    )
     per = b // 3 or 1
     triple = parallel.global_batch({'image': rng.integers(0, 256, (per, 3, size, size, 3), dtype=np.uint8)}, mesh)
     key = jax.random.key(0)
@@ -139,9 +165,19 @@ def main(_):
         elif what in ('g_method1', 'g_method2'):
             method = what.split('_')[1]
             f_model, f_vars = (f_cls, f_state.variables) if method == 'method1' else (f_emb, femb_state.variables)
-            fn = steps.compile_step(functools.partial(steps.g_step, steps.frozen_apply(f_model), g, cfg.g, size,
-                                                      {'method1': steps.method1_objective, 'method2': steps.method2_objective}[method]), mesh,
-                                    n_frozen=1, donate_state=False)
+            fn = steps.compile_step(
+                functools.partial(
+                    steps.g_step,
+                    steps.frozen_apply(f_model),
+                    g,
+                    cfg.g,
+                    size,
+                    {'method1': steps.method1_objective, 'method2': steps.method2_objective}[method],
+                ),
+                mesh,
+                n_frozen=1,
+                donate_state=False,
+            )
             args = (g_state, f_vars, single if method == 'method1' else triple, key)
             imgs, carry = (b if method == 'method1' else 3 * per), True
         elif what == 'maps':
@@ -170,8 +206,10 @@ def main(_):
             state, _ = g_step(state, f_state.variables, batch, key)
         jax.block_until_ready(state)
         rate = b * FLAGS.steps / (time.perf_counter() - t0)
-        print(f'{"epoch":12s} {rate:10.1f} img/s end to end = {100 * rate / g_rate:.0f}% of the compiled '
-              f'g step (input pipeline included)')
+        print(
+            f'{"epoch":12s} {rate:10.1f} img/s end to end = {100 * rate / g_rate:.0f}% of the compiled '
+            f'g step (input pipeline included)'
+        )
 
     if 'input' in FLAGS.what:
         # The input pipeline alone: record cache -> shuffled index batches -> Grain reader
@@ -184,8 +222,10 @@ def main(_):
                 t0 = time.perf_counter()
         jax.block_until_ready(batch)
         rate = b * FLAGS.steps / (time.perf_counter() - t0)
-        print(f'{"input":12s} {rate:10.1f} img/s input pipeline alone ({size} px, {FLAGS.store}'
-              f'{", " + FLAGS.codec if FLAGS.store == "records" else ""}, no model)')
+        print(
+            f'{"input":12s} {rate:10.1f} img/s input pipeline alone ({size} px, {FLAGS.store}'
+            f'{", " + FLAGS.codec if FLAGS.store == "records" else ""}, no model)'
+        )
 
 
 if __name__ == '__main__':

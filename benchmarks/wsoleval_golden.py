@@ -28,6 +28,7 @@ MaxBoxAcc (`--multi_contour_eval=False --multi_iou_eval=False`), MaxBoxAccV2 (`T
 30/50/70) and PxAP (`--dataset_name=OpenImages`). For the OpenImages fixture PxAP is also computed
 from the fixture's own metadata and mask files, which must give the same number.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,26 +47,57 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
-TINY = ['--config.f.width=0.125', '--config.f.batch_size=8', '--config.f.allow_weak=True',
-        '--config.g.width=0.125', '--config.g.batch_size=8', '--config.eval.batch_size=8',
-        '--config.eval.max_coverage=1.0', '--config.eval.max_bad_maps=1.0', '--config.eval.num_overlays=2',
-        '--config.eval.strip_images=2', '--config.eval.save_maps=True', '--config.data.image_size=32',
-        '--config.data.crop_size=32']
+TINY = [
+    '--config.f.width=0.125',
+    '--config.f.batch_size=8',
+    '--config.f.allow_weak=True',
+    '--config.g.width=0.125',
+    '--config.g.batch_size=8',
+    '--config.eval.batch_size=8',
+    '--config.eval.max_coverage=1.0',
+    '--config.eval.max_bad_maps=1.0',
+    '--config.eval.num_overlays=2',
+    '--config.eval.strip_images=2',
+    '--config.eval.save_maps=True',
+    '--config.data.image_size=32',
+    '--config.data.crop_size=32',
+]
 RUNS = {
-    'synthetic': ['--config=configs/synthetic.py:method1', '--config.data.num_train=96', '--config.data.num_val=16',
-                  '--config.data.num_test=32', '--config.data.num_classes=4', '--config.f.embed_dim=8'],
-    'openimages': ['--config=configs/openimages.py:method1', '--config.data.num_classes=2',
-                   '--config.f.arch=resnet18', '--config.g.depth=resnet18', '--config.f.pretrained=none',
-                   '--config.g.pretrained=none',
-                   # rates at which tiny networks trained from scratch move in a few dozen steps
-                   '--config.f.optimizer.name=adam', '--config.g.optimizer.learning_rate=0.03'],
+    'synthetic': [
+        '--config=configs/synthetic.py:method1',
+        '--config.data.num_train=96',
+        '--config.data.num_val=16',
+        '--config.data.num_test=32',
+        '--config.data.num_classes=4',
+        '--config.f.embed_dim=8',
+    ],
+    'openimages': [
+        '--config=configs/openimages.py:method1',
+        '--config.data.num_classes=2',
+        '--config.f.arch=resnet18',
+        '--config.g.depth=resnet18',
+        '--config.f.pretrained=none',
+        '--config.g.pretrained=none',
+        # rates at which tiny networks trained from scratch move in a few dozen steps
+        '--config.f.optimizer.name=adam',
+        '--config.g.optimizer.learning_rate=0.03',
+    ],
 }
-EPOCHS = {'synthetic': ['--config.f.max_epochs=3', '--config.g.max_epochs=3'],
-          'openimages': ['--config.f.max_epochs=8', '--config.g.max_epochs=6']}
-COMMANDS = {   # their evaluation.py flags per metric (wsol_jax.wsolevaluation.evaluator_commands)
+EPOCHS = {
+    'synthetic': ['--config.f.max_epochs=3', '--config.g.max_epochs=3'],
+    'openimages': ['--config.f.max_epochs=8', '--config.g.max_epochs=6'],
+}
+COMMANDS = {  # their evaluation.py flags per metric (wsol_jax.wsolevaluation.evaluator_commands)
     'maxboxacc_v1': ['--dataset_name=CUB', '--multi_contour_eval=False', '--multi_iou_eval=False'],
-    'maxboxacc_v2': ['--dataset_name=CUB', '--multi_contour_eval=True', '--multi_iou_eval=True',
-                     '--iou_threshold_list', '30', '50', '70'],
+    'maxboxacc_v2': [
+        '--dataset_name=CUB',
+        '--multi_contour_eval=True',
+        '--multi_iou_eval=True',
+        '--iou_threshold_list',
+        '30',
+        '50',
+        '70',
+    ],
     'pxap': ['--dataset_name=OpenImages'],
 }
 
@@ -93,6 +125,7 @@ def quantized_scoremaps(scoremaps: str, ids: list[str], dest: str) -> np.ndarray
     upsampling `golden_maps` as float32 .npy files under the same ids (attaining 0 and 1)."""
     from helpers import GOLDEN_FACTOR, golden_maps
     from wsol_jax import wsolevaluation
+
     full = np.stack([np.load(wsolevaluation.scoremap_path(scoremaps, i)) for i in ids])
     c = GOLDEN_FACTOR // 2
     k = np.rint(full[:, c::GOLDEN_FACTOR, c::GOLDEN_FACTOR] * 255).astype(np.uint8)
@@ -103,12 +136,14 @@ def quantized_scoremaps(scoremaps: str, ids: list[str], dest: str) -> np.ndarray
     return k
 
 
-def golden_set(name: str, workdir: str, checkout: str, shim: str, scratch: str, own_metadata: str = '',
-               own_mask_root: str = '') -> tuple[dict, dict]:
+def golden_set(
+    name: str, workdir: str, checkout: str, shim: str, scratch: str, own_metadata: str = '', own_mask_root: str = ''
+) -> tuple[dict, dict]:
     """`(arrays for the .npz, record for the .json)` of one run."""
     from helpers import load_config
     from wsol_jax import workdir as workdir_lib
     from wsol_jax.data import load_dataset
+
     config = json.load(open(os.path.join(workdir, workdir_lib.CONFIG)))
     cfg = load_config('synthetic' if name == 'synthetic' else 'openimages', 'method1')
     cfg.data.update(config['data'])
@@ -116,23 +151,45 @@ def golden_set(name: str, workdir: str, checkout: str, shim: str, scratch: str, 
     ids = list(test.names)
     scoremaps = os.path.join(scratch, name, 'scoremaps')
     k = quantized_scoremaps(os.path.join(workdir, workdir_lib.SCOREMAPS), ids, scoremaps)
-    metadata, masks = os.path.join(workdir, workdir_lib.WSOLEVAL_METADATA), os.path.join(workdir, workdir_lib.WSOLEVAL_MASKS)
-    common = [f'--scoremap_root={scoremaps}/', f'--metadata_root={metadata}/', f'--mask_root={masks}/', '--split=test',
-              '--cam_curve_interval=0.01']
+    metadata, masks = (
+        os.path.join(workdir, workdir_lib.WSOLEVAL_METADATA),
+        os.path.join(workdir, workdir_lib.WSOLEVAL_MASKS),
+    )
+    common = [
+        f'--scoremap_root={scoremaps}/',
+        f'--metadata_root={metadata}/',
+        f'--mask_root={masks}/',
+        '--split=test',
+        '--cam_curve_interval=0.01',
+    ]
     numbers, commands = {}, {}
     for metric, flags in COMMANDS.items():
         numbers[metric], commands[metric] = their_number(checkout, shim, common + flags)
-    if own_metadata:   # the dataset's own files, as the field evaluates them
-        own = [common[0], f'--metadata_root={own_metadata}/', f'--mask_root={own_mask_root}/', '--split=test',
-               '--cam_curve_interval=0.01', *COMMANDS['pxap']]
+    if own_metadata:  # the dataset's own files, as the field evaluates them
+        own = [
+            common[0],
+            f'--metadata_root={own_metadata}/',
+            f'--mask_root={own_mask_root}/',
+            '--split=test',
+            '--cam_curve_interval=0.01',
+            *COMMANDS['pxap'],
+        ]
         numbers['pxap_from_the_dataset_files'], commands['pxap_from_the_dataset_files'] = their_number(
-            checkout, shim, own)
+            checkout, shim, own
+        )
         if numbers['pxap_from_the_dataset_files'] != numbers['pxap']:
-            raise RuntimeError(f'{name}: PxAP from the dataset\'s own files {numbers["pxap_from_the_dataset_files"]} '
-                               f'!= from the written masks {numbers["pxap"]}')
-    arrays = {'ids': np.asarray(ids), 'maps_uint8': k, 'boxes': np.asarray(test.boxes, np.float64),
-              'sizes': np.asarray(test.original_sizes, np.int32), 'labels': np.asarray(test.labels, np.int32),
-              'masks': np.stack(test.mask_rows(np.arange(len(test))))}
+            raise RuntimeError(
+                f'{name}: PxAP from the dataset\'s own files {numbers["pxap_from_the_dataset_files"]} '
+                f'!= from the written masks {numbers["pxap"]}'
+            )
+    arrays = {
+        'ids': np.asarray(ids),
+        'maps_uint8': k,
+        'boxes': np.asarray(test.boxes, np.float64),
+        'sizes': np.asarray(test.original_sizes, np.int32),
+        'labels': np.asarray(test.labels, np.int32),
+        'masks': np.stack(test.mask_rows(np.arange(len(test)))),
+    }
     return arrays, {'their_numbers': numbers, 'their_commands': commands}
 
 
@@ -151,6 +208,7 @@ def main(argv=None) -> None:
     scratch = a.workdir or tempfile.mkdtemp(prefix='wsoleval_golden_')
     os.makedirs(a.out, exist_ok=True)
     import fixtures
+
     json_path = os.path.join(a.out, 'wsolevaluation.json')
     records = json.load(open(json_path))['sets'] if os.path.exists(json_path) else {}
     for name in a.sets.split(','):
@@ -164,19 +222,31 @@ def main(argv=None) -> None:
         command = run_wsol_jax(name, workdir, data_args)
         arrays, record = golden_set(name, workdir, checkout, a.shim, scratch, **own)
         np.savez_compressed(os.path.join(a.out, f'{name}.npz'), **arrays)
-        record['their_commands'] = {k: ' '.join(c).replace(scratch, '<scratch>')
-                                    for k, c in record['their_commands'].items()}
-        records[name] = {**record, 'wsol_jax_command': ' '.join(['python', *command[1:]]).replace(scratch, '<scratch>'),
-                         'images': len(arrays['ids'])}
+        record['their_commands'] = {
+            k: ' '.join(c).replace(scratch, '<scratch>') for k, c in record['their_commands'].items()
+        }
+        records[name] = {
+            **record,
+            'wsol_jax_command': ' '.join(['python', *command[1:]]).replace(scratch, '<scratch>'),
+            'images': len(arrays['ids']),
+        }
         print(f'[golden] {name}: {record["their_numbers"]}')
-    commit = a.commit or subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=checkout, capture_output=True,
-                                        text=True).stdout.strip()
+    commit = (
+        a.commit
+        or subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=checkout, capture_output=True, text=True).stdout.strip()
+    )
     import cv2
     import torch
-    meta = {'wsolevaluation_commit': commit or 'unknown (not a git checkout)', 'python': platform.python_version(),
-            'numpy': np.__version__, 'opencv': cv2.__version__, 'torch': torch.__version__,
-            'maps': 'tests/helpers.golden_maps(maps_uint8): the float32 (224, 224) values their evaluator read',
-            'sets': records}
+
+    meta = {
+        'wsolevaluation_commit': commit or 'unknown (not a git checkout)',
+        'python': platform.python_version(),
+        'numpy': np.__version__,
+        'opencv': cv2.__version__,
+        'torch': torch.__version__,
+        'maps': 'tests/helpers.golden_maps(maps_uint8): the float32 (224, 224) values their evaluator read',
+        'sets': records,
+    }
     with open(json_path, 'w') as fh:
         json.dump(meta, fh, indent=1)
         fh.write('\n')

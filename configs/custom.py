@@ -18,6 +18,7 @@ The number of classes is read from the data; without a val/ folder use
 and the CPU recipe that the synthetic benchmark uses too (`wsol_jax.config.from_scratch`:
 quarter-width ResNet-18s from scratch, budgets that stop when the validation scores do).
 """
+
 from wsol_jax.config import base_config, from_scratch
 from wsol_jax.errors import ConfigError
 
@@ -28,7 +29,9 @@ def get_config(arg: str = 'method1'):
     method, *presets = arg.split(',')
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
-        raise ConfigError(f'unknown preset {unknown[0]!r} in {arg!r}; presets: {PRESETS} (e.g. custom.py:method1,small)')
+        raise ConfigError(
+            f'unknown preset {unknown[0]!r} in {arg!r}; presets: {PRESETS} (e.g. custom.py:method1,small)'
+        )
     c = base_config(method)
     c.data.update(dict(source='wsolevaluation', num_classes=0, image_size=256, crop_size=224, val_split='val'))
     if 'small' in presets:

@@ -18,14 +18,23 @@ about 4.7k steps; ImageNet has 28x more classes to learn a map for), S scored af
 The cache is JPEG (quality 95, `data.cache_codec`): raw uint8 at 256 px would be about 250 GB,
 JPEG about 30 GB; decoding then costs host cores (README, "Input pipeline").
 """
+
 from wsol_jax.config import base_config, optimizer
 
 
 def get_config(arg: str = 'method1'):
     c = base_config(arg)
-    c.require_pretrained = True   # ImageNet weights; f/g.pretrained=none: from scratch on purpose
-    c.data.update(dict(source='wsolevaluation', num_classes=1000, image_size=256, crop_size=224, val_split='val',
-                       cache_codec='jpeg'))
+    c.require_pretrained = True  # ImageNet weights; f/g.pretrained=none: from scratch on purpose
+    c.data.update(
+        dict(
+            source='wsolevaluation',
+            num_classes=1000,
+            image_size=256,
+            crop_size=224,
+            val_split='val',
+            cache_codec='jpeg',
+        )
+    )
     c.f.update(dict(arch='resnet50', max_epochs=2, batch_size=128))
     c.f.optimizer = optimizer(1e-4, 1e-4, decay_every=1)
     c.g.update(dict(depth='resnet50', batch_size=128, max_epochs=4))

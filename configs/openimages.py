@@ -14,12 +14,13 @@ tables; the paper's fine-grained recipes kept per step rather than per epoch (29
 images are 5x CUB's 5,994): f 40 epochs (about the paper's 75k steps at batch 16), /10 every 16;
 g 20 epochs at batch 128 (about the paper's 4.7k steps on CUB). Everything else is the paper's.
 """
+
 from wsol_jax.config import base_config, optimizer
 
 
 def get_config(arg: str = 'method1'):
     c = base_config(arg)
-    c.require_pretrained = True   # ImageNet weights; f/g.pretrained=none: from scratch on purpose
+    c.require_pretrained = True  # ImageNet weights; f/g.pretrained=none: from scratch on purpose
     c.data.update(dict(source='wsolevaluation', num_classes=100, image_size=256, crop_size=224, val_split='val'))
     c.f.update(dict(arch='resnet50', max_epochs=40))
     c.f.optimizer = optimizer(1e-3, 1e-4, decay_every=16)

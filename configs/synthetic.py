@@ -14,6 +14,7 @@ runs use, and a smoke test of a new installation; its numbers measure nothing.
 `vit`: f is a ViT (`vit_cpu8`, patch 8 on the 64 px images' 8x8 grid) instead of the ResNet,
 with the same recipe: g explains an f that it shares no architecture with, and that has no CAM.
 """
+
 from wsol_jax.config import base_config, from_scratch
 from wsol_jax.errors import ConfigError
 
@@ -24,19 +25,21 @@ def get_config(arg: str = 'method1'):
     method, *presets = arg.split(',')
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
-        raise ConfigError(f'unknown preset {unknown[0]!r} in {arg!r}; presets: {PRESETS} (e.g. synthetic.py:method1,vit)')
+        raise ConfigError(
+            f'unknown preset {unknown[0]!r} in {arg!r}; presets: {PRESETS} (e.g. synthetic.py:method1,vit)'
+        )
     c = from_scratch(base_config(method))
     c.data.update(dict(source='synthetic', image_size=64, crop_size=64, num_classes=6))
     c.data.num_train = 2000
     c.data.num_val = 256
-    c.data.val_split = 'val'   # the generator makes its own validation split
+    c.data.val_split = 'val'  # the generator makes its own validation split
     c.data.num_test = 512
     c.data.num_distractors = 3
     c.data.min_scale = 0.35
     c.data.max_scale = 0.8
     c.data.part_scale = 0.12
     c.data.body_class_signal = 1.0
-    c.data.num_parts = 2            # over-localised maps break into two blobs (see synthetic.py)
+    c.data.num_parts = 2  # over-localised maps break into two blobs (see synthetic.py)
     c.eval.batch_size = 128
     if 'vit' in presets:
         c.f.arch = 'vit_cpu8'

@@ -24,6 +24,7 @@ def method1_run(tmp_path_factory):
     import json
     from helpers import tiny_synthetic
     from wsol_jax import run as run_lib
+
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get('PYTEST_XDIST_WORKER'):
         shared = shared.parent

@@ -4,6 +4,7 @@ out exactly as the original archives), for the loaders' tests.
 Every image is `W x H` = 320 x 240 with one coloured rectangle (the object) on noise; the object
 box is `[x0, y0, x1, y1]` = `[x, y, x + w, y + h]` in pixels.
 """
+
 import os
 
 import cv2
@@ -43,7 +44,7 @@ def damage(path, how):
     of another kind with an image suffix), 'empty' leaves 0 bytes."""
     data = open(path, 'rb').read()
     if how == 'truncate':
-        data = data[:int(0.4 * len(data))]
+        data = data[: int(0.4 * len(data))]
     elif how == 'random':
         data = np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8).tobytes()
     elif how == 'empty':
@@ -96,8 +97,12 @@ def write_cub(root, num_classes=4, per_class=6, segmentations=True, seed=0, firs
             x0, y0, x1, y1 = box
             lines['boxes'].append(f'{image_id} {x0:.1f} {y0:.1f} {x1 - x0:.1f} {y1 - y0:.1f}')
             meta[image_id] = (rel, c, box, is_train)
-    for name, key in (('images.txt', 'images'), ('image_class_labels.txt', 'labels'),
-                      ('train_test_split.txt', 'split'), ('bounding_boxes.txt', 'boxes')):
+    for name, key in (
+        ('images.txt', 'images'),
+        ('image_class_labels.txt', 'labels'),
+        ('train_test_split.txt', 'split'),
+        ('bounding_boxes.txt', 'boxes'),
+    ):
         with open(os.path.join(root, name), 'w') as fh:
             fh.write('\n'.join(lines[key]) + '\n')
     return meta
@@ -105,6 +110,7 @@ def write_cub(root, num_classes=4, per_class=6, segmentations=True, seed=0, firs
 
 def _mat_annotations(rows):
     from scipy import io as sio  # noqa: F401
+
     dtype = [('bbox_x1', 'O'), ('bbox_y1', 'O'), ('bbox_x2', 'O'), ('bbox_y2', 'O'), ('class', 'O'), ('fname', 'O')]
     arr = np.zeros((1, len(rows)), dtype=dtype)
     for i, r in enumerate(rows):
@@ -116,10 +122,13 @@ def write_cars(root, num_classes=3, per_split=6, seed=1, edits=None):
     """Stanford Cars layout (1-based inclusive boxes in .mat struct arrays). `edits`
     `{(split, i): {field: value}}` overrides fields of annotation `i` (0-based)."""
     from scipy import io as sio
+
     rng = np.random.default_rng(seed)
     meta = {}
-    for split, folder, mat in (('train', 'cars_train', 'devkit/cars_train_annos.mat'),
-                               ('test', 'cars_test', 'devkit/cars_test_annos_withlabels.mat')):
+    for split, folder, mat in (
+        ('train', 'cars_train', 'devkit/cars_train_annos.mat'),
+        ('test', 'cars_test', 'devkit/cars_test_annos_withlabels.mat'),
+    ):
         rows = []
         for i in range(per_split):
             box = random_box(rng)
@@ -127,8 +136,14 @@ def write_cars(root, num_classes=3, per_split=6, seed=1, edits=None):
             fname = f'{i + 1:05d}.jpg'
             _write_jpg(os.path.join(root, folder, fname), image)
             x0, y0, x1, y1 = box
-            row = dict(bbox_x1=np.uint8(x0 + 1), bbox_y1=np.uint8(y0 + 1), bbox_x2=np.uint16(x1),
-                       bbox_y2=np.uint16(y1), **{'class': np.uint8(i % num_classes + 1)}, fname=fname)
+            row = dict(
+                bbox_x1=np.uint8(x0 + 1),
+                bbox_y1=np.uint8(y0 + 1),
+                bbox_x2=np.uint16(x1),
+                bbox_y2=np.uint16(y1),
+                **{'class': np.uint8(i % num_classes + 1)},
+                fname=fname,
+            )
             row.update((edits or {}).get((split, i), {}))
             rows.append([row[k] for k in ('bbox_x1', 'bbox_y1', 'bbox_x2', 'bbox_y2', 'class', 'fname')])
             meta[(split, fname)] = (i % num_classes, box)
@@ -143,6 +158,7 @@ def write_flowers(root, num_classes=3, n=12, seed=2, label_values=None, setid=No
     so that each split holds every class. `label_values` replaces the stored labels and `setid`
     (`{key: ids}`) the stored splits, to write broken files."""
     from scipy import io as sio
+
     rng = np.random.default_rng(seed)
     labels = (np.arange(n) // 3) % num_classes + 1
     boxes = {}
@@ -194,8 +210,12 @@ def write_tiny_imagenet(root, wnids=('n01443537', 'n01629819', 'n01641577'), per
 
 def _write_metadata(folder, ids, labels, sizes, loc, write_empty=False):
     """One split's wsolevaluation metadata files (an empty localization.txt only if asked)."""
-    for name, rows in (('image_ids.txt', ids), ('class_labels.txt', labels), ('image_sizes.txt', sizes),
-                       ('localization.txt', loc)):
+    for name, rows in (
+        ('image_ids.txt', ids),
+        ('class_labels.txt', labels),
+        ('image_sizes.txt', sizes),
+        ('localization.txt', loc),
+    ):
         if rows or write_empty:
             with open(os.path.join(folder, name), 'w') as fh:
                 fh.write('\n'.join(rows) + '\n')
@@ -230,7 +250,7 @@ def write_wsolevaluation(root, num_classes=3, per_split=6, seed=4, masks_for_tes
                 loc.append(f'{rel},{mrel},{irel}')
             else:
                 loc.append(f'{rel},' + ','.join(map(str, box)))
-                if i == 0:   # a second box for the first image
+                if i == 0:  # a second box for the first image
                     loc.append(f'{rel},0,0,20,20')
             meta[rel] = (c, box)
         _write_metadata(folder, ids, labels, sizes, loc, write_empty=True)
@@ -260,9 +280,9 @@ def write_openimages(root, metadata, num_classes=2, per_split=6, seed=6):
             if split != 'train':
                 # two instance masks (left and right half of the object) and an ignore region
                 half = np.zeros_like(mask)
-                half[:, :box[0] + (box[2] - box[0]) // 2] = 255
+                half[:, : box[0] + (box[2] - box[0]) // 2] = 255
                 ignore = np.zeros_like(mask)
-                ignore[:H // 4, :W // 4] = 255
+                ignore[: H // 4, : W // 4] = 255
                 for k, part in enumerate((mask & half, mask & ~half)):
                     mrel = f'{split}/0{c}abcd/{i:04d}_m{k}.png'
                     cv2.imwrite(os.path.join(root, mrel), part)
@@ -292,13 +312,15 @@ def write_ilsvrc(root, metadata, wnids=('n01440764', 'n01443537', 'n01484850'), 
             box = random_box(rng)
             image, _ = make_image(rng, box)
             boxes = [box]
-            if split != 'train' and i == 0:   # a second object, bottom right
+            if split != 'train' and i == 0:  # a second object, bottom right
                 second = [250, 170, 310, 230]
                 image[170:230, 250:310] = rng.integers(150, 255, 3, dtype=np.uint8)
                 boxes.append(second)
-            rel = {'train': f'train/{wnids[c]}/{wnids[c]}_{1000 + i}.JPEG',
-                   'val': f'val2/{c}/{rng.integers(16 ** 8):08x}.jpeg',
-                   'test': f'val/ILSVRC2012_val_{i + 1:08d}.JPEG'}[split]
+            rel = {
+                'train': f'train/{wnids[c]}/{wnids[c]}_{1000 + i}.JPEG',
+                'val': f'val2/{c}/{rng.integers(16**8):08x}.jpeg',
+                'test': f'val/ILSVRC2012_val_{i + 1:08d}.JPEG',
+            }[split]
             _write_image(os.path.join(root, rel), image)
             ids.append(rel)
             labels.append(f'{rel},{c}')

@@ -1,5 +1,6 @@
 """Shared test helpers: the tiny synthetic configuration used by end-to-end tests, clovaai/wsolevaluation's
 reading of its metadata (written independently of wsol_jax), and the golden maps of tests/golden."""
+
 import importlib.util
 import math
 import os
@@ -8,13 +9,15 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-BF16_UNIT_ROUNDOFF = 2.0 ** -8   # bfloat16 keeps 8 significant bits: one rounding errs by at most 2**-8 relative
+BF16_UNIT_ROUNDOFF = 2.0**-8  # bfloat16 keeps 8 significant bits: one rounding errs by at most 2**-8 relative
 # Layers in series whose outputs bf16 rounds (a convolution or dense layer with its normalisation and
 # activation is one: XLA fuses them), from the input to the output of each network the tests run:
-BF16_LAYERS = {'g': 28,                   # ResNet-18 encoder (17 convolutions), 5 decoder blocks of 2, the map's conv
-               'resnet18': 18,            # 17 convolutions and the head
-               'vit_tiny_test': 12,       # patch embedding, 2 blocks of qkv, attention, proj, fc1, fc2, the head
-               'convnext_tiny_test': 20}  # stem, 5 blocks of depthwise conv, fc1, fc2, 3 downsamplings, the head
+BF16_LAYERS = {
+    'g': 28,  # ResNet-18 encoder (17 convolutions), 5 decoder blocks of 2, the map's conv
+    'resnet18': 18,  # 17 convolutions and the head
+    'vit_tiny_test': 12,  # patch embedding, 2 blocks of qkv, attention, proj, fc1, fc2, the head
+    'convnext_tiny_test': 20,
+}  # stem, 5 blocks of depthwise conv, fc1, fc2, 3 downsamplings, the head
 
 
 def bf16_tolerance(layers: int, confidence: float = 4.0) -> float:
@@ -59,15 +62,21 @@ def read_wsolevaluation_ground_truth(metadata_root: str, mask_root: str = '', sp
         ids = [f[0] for f in lines('CUB', 'image_ids.txt')]
         sizes = {p: (int(w), int(h)) for p, w, h in lines('CUB', 'image_sizes.txt')}
         for p, *box in lines('CUB', 'localization.txt'):
-            (w, h), (x0, y0, x1, y1) = sizes[p], map(int, box)   # their int(): integer fields only
-            boxes.setdefault(p, []).append([int(x0 * 224. / w), int(y0 * 224. / h), int(x1 * 224. / w),
-                                            int(y1 * 224. / h)])
+            (w, h), (x0, y0, x1, y1) = sizes[p], map(int, box)  # their int(): integer fields only
+            boxes.setdefault(p, []).append(
+                [int(x0 * 224.0 / w), int(y0 * 224.0 / h), int(x1 * 224.0 / w), int(y1 * 224.0 / h)]
+            )
         boxes = {p: np.array(b) for p, b in boxes.items()}
     if os.path.isdir(os.path.join(metadata_root, 'OpenImages', split)):
         ids = ids or [f[0] for f in lines('OpenImages', 'image_ids.txt')]
-        read = lambda rel: cv2.resize(np.float32(cv2.imread(os.path.join(mask_root, 'OpenImages', rel),
-                                                            cv2.IMREAD_GRAYSCALE)),
-                                      (224, 224), interpolation=cv2.INTER_NEAREST) > 0.5
+        read = lambda rel: (
+            cv2.resize(
+                np.float32(cv2.imread(os.path.join(mask_root, 'OpenImages', rel), cv2.IMREAD_GRAYSCALE)),
+                (224, 224),
+                interpolation=cv2.INTER_NEAREST,
+            )
+            > 0.5
+        )
         objects, ignores = {}, {}
         for p, mask, ignore in lines('OpenImages', 'localization.txt'):
             objects[p] = objects.get(p, False) | read(mask)
@@ -79,7 +88,7 @@ def read_wsolevaluation_ground_truth(metadata_root: str, mask_root: str = '', sp
     return ids, boxes, masks
 
 
-GOLDEN_FACTOR = 7   # 32 px maps -> wsolevaluation's 224
+GOLDEN_FACTOR = 7  # 32 px maps -> wsolevaluation's 224
 
 
 def _upsampling_weights(n: int, factor: int) -> np.ndarray:
@@ -89,7 +98,7 @@ def _upsampling_weights(n: int, factor: int) -> np.ndarray:
     w = np.zeros((n * factor, n), np.int64)
     for i in range(n * factor):
         q, j = divmod(i, factor)
-        offset = 2 * j + 1 - factor   # source position - q, in units of 1 / (2 * factor)
+        offset = 2 * j + 1 - factor  # source position - q, in units of 1 / (2 * factor)
         low = q - 1 if offset < 0 else q
         upper = offset + 2 * factor if offset < 0 else offset
         w[i, min(max(low, 0), n - 1)] += 2 * factor - upper

@@ -11,6 +11,7 @@ results by rounding alone; a difference that is not rounding (per-device BatchNo
 gradient averaged per device) is as large in float64 as in float32. `--dtype=float32` shows how
 much the same reordering moves the float32 training the runs use.
 """
+
 import os
 
 os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
@@ -38,23 +39,31 @@ CROP = 32
 B, STEPS = 8, 2
 OBJECTIVES = {'method1': steps.method1_objective, 'method2': steps.method2_objective}
 # kind: (the network that trains, the frozen f inside g's objective or None for f's own steps)
-KINDS = {'f_classifier': ('f4', None), 'f_triplet': ('f8', None), 'g_method1': ('g', 'f4'),
-         'g_method2': ('g', 'f8'), 'g_method1_vit': ('g', 'vit4')}
-OPT = ml_collections.ConfigDict(dict(name='sgd', learning_rate=0.01, momentum=0.9, weight_decay=1e-4,
-                                     decay_every=10, decay_factor=0.1))
-G_CFG = ml_collections.ConfigDict(dict(mask_space='normalized', reg_weight=1.0, inner_weight=1.0,
-                                       outer_weight=1.0, margin=1.0))
+KINDS = {
+    'f_classifier': ('f4', None),
+    'f_triplet': ('f8', None),
+    'g_method1': ('g', 'f4'),
+    'g_method2': ('g', 'f8'),
+    'g_method1_vit': ('g', 'vit4'),
+}
+OPT = ml_collections.ConfigDict(
+    dict(name='sgd', learning_rate=0.01, momentum=0.9, weight_decay=1e-4, decay_every=10, decay_factor=0.1)
+)
+G_CFG = ml_collections.ConfigDict(
+    dict(mask_space='normalized', reg_weight=1.0, inner_weight=1.0, outer_weight=1.0, margin=1.0)
+)
 
 
 def network(name: str, dtype: str):
     """The networks of the check: ResNet-18 classifiers f with 4 outputs (classes) or 8 (Method
     II's embedding), the tiny ViT classifier f (32 px: its 4x4 patch grid), g."""
     dtype = jnp.dtype(dtype)
-    return {'f4': lambda: Classifier(4, width=0.125, dtype=dtype),
-            'f8': lambda: Classifier(8, width=0.125, dtype=dtype),
-            'vit4': lambda: Classifier(4, 'vit_tiny_test', dtype=dtype),
-            'g': lambda: WeightMapNet(width=0.125, dtype=dtype,
-                                      decoder=os.environ.get('WSOL_CHECK_DECODER', 'released'))}[name]()
+    return {
+        'f4': lambda: Classifier(4, width=0.125, dtype=dtype),
+        'f8': lambda: Classifier(8, width=0.125, dtype=dtype),
+        'vit4': lambda: Classifier(4, 'vit_tiny_test', dtype=dtype),
+        'g': lambda: WeightMapNet(width=0.125, dtype=dtype, decoder=os.environ.get('WSOL_CHECK_DECODER', 'released')),
+    }[name]()
 
 
 @functools.lru_cache(maxsize=None)
@@ -110,8 +119,10 @@ def run(mesh, kind: str, dtype: str):
 
 def max_diff(a, b):
     """Largest difference of any tensor, relative to that tensor's largest magnitude."""
-    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))) / (np.max(np.abs(np.asarray(x))) + 1e-6))
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return max(
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y))) / (np.max(np.abs(np.asarray(x))) + 1e-6))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
 
 
 def main(argv):
@@ -123,8 +134,10 @@ def main(argv):
         out = {}
         for kind in kinds:
             a, b = run(one, kind, dtype), run(eight, kind, dtype)
-            out[kind] = {'params': max_diff(a['params'], b['params']),
-                         'batch_stats': max_diff(a['batch_stats'], b['batch_stats'])}
+            out[kind] = {
+                'params': max_diff(a['params'], b['params']),
+                'batch_stats': max_diff(a['batch_stats'], b['batch_stats']),
+            }
     print(json.dumps(out))
 
 

@@ -14,6 +14,7 @@ modelling difference that these tests must catch: LayerNorm eps 1e-5 instead of 
 outputs by ~(1e-5 - 1e-6) / (2 var) ~ 1e-6, tanh-GELU by ~1e-3, bicubic without antialiasing by
 ~1e-1 (checked below).
 """
+
 import functools
 
 import jax
@@ -24,15 +25,20 @@ import pytest
 from helpers import BF16_LAYERS, bf16_tolerance
 from wsol_jax.errors import ConfigError
 from wsol_jax.models import Classifier, registry
-from wsol_jax.models.pretrained import (backbone_variables, check_pretrained, load_backbone, read_state_dict,
-                                        write_backbone)
+from wsol_jax.models.pretrained import (
+    backbone_variables,
+    check_pretrained,
+    load_backbone,
+    read_state_dict,
+    write_backbone,
+)
 from wsol_jax.models.vit import resample_pos_embed
 
 torch = pytest.importorskip('torch')
 tnn, F = torch.nn, torch.nn.functional
 
 TOL = 1e-10
-VIT = registry.ARCHS['vit_tiny_test'].options        # patch 8, embed 32, depth 2, heads 2, grid 4 (32 px)
+VIT = registry.ARCHS['vit_tiny_test'].options  # patch 8, embed 32, depth 2, heads 2, grid 4 (32 px)
 CONVNEXT = registry.ARCHS['convnext_tiny_test'].options
 
 
@@ -95,7 +101,7 @@ class TViT(tnn.Module):
         self.grid = pos_grid
         self.patch_embed = TPatchEmbed(patch_size, embed_dim)
         self.cls_token = tnn.Parameter(torch.randn(1, 1, embed_dim) * 0.5)
-        self.pos_embed = tnn.Parameter(torch.randn(1, 1 + pos_grid ** 2, embed_dim) * 0.5)
+        self.pos_embed = tnn.Parameter(torch.randn(1, 1 + pos_grid**2, embed_dim) * 0.5)
         self.blocks = tnn.Sequential(*[TBlock(embed_dim, num_heads) for _ in range(depth)])
         self.norm = tnn.LayerNorm(embed_dim, eps=1e-6)
         if head:
@@ -114,8 +120,9 @@ class TLayerNorm2d(tnn.LayerNorm):
     """timm's LayerNorm2d: LayerNorm over the channels of NCHW."""
 
     def forward(self, x):
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                            self.eps).permute(0, 3, 1, 2)
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(
+            0, 3, 1, 2
+        )
 
 
 class TConvBlock(tnn.Module):
@@ -133,8 +140,9 @@ class TConvBlock(tnn.Module):
 class TStage(tnn.Module):
     def __init__(self, cin, cout, depth, first):
         super().__init__()
-        self.downsample = tnn.Identity() if first else tnn.Sequential(TLayerNorm2d(cin, eps=1e-6),
-                                                                     tnn.Conv2d(cin, cout, 2, 2))
+        self.downsample = (
+            tnn.Identity() if first else tnn.Sequential(TLayerNorm2d(cin, eps=1e-6), tnn.Conv2d(cin, cout, 2, 2))
+        )
         self.blocks = tnn.Sequential(*[TConvBlock(cout) for _ in range(depth)])
 
     def forward(self, x):
@@ -187,6 +195,7 @@ def _save(state_dict, path):
         torch.save(state_dict, path)
     else:
         from safetensors.torch import save_file
+
         save_file({k: v.contiguous() for k, v in state_dict.items()}, path)
     return path
 
@@ -241,7 +250,7 @@ def test_vit_equals_timm_layout_reference(vit_files, fmt):
     _close(_flax64('vit_tiny_test', variables, x), _torch64(model, x), f'ViT {fmt} 32 px')
 
 
-@pytest.mark.parametrize('size', [(48, 48), (24, 40)])   # grid 6x6 (upsampled), 3x5 (down and up)
+@pytest.mark.parametrize('size', [(48, 48), (24, 40)])  # grid 6x6 (upsampled), 3x5 (down and up)
 def test_vit_resamples_position_embeddings_at_other_input_sizes(vit_files, size):
     model, files = vit_files
     x = _images(*size, seed=1)
@@ -260,9 +269,15 @@ def test_pos_embed_resampling_is_torch_antialiased_bicubic(grid):
     with jax.enable_x64(True):
         traced = jax.jit(lambda p: resample_pos_embed(p, (14, 14), grid))(jnp.asarray(posemb))
         np.testing.assert_allclose(np.asarray(traced), got, rtol=0, atol=TOL * np.abs(got).max())
-    if grid[0] < 14:   # shrinking: without antialiasing the result is far off, so the test can tell
-        plain = F.interpolate(torch.from_numpy(posemb[:, 1:]).reshape(1, 14, 14, -1).permute(0, 3, 1, 2),
-                              size=grid, mode='bicubic').permute(0, 2, 3, 1).reshape(1, -1, 16).numpy()
+    if grid[0] < 14:  # shrinking: without antialiasing the result is far off, so the test can tell
+        plain = (
+            F.interpolate(
+                torch.from_numpy(posemb[:, 1:]).reshape(1, 14, 14, -1).permute(0, 3, 1, 2), size=grid, mode='bicubic'
+            )
+            .permute(0, 2, 3, 1)
+            .reshape(1, -1, 16)
+            .numpy()
+        )
         assert np.abs(plain - got[:, 1:]).max() > 1e-2
 
 
@@ -314,13 +329,16 @@ def test_convnext_cam_decomposes_the_class_score(convnext_files):
     with jax.enable_x64(True):
         f64 = Classifier(5, 'convnext_tiny_test', dtype=jnp.float64)
         cam = functools.partial(f64.apply, method=Classifier.class_activation_maps)
-        maps = np.asarray(jax.jit(lambda v: cam(v, jnp.asarray(x), classes, False))(
-            jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), variables)))
+        maps = np.asarray(
+            jax.jit(lambda v: cam(v, jnp.asarray(x), classes, False))(
+                jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), variables)
+            )
+        )
     backbone = variables['params']['backbone']
     logits = _flax64('convnext_tiny_test', {'params': backbone}, x) @ kernel + bias
     beta = np.asarray(backbone['head_norm']['bias'])
     expected = logits[np.arange(2), classes] - bias[classes] - (beta @ kernel)[classes]
-    assert maps.shape == (2, 2, 2) and maps.dtype == np.float64 and maps.min() < 0 < maps.max()   # signed
+    assert maps.shape == (2, 2, 2) and maps.dtype == np.float64 and maps.min() < 0 < maps.max()  # signed
     _close(maps.mean(axis=(1, 2)), expected, 'ConvNeXt CAM mean vs class score')
 
 
@@ -336,13 +354,15 @@ def test_files_that_do_not_fit_list_what_differs(vit_files, convnext_files, tmp_
     vit = read_state_dict(vit_files[1]['pth'])
     cnx = read_state_dict(convnext_files[1]['safetensors'])
     # Every tensor of a ViT of width 2 (embed 64) has another shape: 30.
-    assert ('do not fit a vit_tiny_test of width 2.0: 30 with other shapes (blocks.0.attn.proj.bias: file (32,) vs '
-            'model (64,), blocks.0.attn.proj.weight: file (32, 32) vs model (64, 64), '
-            ) in _listing_of(vit, 'vit_tiny_test', 2.0)
+    assert (
+        'do not fit a vit_tiny_test of width 2.0: 30 with other shapes (blocks.0.attn.proj.bias: file (32,) vs '
+        'model (64,), blocks.0.attn.proj.weight: file (32, 32) vs model (64, 64), '
+    ) in _listing_of(vit, 'vit_tiny_test', 2.0)
     # A model that pools by averaging (timm's fc_norm instead of norm, e.g. MAE fine-tuned) is another model.
     avg = {k.replace('norm.', 'fc_norm.') if k.startswith('norm.') else k: v for k, v in vit.items()}
-    assert ('2 missing (norm.bias, norm.weight); 2 unexpected (fc_norm.bias, fc_norm.weight)'
-            in _listing_of(avg, 'vit_tiny_test'))
+    assert '2 missing (norm.bias, norm.weight); 2 unexpected (fc_norm.bias, fc_norm.weight)' in _listing_of(
+        avg, 'vit_tiny_test'
+    )
     # ConvNeXt-T has 18 blocks where the tiny one has 5: 13 x 9 tensors missing, the 63 others narrower.
     message = _listing_of(cnx, 'convnext_tiny')
     assert '117 missing (stages.0.blocks.1.conv_dw.bias, ' in message and '; 63 with other shapes (' in message
@@ -350,8 +370,11 @@ def test_files_that_do_not_fit_list_what_differs(vit_files, convnext_files, tmp_
     # A ConvNeXt file for a ViT: every ViT tensor missing, every ConvNeXt one but head.* unexpected.
     assert '30 missing (blocks.0.attn.proj.bias, ' in _listing_of(cnx, 'vit_tiny_test')
     path = _save({k: torch.from_numpy(v) for k, v in cnx.items()}, str(tmp_path / 'cnx.pth'))
-    with pytest.raises(ConfigError, match=rf'weights in {path} do not fit a convnext_tiny of width 1\.0: .*with '
-                                          r'other shapes \(head\.norm\.bias: file \(32,\) vs model \(768,\)'):
+    with pytest.raises(
+        ConfigError,
+        match=rf'weights in {path} do not fit a convnext_tiny of width 1\.0: .*with '
+        r'other shapes \(head\.norm\.bias: file \(32,\) vs model \(768,\)',
+    ):
         check_pretrained(path, 'convnext_tiny', 1.0)
 
 
@@ -369,12 +392,14 @@ def test_a_file_without_head_loads_and_the_head_is_ignored(vit_files):
 @pytest.mark.parametrize('arch', ['vit_tiny_test', 'convnext_tiny_test'])
 def test_check_pretrained_compiles_nothing(vit_files, convnext_files, arch):
     from wsol_jax.models import pretrained
-    pretrained._abstract_variables.cache_clear()   # trace again, so the check covers it
+
+    pretrained._abstract_variables.cache_clear()  # trace again, so the check covers it
     path = (vit_files if arch.startswith('vit') else convnext_files)[1]['safetensors']
     events = []
 
     def listen(name, duration, **kwargs):
         events.append(name)
+
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
         assert check_pretrained(path, arch, 1.0) is None
@@ -394,13 +419,17 @@ def test_full_size_parameter_counts_and_shapes(arch):
     head, no BatchNorm statistics, logits at 64 px (the parameters do not depend on the input
     size) and the encoder's pooled features at 224 px."""
     f = Classifier(1000, arch)
-    logits, variables = jax.eval_shape(f.init_with_output, jax.random.key(0),
-                                       jax.ShapeDtypeStruct((8, 64, 64, 3), jnp.float32))
+    logits, variables = jax.eval_shape(
+        f.init_with_output, jax.random.key(0), jax.ShapeDtypeStruct((8, 64, 64, 3), jnp.float32)
+    )
     assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables['params'])) == TIMM_PARAMS[arch]
     assert set(variables) == {'params'} and logits.shape == (8, 1000)
     encoder, dim = Classifier(0, arch, kind='encoder'), registry.feature_dim(arch)
-    pooled = jax.eval_shape(encoder.apply, {'params': {'backbone': variables['params']['backbone']}},
-                            jax.ShapeDtypeStruct((8, 224, 224, 3), jnp.float32))
+    pooled = jax.eval_shape(
+        encoder.apply,
+        {'params': {'backbone': variables['params']['backbone']}},
+        jax.ShapeDtypeStruct((8, 224, 224, 3), jnp.float32),
+    )
     assert pooled.shape == (8, dim) and pooled.dtype == jnp.float32
 
 
@@ -414,8 +443,12 @@ def test_encoder_and_classifier_kinds(vit_files):
     backbone = backbone_variables(read_state_dict(files['pth']), 'vit_tiny_test')['params']
     head = {'kernel': np.random.default_rng(6).normal(size=(32, 3)).astype(np.float32), 'bias': np.ones(3, np.float32)}
     encoder, classifier = Classifier(0, 'vit_tiny_test', kind='encoder'), Classifier(3, 'vit_tiny_test')
-    both = jax.jit(lambda b, h: (encoder.apply({'params': {'backbone': b}}, x),
-                                 classifier.apply({'params': {'backbone': b, 'head': h}}, x)))
+    both = jax.jit(
+        lambda b, h: (
+            encoder.apply({'params': {'backbone': b}}, x),
+            classifier.apply({'params': {'backbone': b, 'head': h}}, x),
+        )
+    )
     encoded, logits = both(backbone, head)
     assert encoded.shape == (2, 32) and logits.shape == (2, 3)
     np.testing.assert_allclose(np.asarray(encoded), pooled, rtol=0, atol=1e-5 * np.abs(pooled).max())
@@ -424,11 +457,16 @@ def test_encoder_and_classifier_kinds(vit_files):
 
 def test_wrong_settings_stop_with_one_line():
     x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-    cases = [(Classifier(10, 'vit_tiny_test', kind='encoder'), x, 'outputs its 32-d pooled features, not 10'),
-             (Classifier(10, 'vit_tiny_test', kind='siamese'), x, 'kind of f must be one of'),
-             (Classifier(10, 'vit_l16'), x, "unknown architecture 'vit_l16' for f: choose one of resnet18, "),
-             (Classifier(10, 'vit_tiny_test'), jax.ShapeDtypeStruct((1, 36, 36, 3), jnp.float32),
-              'multiple of 8, got 36x36')]
+    cases = [
+        (Classifier(10, 'vit_tiny_test', kind='encoder'), x, 'outputs its 32-d pooled features, not 10'),
+        (Classifier(10, 'vit_tiny_test', kind='siamese'), x, 'kind of f must be one of'),
+        (Classifier(10, 'vit_l16'), x, "unknown architecture 'vit_l16' for f: choose one of resnet18, "),
+        (
+            Classifier(10, 'vit_tiny_test'),
+            jax.ShapeDtypeStruct((1, 36, 36, 3), jnp.float32),
+            'multiple of 8, got 36x36',
+        ),
+    ]
     for model, inputs, message in cases:
         with pytest.raises(ConfigError, match=message):
             jax.eval_shape(model.init, jax.random.key(0), inputs)
@@ -436,8 +474,14 @@ def test_wrong_settings_stop_with_one_line():
     variables = jax.eval_shape(f.init, jax.random.key(0), x)
     with pytest.raises(ConfigError, match='CAM is not defined for an f of architecture vit_tiny_test'):
         jax.eval_shape(lambda v: f.apply(v, x, jnp.array([0]), method=Classifier.class_activation_maps), variables)
-    assert [a for a in registry.ARCHS if registry.has_cam(a)] == ['resnet18', 'resnet34', 'resnet50', 'resnet101',
-                                                                 'convnext_tiny', 'convnext_tiny_test']
+    assert [a for a in registry.ARCHS if registry.has_cam(a)] == [
+        'resnet18',
+        'resnet34',
+        'resnet50',
+        'resnet101',
+        'convnext_tiny',
+        'convnext_tiny_test',
+    ]
 
 
 @pytest.mark.parametrize('arch', ['vit_tiny_test', 'convnext_tiny_test'])
@@ -448,12 +492,17 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs(vit_files, convnext_f
     shapes = jax.eval_shape(f16.init, jax.random.key(0), x)
     assert {v.dtype for v in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
     kernel = np.random.default_rng(8).normal(size=shapes['params']['head']['kernel'].shape).astype(np.float32)
-    variables = {'params': {'backbone': backbone_variables(read_state_dict(files['pth']), arch)['params'],
-                            'head': {'kernel': kernel, 'bias': np.zeros(4, np.float32)}}}
+    variables = {
+        'params': {
+            'backbone': backbone_variables(read_state_dict(files['pth']), arch)['params'],
+            'head': {'kernel': kernel, 'bias': np.zeros(4, np.float32)},
+        }
+    }
     out16 = jax.jit(f16.apply)(variables, x)
     with torch.no_grad():
         expected = model.float()(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy() @ kernel
     assert out16.dtype == jnp.float32
     # Relative to the outputs' scale: the backbone's and the head's roundings in series (helpers.bf16_tolerance).
-    np.testing.assert_allclose(np.asarray(out16), expected, rtol=0,
-                               atol=bf16_tolerance(BF16_LAYERS[arch]) * np.abs(expected).max())
+    np.testing.assert_allclose(
+        np.asarray(out16), expected, rtol=0, atol=bf16_tolerance(BF16_LAYERS[arch]) * np.abs(expected).max()
+    )

@@ -1,4 +1,5 @@
 """The benchmark scripts run (tiny sizes on the CPU) and print their numbers."""
+
 import os
 import subprocess
 import sys
@@ -8,24 +9,42 @@ import pytest
 from helpers import ROOT
 
 
-@pytest.mark.slow   # 45-75 s on 2 cores: every section of the GPU check (python -m pytest -m slow)
+@pytest.mark.slow  # 45-75 s on 2 cores: every section of the GPU check (python -m pytest -m slow)
 def test_gpu_check_small_runs_on_cpu_and_writes_every_section(tmp_path):
     out = tmp_path / 'check'
     env = dict(os.environ, JAX_PLATFORMS='cpu')
-    proc = subprocess.run(['bash', os.path.join(ROOT, 'benchmarks', 'gpu_check.sh'), str(out), '--small'],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    proc = subprocess.run(
+        ['bash', os.path.join(ROOT, 'benchmarks', 'gpu_check.sh'), str(out), '--small'],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=900,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     log = (out / 'gpu_check.txt').read_text()
-    for line in ('g_method1', 'g_method2', 'maps', 'end to end =', 'input pipeline alone', 'MaxBoxAcc contours',
-                 'synthetic demo end to end'):
+    for line in (
+        'g_method1',
+        'g_method2',
+        'maps',
+        'end to end =',
+        'input pipeline alone',
+        'MaxBoxAcc contours',
+        'synthetic demo end to end',
+    ):
         assert line in log, f'{line!r} missing from gpu_check.txt'
     assert (out / 'demo' / 'results.md').exists()
 
 
 def test_input_memory_benchmark_reports_both_peaks(tmp_path):
     """benchmarks/input_memory.py at tiny sizes: one line per size and the growth of both peaks."""
-    proc = subprocess.run([sys.executable, 'benchmarks/input_memory.py', '--sizes=16,48', '--image_size=32',
-                           f'--cache_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, 'benchmarks/input_memory.py', '--sizes=16,48', '--image_size=32', f'--cache_dir={tmp_path}'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith('n=16: build peak') and lines[1].startswith('n=48: build peak')
@@ -34,8 +53,13 @@ def test_input_memory_benchmark_reports_both_peaks(tmp_path):
 
 def test_f_speed_benchmark_prints_one_line_per_architecture_and_size():
     """benchmarks/f_speed.py on the tiny ViT at 32 px: compile time, ms per batch and per image."""
-    proc = subprocess.run([sys.executable, 'benchmarks/f_speed.py', '--archs=vit_tiny_test', '--sizes=32',
-                           '--batch=2', '--repeats=1'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, 'benchmarks/f_speed.py', '--archs=vit_tiny_test', '--sizes=32', '--batch=2', '--repeats=1'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith('device: ') and 'batch 2, float32' in lines[0]
@@ -47,15 +71,24 @@ def test_blackbox_table_gives_each_f_its_median_and_worst_seed():
     median and the lowest GT-known loc and the longest wall time over the seeds that finished;
     a failed seed is one line and counts in neither."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location('blackbox_seeds', os.path.join(ROOT, 'benchmarks', 'blackbox_seeds.py'))
+
+    spec = importlib.util.spec_from_file_location(
+        'blackbox_seeds', os.path.join(ROOT, 'benchmarks', 'blackbox_seeds.py')
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     run = lambda loc, wall: {'gt_known_loc': loc, 'f_val_accuracy': 0.9, 'wall_s': wall}
-    text = module.table({'vit': {0: run(0.5, 60), 1: run(0.7, 180), 2: run(0.6, 120)},
-                         'inline': {0: {'error': 'g does not localise'}, 1: run(0.25, 30)}})
+    text = module.table(
+        {
+            'vit': {0: run(0.5, 60), 1: run(0.7, 180), 2: run(0.6, 120)},
+            'inline': {0: {'error': 'g does not localise'}, 1: run(0.25, 30)},
+        }
+    )
     lines = text.splitlines()
     assert '| vit | 1 | 70.0 | 90.0 | 3.0 min |' in lines
     assert '| **vit** | median | 60.0 | | 2.0 min |' in lines and '| **vit** | worst | 50.0 | | 3.0 min |' in lines
     assert '| inline | 0 | failed: g does not localise | | |' in lines
-    assert '| **inline** | median | 25.0 | | 0.5 min |' in lines and '| **inline** | worst | 25.0 | | 0.5 min |' in lines
+    assert (
+        '| **inline** | median | 25.0 | | 0.5 min |' in lines and '| **inline** | worst | 25.0 | | 0.5 min |' in lines
+    )
     assert '- inline: a CNN defined in this script, through fit_weight_map; f val accuracy: top-1' in lines

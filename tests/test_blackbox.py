@@ -4,6 +4,7 @@ map's rows (GT-known loc, MaxBoxAcc, PxAP) are there and equal what the exported
 boxes score against the ground truth (IoU computed here); Top-1 cls equals f's own accuracy;
 the CAM row and the Top-1 columns are absent where f does not define them, and the report says
 why."""
+
 import json
 import os
 
@@ -21,13 +22,20 @@ from wsol_jax.models import registry
 from wsol_jax.models.pretrained import write_backbone
 
 WEIGHT_MAP_ROWS = {'weight_map_selected', 'weight_map_last'}
-WEIGHT_MAP_KEYS = {'gt_known_loc', 'maxboxacc_v1', 'maxboxacc_v2', 'maxboxacc_iou30', 'maxboxacc_iou50',
-                   'maxboxacc_iou70', 'pxap'}
+WEIGHT_MAP_KEYS = {
+    'gt_known_loc',
+    'maxboxacc_v1',
+    'maxboxacc_v2',
+    'maxboxacc_iou30',
+    'maxboxacc_iou50',
+    'maxboxacc_iou70',
+    'pxap',
+}
 CLASS_KEYS = {'top1_loc', 'top1_cls', 'top5_loc', 'top5_cls'}
 
 
 def _config(**f):
-    c = tiny_synthetic('method1', g_epochs=1)   # one scored point of g: the rows, not their quality
+    c = tiny_synthetic('method1', g_epochs=1)  # one scored point of g: the rows, not their quality
     c.f.update(f)
     return c
 
@@ -54,8 +62,7 @@ def encoder_run(tmp_path_factory):
 
 
 def _read(workdir: str) -> tuple[dict, str]:
-    return (json.load(open(os.path.join(workdir, 'results.json'))),
-            open(os.path.join(workdir, 'results.md')).read())
+    return (json.load(open(os.path.join(workdir, 'results.json'))), open(os.path.join(workdir, 'results.md')).read())
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -86,10 +93,12 @@ def test_a_vit_f_has_no_cam_row_and_the_report_says_why(vit_run):
         assert set(row) == WEIGHT_MAP_KEYS | CLASS_KEYS
         assert row['top1_loc'] <= min(row['gt_known_loc'], row['top1_cls'])
     assert set(record['not_defined']) == {'cam'}
-    assert ('- CAM of f (baseline): not defined, f (vit_tiny_test) pools a class token, not an average over '
-            'positions, so CAM is not defined for it.') in markdown
+    assert (
+        '- CAM of f (baseline): not defined, f (vit_tiny_test) pools a class token, not an average over '
+        'positions, so CAM is not defined for it.'
+    ) in markdown
     assert '| CAM of f' not in markdown and '- CAM: class activation maps' not in markdown
-    assert '| Top-1 loc |' in markdown.replace(' | Top-1 cls', '')      # the class columns stay
+    assert '| Top-1 loc |' in markdown.replace(' | Top-1 cls', '')  # the class columns stay
     assert os.path.getsize(os.path.join(workdir, 'overlays.png')) > 0
 
 
@@ -97,6 +106,7 @@ def test_the_vit_runs_top1_cls_is_its_own_accuracy_and_gt_known_loc_its_localise
     """Top-1 cls against the ViT applied here to the centre crops (the whole 32 px images)."""
     from wsol_jax.context import Context, frozen_f
     from wsol_jax import parallel
+
     config, workdir, results = vit_run
     data = load_dataset(config, cache_dir=os.path.join(workdir, 'data_cache'))
     model, variables = frozen_f(Context(config, workdir, data, parallel.make_mesh()), 'f_classifier')
@@ -104,8 +114,9 @@ def test_the_vit_runs_top1_cls_is_its_own_accuracy_and_gt_known_loc_its_localise
     logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
     accuracy = float(np.mean(logits.argmax(-1) == data.test.labels))
     assert results['weight_map_selected']['top1_cls'] == pytest.approx(accuracy, abs=1e-9)
-    assert results['weight_map_selected']['gt_known_loc'] == pytest.approx(_gt_known_of_the_export(config, workdir),
-                                                                          abs=1e-9)
+    assert results['weight_map_selected']['gt_known_loc'] == pytest.approx(
+        _gt_known_of_the_export(config, workdir), abs=1e-9
+    )
 
 
 def test_an_encoder_f_has_only_the_weight_map_rows_and_the_report_says_why(encoder_run):
@@ -126,8 +137,9 @@ def test_the_encoder_runs_gt_known_loc_is_what_its_localiser_scores(encoder_run)
     config, workdir, results = encoder_run
     localizer = wsol_jax.Localizer.from_workdir(workdir)
     assert not localizer.has_classes
-    assert results['weight_map_selected']['gt_known_loc'] == pytest.approx(_gt_known_of_the_export(config, workdir),
-                                                                          abs=1e-9)
+    assert results['weight_map_selected']['gt_known_loc'] == pytest.approx(
+        _gt_known_of_the_export(config, workdir), abs=1e-9
+    )
 
 
 def test_the_weak_f_stop_needs_labels_to_measure_f_by(tmp_path):
@@ -137,6 +149,7 @@ def test_the_weak_f_stop_needs_labels_to_measure_f_by(tmp_path):
     from wsol_jax.errors import TrainingError
     from wsol_jax.train.stages import check_f_quality
     from wsol_jax.workdir import F_QUALITY, write_json
+
     config = _config(allow_weak=False)
     ctx = Context(config, str(tmp_path), data=None, mesh=None)
     write_json(ctx.path(F_QUALITY), {'f_encoder': {'val_accuracy': 1.0, 'chance': 1.0}})

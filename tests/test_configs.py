@@ -1,4 +1,5 @@
 """Every config file loads for both methods; presets; the paper configs demand ImageNet weights."""
+
 import pytest
 
 from helpers import load_config
@@ -23,8 +24,11 @@ def test_every_config_loads_and_validates(name, method):
 def test_paper_configs_need_imagenet_weights_or_an_explicit_none(name):
     c = load_config(name, 'method1')
     c.data.root = '/data'
-    with pytest.raises(ConfigError, match=r'f\.pretrained: is empty, .*download https://download\.pytorch\.org/models/'
-                                          r'resnet\d+-\w+\.pth .*--config\.f\.pretrained=none'):
+    with pytest.raises(
+        ConfigError,
+        match=r'f\.pretrained: is empty, .*download https://download\.pytorch\.org/models/'
+        r'resnet\d+-\w+\.pth .*--config\.f\.pretrained=none',
+    ):
         config_lib.validate(c)
     c.f.pretrained = 'none'
     with pytest.raises(ConfigError, match='g.pretrained'):
@@ -38,14 +42,15 @@ def test_synthetic_and_the_custom_small_preset_share_one_recipe(method):
     """The synthetic config sets the data and sizes, not the optimisation: every f and g setting
     (budgets, optimisers, the recipe's additions) is the CPU recipe's, and the same as the own-data preset's."""
     from wsol_jax.workdir import flatten
+
     synthetic, small = load_config('synthetic', method), load_config('custom', f'{method},small')
     recipe = config_lib.from_scratch(config_lib.base_config(method))
     train = lambda c: {k: v for k, v in flatten(c).items() if k.split('.')[0] in ('f', 'g')}
     assert train(synthetic) == train(small) == train(recipe)
     assert small.data.source == 'wsolevaluation' and (small.data.image_size, small.data.crop_size) == (80, 64)
     assert small.f.pretrained == small.g.pretrained == 'none' and small.f.patience > 0 and small.g.patience > 0
-    assert load_config('custom', method).data.crop_size == 224       # no preset: the paper's sizes
-    paper = load_config('cub', method)                               # the paper's fixed budgets
+    assert load_config('custom', method).data.crop_size == 224  # no preset: the paper's sizes
+    paper = load_config('cub', method)  # the paper's fixed budgets
     assert (paper.f.max_epochs, paper.f.patience, paper.g.max_epochs, paper.g.patience) == (200, 0, 100, 0)
 
 
@@ -57,14 +62,17 @@ def test_the_synthetic_vit_preset_changes_only_the_architecture_of_f(method):
     import jax.numpy as jnp
     from wsol_jax.models import registry
     from wsol_jax.workdir import flatten
+
     plain, vit = flatten(load_config('synthetic', method)), flatten(load_config('synthetic', f'{method},vit'))
     assert {k for k in plain if plain[k] != vit[k]} == {'f.arch'} and vit['f.arch'] == 'vit_cpu8'
     c = load_config('synthetic', f'{method},vit')
     config_lib.validate(c)
     options = registry.ARCHS[c.f.arch].options
     assert options['patch_size'] * options['pos_grid'] == c.data.crop_size == 64 and not registry.has_cam(c.f.arch)
-    pooled = jax.eval_shape(lambda x: registry.build(c.f.arch, c.f.width).init_with_output(jax.random.key(0), x)[0],
-                            jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32))
+    pooled = jax.eval_shape(
+        lambda x: registry.build(c.f.arch, c.f.width).init_with_output(jax.random.key(0), x)[0],
+        jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32),
+    )
     assert pooled.shape == (2, 48) == (2, registry.feature_dim(c.f.arch, c.f.width))
 
 
@@ -83,14 +91,16 @@ def test_a_negative_selection_tolerance_is_a_config_error():
     c.eval.selection_se = -1.0
     with pytest.raises(ConfigError, match=r'^config.eval.selection_se: must be >= 0'):
         config_lib.validate(c)
-    c.eval.selection_se = 0.0   # the literal maximum
+    c.eval.selection_se = 0.0  # the literal maximum
     config_lib.validate(c)
 
 
 def test_f_from_a_file_is_an_encoder_with_its_weights():
     c = load_config('synthetic', 'method1')
     c.f.train = False
-    with pytest.raises(ConfigError, match=r'config.f.train: False uses f.pretrained as an encoder: set --config.f.kind=encoder'):
+    with pytest.raises(
+        ConfigError, match=r'config.f.train: False uses f.pretrained as an encoder: set --config.f.kind=encoder'
+    ):
         config_lib.validate(c)
     c.f.kind = 'encoder'
     with pytest.raises(ConfigError, match=r'config.f.pretrained: must name the weight file'):
@@ -100,6 +110,6 @@ def test_f_from_a_file_is_an_encoder_with_its_weights():
     c.f.arch = 'vit_tiny'
     with pytest.raises(ConfigError, match=r'config.f.arch: must be one of resnet18, .*vit_s16'):
         config_lib.validate(c)
-    c.f.arch, c.data.crop_size, c.data.image_size = 'vit_tiny_test', 36, 36   # patch 8
+    c.f.arch, c.data.crop_size, c.data.image_size = 'vit_tiny_test', 36, 36  # patch 8
     with pytest.raises(ConfigError, match=r'config.data.crop_size: must be divisible by the patch size 8 of f.arch'):
         config_lib.validate(c)

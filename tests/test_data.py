@@ -1,4 +1,5 @@
 """Synthetic benchmark, transforms, batching, triplets, and the data settings' checks."""
+
 import signal
 
 import jax
@@ -50,10 +51,11 @@ def test_augment_crops_flips_and_normalizes():
     pixels = out * dataset.IMAGENET_STD + dataset.IMAGENET_MEAN
     # Every output is some 4x4 window of its input, possibly mirrored.
     for src, crop in zip(images, np.rint(pixels * 255).astype(int)):
-        windows = [src[y:y + 4, x:x + 4] for y in range(5) for x in range(5)]
+        windows = [src[y : y + 4, x : x + 4] for y in range(5) for x in range(5)]
         assert any(np.array_equal(crop, w) or np.array_equal(crop, w[:, ::-1]) for w in windows)
-    np.testing.assert_allclose(np.asarray(dataset.center_crop(images, 4)),
-                               dataset.normalize(images[:, 2:6, 2:6]), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(dataset.center_crop(images, 4)), dataset.normalize(images[:, 2:6, 2:6]), atol=1e-6
+    )
 
 
 def test_batches_cover_the_split():
@@ -75,8 +77,10 @@ def test_triplets_are_same_and_other_class():
 @pytest.fixture
 def deadline():
     """Fail a test that runs past 20 s instead of hanging the suite (a sampling loop that spins)."""
+
     def expire(*_):
         raise TimeoutError('did not finish in 20 s')
+
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(20)
     yield
@@ -85,10 +89,10 @@ def deadline():
 
 
 def test_triplets_with_a_single_image_class_finish(deadline):
-    labels = np.array([0, 0, 0, 1, 2, 2])   # class 1 has one training image
+    labels = np.array([0, 0, 0, 1, 2, 2])  # class 1 has one training image
     t = dataset.triplet_indices(labels, np.array([3, 3, 0, 4, 3]), jax.random.key(0))
     assert t.shape == (5, 3)
-    np.testing.assert_array_equal(t[t[:, 0] == 3, 1], 3)   # its anchor is its own positive
+    np.testing.assert_array_equal(t[t[:, 0] == 3, 1], 3)  # its anchor is its own positive
     assert (labels[t[:, 2]] != labels[t[:, 0]]).all()
 
 
@@ -96,7 +100,7 @@ def test_triplets_with_a_single_image_class_finish(deadline):
 def test_triplet_property_random_labels(deadline, seed):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 1 + seed * 3, 40) if seed else np.r_[np.zeros(39, int), 1]
-    labels[0] = labels.max() + 1   # at least one singleton class, and two classes
+    labels[0] = labels.max() + 1  # at least one singleton class, and two classes
     anchors = rng.integers(0, 40, 64)
     t = dataset.triplet_indices(labels, anchors, jax.random.key(seed))
     np.testing.assert_array_equal(t[:, 0], anchors)
@@ -115,7 +119,7 @@ def test_triplet_draws_are_uniform():
 
 def test_data_settings_fail_with_one_clear_error():
     c = load_config('cub', 'method1')
-    c.data.source, c.data.root = 'bogus', ''   # the source is named, not the empty root
+    c.data.source, c.data.root = 'bogus', ''  # the source is named, not the empty root
     with pytest.raises(ConfigError, match=r"^config.data.source: unknown source 'bogus'; choose one of synthetic, cub"):
         check_source(c)
     with pytest.raises(ConfigError, match=r"^config.data.source: unknown source 'bogus'"):
@@ -130,8 +134,8 @@ def test_data_settings_fail_with_one_clear_error():
     with pytest.raises(ConfigError, match=r"^config.data.tfds_name must be one of caltech_birds2011, .*'imagenet2012'"):
         check_source(c)
     c.data.tfds_name = 'cars196'
-    check_source(c)   # reads nothing: /nowhere is not looked at
-    c.data.source = 'synthetic'   # another dataset's config lacks the generator's keys
+    check_source(c)  # reads nothing: /nowhere is not looked at
+    c.data.source = 'synthetic'  # another dataset's config lacks the generator's keys
     with pytest.raises(ConfigError, match=r'^config.data.num_train is missing: data.source=synthetic needs'):
         check_source(c)
 
@@ -159,6 +163,7 @@ def test_a_host_share_of_only_padding_gives_empty_ground_truth():
     """With several hosts, one host's rows of the last evaluation batch can be all padding: its
     ground truth is empty arrays (a crash there left the other host waiting at a barrier)."""
     from wsol_jax.metrics import PxAPAccumulator
+
     masks = dataset.crop_protocol_masks([], 40, 32)
     assert masks.shape == (0, 32, 32) and masks.dtype == np.uint8
     acc = PxAPAccumulator(0.1)

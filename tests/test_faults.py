@@ -1,5 +1,6 @@
 """Faults a user hits end in one clear line, and nothing damaged loads silently: the workdir lock,
 Ctrl-C, damaged checkpoints and exports, unwritable folders, a full disk, the report as one unit."""
+
 import asyncio
 import errno
 import json
@@ -27,8 +28,9 @@ from wsol_jax.select import load_selection
 from wsol_jax.train import checkpoint
 from wsol_jax.train.state import build_weight_map_net
 
-INTERRUPTED = ('interrupted: the checkpoints saved so far and the earlier reports are kept; '
-               'run the same command again to resume')
+INTERRUPTED = (
+    'interrupted: the checkpoints saved so far and the earlier reports are kept; run the same command again to resume'
+)
 
 
 def _copy(workdir, dest, *names):
@@ -48,8 +50,13 @@ TRAINED_RUN = ('f_classifier', 'f_quality.json', 'g', 'config.json', 'classes.js
 
 def _main(workdir, *args):
     # the command line of the `method1_run` fixture (tiny_synthetic is this preset)
-    return [sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/synthetic.py:method1,tiny',
-            f'--workdir={workdir}', *args]
+    return [
+        sys.executable,
+        os.path.join(ROOT, 'main.py'),
+        '--config=configs/synthetic.py:method1,tiny',
+        f'--workdir={workdir}',
+        *args,
+    ]
 
 
 def _last_line(stderr: str) -> str:
@@ -95,20 +102,21 @@ def test_a_busy_workdir_refuses_a_second_command_and_ctrl_c_is_one_line(method1_
     workdir = _copy(method1_run[0], tmp_path / 'w')
     env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
     command = _main(workdir, '--stage=train_g', '--config.g.max_epochs=40')
-    a = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+    a = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
-        for line in a.stdout:   # A holds the lock from its start; wait until it trains
+        for line in a.stdout:  # A holds the lock from its start; wait until it trains
             if line.startswith('[g] resuming at step 9 (epoch 3.00)'):
                 break
         holder = json.load(open(os.path.join(workdir, workdir_lib.LOCK)))
         assert holder['pid'] == a.pid and 'main.py' in holder['command'] and '--stage=train_g' in holder['command']
         b = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert b.returncode == 2, b.stderr[-2000:]
-        lines = [l for l in b.stderr.splitlines() if l.strip()]
+        lines = [line for line in b.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith(f'error: {workdir} is in use by pid {a.pid} on '), b.stderr
         assert 'main.py' in lines[0] and 'use another --workdir' in lines[0]
-        assert '[data]' not in b.stdout   # it stopped before loading anything
+        assert '[data]' not in b.stdout  # it stopped before loading anything
         assert a.poll() is None, 'A finished before it could be interrupted'
         os.killpg(a.pid, signal.SIGINT)
         out, err = a.communicate(timeout=300)
@@ -127,13 +135,25 @@ def test_a_busy_workdir_refuses_a_second_command_and_ctrl_c_is_one_line(method1_
 
 
 def test_the_lock_names_its_holder_is_reentrant_and_goes_with_its_holder(tmp_path):
-    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time\nfrom wsol_jax import workdir\n'
-                               'with workdir.locked(sys.argv[1]):\n    print("locked", flush=True)\n    time.sleep(600)',
-                               str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            '-c',
+            'import sys, time\nfrom wsol_jax import workdir\n'
+            'with workdir.locked(sys.argv[1]):\n    print("locked", flush=True)\n    time.sleep(600)',
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == 'locked'
-        with pytest.raises(WorkdirError, match=rf'^{tmp_path} is in use by pid {holder.pid} on \S+ since [\d-]+ [\d:]+ '
-                                               rf'\(\S*python\S* -c {tmp_path}\); wait for it to finish'):
+        with pytest.raises(
+            WorkdirError,
+            match=rf'^{tmp_path} is in use by pid {holder.pid} on \S+ since [\d-]+ [\d:]+ '
+            rf'\(\S*python\S* -c {tmp_path}\); wait for it to finish',
+        ):
             with workdir_lib.locked(str(tmp_path)):
                 pass
         # a library call is refused too, before anything is loaded
@@ -141,12 +161,12 @@ def test_the_lock_names_its_holder_is_reentrant_and_goes_with_its_holder(tmp_pat
             run_lib.run(tiny_synthetic('method1'), str(tmp_path), 'train_f')
         assert not os.path.exists(tmp_path / 'data_cache')
     finally:
-        holder.kill()   # SIGKILL: no cleanup runs; the kernel releases the lock
+        holder.kill()  # SIGKILL: no cleanup runs; the kernel releases the lock
         holder.wait()
     with workdir_lib.locked(str(tmp_path)):
-        with workdir_lib.locked(str(tmp_path / '.')):   # the same workdir again in this process: no deadlock
+        with workdir_lib.locked(str(tmp_path / '.')):  # the same workdir again in this process: no deadlock
             assert json.load(open(tmp_path / workdir_lib.LOCK))['pid'] == os.getpid()
-    assert (tmp_path / workdir_lib.LOCK).read_text() == ''   # released: nobody is named any more
+    assert (tmp_path / workdir_lib.LOCK).read_text() == ''  # released: nobody is named any more
 
 
 # --- damaged checkpoints and exports --------------------------------------------------------
@@ -154,8 +174,12 @@ def test_the_lock_names_its_holder_is_reentrant_and_goes_with_its_holder(tmp_pat
 
 def _state_files(step_dir):
     """The data files of a checkpoint item, largest first."""
-    files = [os.path.join(d, f) for d, _, names in os.walk(os.path.join(step_dir, 'state')) for f in names
-             if os.sep + 'd' + os.sep in os.path.join(d, f) + os.sep and not f.startswith('_')]
+    files = [
+        os.path.join(d, f)
+        for d, _, names in os.walk(os.path.join(step_dir, 'state'))
+        for f in names
+        if os.sep + 'd' + os.sep in os.path.join(d, f) + os.sep and not f.startswith('_')
+    ]
     return sorted(files, key=os.path.getsize, reverse=True)
 
 
@@ -170,9 +194,11 @@ def _flip_bits(file, n=4, seed=0):
 DAMAGES = {
     'four flipped bits': lambda step: _flip_bits(_state_files(step)[0]),
     'a truncated data file': lambda step: open(_state_files(step)[0], 'r+b').truncate(
-        os.path.getsize(_state_files(step)[0]) // 2),
+        os.path.getsize(_state_files(step)[0]) // 2
+    ),
     'a data file of random bytes': lambda step: open(_state_files(step)[0], 'wb').write(
-        np.random.default_rng(1).bytes(os.path.getsize(_state_files(step)[0]))),
+        np.random.default_rng(1).bytes(os.path.getsize(_state_files(step)[0]))
+    ),
     'a garbage _METADATA': lambda step: open(os.path.join(step, 'state', '_METADATA'), 'wb').write(b'\x8f\x00garbage'),
 }
 
@@ -181,14 +207,14 @@ DAMAGES = {
 def test_a_damaged_checkpoint_of_g_is_refused_in_one_line(method1_run, g_target, tmp_path, damage, quiet_orbax):
     """The sweep's faults: flipped bits made a tensor NaN and export/predict wrote boxes 0,0,0,0;
     truncated or garbage files gave 80-150-line tracebacks naming a folder."""
-    quiet_orbax()   # as main.py: TensorStore's calls into Orbax's closed event loop are not printed
+    quiet_orbax()  # as main.py: TensorStore's calls into Orbax's closed event loop are not printed
     workdir = _copy(method1_run[0], tmp_path / 'w', *TRAINED_RUN)
     epoch = load_selection(workdir)['selected_step']
     step = os.path.join(workdir, 'g', str(epoch))
     DAMAGES[damage](step)
     with pytest.raises(WorkdirError) as e:
         if damage == 'four flipped bits':
-            Localizer.from_workdir(workdir)     # what export and predict load
+            Localizer.from_workdir(workdir)  # what export and predict load
         else:
             _restore_g(workdir, g_target)
     message = str(e.value)
@@ -205,7 +231,9 @@ def _rewrite(step_dir, change_state, digests):
     ('recompute') or left out as before digests existed ('drop')."""
     directory, epoch = os.path.dirname(step_dir), int(os.path.basename(step_dir))
     mgr = checkpoint.manager(directory)
-    restored = mgr.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    restored = mgr.restore(
+        epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+    )
     state, meta = restored['state'], restored['meta']
     change_state(state)
     if digests == 'recompute':
@@ -233,19 +261,25 @@ def test_changed_values_and_nan_are_refused_and_checkpoints_without_digests_stil
     step = os.path.join(workdir, 'g', str(load_selection(workdir)['selected_step']))
     names = set(json.load(open(os.path.join(step, 'meta', 'metadata')))[checkpoint.DIGESTS])
     assert {'params.decoder.bottleneck_conv1.kernel', 'batch_stats.decoder.bottleneck_bn1.var', 'step'} <= names
-    assert any(n.startswith('opt_state.') for n in names)   # the whole train state, not only the variables
+    assert any(n.startswith('opt_state.') for n in names)  # the whole train state, not only the variables
     before = _restore_g(workdir, g_target)
 
     # Values that read back without an error but are not the saved ones: only the digest tells.
     _rewrite(step, _nudge, 'keep')
-    with pytest.raises(WorkdirError, match=r'is damaged: 1 array\(s\) \(params\.decoder\.bottleneck_conv1\.kernel\) '
-                                           r'no longer match the sha256 recorded when it was saved'):
+    with pytest.raises(
+        WorkdirError,
+        match=r'is damaged: 1 array\(s\) \(params\.decoder\.bottleneck_conv1\.kernel\) '
+        r'no longer match the sha256 recorded when it was saved',
+    ):
         _restore_g(workdir, g_target)
     # NaN saved with its own digest (or in a checkpoint from before digests): the finite check.
     for digests in ('recompute', 'drop'):
         _rewrite(step, _nan, digests)
-        with pytest.raises(WorkdirError, match=r'is damaged: 1 array\(s\) \(batch_stats\.decoder\.bottleneck_bn1\.var\) '
-                                               r'hold NaN or inf; delete .*/g and train again'):
+        with pytest.raises(
+            WorkdirError,
+            match=r'is damaged: 1 array\(s\) \(batch_stats\.decoder\.bottleneck_bn1\.var\) '
+            r'hold NaN or inf; delete .*/g and train again',
+        ):
             _restore_g(workdir, g_target)
     # A checkpoint from before digests existed, intact: it loads, without a word.
     workdir = _copy(method1_run[0], tmp_path / 'old', *TRAINED_RUN)
@@ -261,10 +295,13 @@ def test_evaluate_refuses_a_damaged_f_and_says_which_folders_to_retrain(method1_
     kept = json.load(open(os.path.join(workdir, 'f_quality.json')))['f_classifier']['kept_step']
     step = os.path.join(workdir, 'f_classifier', str(kept))
     DAMAGES['a truncated data file'](step)
-    with pytest.raises(WorkdirError, match=rf'the checkpoint of f \(f_classifier\) {step} cannot be read \(array '
-                                           rf'[\w.]+ in state: .*\); delete {workdir}/f_classifier '
-                                           rf'and {workdir}/g and train again \(--stage=all\) to train f_classifier '
-                                           rf'afresh \(g was trained with it\)'):
+    with pytest.raises(
+        WorkdirError,
+        match=rf'the checkpoint of f \(f_classifier\) {step} cannot be read \(array '
+        rf'[\w.]+ in state: .*\); delete {workdir}/f_classifier '
+        rf'and {workdir}/g and train again \(--stage=all\) to train f_classifier '
+        rf'afresh \(g was trained with it\)',
+    ):
         run_lib.run(tiny_synthetic('method1'), workdir, 'evaluate')
 
 
@@ -281,11 +318,14 @@ def _edit_spec(path, change):
     json.dump(spec, open(os.path.join(path, MANIFEST), 'w'))
 
 
-@pytest.mark.parametrize('change, differ', [
-    (lambda s: s['g'].update(width=0.25), 'g.'),                   # another width: other shapes
-    (lambda s: s['g'].update(depth='resnet50'), 'g.'),             # another depth: other tensors (a 15 KB diff)
-    (lambda s: s['f'].update(depth='resnet34', width=0.25), 'f.'),
-])
+@pytest.mark.parametrize(
+    'change, differ',
+    [
+        (lambda s: s['g'].update(width=0.25), 'g.'),  # another width: other shapes
+        (lambda s: s['g'].update(depth='resnet50'), 'g.'),  # another depth: other tensors (a 15 KB diff)
+        (lambda s: s['f'].update(depth='resnet34', width=0.25), 'f.'),
+    ],
+)
 def test_an_export_whose_manifest_names_other_networks_is_one_short_line(exported, tmp_path, change, differ):
     path = shutil.copytree(exported[0], tmp_path / 'export')
     _edit_spec(path, change)
@@ -294,35 +334,53 @@ def test_an_export_whose_manifest_names_other_networks_is_one_short_line(exporte
     message = str(e.value)
     assert message.startswith(f'{path}/{MANIFEST} names other networks (g ') and len(message) < 700, message
     assert f'than {path}/{VARIABLES} holds: ' in message and f'({differ}' in message
-    assert message.endswith('the two must come from one export: export it again (--stage=export on its training '
-                            'workdir)')
+    assert message.endswith(
+        'the two must come from one export: export it again (--stage=export on its training workdir)'
+    )
 
 
 def test_a_damaged_export_is_refused_and_one_from_before_digests_loads(exported, tmp_path, quiet_orbax):
     quiet_orbax()
     export, source = exported
     spec = json.load(open(os.path.join(export, MANIFEST)))
-    with ocp.StandardCheckpointer() as ckpt:   # every array Orbax saved has its digest
+    with ocp.StandardCheckpointer() as ckpt:  # every array Orbax saved has its digest
         saved = ckpt.metadata(os.path.join(export, VARIABLES)).item_metadata
-    names = {'.'.join(str(getattr(k, 'key', k)) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(saved)[0]}
+    names = {
+        '.'.join(str(getattr(k, 'key', k)) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(saved)[0]
+    }
     assert set(spec[checkpoint.DIGESTS]) == names and 'g.params.decoder.up1.conv1.kernel' in names
     path = shutil.copytree(export, tmp_path / 'changed')
     _edit_spec(path, lambda s: s[checkpoint.DIGESTS].update({'g.params.decoder.up1.conv1.kernel': '0' * 64}))
-    with pytest.raises(WorkdirError, match=rf'the export {path}/{VARIABLES} is damaged: 1 array\(s\) '
-                                           r'\(g\.params\.decoder\.up1\.conv1\.kernel\) no longer match'):
+    with pytest.raises(
+        WorkdirError,
+        match=rf'the export {path}/{VARIABLES} is damaged: 1 array\(s\) '
+        r'\(g\.params\.decoder\.up1\.conv1\.kernel\) no longer match',
+    ):
         load_localizer(str(path))
     path = shutil.copytree(export, tmp_path / 'truncated')
-    data = sorted((os.path.join(d, f) for d, _, fs in os.walk(os.path.join(path, VARIABLES)) for f in fs
-                   if os.sep + 'd' + os.sep in os.path.join(d, f)), key=os.path.getsize)[-1]
+    data = sorted(
+        (
+            os.path.join(d, f)
+            for d, _, fs in os.walk(os.path.join(path, VARIABLES))
+            for f in fs
+            if os.sep + 'd' + os.sep in os.path.join(d, f)
+        ),
+        key=os.path.getsize,
+    )[-1]
     open(data, 'r+b').truncate(100)
-    with pytest.raises(WorkdirError, match=rf'the export {path}/{VARIABLES} cannot be read \(array [\w.]+ in '
-                                           rf'{VARIABLES}: .*\); export it again'):
+    with pytest.raises(
+        WorkdirError,
+        match=rf'the export {path}/{VARIABLES} cannot be read \(array [\w.]+ in '
+        rf'{VARIABLES}: .*\); export it again',
+    ):
         load_localizer(str(path))
     path = shutil.copytree(export, tmp_path / 'old')
     _edit_spec(path, lambda s: s.pop(checkpoint.DIGESTS))
     old = load_localizer(str(path))
     for net in ('g_vars', 'f_vars'):
-        assert all(np.array_equal(a, b) for a, b in zip(jax_leaves(getattr(old, net)), jax_leaves(getattr(source, net))))
+        assert all(
+            np.array_equal(a, b) for a, b in zip(jax_leaves(getattr(old, net)), jax_leaves(getattr(source, net)))
+        )
 
 
 # --- unwritable folders and a full disk -----------------------------------------------------
@@ -346,6 +404,7 @@ def read_only(monkeypatch):
             folders.append(str(folder))
             monkeypatch.setattr(os, 'makedirs', refuse)
         return str(folder)
+
     yield make
 
 
@@ -360,42 +419,57 @@ def test_unwritable_folders_are_named_in_one_line(method1_run, tmp_path, read_on
     images.mkdir()
     Image.fromarray(np.full((20, 30, 3), 128, np.uint8)).save(images / 'one.png')
     cfg.predict.images = str(images)
-    with pytest.raises(WorkdirError, match=rf'^cannot write the data cache {tmp_path}/cache: Permission denied '
-                                           rf'\({tmp_path}/cache/synthetic-train-\w+\.tmp-[^)]+\); make it writable or '
-                                           r'set --config.data.cache_dir to another folder$'):
+    with pytest.raises(
+        WorkdirError,
+        match=rf'^cannot write the data cache {tmp_path}/cache: Permission denied '
+        rf'\({tmp_path}/cache/synthetic-train-\w+\.tmp-[^)]+\); make it writable or '
+        r'set --config.data.cache_dir to another folder$',
+    ):
         run_lib.run(cfg, str(tmp_path / 'fresh'))
     workdir = _copy(method1_run[0], tmp_path / 'w', *TRAINED_RUN)
-    with pytest.raises(WorkdirError, match=rf'^cannot write the export into {tmp_path}/ro: Permission denied '
-                                           rf'\({tmp_path}/ro/export.tmp\); make it writable or set --config.export.dir '
-                                           r'to another folder$'):
+    with pytest.raises(
+        WorkdirError,
+        match=rf'^cannot write the export into {tmp_path}/ro: Permission denied '
+        rf'\({tmp_path}/ro/export.tmp\); make it writable or set --config.export.dir '
+        r'to another folder$',
+    ):
         run_lib.run(cfg, workdir, 'export')
     # the file is named only when it is not the folder itself
-    with pytest.raises(WorkdirError, match=rf'^cannot write the predictions to {tmp_path}/ro/out: Permission denied'
-                                           rf'( \({tmp_path}/ro/out/maps\))?; make it writable or set '
-                                           r'--config.predict.out to another folder$'):
+    with pytest.raises(
+        WorkdirError,
+        match=rf'^cannot write the predictions to {tmp_path}/ro/out: Permission denied'
+        rf'( \({tmp_path}/ro/out/maps\))?; make it writable or set '
+        r'--config.predict.out to another folder$',
+    ):
         run_lib.run(cfg, workdir, 'predict')
 
 
-def test_a_full_disk_while_checkpointing_is_one_line_without_orbax_noise_and_resumes(method1_run, tmp_path,
-                                                                                      monkeypatch, caplog, quiet_orbax):
+def test_a_full_disk_while_checkpointing_is_one_line_without_orbax_noise_and_resumes(
+    method1_run, tmp_path, monkeypatch, caplog, quiet_orbax
+):
     """The disk fills while Orbax writes the checkpoint's metadata in its background thread (was:
     324 lines of Orbax's logged tracebacks above the one clear line)."""
     from orbax.checkpoint._src.handlers import json_checkpoint_handler
+
     quiet_orbax()
     workdir = _copy(method1_run[0], tmp_path / 'w', 'f_classifier', 'f_quality.json', 'fingerprints')
     real = json_checkpoint_handler.JsonCheckpointHandler._save_fn
 
     async def full(self, x, directory):
         raise OSError(errno.ENOSPC, 'No space left on device', str(directory / 'metadata'))
+
     monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, '_save_fn', full)
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(WorkdirError, match=rf'^no space left on the device while writing {workdir}/g/3; free some '
-                                           r'space and run the same command again \(it resumes after the last checkpoint\)$'):
+    with pytest.raises(
+        WorkdirError,
+        match=rf'^no space left on the device while writing {workdir}/g/3; free some '
+        r'space and run the same command again \(it resumes after the last checkpoint\)$',
+    ):
         run_lib.run(tiny_synthetic('method1', g_epochs=1), workdir, 'train_g')
     noise = [r for r in caplog.records if f'{os.sep}orbax{os.sep}' in r.pathname or r.name == 'asyncio']
     assert not noise, [r.getMessage()[:200] for r in noise]
     monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, '_save_fn', real)
-    run_lib.run(tiny_synthetic('method1', g_epochs=1), workdir, 'train_g')   # the same command again
+    run_lib.run(tiny_synthetic('method1', g_epochs=1), workdir, 'train_g')  # the same command again
     assert checkpoint.saved_steps(os.path.join(workdir, 'g')) == [3]
 
 
@@ -403,23 +477,32 @@ def _writes_into_a_closed_loop(folder) -> int:
     """TensorStore writes awaited from an event loop that is closed after the first one finishes,
     as Orbax's loop is when one of its operations fails; the number left pending."""
     import tensorstore as ts
-    array = ts.open({'driver': 'zarr', 'kvstore': {'driver': 'file', 'path': str(folder)}}, create=True,
-                    delete_existing=True, dtype=ts.float32, shape=[2000, 2000],
-                    chunk_layout=ts.ChunkLayout(chunk_shape=[50, 50])).result()
+
+    array = ts.open(
+        {'driver': 'zarr', 'kvstore': {'driver': 'file', 'path': str(folder)}},
+        create=True,
+        delete_existing=True,
+        dtype=ts.float32,
+        shape=[2000, 2000],
+        chunk_layout=ts.ChunkLayout(chunk_shape=[50, 50]),
+    ).result()
     data = np.random.default_rng(0).random((2000, 2000), np.float32)
 
     async def give_up_after_the_first():
         async def wait(f):
             await f
-        tasks = [asyncio.ensure_future(wait(array[i * 200:(i + 1) * 200].write(data[i * 200:(i + 1) * 200])))
-                 for i in range(10)]
+
+        tasks = [
+            asyncio.ensure_future(wait(array[i * 200 : (i + 1) * 200].write(data[i * 200 : (i + 1) * 200])))
+            for i in range(10)
+        ]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         return sum(not t.done() for t in tasks)
 
     loop = asyncio.new_event_loop()
     pending = loop.run_until_complete(give_up_after_the_first())
     loop.close()
-    time.sleep(2)   # the pending writes finish and call into the closed loop
+    time.sleep(2)  # the pending writes finish and call into the closed loop
     return pending
 
 
@@ -436,9 +519,12 @@ def test_tensorstore_calls_into_a_closed_event_loop_are_silenced(tmp_path, monke
     caplog.clear()
     assert _writes_into_a_closed_loop(tmp_path / 'b')
     assert 'Event loop is closed' not in seen
-    assert not [r for r in caplog.records if r.name == 'asyncio']   # "Task was destroyed but it is pending!"
-    sys.unraisablehook(types.SimpleNamespace(exc_type=ValueError, exc_value=ValueError('other'), exc_traceback=None,
-                                             err_msg=None, object=None))
+    assert not [r for r in caplog.records if r.name == 'asyncio']  # "Task was destroyed but it is pending!"
+    sys.unraisablehook(
+        types.SimpleNamespace(
+            exc_type=ValueError, exc_value=ValueError('other'), exc_traceback=None, err_msg=None, object=None
+        )
+    )
     assert seen == ['other']
 
 
@@ -449,26 +535,38 @@ def _report_inputs(workdir):
     """What `report.write` draws, for 2 test images: made up here (only the files matter)."""
     rng = np.random.default_rng(0)
     variants = ('weight_map_selected', 'weight_map_last', 'cam')
-    samples = Samples(np.arange(2), {v: rng.random((2, 32, 32), np.float32) for v in variants},
-                      {v: np.array([[2, 3, 20, 25]] * 2) for v in variants}, np.array([[[1, 1, 30, 30]]] * 2))
+    samples = Samples(
+        np.arange(2),
+        {v: rng.random((2, 32, 32), np.float32) for v in variants},
+        {v: np.array([[2, 3, 20, 25]] * 2) for v in variants},
+        np.array([[[1, 1, 30, 30]]] * 2),
+    )
     images = types.SimpleNamespace(images=rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
     results = json.load(open(os.path.join(workdir, 'results.json')))['results']
-    return (tiny_synthetic('method1'), results, load_selection(workdir), samples,
-            types.SimpleNamespace(test=images, val=images), {'total_s': {'evaluate': -1.0}})
+    return (
+        tiny_synthetic('method1'),
+        results,
+        load_selection(workdir),
+        samples,
+        types.SimpleNamespace(test=images, val=images),
+        {'total_s': {'evaluate': -1.0}},
+    )
 
 
 def test_a_report_is_replaced_whole_or_not_at_all(method1_run, tmp_path, monkeypatch):
     """The sweep's Ctrl-C during evaluate left results.* half old, half new."""
-    workdir = _copy(method1_run[0], tmp_path / 'w', 'g', 'strip', 'selection.json', 'f_quality.json',
-                    *workdir_lib.REPORTS)
+    workdir = _copy(
+        method1_run[0], tmp_path / 'w', 'g', 'strip', 'selection.json', 'f_quality.json', *workdir_lib.REPORTS
+    )
     files = [os.path.join(workdir, name) for name in workdir_lib.REPORTS]
     inputs = _report_inputs(workdir)
     old = [(os.stat(f).st_ino, open(f, 'rb').read()) for f in files]
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
+
     real_strip = report.plot_strip
-    monkeypatch.setattr(report, 'plot_strip', interrupted)   # Ctrl-C while the last figure renders
+    monkeypatch.setattr(report, 'plot_strip', interrupted)  # Ctrl-C while the last figure renders
     with pytest.raises(KeyboardInterrupt):
         report.write(workdir, *inputs)
     assert [(os.stat(f).st_ino, open(f, 'rb').read()) for f in files] == old
@@ -477,15 +575,16 @@ def test_a_report_is_replaced_whole_or_not_at_all(method1_run, tmp_path, monkeyp
     monkeypatch.setattr(report, 'plot_strip', real_strip)
     real_replace, moved = os.replace, []
 
-    def replace_then_interrupt(src, dst):   # a real SIGINT after the first file is in place
+    def replace_then_interrupt(src, dst):  # a real SIGINT after the first file is in place
         real_replace(src, dst)
         moved.append(dst)
         if len(moved) == 1:
             os.kill(os.getpid(), signal.SIGINT)
+
     monkeypatch.setattr(os, 'replace', replace_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         report.write(workdir, *inputs)
-    assert sorted(moved) == sorted(files)   # the interrupt waited until every file was in place
+    assert sorted(moved) == sorted(files)  # the interrupt waited until every file was in place
     assert all(os.stat(f).st_ino != ino for f, (ino, _) in zip(files, old))
     assert json.load(open(files[0]))['timings_s'] == {'evaluate': -1.0}
 
@@ -494,20 +593,22 @@ def test_a_ctrl_c_that_lands_in_a_garbage_collection_callback_is_not_lost(tmp_pa
     """Python raises the KeyboardInterrupt of a Ctrl-C inside whatever runs, and a
     garbage-collection callback (JAX registers one) only reports it as unraisable: the run went
     on to the end. main.py's hook sends it again."""
-    script = ('import gc, os, signal, sys, time\n'
-              'import main\n'
-              'sys.unraisablehook = main.keep_interrupts(sys.unraisablehook)\n'
-              'def callback(phase, info):\n'
-              '    if phase == "start":\n'
-              '        gc.callbacks.remove(callback)\n'
-              '        os.kill(os.getpid(), signal.SIGINT)\n'
-              '        time.sleep(0.1)   # the handler runs here, inside the callback\n'
-              'gc.callbacks.append(callback)\n'
-              'try:\n'
-              '    gc.collect()\n'
-              '    time.sleep(5)\n'
-              '    print("lost")\n'
-              'except KeyboardInterrupt:\n'
-              '    print("kept")\n')
+    script = (
+        'import gc, os, signal, sys, time\n'
+        'import main\n'
+        'sys.unraisablehook = main.keep_interrupts(sys.unraisablehook)\n'
+        'def callback(phase, info):\n'
+        '    if phase == "start":\n'
+        '        gc.callbacks.remove(callback)\n'
+        '        os.kill(os.getpid(), signal.SIGINT)\n'
+        '        time.sleep(0.1)   # the handler runs here, inside the callback\n'
+        'gc.callbacks.append(callback)\n'
+        'try:\n'
+        '    gc.collect()\n'
+        '    time.sleep(5)\n'
+        '    print("lost")\n'
+        'except KeyboardInterrupt:\n'
+        '    print("kept")\n'
+    )
     proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == 'kept' and 'KeyboardInterrupt' not in proc.stderr, proc.stdout + proc.stderr

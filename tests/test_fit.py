@@ -1,6 +1,7 @@
 """`wsol_jax.fit_weight_map`: g for any f from research code (a Flax module defined here), with the
 training loop, budget and selection of the train_g stage; the localiser it returns predicts,
 exports and loads like the stages' one."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ from wsol_jax.fit import as_split
 
 class TinyEncoder(nn.Module):
     """The kind of f a researcher brings: any function of an image batch."""
+
     @nn.compact
     def __call__(self, x):
         x = nn.relu(nn.Conv(8, (3, 3), strides=(2, 2))(x))
@@ -29,19 +31,21 @@ def fitted(tmp_path_factory):
     data = load_dataset(config)
     encoder = TinyEncoder()
     params = encoder.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    config.f.kind = 'encoder'   # f_apply returns features: Eq. 1 with the cosine distance
+    config.f.kind = 'encoder'  # f_apply returns features: Eq. 1 with the cosine distance
     workdir = str(tmp_path_factory.mktemp('fit'))
     train = {'image': np.asarray(data.train.images), 'label': data.train.labels}
-    localizer = wsol_jax.fit_weight_map(lambda x: encoder.apply(params, x), train, np.asarray(data.val.images),
-                                        config, workdir=workdir)
+    localizer = wsol_jax.fit_weight_map(
+        lambda x: encoder.apply(params, x), train, np.asarray(data.val.images), config, workdir=workdir
+    )
     return localizer, data, workdir
 
 
 def test_fit_trains_g_with_the_stage_loop_and_keeps_the_selected_point(fitted):
     import json
+
     localizer, data, workdir = fitted
     history = json.load(open(f'{workdir}/g_history.json'))['points']
-    assert sorted(history, key=int) == ['3', '6']          # 48 images, batch 16: S once an epoch, 2 epochs
+    assert sorted(history, key=int) == ['3', '6']  # 48 images, batch 16: S once an epoch, 2 epochs
     assert {'train/cosine', 'train/reg', 'mean_S'} <= set(history['3'])
     assert localizer.spec['source']['selected_step'] in (3, 6) and not localizer.has_classes
 

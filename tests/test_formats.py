@@ -1,5 +1,6 @@
 """Every on-disk format, through the loader a real run uses (`load_dataset`), on fixtures written
 in that format: labels, boxes (hand-checked after the 256/224 transform), masks, splits, errors."""
+
 import os
 
 import cv2
@@ -24,8 +25,9 @@ def _config(name, root, **data):
 
 def test_cub_layout_and_hand_checked_box(tmp_path):
     meta = fixtures.write_cub(tmp_path / 'CUB_200_2011')
-    data = load_dataset(_config('cub', tmp_path / 'CUB_200_2011', num_val=2, num_classes=0),
-                        cache_dir=str(tmp_path / 'cache'))
+    data = load_dataset(
+        _config('cub', tmp_path / 'CUB_200_2011', num_val=2, num_classes=0), cache_dir=str(tmp_path / 'cache')
+    )
     assert data.num_classes == 4
     assert len(data.train) + len(data.val) == 12 and len(data.test) == 12 and len(data.val) == 2
     # Image 1 is 320x240 with box x=32, y=48, w=160, h=96 -> [32, 48, 192, 144], kept so;
@@ -37,11 +39,13 @@ def test_cub_layout_and_hand_checked_box(tmp_path):
     i = where.names.index(meta[1][0])
     np.testing.assert_array_equal(where.boxes[i, 0], [32, 48, 192, 144])
     np.testing.assert_array_equal(where.original_sizes[i], [320, 240])
-    np.testing.assert_array_equal(cache_boxes(where.boxes[i:i + 1], where.original_sizes[i:i + 1], 256)[0, 0],
-                                  [26, 51, 154, 154])
+    np.testing.assert_array_equal(
+        cache_boxes(where.boxes[i : i + 1], where.original_sizes[i : i + 1], 256)[0, 0], [26, 51, 154, 154]
+    )
     np.testing.assert_array_equal(crop_protocol_boxes(where, [i], 224)[0, 0], [10, 35, 138, 138])
-    np.testing.assert_array_equal(wsolevaluation.resize_boxes(where.boxes[i:i + 1], where.original_sizes[i:i + 1])
-                                  [0, 0], [22, 44, 134, 134])
+    np.testing.assert_array_equal(
+        wsolevaluation.resize_boxes(where.boxes[i : i + 1], where.original_sizes[i : i + 1])[0, 0], [22, 44, 134, 134]
+    )
     assert where.labels[i] == 0
     # Labels and masks (at the original resolution) of the test split agree with the files.
     for k, name in enumerate(data.test.names):
@@ -87,12 +91,13 @@ def test_decoded_cache_is_reused_until_a_file_changes(tmp_path, monkeypatch, cap
     # Restored: decoded again and included.
     victim.write_bytes(saved)
     c = load_dataset(cfg, cache_dir=cache)
-    assert len(c.test) == 4 and meta[3][0] in c.test.names   # ids: images.txt paths
+    assert len(c.test) == 4 and meta[3][0] in c.test.names  # ids: images.txt paths
     # Replaced by other pixels under the same name: decoded again.
     victim.write_bytes(other.read_bytes())
     d = load_dataset(cfg, cache_dir=cache)
-    np.testing.assert_array_equal(d.test.images[d.test.names.index(meta[3][0])],
-                                  d.test.images[d.test.names.index(meta[4][0])])
+    np.testing.assert_array_equal(
+        d.test.images[d.test.names.index(meta[3][0])], d.test.images[d.test.names.index(meta[4][0])]
+    )
     # Touched (same bytes, a later modification time): a new cache entry.
     st = os.stat(victim)
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
@@ -109,16 +114,16 @@ def test_cache_key_covers_what_the_arrays_depend_on(tmp_path):
     assert key != decode._fingerprint(records, 256, 2, 'skip')
     assert key != decode._fingerprint(records, 128, 2, 'error')
     assert key != decode._fingerprint(records, 256, 3, 'error')
-    os.remove(records[0].mask_path)   # a mask file counts too
+    os.remove(records[0].mask_path)  # a mask file counts too
     assert key != decode._fingerprint(records, 256, 2, 'error')
 
 
 @pytest.mark.parametrize('how', ['truncate', 'random', 'empty'])
 def test_broken_images_name_file_and_line_or_are_skipped(tmp_path, capsys, how):
     root, meta, cfg = _small_cub(tmp_path)
-    victim = root / 'images' / meta[3][0]   # image id 3: line 3 of images.txt, a test image
+    victim = root / 'images' / meta[3][0]  # image id 3: line 3 of images.txt, a test image
     fixtures.damage(victim, how)
-    if how == 'truncate':   # OpenCV decoded it: half grey, a libjpeg warning that names no file
+    if how == 'truncate':  # OpenCV decoded it: half grey, a libjpeg warning that names no file
         assert cv2.imread(str(victim)) is not None
     with pytest.raises(DataError, match=rf'cannot decode image .*{victim.name} \(listed in .*images.txt:3\): '):
         load_dataset(cfg)
@@ -151,16 +156,22 @@ def test_boxes_outside_the_image_or_inverted(tmp_path, capsys):
     fixtures.set_line(boxes_txt, 3, f'3 {W - 100}.0 10.0 101.0 {H - 9}.0')
     data = load_dataset(cfg)
     k = data.test.names.index(meta[3][0])
-    np.testing.assert_array_equal(data.test.boxes[k, 0], [220, 10, 320, 240])   # clipped to the image
-    np.testing.assert_array_equal(cache_boxes(data.test.boxes[k:k + 1], data.test.original_sizes[k:k + 1], 256)[0, 0],
-                                  [176, 11, 255, 255])   # * 0.8, 256/240, clipped to 255
-    for line, problem in (('3 250.0 10.0 75.0 20.0', 'outside the image'),   # x1 = 325 > 320 + 1
-                          ('3 50.0 60.0 -10.0 20.0', r'inverted \(x0 > x1 or y0 > y1\)'),
-                          ('3 -5.0 60.0 10.0 20.0', 'outside the image')):
+    np.testing.assert_array_equal(data.test.boxes[k, 0], [220, 10, 320, 240])  # clipped to the image
+    np.testing.assert_array_equal(
+        cache_boxes(data.test.boxes[k : k + 1], data.test.original_sizes[k : k + 1], 256)[0, 0], [176, 11, 255, 255]
+    )  # * 0.8, 256/240, clipped to 255
+    for line, problem in (
+        ('3 250.0 10.0 75.0 20.0', 'outside the image'),  # x1 = 325 > 320 + 1
+        ('3 50.0 60.0 -10.0 20.0', r'inverted \(x0 > x1 or y0 > y1\)'),
+        ('3 -5.0 60.0 10.0 20.0', 'outside the image'),
+    ):
         fixtures.set_line(boxes_txt, 3, line)
         cfg.data.on_bad_sample = 'error'
-        with pytest.raises(DataError, match=rf'bounding_boxes.txt:3: box .* of .*{meta[3][0]} is {problem} '
-                                            rf'\(the image is {W}x{H}\); fix the annotation'):
+        with pytest.raises(
+            DataError,
+            match=rf'bounding_boxes.txt:3: box .* of .*{meta[3][0]} is {problem} '
+            rf'\(the image is {W}x{H}\); fix the annotation',
+        ):
             load_dataset(cfg)
         cfg.data.on_bad_sample = 'skip'
         assert len(_names(load_dataset(cfg))) == 7
@@ -178,15 +189,18 @@ def test_wsolevaluation_box_lines_and_image_sizes_are_checked(tmp_path):
     mine = tmp_path / 'mine'
     fixtures.write_wsolevaluation(mine)
     loc = mine / 'metadata' / 'val' / 'localization.txt'
-    rel1 = fixtures.get_line(loc, 3).split(',')[0]   # line 3: image 1 (image 0 has two boxes)
+    rel1 = fixtures.get_line(loc, 3).split(',')[0]  # line 3: image 1 (image 0 has two boxes)
     fixtures.set_line(loc, 3, f'{rel1},200,10,100,50')
-    with pytest.raises(DataError, match=r'val/localization.txt:3: box \[x0, y0, x1, y1\] = \[200, 10, 100, 50\] '
-                                        r'.*inverted'):
+    with pytest.raises(
+        DataError,
+        match=r'val/localization.txt:3: box \[x0, y0, x1, y1\] = \[200, 10, 100, 50\] '
+        r'.*inverted',
+    ):
         load_dataset(_config('custom', mine))
     fixtures.set_line(loc, 3, f'{rel1},10,10,100,50')
     sizes = mine / 'metadata' / 'test' / 'image_sizes.txt'
     rel = fixtures.get_line(sizes, 2).split(',')[0]
-    fixtures.set_line(sizes, 2, f'{rel},300,240')   # the file is 320x240: its boxes would be off
+    fixtures.set_line(sizes, 2, f'{rel},300,240')  # the file is 320x240: its boxes would be off
     with pytest.raises(DataError, match=rf'test/image_sizes.txt:2: lists .*{rel} as 300x240 but the file is 320x240'):
         load_dataset(_config('custom', mine))
     fixtures.set_line(loc, 8, 'images/val/nope.jpg,1,2,3,4')
@@ -201,37 +215,52 @@ def test_test_label_never_seen_in_training_is_an_error(tmp_path):
         labels = mine / 'metadata' / split / 'class_labels.txt'
         line = fixtures.get_line(labels, 2)
         fixtures.set_line(labels, 2, line.split(',')[0] + ',7')
-        with pytest.raises(DataError, match=rf'{split}/class_labels.txt:2: label 7 of .* \({split} split\) never '
-                                            'occurs in the training split'):
+        with pytest.raises(
+            DataError,
+            match=rf'{split}/class_labels.txt:2: label 7 of .* \({split} split\) never '
+            'occurs in the training split',
+        ):
             load_dataset(_config('custom', mine))
         fixtures.set_line(labels, 2, line)
     # A hold-out val is part of train: only the test split is checked then.
     root, _, cfg = _small_cub(tmp_path)
     fixtures.set_line(root / 'image_class_labels.txt', 3, '3 9')
-    with pytest.raises(DataError, match=r"image_class_labels.txt:3: label 8 of .*Bird_0_0002.jpg \(test split\) "
-                                        "never occurs"):
+    with pytest.raises(
+        DataError,
+        match=r"image_class_labels.txt:3: label 8 of .*Bird_0_0002.jpg \(test split\) "
+        "never occurs",
+    ):
         load_dataset(cfg)
 
 
 def test_images_listed_twice_are_errors(tmp_path):
     root, meta, cfg = _small_cub(tmp_path)
     images = root / 'images.txt'
-    fixtures.set_line(images, 9, fixtures.get_line(images, 3))   # id 3 again
+    fixtures.set_line(images, 9, fixtures.get_line(images, 3))  # id 3 again
     with pytest.raises(DataError, match=r'images.txt:9: 3 is listed twice \(also at .*images.txt:3\)'):
         load_dataset(cfg)
-    fixtures.set_line(images, 9, f'9 {meta[3][0]}')             # the path of id 3 under a new id
-    for name, line in (('image_class_labels.txt', '9 1'), ('train_test_split.txt', '9 0'),
-                       ('bounding_boxes.txt', '9 1.0 1.0 10.0 10.0')):
+    fixtures.set_line(images, 9, f'9 {meta[3][0]}')  # the path of id 3 under a new id
+    for name, line in (
+        ('image_class_labels.txt', '9 1'),
+        ('train_test_split.txt', '9 0'),
+        ('bounding_boxes.txt', '9 1.0 1.0 10.0 10.0'),
+    ):
         fixtures.set_line(root / name, 9, line)
-    with pytest.raises(DataError, match=rf'images.txt:9: .*{meta[3][0]} is listed twice in the test split '
-                                        r'\(also at .*images.txt:3\)'):
+    with pytest.raises(
+        DataError,
+        match=rf'images.txt:9: .*{meta[3][0]} is listed twice in the test split '
+        r'\(also at .*images.txt:3\)',
+    ):
         load_dataset(cfg)
     mine = tmp_path / 'mine'
     fixtures.write_wsolevaluation(mine)
     ids = mine / 'metadata' / 'train' / 'image_ids.txt'
     fixtures.set_line(ids, 7, fixtures.get_line(ids, 2))
-    with pytest.raises(DataError, match=r'train/image_ids.txt:7: images/train/001.jpg is listed twice \(also at '
-                                        r'.*train/image_ids.txt:2\)'):
+    with pytest.raises(
+        DataError,
+        match=r'train/image_ids.txt:7: images/train/001.jpg is listed twice \(also at '
+        r'.*train/image_ids.txt:2\)',
+    ):
         load_dataset(_config('custom', mine))
     flowers = tmp_path / 'flowers'
     fixtures.write_flowers(flowers, setid={'trnid': [1, 4, 7, 1]})
@@ -278,24 +307,48 @@ def _wsol_line(tmp_path, name, make):
 
 # (config with one broken field, the error, whether on_bad_sample=skip drops the sample instead)
 BAD_FIELDS = {
-    'cub label': (lambda t: _cub_field(t, 'image_class_labels.txt', '3 abc'),
-                  r"image_class_labels.txt:3: class label 'abc' is not an integer", False),
-    'cub split flag': (lambda t: _cub_field(t, 'train_test_split.txt', '3 2'),
-                       r"train_test_split.txt:3: is_training_image must be 1 \(train\) or 0 \(test\), got '2'", False),
-    'cub box': (lambda t: _cub_field(t, 'bounding_boxes.txt', '3 10.0 abc 30.0 40.0'),
-                r"bounding_boxes.txt:3: box field 'abc' is not a number", True),
-    'cars class': (lambda t: _cars_field(t, 'class', 'abc'),
-                   r"cars_test_annos_withlabels.mat\[2\]: class 'abc' is not an integer", False),
-    'cars box': (lambda t: _cars_field(t, 'bbox_y1', 'abc'),
-                 r"cars_test_annos_withlabels.mat\[2\]: box field 'abc' is not a number", True),
+    'cub label': (
+        lambda t: _cub_field(t, 'image_class_labels.txt', '3 abc'),
+        r"image_class_labels.txt:3: class label 'abc' is not an integer",
+        False,
+    ),
+    'cub split flag': (
+        lambda t: _cub_field(t, 'train_test_split.txt', '3 2'),
+        r"train_test_split.txt:3: is_training_image must be 1 \(train\) or 0 \(test\), got '2'",
+        False,
+    ),
+    'cub box': (
+        lambda t: _cub_field(t, 'bounding_boxes.txt', '3 10.0 abc 30.0 40.0'),
+        r"bounding_boxes.txt:3: box field 'abc' is not a number",
+        True,
+    ),
+    'cars class': (
+        lambda t: _cars_field(t, 'class', 'abc'),
+        r"cars_test_annos_withlabels.mat\[2\]: class 'abc' is not an integer",
+        False,
+    ),
+    'cars box': (
+        lambda t: _cars_field(t, 'bbox_y1', 'abc'),
+        r"cars_test_annos_withlabels.mat\[2\]: box field 'abc' is not a number",
+        True,
+    ),
     'flowers label': (_flowers_labels, r'imagelabels.mat:labels\[5\]: label .*2.5.* is not an integer', False),
     'tiny_imagenet box': (_tiny_box, r"val_annotations.txt:2: box field 'abc' is not a number", True),
-    'wsolevaluation label': (lambda t: _wsol_line(t, 'class_labels.txt', lambda f: f'{f[0]},abc'),
-                             r"test/class_labels.txt:2: class label 'abc' is not an integer", False),
-    'wsolevaluation box': (lambda t: _wsol_line(t, 'localization.txt', lambda f: f'{f[0]},1,2,x,4'),
-                           r"test/localization.txt:2: box field 'x' is not a number", True),
-    'wsolevaluation size': (lambda t: _wsol_line(t, 'image_sizes.txt', lambda f: f'{f[0]},320.5,240'),
-                            r'test/image_sizes.txt:2: image size .* is not a pair of integers', True),
+    'wsolevaluation label': (
+        lambda t: _wsol_line(t, 'class_labels.txt', lambda f: f'{f[0]},abc'),
+        r"test/class_labels.txt:2: class label 'abc' is not an integer",
+        False,
+    ),
+    'wsolevaluation box': (
+        lambda t: _wsol_line(t, 'localization.txt', lambda f: f'{f[0]},1,2,x,4'),
+        r"test/localization.txt:2: box field 'x' is not a number",
+        True,
+    ),
+    'wsolevaluation size': (
+        lambda t: _wsol_line(t, 'image_sizes.txt', lambda f: f'{f[0]},320.5,240'),
+        r'test/image_sizes.txt:2: image size .* is not a pair of integers',
+        True,
+    ),
 }
 
 
@@ -306,10 +359,10 @@ def test_unparseable_fields_name_file_and_line(tmp_path, case):
     with pytest.raises(DataError, match=message):
         load_dataset(cfg)
     cfg.data.on_bad_sample = 'skip'
-    if skippable:   # a per-sample problem: that sample is dropped
+    if skippable:  # a per-sample problem: that sample is dropped
         data = load_dataset(cfg)
         assert len(data.test) == {'cub': 3, 'cars': 5, 'tiny_imagenet': 5, 'wsolevaluation': 5}[cfg.data.source]
-    else:           # a structural one: the listing itself is doubtful, skip does not hide it
+    else:  # a structural one: the listing itself is doubtful, skip does not hide it
         with pytest.raises(DataError, match=message):
             load_dataset(cfg)
 
@@ -319,10 +372,13 @@ def test_a_decode_error_stops_its_threads_before_it_propagates(tmp_path):
     collector: a pool shut down from inside `threading`'s bookkeeping deadlocked CI."""
     import gc
     import threading
+
     cv2.imwrite(str(tmp_path / 'ok.png'), np.zeros((8, 8, 3), np.uint8))
     (tmp_path / 'bad.png').write_bytes(b'not an image')
-    records = [decode.Record(str(tmp_path / name), 0, np.zeros((0, 4)), source=f'list.txt:{i + 1}')
-               for i, name in enumerate(['ok.png'] * 40 + ['bad.png'] + ['ok.png'] * 40)]
+    records = [
+        decode.Record(str(tmp_path / name), 0, np.zeros((0, 4)), source=f'list.txt:{i + 1}')
+        for i, name in enumerate(['ok.png'] * 40 + ['bad.png'] + ['ok.png'] * 40)
+    ]
 
     class Writer:
         def __init__(self):
@@ -334,7 +390,7 @@ def test_a_decode_error_stops_its_threads_before_it_propagates(tmp_path):
         def __len__(self):
             return self.n
 
-    gc.disable()   # what the fix must not rely on
+    gc.disable()  # what the fix must not rely on
     try:
         before = threading.active_count()
         with pytest.raises(DataError, match='bad.png') as raised:
@@ -369,8 +425,11 @@ def test_missing_root_and_bad_labels(tmp_path):
         load_dataset(_config('cub', tmp_path / 'nowhere'))
     root = tmp_path / 'cub'
     fixtures.write_cub(root)
-    with pytest.raises(DataError, match=r'image_class_labels.txt:13: label 2 \(0-based\) of .*Bird_2_0000.jpg is '
-                                        r'outside \[0, 2\)'):
+    with pytest.raises(
+        DataError,
+        match=r'image_class_labels.txt:13: label 2 \(0-based\) of .*Bird_2_0000.jpg is '
+        r'outside \[0, 2\)',
+    ):
         load_dataset(_config('cub', root, num_val=2, num_classes=2))
     with pytest.raises(ConfigError, match='num_val'):
         load_dataset(_config('cub', root, num_val=100, num_classes=0))
@@ -384,7 +443,7 @@ def test_stanford_cars_devkit(tmp_path):
         assert name.startswith('cars_test/')
         label, box = meta[('test', os.path.basename(name))]
         assert data.test.labels[k] == label
-        np.testing.assert_array_equal(data.test.boxes[k, 0], box)   # [x1 - 1, y1 - 1, x2, y2] of the 1-based box
+        np.testing.assert_array_equal(data.test.boxes[k, 0], box)  # [x1 - 1, y1 - 1, x2, y2] of the 1-based box
 
 
 def test_oxford_flowers_masks_and_splits(tmp_path):
@@ -413,7 +472,7 @@ def test_tiny_imagenet_layout(tmp_path):
         label, box = meta[os.path.basename(name)]
         assert data.test.labels[k] == label
         np.testing.assert_array_equal(data.test.boxes[k, 0], box)
-        cached = cache_boxes(data.test.boxes[k:k + 1], data.test.original_sizes[k:k + 1], 64)
+        cached = cache_boxes(data.test.boxes[k : k + 1], data.test.original_sizes[k : k + 1], 64)
         np.testing.assert_array_equal(cached[0, 0], np.round(np.array(box) * [0.2, 64 / 240, 0.2, 64 / 240]))
 
 
@@ -422,9 +481,9 @@ def test_wsolevaluation_metadata_with_several_boxes_and_masks(tmp_path):
     data = load_dataset(_config('custom', tmp_path / 'mine'))
     assert data.num_classes == 3 and (len(data.train), len(data.val), len(data.test)) == (6, 6, 6)
     first = data.val.boxes[0]
-    assert (first[:, 0] >= 0).sum() == 2          # two boxes for the first image
+    assert (first[:, 0] >= 0).sum() == 2  # two boxes for the first image
     assert data.test.masks is not None and data.val.masks is None
-    for k, name in enumerate(data.val.names):   # ids: the paths image_ids.txt lists
+    for k, name in enumerate(data.val.names):  # ids: the paths image_ids.txt lists
         assert data.val.labels[k] == meta[name][0]
 
 
@@ -432,10 +491,10 @@ def test_wsolevaluation_masks_of_one_image_are_united(tmp_path):
     mine = tmp_path / 'mine'
     fixtures.write_wsolevaluation(mine, masks_for_test=True)
     cfg = _config('custom', mine)
-    k = 0   # test image 000.jpg, the first line of test/localization.txt
+    k = 0  # test image 000.jpg, the first line of test/localization.txt
     alone = load_dataset(cfg).test.masks[k].astype(bool)
     corner = np.zeros((fixtures.H, fixtures.W), np.uint8)
-    corner[:30, :40] = 255   # a second object in the corner (the fixture's objects start at x, y >= 10)
+    corner[:30, :40] = 255  # a second object in the corner (the fixture's objects start at x, y >= 10)
     cv2.imwrite(str(mine / 'masks' / 'test' / '000b.png'), corner)
     fixtures.set_line(mine / 'metadata' / 'test' / 'localization.txt', 7, 'images/test/000.jpg,masks/test/000b.png,')
     united = load_dataset(cfg).test.masks[k].astype(bool)
@@ -443,8 +502,12 @@ def test_wsolevaluation_masks_of_one_image_are_united(tmp_path):
 
 
 def _file_states(*roots):
-    return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
-            for root in roots for d, _, fs in os.walk(root) for f in fs}
+    return {
+        os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+        for root in roots
+        for d, _, fs in os.walk(root)
+        for f in fs
+    }
 
 
 def test_openimages_layout_runs_every_stage_with_saved_maps_on_a_read_only_copy(tmp_path, monkeypatch):
@@ -458,6 +521,7 @@ def test_openimages_layout_runs_every_stage_with_saved_maps_on_a_read_only_copy(
     from helpers import read_wsolevaluation_ground_truth
     from wsol_jax import metrics, run as run_lib, workdir as workdir_lib
     from wsol_jax.data import load_dataset
+
     expected = fixtures.write_openimages(str(tmp_path / 'OpenImages'), str(tmp_path / 'metadata' / 'OpenImages'))
     for d, dirs, fs in os.walk(tmp_path):
         for name in dirs + fs:
@@ -466,12 +530,12 @@ def test_openimages_layout_runs_every_stage_with_saved_maps_on_a_read_only_copy(
     before = _file_states(tmp_path / 'OpenImages', tmp_path / 'metadata')
     monkeypatch.chdir(tmp_path)
     cfg = load_config('openimages', 'method1')
-    cfg.data.update(dict(root='OpenImages', metadata_dir='metadata/OpenImages', num_classes=2, image_size=32,
-                         crop_size=32))
+    cfg.data.update(
+        dict(root='OpenImages', metadata_dir='metadata/OpenImages', num_classes=2, image_size=32, crop_size=32)
+    )
     cfg.f.update(dict(arch='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
     cfg.g.update(dict(depth='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none'))
-    cfg.eval.update(dict(batch_size=2, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1,
-                         save_maps=True))
+    cfg.eval.update(dict(batch_size=2, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1, save_maps=True))
     workdir = str(tmp_path / 'run')
     try:
         data = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))
@@ -484,16 +548,17 @@ def test_openimages_layout_runs_every_stage_with_saved_maps_on_a_read_only_copy(
         for d, dirs, fs in os.walk(tmp_path):
             for name in dirs + fs:
                 os.chmod(os.path.join(d, name), 0o755)
-    assert _file_states(tmp_path / 'OpenImages', tmp_path / 'metadata') == before   # nothing written there
+    assert _file_states(tmp_path / 'OpenImages', tmp_path / 'metadata') == before  # nothing written there
     assert 0 <= results['weight_map_selected']['pxap'] <= 1
     with open(tmp_path / 'metadata' / 'OpenImages' / 'test' / 'image_ids.txt') as fh:
         ids = fh.read().split()
     scoremaps = os.path.join(workdir, workdir_lib.SCOREMAPS)
     assert sorted(os.path.relpath(p, scoremaps) for p in _file_states(scoremaps)) == sorted(i + '.npy' for i in ids)
-    their_ids, boxes, masks = read_wsolevaluation_ground_truth(os.path.join(workdir, workdir_lib.WSOLEVAL_METADATA),
-                                                               os.path.join(workdir, workdir_lib.WSOLEVAL_MASKS))
+    their_ids, boxes, masks = read_wsolevaluation_ground_truth(
+        os.path.join(workdir, workdir_lib.WSOLEVAL_METADATA), os.path.join(workdir, workdir_lib.WSOLEVAL_MASKS)
+    )
     assert their_ids == ids and set(boxes) == set(masks) == set(ids)
-    for image_id, (_, obj, ignore) in expected.items():   # the masks as they read them: theirs, resized once
+    for image_id, (_, obj, ignore) in expected.items():  # the masks as they read them: theirs, resized once
         want = np.where(obj, 1, np.where(ignore, metrics.IGNORE, 0)).astype(np.uint8)
         np.testing.assert_array_equal(masks[image_id], cv2.resize(want, (224, 224), interpolation=cv2.INTER_NEAREST))
     maps = np.stack([np.load(os.path.join(scoremaps, i + '.npy')) for i in ids])
@@ -505,6 +570,7 @@ def test_openimages_layout_runs_every_stage_with_saved_maps_on_a_read_only_copy(
 
 def test_class_names_where_the_dataset_ships_them(tmp_path):
     from wsol_jax.data import class_names
+
     (tmp_path / 'classes.txt').write_text('2 002.Laysan_Albatross\n1 001.Black_footed_Albatross\n')
     assert class_names.read('cub', str(tmp_path)) == ['Black_footed_Albatross', 'Laysan_Albatross']
     (tmp_path / 'wnids.txt').write_text('n01443537\nn01629819\n')
@@ -521,6 +587,7 @@ def test_ilsvrc_layout_runs_every_stage_through_the_jpeg_cache(tmp_path):
     from helpers import load_config
     from wsol_jax import run as run_lib
     from wsol_jax.data import load_dataset
+
     root, meta = tmp_path / 'ILSVRC', tmp_path / 'metadata' / 'ILSVRC'
     expected = fixtures.write_ilsvrc(str(root), str(meta))
     cfg = load_config('imagenet', 'method1')
@@ -531,12 +598,12 @@ def test_ilsvrc_layout_runs_every_stage_through_the_jpeg_cache(tmp_path):
     cfg.eval.update(dict(batch_size=4, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1))
     data = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))
     assert (len(data.train), len(data.val), len(data.test)) == (6, 6, 6)
-    for k, name in enumerate(data.test.names):   # ids: the listed paths; boxes: the listed pixels
+    for k, name in enumerate(data.test.names):  # ids: the listed paths; boxes: the listed pixels
         label, boxes = expected[name]
         assert data.test.labels[k] == label
-        np.testing.assert_array_equal(data.test.boxes[k][:len(boxes)], boxes)
+        np.testing.assert_array_equal(data.test.boxes[k][: len(boxes)], boxes)
     first = data.test.names.index('val/ILSVRC2012_val_00000001.JPEG')
-    assert (data.test.boxes[first] >= 0).all(axis=1).sum() == 2   # both objects of the first image
+    assert (data.test.boxes[first] >= 0).all(axis=1).sum() == 2  # both objects of the first image
     results = run_lib.run(cfg, str(tmp_path / 'run'))
     assert 0 <= results['weight_map_selected']['maxboxacc_v2'] <= 1 and 'top5_loc' in results['cam']
 
@@ -549,6 +616,7 @@ def _exif(orientation):
 
 def _mode_cases(tmp_path):
     """(file, expected RGB pixels of its one row), each written by Pillow in its mode."""
+
     def save(name, image, **kw):
         image.save(tmp_path / name, **kw)
         return tmp_path / name
@@ -562,7 +630,7 @@ def _mode_cases(tmp_path):
     palette.putpixel((1, 0), 1)
     one = Image.new('1', (2, 1))
     one.putpixel((1, 0), 1)
-    pgm = tmp_path / 'max1000.pgm'     # 16-bit PGM, maxval 1000: Pillow scales it to 0-65535 (mode I)
+    pgm = tmp_path / 'max1000.pgm'  # 16-bit PGM, maxval 1000: Pillow scales it to 0-65535 (mode I)
     pgm.write_bytes(b'P5 4 1 1000\n' + np.array([0, 500, 1000, 250], '>u2').tobytes())
     la = np.array([[[200, 128], [10, 0], [50, 255]]], np.uint8)
     rgba = np.array([[[200, 0, 0, 128], [0, 0, 255, 255]]], np.uint8)
@@ -574,21 +642,34 @@ def _mode_cases(tmp_path):
         'I;16 png': (save('g16.png', Image.fromarray(u16)), grey(0, 1, 128, 255)),
         'I;16B tiff': (save('g16b.tif', Image.fromarray(u16.astype('>u2'))), grey(0, 1, 128, 255)),
         'I pgm': (pgm, grey(0, 128, 255, 64)),
-        'I beyond 16 bits': (save('i32.tif', Image.fromarray(np.array([[-100, 0, 100, 300]], np.int32))),
-                             grey(0, 64, 128, 255)),          # (v + 100) * 255 / 400
-        'F in [0, 1]': (save('f.tif', Image.fromarray(np.array([[0, .5, 1, .25]], np.float32))), grey(0, 128, 255, 64)),
-        'F beyond [0, 1]': (save('f2.tif', Image.fromarray(np.array([[-1, 0, 1, 3]], np.float32))),
-                            grey(0, 64, 128, 255)),           # (v + 1) * 255 / 4
+        'I beyond 16 bits': (
+            save('i32.tif', Image.fromarray(np.array([[-100, 0, 100, 300]], np.int32))),
+            grey(0, 64, 128, 255),
+        ),  # (v + 100) * 255 / 400
+        'F in [0, 1]': (
+            save('f.tif', Image.fromarray(np.array([[0, 0.5, 1, 0.25]], np.float32))),
+            grey(0, 128, 255, 64),
+        ),
+        'F beyond [0, 1]': (
+            save('f2.tif', Image.fromarray(np.array([[-1, 0, 1, 3]], np.float32))),
+            grey(0, 64, 128, 255),
+        ),  # (v + 1) * 255 / 4
         '1': (save('one.png', one), grey(0, 255)),
-        'LA': (save('la.png', Image.fromarray(la, 'LA')), grey(227, 255, 50)),   # 200 * 128/255 + 127 = 227.4
-        'L with a transparent value': (save('lt.png', Image.fromarray(np.array([[5, 6]], np.uint8)), transparency=6),
-                                       grey(5, 255)),
-        'I;16 with a transparent value': (save('g16t.png', Image.fromarray(u16), transparency=257),
-                                          grey(0, 255, 128, 255)),
+        'LA': (save('la.png', Image.fromarray(la, 'LA')), grey(227, 255, 50)),  # 200 * 128/255 + 127 = 227.4
+        'L with a transparent value': (
+            save('lt.png', Image.fromarray(np.array([[5, 6]], np.uint8)), transparency=6),
+            grey(5, 255),
+        ),
+        'I;16 with a transparent value': (
+            save('g16t.png', Image.fromarray(u16), transparency=257),
+            grey(0, 255, 128, 255),
+        ),
         'P with transparency': (save('p.png', palette, transparency=1), np.array([[[255, 0, 0], [255, 255, 255]]])),
         'RGBA': (save('rgba.png', Image.fromarray(rgba, 'RGBA')), np.array([[[227, 127, 127], [0, 0, 255]]])),
-        'CMYK': (save('cmyk.tif', Image.fromarray(cmyk, 'CMYK')),
-                 np.array([[[255, 255, 255], [0, 255, 255], [0, 0, 0], [94, 125, 155]]])),
+        'CMYK': (
+            save('cmyk.tif', Image.fromarray(cmyk, 'CMYK')),
+            np.array([[[255, 255, 255], [0, 255, 255], [0, 0, 0], [94, 125, 155]]]),
+        ),
     }
 
 
@@ -602,8 +683,10 @@ def test_every_image_mode_reads_as_the_hand_computed_pixels(tmp_path):
 
 
 def test_16_bit_masks_keep_their_meaning(tmp_path):
-    for values, expected in (([0, 1, 1, 0], [0, 1, 1, 0]),                # a 0/1 mask
-                             ([0, 65535, 32768, 32767], [0, 1, 1, 0])):   # above half of 16 bits
+    for values, expected in (
+        ([0, 1, 1, 0], [0, 1, 1, 0]),  # a 0/1 mask
+        ([0, 65535, 32768, 32767], [0, 1, 1, 0]),
+    ):  # above half of 16 bits
         Image.fromarray(np.array([values], np.uint16)).save(tmp_path / 'm.png')
         np.testing.assert_array_equal(decode.read_mask(str(tmp_path / 'm.png'), 'binary'), [expected])
 
@@ -612,16 +695,16 @@ def test_exif_orientation_is_applied_only_where_the_listed_size_is_the_upright_o
     """The protocols read stored pixels (their boxes are in that frame); a listed size that is
     only the upright one means the annotations were made on the upright image."""
     rng = np.random.default_rng(0)
-    upright = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)         # 40 wide, 24 high
+    upright = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)  # 40 wide, 24 high
     Image.fromarray(upright).transpose(Image.ROTATE_90).save(tmp_path / 'o6.png', exif=_exif(6))
     Image.fromarray(upright).transpose(Image.ROTATE_180).save(tmp_path / 'o3.png', exif=_exif(3))
     path = str(tmp_path / 'o6.png')
     stored = decode.read_image(path)
-    np.testing.assert_array_equal(stored, np.rot90(upright))            # stored: turned counter-clockwise
+    np.testing.assert_array_equal(stored, np.rot90(upright))  # stored: turned counter-clockwise
     np.testing.assert_array_equal(decode.read_image(path, listed_size=(40, 24)), upright)
     np.testing.assert_array_equal(decode.read_image(path, listed_size=(24, 40)), stored)
     np.testing.assert_array_equal(decode.read_image(path, upright=True), upright)
-    o3 = str(tmp_path / 'o3.png')    # a half turn keeps the size: the listed size cannot tell, stored it is
+    o3 = str(tmp_path / 'o3.png')  # a half turn keeps the size: the listed size cannot tell, stored it is
     np.testing.assert_array_equal(decode.read_image(o3, listed_size=(40, 24)), upright[::-1, ::-1])
     np.testing.assert_array_equal(decode.read_image(o3, upright=True), upright)
 
@@ -630,9 +713,9 @@ def test_wsolevaluation_image_listed_upright_but_stored_turned_loads_as_the_upri
     mine = tmp_path / 'mine'
     fixtures.write_wsolevaluation(mine, suffix='.png')
     before = load_dataset(_config('custom', mine), cache_dir=str(tmp_path / 'c1')).test
-    rel = fixtures.get_line(mine / 'metadata' / 'test' / 'image_sizes.txt', 2).split(',')[0]   # listed 320x240
+    rel = fixtures.get_line(mine / 'metadata' / 'test' / 'image_sizes.txt', 2).split(',')[0]  # listed 320x240
     image = Image.open(mine / rel)
-    image.transpose(Image.ROTATE_90).save(mine / rel, exif=_exif(6))     # stored 240x320, shown 320x240
+    image.transpose(Image.ROTATE_90).save(mine / rel, exif=_exif(6))  # stored 240x320, shown 320x240
     after = load_dataset(_config('custom', mine), cache_dir=str(tmp_path / 'c2')).test
     np.testing.assert_array_equal(after.images[:], before.images[:])
     np.testing.assert_array_equal(after.boxes[:], before.boxes[:])

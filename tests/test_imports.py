@@ -1,5 +1,6 @@
 """The package's layers, read from its source (every import, lazy ones inside functions too): the
 data and model layers import nothing above them, and no two modules import each other in a circle."""
+
 import ast
 import os
 
@@ -21,7 +22,7 @@ def _modules() -> dict[str, set[str]]:
                 continue
             path = os.path.join(folder, name)
             rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, '.')
-            module = rel[:-len('.__init__')] if rel.endswith('.__init__') else rel
+            module = rel[: -len('.__init__')] if rel.endswith('.__init__') else rel
             raw[module] = []
             for node in ast.walk(ast.parse(open(path).read())):
                 if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('wsol_jax'):
@@ -38,9 +39,14 @@ def _layer(module: str) -> str:
 
 def test_lower_layers_import_nothing_above_them():
     graph = _modules()
-    assert 'wsol_jax.data.split' in graph and 'wsol_jax.models.registry' in graph   # the walk found the package
-    wrong = {(m, i) for m, imports in graph.items() if _layer(m) for i in imports
-             if _layer(i) != _layer(m) and i not in ALLOWED[_layer(m)]}
+    assert 'wsol_jax.data.split' in graph and 'wsol_jax.models.registry' in graph  # the walk found the package
+    wrong = {
+        (m, i)
+        for m, imports in graph.items()
+        if _layer(m)
+        for i in imports
+        if _layer(i) != _layer(m) and i not in ALLOWED[_layer(m)]
+    }
     assert not wrong, sorted(wrong)
 
 
@@ -50,7 +56,7 @@ def test_no_import_circle():
 
     def visit(m):
         if m in path:
-            raise AssertionError('import circle: ' + ' -> '.join(path[path.index(m):] + [m]))
+            raise AssertionError('import circle: ' + ' -> '.join(path[path.index(m) :] + [m]))
         if m in done or m not in graph:
             return
         path.append(m)

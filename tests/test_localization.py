@@ -1,11 +1,18 @@
 """Eq. 5, the largest-contour box and Eq. 6 on hand-built maps."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wsol_jax.localization import (boxes_from_maps, containment_score, normalize_maps, selection_scores,
-                                   threshold_maps, thresholded_maps)
+from wsol_jax.localization import (
+    boxes_from_maps,
+    containment_score,
+    normalize_maps,
+    selection_scores,
+    threshold_maps,
+    thresholded_maps,
+)
 
 
 def test_threshold_keeps_values_from_a_tenth_of_the_max():
@@ -18,23 +25,23 @@ def test_threshold_keeps_values_from_a_tenth_of_the_max():
 
 def test_larger_of_two_blobs_wins():
     m = np.zeros((1, 20, 30), np.float32)
-    m[0, 2:5, 3:6] = 1.0      # 3x3, the maximum
-    m[0, 8:18, 10:25] = 0.3   # 10x15, weaker but larger and above max/10
+    m[0, 2:5, 3:6] = 1.0  # 3x3, the maximum
+    m[0, 8:18, 10:25] = 0.3  # 10x15, weaker but larger and above max/10
     np.testing.assert_array_equal(boxes_from_maps(m), [[10, 8, 25, 18]])
     np.testing.assert_array_equal(boxes_from_maps(m, box_rule='literal'), [[10, 8, 25, 18]])
 
 
 def test_nested_contours_give_the_outer_box():
     m = np.zeros((1, 32, 32), np.float32)
-    m[0, 4:28, 4:28] = 1.0    # a ring ...
-    m[0, 8:24, 8:24] = 0.0    # ... with a hole ...
+    m[0, 4:28, 4:28] = 1.0  # a ring ...
+    m[0, 8:24, 8:24] = 0.0  # ... with a hole ...
     m[0, 12:20, 12:20] = 1.0  # ... and a blob inside the hole
     np.testing.assert_array_equal(boxes_from_maps(m), [[4, 4, 28, 28]])
 
 
 def test_empty_and_below_threshold_maps():
     m = np.zeros((2, 8, 8), np.float32)
-    m[1, 3, 5] = 0.7          # a single pixel: w = h = 1
+    m[1, 3, 5] = 0.7  # a single pixel: w = h = 1
     np.testing.assert_array_equal(boxes_from_maps(m), [[0, 0, 0, 0], [5, 3, 6, 4]])
 
 
@@ -45,11 +52,11 @@ def test_boxes_reject_wrong_rank():
 
 def test_containment_score_hand_computed():
     m = np.zeros((2, 4, 5), np.float32)
-    m[0, 1, 1] = 2.0   # inside [1, 1, 3, 3)
-    m[0, 2, 2] = 1.0   # inside
-    m[0, 3, 4] = 1.0   # outside: total 4, inside 3
+    m[0, 1, 1] = 2.0  # inside [1, 1, 3, 3)
+    m[0, 2, 2] = 1.0  # inside
+    m[0, 3, 4] = 1.0  # outside: total 4, inside 3
     boxes = np.array([[1, 1, 3, 3], [0, 0, 5, 4]])
-    s = containment_score(m, boxes)   # the second map has no mass
+    s = containment_score(m, boxes)  # the second map has no mass
     np.testing.assert_allclose(np.asarray(s), [0.75, 0.0])
 
 
@@ -86,7 +93,7 @@ def _unsharp_map():
 
 def test_normalized_rule_finds_the_object_of_an_unsharp_map():
     m = _unsharp_map()
-    box = boxes_from_maps(m)                     # default: min-max normalised first
+    box = boxes_from_maps(m)  # default: min-max normalised first
     np.testing.assert_array_equal(box, [[6, 4, 18, 12]])
     hat = thresholded_maps(m)
     assert float(containment_score(hat, box)[0]) == pytest.approx(1.0)
@@ -112,12 +119,12 @@ def test_whole_image_blobs_score_zero_for_the_selection():
     the selection it is degenerate and scores 0, as does an empty map. A ring along the borders
     keeps only 44% of the pixels but its box is the image: degenerate too."""
     whole = np.full((1, 16, 16), 0.8, np.float32)
-    whole[0, 0, 0] = 0.0                          # after normalisation 255/256 of the pixels are kept
+    whole[0, 0, 0] = 0.0  # after normalisation 255/256 of the pixels are kept
     obj = np.zeros((1, 16, 16), np.float32)
     obj[0, 2:10, 3:9] = 1.0
     empty = np.zeros((1, 16, 16), np.float32)
     ring = np.ones((1, 16, 16), np.float32)
-    ring[0, 2:14, 2:14] = 0.0                     # 256 - 144 = 112 of 256 pixels kept
+    ring[0, 2:14, 2:14] = 0.0  # 256 - 144 = 112 of 256 pixels kept
     maps = np.concatenate([whole, obj, empty, ring])
     hat = thresholded_maps(maps)
     boxes = boxes_from_maps(maps)

@@ -4,6 +4,7 @@ epochs, the kept point of each rule, early stopping by patience, retention, exac
 The loop is driven by a step that needs no network (a running sum of the batches and of the
 step's random numbers), so every property is checked in milliseconds and against hand-computed
 sequences; the end-to-end tests (test_pipeline.py) run the same loop with f and g."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,8 +36,9 @@ def _batches(key, skip=0):
 
 def _spec(tmp_path, kept, **kwargs):
     defaults = dict(max_epochs=4, steps_per_epoch=STEPS_PER_EPOCH, images_per_step=1)
-    return loop.Loop('t', str(tmp_path / 'ckpt'), history_path=str(tmp_path / 'history.json'), kept=kept,
-                     **{**defaults, **kwargs})
+    return loop.Loop(
+        't', str(tmp_path / 'ckpt'), history_path=str(tmp_path / 'history.json'), kept=kept, **{**defaults, **kwargs}
+    )
 
 
 def _scores_from(values):
@@ -46,11 +48,13 @@ def _scores_from(values):
     def score(step, state):
         calls.append(step)
         return dict(values[len(calls) - 1])
+
     return score, calls
 
 
 def _on_disk(spec):
     from wsol_jax.train import checkpoint
+
     return checkpoint.saved_steps(spec.directory)
 
 
@@ -60,9 +64,9 @@ def test_f_keeps_its_most_accurate_point_and_stops_after_patience_scores(tmp_pat
     score, calls = _scores_from([{budgets.F_SCORE: a} for a in accuracy])
     spec = _spec(tmp_path, budgets.most_accurate, max_epochs=10, patience=3)
     state, history = loop.run(spec, _state(), _step, _batches, jax.random.key(0), score)
-    assert calls == [5, 10, 15, 20, 25]                  # stopped after epoch 5 of 10
+    assert calls == [5, 10, 15, 20, 25]  # stopped after epoch 5 of 10
     assert loop.kept_point(spec, history) == 10 and loop.finished(spec, history, 25) == 'patience'
-    assert _on_disk(spec) == [10, 25]                    # the kept and the latest checkpoint
+    assert _on_disk(spec) == [10, 25]  # the kept and the latest checkpoint
     assert [history[s]['epoch'] for s in sorted(history)] == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert int(state.step) == 25
 
@@ -78,6 +82,7 @@ def test_f_at_a_perfect_validation_score_stops_at_once(tmp_path):
 
 def _f_config(**f):
     import ml_collections
+
     return ml_collections.ConfigDict({'f': dict(dict(max_epochs=10, eval_every_steps=0, patience=0), **f)})
 
 
@@ -88,8 +93,8 @@ def test_g_scores_within_epochs_and_stops_when_s_does_not_come_back(tmp_path):
     score, calls = _scores_from([{'mean_S': v, 'mean_S_se': 0.02} for v in s])
     spec = _spec(tmp_path, lambda h: select_step(h, standard_errors=1.0), score_every=2, patience=3)
     _, history = loop.run(spec, _state(), _step, _batches, jax.random.key(0), score)
-    assert calls == [2, 4, 6, 8, 10, 12, 14]             # mid-epoch points; stopped before 0.99 was seen
-    assert select_step(history) == 8                     # 0.89 >= 0.9 - 0.02: the latest of the two
+    assert calls == [2, 4, 6, 8, 10, 12, 14]  # mid-epoch points; stopped before 0.99 was seen
+    assert select_step(history) == 8  # 0.89 >= 0.9 - 0.02: the latest of the two
     assert _on_disk(spec) == [8, 14]
     assert [round(history[k]['epoch'], 1) for k in sorted(history)] == [0.4, 0.8, 1.2, 1.6, 2.0, 2.4, 2.8]
 
@@ -98,7 +103,7 @@ def test_without_patience_the_budget_is_max_epochs_and_the_last_step_is_scored(t
     score, calls = _scores_from([{'mean_S': 0.5, 'mean_S_se': 0.0}] * 20)
     spec = _spec(tmp_path, lambda h: select_step(h), max_epochs=2, score_every=4)
     loop.run(spec, _state(), _step, _batches, jax.random.key(0), score)
-    assert calls == [4, 8, 10]                           # every 4 steps, and the budget's last step
+    assert calls == [4, 8, 10]  # every 4 steps, and the budget's last step
 
 
 def test_no_kept_point_yet_never_stops_early(tmp_path):
@@ -123,14 +128,16 @@ def test_an_interrupted_run_resumes_mid_epoch_to_the_same_state_and_selection(tm
     def dies_at(step_limit):
         def step(state, batch, rng):
             if int(state.step) == step_limit:
-                raise Killed()   # a kill between checkpoints: steps after the last save are lost
+                raise Killed()  # a kill between checkpoints: steps after the last save are lost
             return _step(state, batch, rng)
+
         return step
+
     spec = _spec(tmp_path / 'resumed', kept, score_every=3, patience=4)
     score, calls = _scores_from(values)
     with pytest.raises(Killed):
-        loop.run(spec, _state(), dies_at(7), _batches, jax.random.key(1), score)   # step 7: mid-epoch 2
-    assert _on_disk(spec) == [6]                         # step 3 was neither kept nor the latest
+        loop.run(spec, _state(), dies_at(7), _batches, jax.random.key(1), score)  # step 7: mid-epoch 2
+    assert _on_disk(spec) == [6]  # step 3 was neither kept nor the latest
     resumed_score, _ = _scores_from(values[2:])
     state_b, history_b = loop.run(spec, _state(), _step, _batches, jax.random.key(1), resumed_score)
     np.testing.assert_array_equal(np.asarray(state_a.params['w']), np.asarray(state_b.params['w']))
@@ -146,7 +153,8 @@ def test_an_interrupted_run_resumes_mid_epoch_to_the_same_state_and_selection(tm
 def test_the_history_of_an_older_version_is_refused(tmp_path):
     from wsol_jax import workdir
     from wsol_jax.errors import WorkdirError
+
     path = str(tmp_path / 'g_history.json')
-    workdir.write_json(path, {'1': {'mean_S': 0.9}})    # keyed by epoch
+    workdir.write_json(path, {'1': {'mean_S': 0.9}})  # keyed by epoch
     with pytest.raises(WorkdirError, match='older wsol-jax .*--config.overwrite=True'):
         loop.read_history(path, 1)

@@ -1,4 +1,5 @@
 """Eq. 1-4 against hand computations."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,8 +33,8 @@ def test_blank_loss_is_the_kl_from_uniform():
 
 def test_triplet_loss_eq2():
     a = jnp.array([[0.0, 0.0], [0.0, 0.0]])
-    p = jnp.array([[3.0, 4.0], [0.0, 1.0]])   # distances 5 and 1
-    n = jnp.array([[0.0, 1.0], [6.0, 8.0]])   # distances 1 and 10
+    p = jnp.array([[3.0, 4.0], [0.0, 1.0]])  # distances 5 and 1
+    n = jnp.array([[0.0, 1.0], [6.0, 8.0]])  # distances 1 and 10
     # max(5 - 1 + 1, 0) = 5 ; max(1 - 10 + 1, 0) = 0 -> mean 2.5
     assert float(losses.triplet_loss(a, p, n)) == pytest.approx(2.5, rel=1e-5)
     assert float(losses.triplet_loss(a, p, n, margin=0.0)) == pytest.approx(2.0, rel=1e-5)
@@ -45,21 +46,28 @@ def test_method1_loss_hand_computed_and_target_is_fixed():
     weight_map = np.full((1, 2, 2), 0.25)
     target = np.exp(_log_softmax(logits_image))
     ce = -(target * _log_softmax(logits_masked)).sum()
-    total, parts = losses.method1_loss(jnp.asarray(logits_image), jnp.asarray(logits_masked),
-                                       jnp.asarray(weight_map), reg_weight=1.0)
+    total, parts = losses.method1_loss(
+        jnp.asarray(logits_image), jnp.asarray(logits_masked), jnp.asarray(weight_map), reg_weight=1.0
+    )
     assert float(parts['ce']) == pytest.approx(ce, rel=1e-5)
     assert float(parts['reg']) == pytest.approx(0.25)
     assert float(total) == pytest.approx(ce + 0.25, rel=1e-5)
     # No gradient flows into the target f(I).
     grad = jax.grad(lambda li: losses.method1_loss(li, jnp.asarray(logits_masked), jnp.asarray(weight_map))[0])(
-        jnp.asarray(logits_image))
+        jnp.asarray(logits_image)
+    )
     np.testing.assert_array_equal(np.asarray(grad), 0.0)
 
 
 def test_method2_loss_terms_and_ablation_weights():
     z = jnp.zeros((1, 2))
-    emb = {'I_a': z, 'Jf_a': jnp.array([[3.0, 4.0]]), 'Jb_a': jnp.array([[0.0, 1.0]]),
-           'Jf_p': jnp.array([[3.0, 4.0]]), 'Jf_n': jnp.array([[3.0, 5.0]])}
+    emb = {
+        'I_a': z,
+        'Jf_a': jnp.array([[3.0, 4.0]]),
+        'Jb_a': jnp.array([[0.0, 1.0]]),
+        'Jf_p': jnp.array([[3.0, 4.0]]),
+        'Jf_n': jnp.array([[3.0, 5.0]]),
+    }
     m = jnp.full((1, 2, 2), 0.5)
     total, parts = losses.method2_loss(emb, m)
     # inner: max(5 - 1 + 1, 0) = 5; outer: max(0 - 1 + 1, 0) = 0; reg 0.5
@@ -81,9 +89,9 @@ def test_apply_weight_map_spaces(space):
     mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
     np.testing.assert_allclose(losses.apply_weight_map(images, ones, space, mean, std), images, atol=1e-6)
     blank = np.asarray(losses.apply_weight_map(images, zeros, space, mean, std))
-    if space == 'normalized':   # the dataset-mean colour
+    if space == 'normalized':  # the dataset-mean colour
         np.testing.assert_allclose(blank, 0.0, atol=1e-6)
-    else:                       # black pixels, normalised
+    else:  # black pixels, normalised
         np.testing.assert_allclose(blank, np.broadcast_to(-IMAGENET_MEAN / IMAGENET_STD, blank.shape), atol=1e-6)
     with pytest.raises(ValueError, match='mask_space'):
         losses.apply_weight_map(images, ones, 'rgb', mean, std)
@@ -92,7 +100,7 @@ def test_apply_weight_map_spaces(space):
 def test_embedding_loss_is_the_cosine_distance_plus_lambda_l1_hand_computed():
     """Eq. 1 for an encoder f: D = 1 - cos(f(I), f(I * M)), independent of the features' scale."""
     image = jnp.array([[3.0, 4.0], [1.0, 0.0]])
-    masked = jnp.array([[6.0, 8.0], [0.0, 2.0]])          # the same direction (D = 0), orthogonal (D = 1)
+    masked = jnp.array([[6.0, 8.0], [0.0, 2.0]])  # the same direction (D = 0), orthogonal (D = 1)
     maps = jnp.full((2, 2, 2), 0.25)
     total, parts = losses.embedding_loss(image, masked, maps, reg_weight=2.0)
     assert float(parts['cosine']) == pytest.approx(0.5, abs=1e-6)
@@ -101,4 +109,4 @@ def test_embedding_loss_is_the_cosine_distance_plus_lambda_l1_hand_computed():
     scaled, _ = losses.embedding_loss(10 * image, 0.1 * masked, maps, reg_weight=2.0)
     assert float(scaled) == pytest.approx(float(total), abs=1e-6)
     grad = jax.grad(lambda m: losses.embedding_loss(image, m, maps)[0])(masked)
-    assert float(jnp.abs(grad[0]).max()) < 1e-6 and float(jnp.abs(grad[1]).max()) > 0.1   # no push where D = 0
+    assert float(jnp.abs(grad[0]).max()) < 1e-6 and float(jnp.abs(grad[1]).max()) > 0.1  # no push where D = 0

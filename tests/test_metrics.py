@@ -1,4 +1,5 @@
 """IoU, localization accuracies, PxAP (against scikit-learn) and MaxBoxAccV2."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
@@ -16,9 +17,13 @@ def test_box_iou_plus_one_convention():
 
 def test_localization_accuracy_uses_best_gt_box():
     pred = np.array([[0, 0, 9, 9], [0, 0, 9, 9], [20, 20, 29, 29]])
-    gt = np.array([[[50, 50, 60, 60], [0, 0, 9, 9]],       # second box matches
-                   [[0, 0, 9, 9], [-1, -1, -1, -1]],      # padding row ignored
-                   [[0, 0, 9, 9], [-1, -1, -1, -1]]])     # miss
+    gt = np.array(
+        [
+            [[50, 50, 60, 60], [0, 0, 9, 9]],  # second box matches
+            [[0, 0, 9, 9], [-1, -1, -1, -1]],  # padding row ignored
+            [[0, 0, 9, 9], [-1, -1, -1, -1]],
+        ]
+    )  # miss
     out = metrics.localization_accuracy(pred, gt, predicted_labels=[1, 0, 2], labels=[1, 1, 2])
     assert out == pytest.approx({'gt_known_loc': 2 / 3, 'top1_loc': 1 / 3, 'top1_cls': 2 / 3})
 
@@ -39,7 +44,7 @@ def test_pxap_streaming_equals_one_shot():
     maps, masks = rng.random((6, 10, 10)), rng.random((6, 10, 10)) > 0.5
     acc = metrics.PxAPAccumulator()
     for i in range(0, 6, 2):
-        acc.update(maps[i:i + 2], masks[i:i + 2])
+        acc.update(maps[i : i + 2], masks[i : i + 2])
     assert acc.result() == pytest.approx(metrics.pxap(maps, masks))
 
 
@@ -65,13 +70,14 @@ def test_maxboxacc_counts_any_contour():
     assert out['maxboxacc_iou70'] == 1.0 and out['maxboxacc_v2'] == 1.0
     # The paper's single-contour rule picks the large blob and misses.
     from wsol_jax.localization import boxes_from_maps
+
     assert metrics.best_iou(boxes_from_maps(m), gt)[0] < 0.1
 
 
 def test_maxboxacc_partial_hits():
     # A box half the GT's width: IoU 0.5 -> counts at 30 and 50, not at 70.
     m = np.zeros((1, 20, 20), np.float32)
-    m[0, 0:10, 0:5] = 1.0             # contour box [0, 0, 5, 10] -> 6 x 11 pixels with +1
+    m[0, 0:10, 0:5] = 1.0  # contour box [0, 0, 5, 10] -> 6 x 11 pixels with +1
     gt = np.array([[[0, 0, 11, 10]]])  # 12 x 11 pixels: IoU = 66 / 132 = 0.5
     acc = metrics.MaxBoxAccAccumulator()
     acc.update(m, gt)
@@ -98,6 +104,7 @@ def test_maxboxacc_v1_takes_only_the_largest_contour():
 def test_maxboxacc_worker_processes_give_the_same_numbers():
     import concurrent.futures
     import multiprocessing
+
     rng = np.random.default_rng(0)
     maps = rng.random((6, 24, 24)).astype(np.float32)
     gt = np.array([[[2, 3, 15, 20]], [[0, 0, 23, 23]], [[5, 5, 9, 9]]] * 2)
@@ -117,18 +124,18 @@ def test_top_k_correct_hand_computed():
     # row 3: classes 0 and 1 tie; the lower index wins, so label 1 is not in the top 2
     np.testing.assert_array_equal(metrics.top_k_correct(logits, labels, 2), [True, False, False])
     np.testing.assert_array_equal(metrics.top_k_correct(logits, labels, 3), [True, True, True])
-    np.testing.assert_array_equal(metrics.top_k_correct(logits, labels, 9), [True, True, True])   # k > classes
+    np.testing.assert_array_equal(metrics.top_k_correct(logits, labels, 9), [True, True, True])  # k > classes
 
 
 def test_pxap_skips_ignored_pixels():
     """IGNORE pixels count neither as object nor as background (wsolevaluation's OpenImages):
     a map that is high only on ignored pixels loses nothing."""
     maps = np.zeros((1, 4, 4))
-    maps[0, :2, :2] = 0.8                        # object
-    maps[0, 3, 3] = 1.0                          # the highest value, on an ignored pixel
+    maps[0, :2, :2] = 0.8  # object
+    maps[0, 3, 3] = 1.0  # the highest value, on an ignored pixel
     masks = np.zeros((1, 4, 4), np.uint8)
     masks[0, :2, :2] = 1
     masks[0, 3, 3] = metrics.IGNORE
     assert metrics.pxap(maps, masks) == pytest.approx(1.0)
-    masks[0, 3, 3] = 0                           # counted as background: precision 4/5 where recall rises
+    masks[0, 3, 3] = 0  # counted as background: precision 4/5 where recall rises
     assert metrics.pxap(maps, masks) == pytest.approx(0.8)

@@ -1,4 +1,5 @@
 """The ResNets match torchvision's structure; g's output shape and range; bf16 parity."""
+
 import functools
 
 import jax
@@ -10,8 +11,7 @@ from helpers import BF16_LAYERS, bf16_tolerance
 from wsol_jax.models import Classifier, ResNet, WeightMapNet, stage_channels
 
 # Parameter counts of torchvision.models.resnetXX(num_classes=1000) (as printed by torchvision).
-TORCHVISION_PARAMS = {'resnet18': 11_689_512, 'resnet34': 21_797_672, 'resnet50': 25_557_032,
-                      'resnet101': 44_549_160}
+TORCHVISION_PARAMS = {'resnet18': 11_689_512, 'resnet34': 21_797_672, 'resnet50': 25_557_032, 'resnet101': 44_549_160}
 
 
 def _count(tree):
@@ -24,22 +24,33 @@ def test_classifier_parameter_count_matches_torchvision(depth):
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
     assert _count(shapes['params']) == TORCHVISION_PARAMS[depth]
     # BatchNorm running mean and variance: one pair per BatchNorm scale vector, as torchvision's buffers.
-    scales = [v for k, v in jax.tree_util.tree_leaves_with_path(shapes['params'])
-              if jax.tree_util.keystr(k).endswith("['scale']")]
+    scales = [
+        v
+        for k, v in jax.tree_util.tree_leaves_with_path(shapes['params'])
+        if jax.tree_util.keystr(k).endswith("['scale']")
+    ]
     assert _count(shapes['batch_stats']) == 2 * _count(scales)
 
 
 @pytest.mark.parametrize('depth', sorted(TORCHVISION_PARAMS))
 def test_backbone_feature_shapes(depth):
-    shapes = jax.eval_shape(lambda x: ResNet(depth).init_with_output(jax.random.key(0), x)[0],
-                            jnp.zeros((2, 224, 224, 3)))
-    sides = (112, 56, 56, 28, 14, 7)   # stem, max-pool, layer1..4
+    shapes = jax.eval_shape(
+        lambda x: ResNet(depth).init_with_output(jax.random.key(0), x)[0], jnp.zeros((2, 224, 224, 3))
+    )
+    sides = (112, 56, 56, 28, 14, 7)  # stem, max-pool, layer1..4
     assert [s.shape for s in shapes] == [(2, side, side, c) for side, c in zip(sides, stage_channels(depth))]
 
 
-@pytest.mark.parametrize('depth, size, decoder', [(d, 64, 'released') for d in sorted(TORCHVISION_PARAMS)]
-                         + [('resnet18', 224, 'released'), ('resnet50', 224, 'released'),
-                            ('resnet18', 64, 'paper'), ('resnet50', 64, 'paper')])
+@pytest.mark.parametrize(
+    'depth, size, decoder',
+    [(d, 64, 'released') for d in sorted(TORCHVISION_PARAMS)]
+    + [
+        ('resnet18', 224, 'released'),
+        ('resnet50', 224, 'released'),
+        ('resnet18', 64, 'paper'),
+        ('resnet50', 64, 'paper'),
+    ],
+)
 def test_weight_map_shape(depth, size, decoder):
     """Shapes only (`jax.eval_shape` traces without compiling: an XLA compile of each U-Net
     costs half a minute on 2 CPU cores); the values are checked below on one network."""
@@ -59,8 +70,9 @@ def test_weight_map_values_in_unit_interval(decoder):
     assert maps.min() >= 0.0 and maps.max() <= 1.0 and np.isfinite(maps).all() and maps.std() > 0
 
 
-@pytest.mark.parametrize('decoder, bias_path', [('released', ('decoder', 'up5', 'conv2', 'bias')),
-                                                 ('paper', ('decoder5', 'bn', 'bias'))])
+@pytest.mark.parametrize(
+    'decoder, bias_path', [('released', ('decoder', 'up5', 'conv2', 'bias')), ('paper', ('decoder5', 'bn', 'bias'))]
+)
 def test_initial_weight_sets_the_last_bias_and_the_untrained_map(decoder, bias_path):
     """Only the last layer's bias changes with `initial_weight`: logit(0.9) = log 9; the
     untrained map then sits around 0.9 instead of 0.5 (eval_shape elsewhere; one init here)."""
@@ -73,7 +85,9 @@ def test_initial_weight_sets_the_last_bias_and_the_untrained_map(decoder, bias_p
     bias = lambda v: np.asarray(functools.reduce(lambda t, k: t[k], bias_path, v['params']))
     np.testing.assert_allclose(bias(out[0.5][0]), 0.0)
     np.testing.assert_allclose(bias(out[0.9][0]), np.log(9.0), rtol=1e-6)
-    rest = lambda v: [l for p, l in jax.tree_util.tree_leaves_with_path(v) if tuple(k.key for k in p)[1:] != bias_path]
+    rest = lambda v: [
+        leaf for p, leaf in jax.tree_util.tree_leaves_with_path(v) if tuple(k.key for k in p)[1:] != bias_path
+    ]
     for a, b in zip(rest(out[0.5][0]), rest(out[0.9][0])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert abs(out[0.5][1].mean() - 0.5) < 0.15 and abs(out[0.9][1].mean() - 0.9) < 0.06
@@ -102,8 +116,12 @@ def test_bfloat16_forward_close_to_float32():
     fv = f32.init(jax.random.key(0), x)
     logits = np.asarray(f32.apply(fv, x))
     # Relative to the logits' scale: f's roundings in series.
-    np.testing.assert_allclose(np.asarray(f16.apply(fv, x)), logits, rtol=0,
-                               atol=bf16_tolerance(BF16_LAYERS['resnet18']) * np.abs(logits).max())
+    np.testing.assert_allclose(
+        np.asarray(f16.apply(fv, x)),
+        logits,
+        rtol=0,
+        atol=bf16_tolerance(BF16_LAYERS['resnet18']) * np.abs(logits).max(),
+    )
 
 
 def test_cam_decomposes_the_class_score():
@@ -115,9 +133,12 @@ def test_cam_decomposes_the_class_score():
     logits = f.apply(v, x)
     cams = f.apply(v, x, jnp.array([1, 3]), method=Classifier.class_activation_maps)
     bias = v['params']['head']['bias']
-    np.testing.assert_allclose(np.asarray(cams.mean(axis=(1, 2))),
-                               np.asarray(logits[jnp.arange(2), jnp.array([1, 3])] - bias[jnp.array([1, 3])]),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(cams.mean(axis=(1, 2))),
+        np.asarray(logits[jnp.arange(2), jnp.array([1, 3])] - bias[jnp.array([1, 3])]),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 # The released SkipDecoder (what-is-where-by-looking @ f237ab4, base.py): every decoder tensor
@@ -126,18 +147,30 @@ def test_cam_decomposes_the_class_score():
 # has no counterpart here.
 def _released_decoder_shapes(ff):
     shapes = {}
+
     def conv(name, cin, cout):
         shapes[f'{name}.weight'] = (cout, cin, 3, 3)
         shapes[f'{name}.bias'] = (cout,)
+
     def bn(name, c):
         for leaf in ('weight', 'bias', 'running_mean', 'running_var'):
             shapes[f'{name}.{leaf}'] = (c,)
-    conv('bottleneck.conv1', ff[4], ff[4]); bn('bottleneck.BN1', ff[4])
-    conv('bottleneck.conv2', ff[4], ff[4]); bn('bottleneck.BN2', ff[4])
-    blocks = [('up1', ff[4] + ff[3], ff[3]), ('up2', ff[3] + ff[2], ff[2]), ('up3', ff[2] + ff[1], ff[1]),
-              ('up4', ff[1] + ff[0], ff[0]), ('up5', ff[0] + ff[0], 1)]
+
+    conv('bottleneck.conv1', ff[4], ff[4])
+    bn('bottleneck.BN1', ff[4])
+    conv('bottleneck.conv2', ff[4], ff[4])
+    bn('bottleneck.BN2', ff[4])
+    blocks = [
+        ('up1', ff[4] + ff[3], ff[3]),
+        ('up2', ff[3] + ff[2], ff[2]),
+        ('up3', ff[2] + ff[1], ff[1]),
+        ('up4', ff[1] + ff[0], ff[0]),
+        ('up5', ff[0] + ff[0], 1),
+    ]
     for name, cin, cout in blocks:
-        conv(f'{name}.conv1', cin, cout); conv(f'{name}.conv2', cout, cout); bn(f'{name}.BN1', cout)
+        conv(f'{name}.conv1', cin, cout)
+        conv(f'{name}.conv2', cout, cout)
+        bn(f'{name}.BN1', cout)
         if name != 'up5':
             bn(f'{name}.BN2', cout)
     return shapes
@@ -155,10 +188,15 @@ def _flax_decoder_as_torch(depth):
             module = keys[:-1]
             # 'bottleneck_conv1' -> 'bottleneck.conv1'; 'up1', 'bn1' -> 'up1.BN1'
             module = [m.replace('bottleneck_', 'bottleneck.').replace('bn', 'BN') for m in module]
-            torch_leaf = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean',
-                          'var': 'running_var'}[keys[-1]]
+            torch_leaf = {
+                'kernel': 'weight',
+                'scale': 'weight',
+                'bias': 'bias',
+                'mean': 'running_mean',
+                'var': 'running_var',
+            }[keys[-1]]
             shape = leaf.shape
-            if keys[-1] == 'kernel':   # HWIO -> OIHW
+            if keys[-1] == 'kernel':  # HWIO -> OIHW
                 shape = (shape[3], shape[2], shape[0], shape[1])
             out['.'.join(module + [torch_leaf])] = shape
     return out
@@ -175,7 +213,7 @@ def test_paper_decoder_widths_and_skips(depth):
     resolution (the last block: the RGB input), conv2 has no bias (BatchNorm follows)."""
     g = WeightMapNet(depth, decoder='paper')
     params = jax.eval_shape(g.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))['params']
-    ch = stage_channels(depth)   # stem, pool, layer1..4
+    ch = stage_channels(depth)  # stem, pool, layer1..4
     ins = [ch[5] + ch[4], 256 + ch[3], 128 + ch[2], 64 + ch[0], 32 + 3]
     for i, (cin, cout) in enumerate(zip(ins, (256, 128, 64, 32, 1))):
         block = params[f'decoder{i + 1}']
@@ -186,14 +224,17 @@ def test_paper_decoder_widths_and_skips(depth):
 def test_align_corners_resize_matches_pytorch():
     torch = pytest.importorskip('torch')
     from wsol_jax.models.weight_map import resize_align_corners, upsample_bilinear2x
+
     x = np.random.default_rng(0).normal(size=(2, 7, 5, 3)).astype(np.float32)
     tx = torch.from_numpy(x).permute(0, 3, 1, 2)
     want = torch.nn.functional.interpolate(tx, size=(32, 20), mode='bilinear', align_corners=True)
-    np.testing.assert_allclose(np.asarray(resize_align_corners(jnp.asarray(x), 32, 20)),
-                               want.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(resize_align_corners(jnp.asarray(x), 32, 20)), want.permute(0, 2, 3, 1).numpy(), atol=1e-5
+    )
     want2 = torch.nn.Upsample(scale_factor=2, mode='bilinear')(tx)
-    np.testing.assert_allclose(np.asarray(upsample_bilinear2x(jnp.asarray(x))), want2.permute(0, 2, 3, 1).numpy(),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(upsample_bilinear2x(jnp.asarray(x))), want2.permute(0, 2, 3, 1).numpy(), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize('shape', [(4, 6, 5, 3), (2, 2, 2, 5), (3, 1, 1, 4)])
@@ -203,6 +244,7 @@ def test_batchnorm_equals_pytorch_batchnorm2d(shape):
     takes the unbiased batch variance, n / (n - 1); n = 3 in the last case), then eval mode."""
     torch = pytest.importorskip('torch')
     from wsol_jax.models.norm import BatchNorm
+
     rng = np.random.default_rng(0)
     channels = shape[-1]
     reference = torch.nn.BatchNorm2d(channels).double()
@@ -210,9 +252,13 @@ def test_batchnorm_equals_pytorch_batchnorm2d(shape):
         reference.weight.uniform_(0.5, 1.5)
         reference.bias.uniform_(-0.5, 0.5)
     with jax.enable_x64(True):
-        variables = {'params': {'scale': jnp.asarray(reference.weight.detach().numpy().copy()),
-                                'bias': jnp.asarray(reference.bias.detach().numpy().copy())},
-                     'batch_stats': {'mean': jnp.zeros(channels, jnp.float64), 'var': jnp.ones(channels, jnp.float64)}}
+        variables = {
+            'params': {
+                'scale': jnp.asarray(reference.weight.detach().numpy().copy()),
+                'bias': jnp.asarray(reference.bias.detach().numpy().copy()),
+            },
+            'batch_stats': {'mean': jnp.zeros(channels, jnp.float64), 'var': jnp.ones(channels, jnp.float64)},
+        }
         train = jax.jit(lambda v, x: BatchNorm(False, dtype=jnp.float64).apply(v, x, mutable=['batch_stats']))
         for step in range(4):
             x = rng.normal(2.0 * step, 1.0 + step, size=shape)
@@ -220,10 +266,12 @@ def test_batchnorm_equals_pytorch_batchnorm2d(shape):
             got, updates = train(variables, jnp.asarray(x))
             variables = {**variables, 'batch_stats': updates['batch_stats']}
             np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
-            np.testing.assert_allclose(np.asarray(variables['batch_stats']['mean']), reference.running_mean.numpy(),
-                                       rtol=1e-12, atol=1e-12)
-            np.testing.assert_allclose(np.asarray(variables['batch_stats']['var']), reference.running_var.numpy(),
-                                       rtol=1e-12)
+            np.testing.assert_allclose(
+                np.asarray(variables['batch_stats']['mean']), reference.running_mean.numpy(), rtol=1e-12, atol=1e-12
+            )
+            np.testing.assert_allclose(
+                np.asarray(variables['batch_stats']['var']), reference.running_var.numpy(), rtol=1e-12
+            )
         want = reference.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().permute(0, 2, 3, 1).numpy()
         got = BatchNorm(True, dtype=jnp.float64).apply(variables, jnp.asarray(x))
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
@@ -233,11 +281,13 @@ def test_batchnorm_keeps_flax_variable_names_and_float32_statistics():
     """The variables that checkpoints and the torchvision import address, in float32 under
     bfloat16 compute; one value per channel in train mode is refused, as PyTorch refuses it."""
     from wsol_jax.models.norm import BatchNorm
+
     x = jnp.ones((2, 4, 4, 3), jnp.bfloat16)
     variables = BatchNorm(False, dtype=jnp.bfloat16).init(jax.random.key(0), x)
     assert jax.tree.map(lambda a: (a.shape, a.dtype), variables) == {
         'params': {'scale': ((3,), jnp.float32), 'bias': ((3,), jnp.float32)},
-        'batch_stats': {'mean': ((3,), jnp.float32), 'var': ((3,), jnp.float32)}}
+        'batch_stats': {'mean': ((3,), jnp.float32), 'var': ((3,), jnp.float32)},
+    }
     y, updates = BatchNorm(False, dtype=jnp.bfloat16).apply(variables, x, mutable=['batch_stats'])
     assert y.dtype == jnp.bfloat16 and updates['batch_stats']['var'].dtype == jnp.float32
     with pytest.raises(ValueError, match='more than one value per channel'):

@@ -2,6 +2,7 @@
 sets, checked against clovaai/wsolevaluation's layout as their loaders parse it (re-implemented
 here), against the generators' promises (balanced classes, instance splits, boxes = the masks'
 bounding rectangles, determinism) and read back by wsol_jax's `wsolevaluation` reader."""
+
 import filecmp
 import functools
 import importlib.util
@@ -45,8 +46,9 @@ def scripts():
 
 def _build(module, root, seed=3, **counts):
     n = {**COUNTS, **counts}
-    return module.build(str(root), seed=seed, size=SIZE, num_train=n['train'], num_val=n['val'], num_test=n['test'],
-                        progress=False)
+    return module.build(
+        str(root), seed=seed, size=SIZE, num_train=n['train'], num_val=n['val'], num_test=n['test'], progress=False
+    )
 
 
 @pytest.fixture(scope='module')
@@ -106,7 +108,7 @@ def test_layout_as_clovaai_reads_it(scripts, built, name):
         labels = {p: int(v) for p, v in _rows(os.path.join(root, 'metadata', split, 'class_labels.txt'))}
         assert list(labels) == ids
         counts = np.bincount(list(labels.values()), minlength=10)
-        assert counts.max() - counts.min() <= 1 and len(counts) == 10      # balanced
+        assert counts.max() - counts.min() <= 1 and len(counts) == 10  # balanced
         sizes = {p: (int(w), int(h)) for p, w, h in _rows(os.path.join(root, 'metadata', split, 'image_sizes.txt'))}
         assert all(read_image(os.path.join(root, p)).shape == (SIZE, SIZE, 3) and sizes[p] == (SIZE, SIZE) for p in ids)
         if split == 'train':
@@ -119,8 +121,8 @@ def test_layout_as_clovaai_reads_it(scripts, built, name):
             (box,), (mask_path,) = boxes[p], masks[p]
             mask = read_mask(os.path.join(root, mask_path), 'binary')
             assert mask.shape == (SIZE, SIZE) and mask.any()
-            assert not read_mask(os.path.join(root, ignores[p]), 'binary').any()   # nothing ignored
-            assert box == _bounding_rect(mask)                   # the GT box is the mask's rectangle
+            assert not read_mask(os.path.join(root, ignores[p]), 'binary').any()  # nothing ignored
+            assert box == _bounding_rect(mask)  # the GT box is the mask's rectangle
             x0, y0, x1, y1 = box
             assert 0 <= x0 < x1 <= SIZE and 0 <= y0 < y1 <= SIZE
             # 30-70 % of the side; at 32 px hairlines fade, so the fit is looser than at 96 (below)
@@ -149,6 +151,7 @@ def test_a_class_shows_its_instances_in_turn(scripts, built, name):
 
 def test_digit_writers_split_by_form(scripts, built):
     from sklearn.datasets import load_digits
+
     target = load_digits().target
     digits, root = scripts['digits'], built['digits']
     instances = _instances(root)
@@ -158,18 +161,19 @@ def test_digit_writers_split_by_form(scripts, built):
         for p, label in _rows(os.path.join(root, 'metadata', split, 'class_labels.txt')):
             form, index = instances[p].split('/')
             form, index = int(form[4:]), int(index)
-            assert target[index] == int(label)                   # the digit shown is its label
+            assert target[index] == int(label)  # the digit shown is its label
             assert digits.FORM_STARTS[form] <= index < ends[form]
             forms[split].add(form)
     assert forms['train'] <= set(range(9)) and forms['val'] <= {9, 10} and forms['test'] <= {11, 12, 13}
     # Each form starts with the template's run 0123456789 (form 7 lacks its first 0).
-    assert all(''.join(map(str, target[s:s + 9])) in '0123456789' for s in digits.FORM_STARTS)
+    assert all(''.join(map(str, target[s : s + 9])) in '0123456789' for s in digits.FORM_STARTS)
     pools, _ = digits.instance_pools()
     assert sum(len(p) for p in pools['train']) == 1157 and sum(len(p) for p in pools['test']) == 382
 
 
 def test_digit_forms_check_rejects_other_data(scripts):
     from sklearn.datasets import load_digits
+
     target = load_digits().target
     assert len(scripts['digits'].digit_forms(target)) == 14
     with pytest.raises(RuntimeError, match='FORM_STARTS'):
@@ -191,7 +195,7 @@ def test_glyph_faces_split_by_typeface(scripts, built):
     pools = glyphs.instance_pools()
     assert [len(p) for p in pools['train']] == [24] * 10 and [len(p) for p in pools['test']] == [11] * 10
     a_upper, a_lower = (dict(pools['train'][0])[f'DejaVuSans:{c}'] for c in 'Aa')
-    assert a_upper.shape != a_lower.shape                      # two shapes of one class, not one scaled
+    assert a_upper.shape != a_lower.shape  # two shapes of one class, not one scaled
 
 
 @pytest.mark.parametrize('name', ['digits', 'glyphs'])
@@ -200,8 +204,11 @@ def test_wsol_jax_reads_both_metadata_folders(built, tmp_path, name):
     records, num_classes = formats.wsolevaluation(root, '')
     assert num_classes == 10 and {k: len(v) for k, v in records.items()} == COUNTS
     no_ignore = (os.path.join(root, 'masks', 'no_ignore.png'),)
-    assert all(r.boxes_from_mask and r.mask_path and r.ignore_mask_paths == no_ignore
-               for split in ('val', 'test') for r in records[split])
+    assert all(
+        r.boxes_from_mask and r.mask_path and r.ignore_mask_paths == no_ignore
+        for split in ('val', 'test')
+        for r in records[split]
+    )
     boxed, _ = formats.wsolevaluation(root, os.path.join(root, 'metadata_boxes'))
     assert all(r.mask_path is None and r.boxes.shape == (1, 4) for split in ('val', 'test') for r in boxed[split])
     # Through the loader a run uses, at the images' own size: the boxes wsol_jax derives from
@@ -211,7 +218,7 @@ def test_wsol_jax_reads_both_metadata_folders(built, tmp_path, name):
     data = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))
     lines = _their_boxes(os.path.join(root, 'metadata_boxes', 'test', 'localization.txt'))
     assert data.test.boxes.shape == (COUNTS['test'], 1, 4)
-    for k, rel in enumerate(data.test.names):   # the ids are the listed paths, relative to the root
+    for k, rel in enumerate(data.test.names):  # the ids are the listed paths, relative to the root
         assert data.test.boxes[k, 0].tolist() == list(lines[rel][0])
         mask = read_mask(os.path.join(root, rel.replace('images/', 'masks/').replace('.jpg', '.png')), 'binary')
         np.testing.assert_array_equal(np.asarray(data.test.masks[k]), mask)
@@ -221,9 +228,16 @@ def test_wsol_jax_reads_both_metadata_folders(built, tmp_path, name):
 def test_deterministic_and_val_test_independent_of_train(scripts, built, tmp_path, name):
     root = built[name]
     n = COUNTS
-    argv = [f'--out={tmp_path / "again"}', '--seed=3', f'--size={SIZE}', f'--num_train={n["train"]}',
-            f'--num_val={n["val"]}', f'--num_test={n["test"]}', '--no_progress']
-    again = scripts[name].main(argv)                      # the command line, as a user runs it
+    argv = [
+        f'--out={tmp_path / "again"}',
+        '--seed=3',
+        f'--size={SIZE}',
+        f'--num_train={n["train"]}',
+        f'--num_val={n["val"]}',
+        f'--num_test={n["test"]}',
+        '--no_progress',
+    ]
+    again = scripts[name].main(argv)  # the command line, as a user runs it
     with pytest.raises(SystemExit, match='exists; pass --overwrite'):
         scripts[name].main(argv)
     files = _files(root)
@@ -236,14 +250,16 @@ def test_deterministic_and_val_test_independent_of_train(scripts, built, tmp_pat
     _, mismatch, errors = filecmp.cmpfiles(root, more, held, shallow=False)
     assert not mismatch and not errors
     other = _build(scripts[name], tmp_path / 'other', seed=4)
-    assert not filecmp.cmp(os.path.join(root, 'images/test/00000.jpg'), os.path.join(other, 'images/test/00000.jpg'),
-                           shallow=False)
+    assert not filecmp.cmp(
+        os.path.join(root, 'images/test/00000.jpg'), os.path.join(other, 'images/test/00000.jpg'), shallow=False
+    )
 
 
 def test_stroke_objects_fit_their_size_and_stand_out(scripts):
     """At the default 96 px the box's longer side is the drawn one to within a pixel; the colour's
     luma is at least 70 from the background's mean."""
     import cv2
+
     paste_sets = scripts['glyphs'].paste_sets
     pools = scripts['glyphs'].instance_pools()
     rng = np.random.default_rng(0)
@@ -265,8 +281,10 @@ def test_stroke_objects_fit_their_size_and_stand_out(scripts):
 def test_sets_do_not_share_layouts(built):
     """Built with one seed, the two sets still draw their own backgrounds, sizes and places: image
     i of one is not image i of the other with another object."""
-    boxes = [_their_boxes(os.path.join(built[name], 'metadata_boxes', 'test', 'localization.txt'))
-             for name in ('digits', 'glyphs')]
+    boxes = [
+        _their_boxes(os.path.join(built[name], 'metadata_boxes', 'test', 'localization.txt'))
+        for name in ('digits', 'glyphs')
+    ]
     same_corner = sum(a[0][:2] == b[0][:2] for a, b in zip(boxes[0].values(), boxes[1].values()))
     assert same_corner <= COUNTS['test'] // 4
     labels = [_rows(os.path.join(built[name], 'metadata', 'test', 'class_labels.txt')) for name in ('digits', 'glyphs')]
@@ -282,6 +300,7 @@ def test_objects_are_mostly_one_piece(scripts):
     def pieces(alpha):
         n, _, stats, _ = cv2.connectedComponentsWithStats((alpha >= 0.5).astype(np.uint8), connectivity=8)
         return int((stats[1:, 4] > 0.02 * stats[1:, 4].sum()).sum())
+
     glyphs = scripts['glyphs'].instance_pools()
     assert all(pieces(a) == 1 for split in glyphs.values() for pool in split for _, a in pool)
     digits, _ = scripts['digits'].instance_pools()

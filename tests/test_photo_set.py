@@ -1,4 +1,5 @@
 """benchmarks/make_photo_set.py: a tiny real-photo set, read back by the wsolevaluation reader."""
+
 import filecmp
 import importlib.util
 import os
@@ -26,8 +27,20 @@ def mps():
 @pytest.fixture(scope='module')
 def built(mps, tmp_path_factory):
     root = str(tmp_path_factory.mktemp('photo') / 'set')
-    assert mps.main([f'--out={root}', '--seed=3', '--size=64', '--num_train=12', '--num_val=5', '--num_test=11',
-                     '--no_progress']) == root
+    assert (
+        mps.main(
+            [
+                f'--out={root}',
+                '--seed=3',
+                '--size=64',
+                '--num_train=12',
+                '--num_val=5',
+                '--num_test=11',
+                '--no_progress',
+            ]
+        )
+        == root
+    )
     return root
 
 
@@ -48,9 +61,9 @@ def test_reader_sees_the_set(mps, built):
     assert num_classes <= len(mps.CLASSES) == 10
     with open(os.path.join(built, 'classes.txt')) as fh:
         assert fh.read().split() == mps.CLASSES
-    assert sorted(r.label for r in records['train']) == sorted(np.arange(12) % 10)   # balanced
+    assert sorted(r.label for r in records['train']) == sorted(np.arange(12) % 10)  # balanced
     for split, rs in records.items():
-        if split != 'train':   # their get_mask_paths: image, mask, ignore on every line (one per image here)
+        if split != 'train':  # their get_mask_paths: image, mask, ignore on every line (one per image here)
             assert [len(f) for f in _localization(built, split)] == [3] * len(rs)
         for r in rs:
             assert 0 <= r.label < 10
@@ -74,15 +87,17 @@ def test_deterministic_for_a_seed(mps, built, tmp_path):
     match, mismatch, errors = filecmp.cmpfiles(built, again, files, shallow=False)
     assert not mismatch and not errors
     other = mps.build(str(tmp_path / 'other'), seed=4, size=64, num_train=12, num_val=5, num_test=11, progress=False)
-    assert not filecmp.cmp(os.path.join(built, 'images/test/00000.jpg'), os.path.join(other, 'images/test/00000.jpg'),
-                           shallow=False)
+    assert not filecmp.cmp(
+        os.path.join(built, 'images/test/00000.jpg'), os.path.join(other, 'images/test/00000.jpg'), shallow=False
+    )
 
 
 def test_boxes_layout_gives_the_masks_rectangles_and_existing_output(mps, built, tmp_path):
     """--loc=boxes (wsolevaluation's CUB layout: 5 integer fields per line) lists, for the same
     seed, the bounding rectangles of the masks that --loc=masks lists."""
-    root = mps.build(str(tmp_path / 'b'), seed=3, size=64, num_train=12, num_val=5, num_test=11, loc='boxes',
-                     progress=False)
+    root = mps.build(
+        str(tmp_path / 'b'), seed=3, size=64, num_train=12, num_val=5, num_test=11, loc='boxes', progress=False
+    )
     records, _ = formats.wsolevaluation(root)
     lines = _localization(root, 'test')
     assert [len(f) for f in lines] == [5] * 11 and all(v.isdigit() for f in lines for v in f[1:])

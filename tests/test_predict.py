@@ -1,4 +1,5 @@
 """Using a trained run: the Localizer, export/load, predict on new images, wsolevaluation scoremaps."""
+
 import csv
 import json
 import os
@@ -65,13 +66,14 @@ def test_boxes_map_back_to_the_images_own_pixels(localizer):
     predict geometry (resize to the input, box rule, contour, back to the image), with g's map
     replaced by the image's brightness so that the expected box is known exactly."""
     image = np.zeros((53, 97, 3), np.uint8)
-    image[10:30, 60:90] = 255     # x 60..89, y 10..29
+    image[10:30, 60:90] = 255  # x 60..89, y 10..29
     fake = Localizer.__new__(Localizer)
     fake.__dict__.update(localizer.__dict__)
 
     def brightness(g_vars, f_vars, x):
         maps = jnp.asarray(x, jnp.float32).mean(-1) / 255.0
         return maps, localization.thresholded_maps(maps, 0.5, 'normalized'), jnp.ones((len(x), 4)) / 4
+
     fake._fn = brightness
     out = fake([image])
     x0, y0, x1, y1 = out.boxes[0]
@@ -86,7 +88,7 @@ def test_images_of_any_mode_become_rgb():
     rgba = np.zeros((5, 7, 4), np.uint8)
     rgba[..., 0] = 200
     rgba[0, 0, 3], rgba[0, 1, 3] = 255, 128
-    rgb = to_rgb(rgba)    # over white, as a file with alpha is read: 200 * 128/255 + 255 * 127/255 = 227.4
+    rgb = to_rgb(rgba)  # over white, as a file with alpha is read: 200 * 128/255 + 255 * 127/255 = 227.4
     np.testing.assert_array_equal(rgb[0, 0], [200, 0, 0])
     np.testing.assert_array_equal(rgb[0, 1], [227, 127, 127])
     np.testing.assert_array_equal(rgb[1:], 255)
@@ -120,7 +122,7 @@ def test_predict_writes_maps_overlays_and_rows_and_skips_unreadable_files(locali
         x0, y0, x1, y1 = row['box']
         assert 0 <= x0 <= x1 <= row['width'] and 0 <= y0 <= y1 <= row['height']
         assert row['class_name'] == localizer.class_name(row['class']) and 0 <= row['S'] <= 1
-        rel = os.path.relpath(row['path'], folder)     # the input's path, extension kept
+        rel = os.path.relpath(row['path'], folder)  # the input's path, extension kept
         assert row['map'] == f'maps/{rel}.png' and row['overlay'] == f'overlays/{rel}.jpg'
         saved = cv2.imread(str(out / row['map']), cv2.IMREAD_UNCHANGED)
         assert saved.shape == (row['height'], row['width'])
@@ -142,22 +144,25 @@ def test_saved_scoremaps_read_back_give_the_same_numbers(method1_run, tmp_path):
     and masks written beside them, read as clovaai/wsolevaluation's evaluation.py reads them
     (tests/helpers.py), give exactly the numbers of the in-memory pass through our metrics."""
     from helpers import read_wsolevaluation_ground_truth
+
     workdir = str(tmp_path / 'w')
     shutil.copytree(method1_run[0], workdir)
     cfg = tiny_synthetic('method1')
     cfg.eval.save_maps = True
-    cfg.eval.num_workers = 2      # the worker-process path of MaxBoxAcc
+    cfg.eval.num_workers = 2  # the worker-process path of MaxBoxAcc
     results = run_lib.run(cfg, workdir, stage='evaluate')
     in_memory = results['weight_map_selected_wsolevaluation']
     split = load_dataset(cfg).test
-    ids, boxes, masks = read_wsolevaluation_ground_truth(os.path.join(workdir, workdir_lib.WSOLEVAL_METADATA),
-                                                         os.path.join(workdir, workdir_lib.WSOLEVAL_MASKS))
-    assert ids == split.names == [f'test_{i:05d}' for i in range(len(split))]   # the generated ids
-    for i, image_id in enumerate(ids):   # 32 px boxes and masks at 224: x 7
+    ids, boxes, masks = read_wsolevaluation_ground_truth(
+        os.path.join(workdir, workdir_lib.WSOLEVAL_METADATA), os.path.join(workdir, workdir_lib.WSOLEVAL_MASKS)
+    )
+    assert ids == split.names == [f'test_{i:05d}' for i in range(len(split))]  # the generated ids
+    for i, image_id in enumerate(ids):  # 32 px boxes and masks at 224: x 7
         np.testing.assert_array_equal(boxes[image_id], split.boxes[i] * 7)
         np.testing.assert_array_equal(masks[image_id], np.kron(split.masks[i], np.ones((7, 7), np.uint8)))
-    maps = np.stack([np.load(wsolevaluation.scoremap_path(os.path.join(workdir, workdir_lib.SCOREMAPS), i))
-                     for i in ids])
+    maps = np.stack(
+        [np.load(wsolevaluation.scoremap_path(os.path.join(workdir, workdir_lib.SCOREMAPS), i)) for i in ids]
+    )
     assert maps.shape == (len(split), 224, 224) and maps.dtype == np.float32
     assert (maps.min(axis=(1, 2)) == 0).all() and (maps.max(axis=(1, 2)) == 1).all()
     acc = metrics.MaxBoxAccAccumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious))
@@ -172,6 +177,7 @@ def test_cli_export_then_predict_from_the_export(method1_run, test_split, tmp_pa
     import subprocess
     import sys
     from helpers import ROOT
+
     workdir = str(tmp_path / 'w')
     shutil.copytree(method1_run[0], workdir)
     images = tmp_path / 'photos'
@@ -180,14 +186,30 @@ def test_cli_export_then_predict_from_the_export(method1_run, test_split, tmp_pa
         Image.fromarray(test_split.images[i]).resize((50 + 10 * i, 40), Image.BILINEAR).save(images / f'{i}.jpg')
 
     def cli(*args):
-        return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/synthetic.py:method1',
-                               f'--workdir={workdir}', *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+        return subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, 'main.py'),
+                '--config=configs/synthetic.py:method1',
+                f'--workdir={workdir}',
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+
     proc = cli('--stage=export')
     assert proc.returncode == 0, proc.stderr[-2000:]
     export = os.path.join(workdir, 'export')
     assert os.path.isfile(os.path.join(export, 'localizer.json'))
-    proc = cli('--stage=predict', f'--config.predict.images={images}', f'--config.predict.model={export}',
-               f'--config.predict.out={tmp_path / "out"}')
+    proc = cli(
+        '--stage=predict',
+        f'--config.predict.images={images}',
+        f'--config.predict.model={export}',
+        f'--config.predict.out={tmp_path / "out"}',
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(list(csv.DictReader(open(tmp_path / 'out' / 'predictions.csv')))) == 3
     proc = cli('--stage=predict', f'--config.predict.images={tmp_path / "nothing_here"}')
@@ -195,6 +217,7 @@ def test_cli_export_then_predict_from_the_export(method1_run, test_split, tmp_pa
 
 
 # --- photos as users have them: EXIF orientation, 16-bit files, names, links, failed writes ---
+
 
 def _rows(out):
     return list(csv.DictReader(open(out / 'predictions.csv')))
@@ -210,7 +233,7 @@ def test_exif_rotated_photos_give_the_upright_box_map_and_overlay(localizer, tes
     transposition), in the upright frame, and like the upright copy up to JPEG's re-encoding."""
     folder = tmp_path / 'photos'
     folder.mkdir()
-    upright = Image.fromarray(test_split.images[5]).resize((48, 32), Image.BILINEAR)   # 48 wide, 32 high
+    upright = Image.fromarray(test_split.images[5]).resize((48, 32), Image.BILINEAR)  # 48 wide, 32 high
     upright.save(folder / 'upright.jpg', quality=100, subsampling=0)
     # stored pixels -> what a viewer shows: orientation 6 turns them 90 degrees clockwise, 8 counter-clockwise
     turns = {6: (Image.ROTATE_90, -1), 3: (Image.ROTATE_180, 2), 8: (Image.ROTATE_270, 1)}
@@ -231,8 +254,9 @@ def test_exif_rotated_photos_give_the_upright_box_map_and_overlay(localizer, tes
         box = [int(row[c]) for c in ('x0', 'y0', 'x1', 'y1')]
         assert (int(row['width']), int(row['height'])) == (48, 32)
         assert box == expected.boxes[0].tolist()
-        np.testing.assert_array_equal(cv2.imread(str(out / row['map']), cv2.IMREAD_UNCHANGED),
-                                      _map_u8(expected.maps[0]))
+        np.testing.assert_array_equal(
+            cv2.imread(str(out / row['map']), cv2.IMREAD_UNCHANGED), _map_u8(expected.maps[0])
+        )
         assert cv2.imread(str(out / row['overlay'])).shape[:2] == (32, 48)
         assert np.abs(np.subtract(box, reference)).max() <= 2, (orientation, box, reference)
 
@@ -257,7 +281,7 @@ def test_16_bit_png_gives_the_8_bit_result_held_or_decoded_again(localizer, test
     np.testing.assert_array_equal(maps[0], maps[1])
     np.testing.assert_array_equal(maps[0], _map_u8(localizer([grey]).maps[0]))
     white = localizer([np.full_like(grey, 255)])
-    assert not np.array_equal(maps[0], _map_u8(white.maps[0]))   # what the clipped read would give
+    assert not np.array_equal(maps[0], _map_u8(white.maps[0]))  # what the clipped read would give
     assert _rows(again) == _rows(held)
     for r in _rows(held):
         for key in ('map', 'overlay'):
@@ -265,16 +289,17 @@ def test_16_bit_png_gives_the_8_bit_result_held_or_decoded_again(localizer, test
 
 
 def test_names_keep_extension_and_path_links_are_followed_once_and_the_count_is_what_was_written(
-        localizer, test_split, tmp_path, capsys):
+    localizer, test_split, tmp_path, capsys
+):
     folder = tmp_path / 'in'
     (folder / 'sub' / 'dir').mkdir(parents=True)
     image = Image.fromarray(test_split.images[7])
-    long_name = 'x' * 250 + '.png'                 # 254 bytes: a legal name, but + '.png' is not
+    long_name = 'x' * 250 + '.png'  # 254 bytes: a legal name, but + '.png' is not
     files = ['same.jpg', 'same.png', 'img.webp', 'img.tiff', 'SAME.jpg', 'sub/dir/img.jpg', long_name]
     for name in files:
         image.save(folder / name)
-    os.symlink('.', folder / 'loop')               # a folder loop: in/loop/loop/... is in/
-    os.symlink('same.jpg', folder / 'alias.jpg')   # one file, two names
+    os.symlink('.', folder / 'loop')  # a folder loop: in/loop/loop/... is in/
+    os.symlink('same.jpg', folder / 'alias.jpg')  # one file, two names
     for spec in (str(folder), str(folder / '**' / '*')):
         out = tmp_path / ('out_folder' if spec == str(folder) else 'out_glob')
         summary = predict(localizer, spec, str(out), batch_size=3)
@@ -284,7 +309,7 @@ def test_names_keep_extension_and_path_links_are_followed_once_and_the_count_is_
         overlays = [p for p in (out / 'overlays').rglob('*.jpg')]
         assert summary['written'] == len(rows) == len(maps) == len(overlays) == len(files)
         assert f'[predict] {len(files)} image(s) written' in printed
-        assert summary['repeated'] >= 1 and 'predicted once' in printed     # alias.jpg
+        assert summary['repeated'] >= 1 and 'predicted once' in printed  # alias.jpg
         assert sorted(os.path.realpath(r['path']) for r in rows) == sorted(str(folder / f) for f in files)
         by_name = {os.path.relpath(r['path'], folder): r for r in rows}
         for name in ('SAME.jpg', 'same.png', 'img.webp', 'img.tiff', 'sub/dir/img.jpg'):
@@ -298,23 +323,25 @@ def test_names_keep_extension_and_path_links_are_followed_once_and_the_count_is_
             assert cv2.imread(str(out / r['overlay'])).shape[:2] == (int(r['height']), int(r['width']))
 
 
-def test_tiny_images_warn_and_failed_writes_are_listed_not_counted(localizer, test_split, tmp_path, capsys,
-                                                                   monkeypatch):
+def test_tiny_images_warn_and_failed_writes_are_listed_not_counted(
+    localizer, test_split, tmp_path, capsys, monkeypatch
+):
     folder = tmp_path / 'in'
     folder.mkdir()
     for name in ('a.png', 'b.png', 'c.png'):
         Image.fromarray(test_split.images[8]).save(folder / name)
     Image.fromarray(test_split.images[8]).resize((3, 3), Image.BILINEAR).save(folder / 'tiny.png')
     out = tmp_path / 'out'
-    (out / 'maps' / 'a.png.png').mkdir(parents=True)      # the map of a.png cannot be written (even by root)
+    (out / 'maps' / 'a.png.png').mkdir(parents=True)  # the map of a.png cannot be written (even by root)
     encode, overlays_encoded = cv2.imencode, []
 
     def first_overlay_fails(ext, image, *args):
         if ext == '.jpg':
             overlays_encoded.append(image.shape)
-            if len(overlays_encoded) == 1:     # b.png's (a.png failed at its map, before its overlay)
+            if len(overlays_encoded) == 1:  # b.png's (a.png failed at its map, before its overlay)
                 return False, None
         return encode(ext, image, *args)
+
     monkeypatch.setattr(cv2, 'imencode', first_overlay_fails)
     summary = predict(localizer, str(folder), str(out), batch_size=4)
     printed = capsys.readouterr().out
@@ -324,7 +351,7 @@ def test_tiny_images_warn_and_failed_writes_are_listed_not_counted(localizer, te
     rows = _rows(out)
     assert summary['written'] == len(rows) == 2 and '[predict] 2 image(s) written' in printed
     assert sorted(os.path.basename(r['path']) for r in rows) == ['c.png', 'tiny.png']
-    assert not (out / 'maps' / 'b.png.png').exists()        # b's map was written, then removed with it
+    assert not (out / 'maps' / 'b.png.png').exists()  # b's map was written, then removed with it
     assert sorted(p.name for p in (out / 'overlays').iterdir()) == ['c.png.jpg', 'tiny.png.jpg']
     assert 'a.png' in (out / 'write_failures.txt').read_text() and '2 image(s) not written' in printed
     (tiny,) = [r for r in rows if r['path'].endswith('tiny.png')]

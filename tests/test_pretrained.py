@@ -2,6 +2,7 @@
 pass with the same weights, from .pth and .safetensors files; mismatches list what differs, and
 every unreadable file (random bytes, empty, truncated, not a state dict) fails with one line that
 names it. `check_pretrained` validates a file without compiling anything."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +10,14 @@ import pytest
 
 from wsol_jax.errors import ConfigError
 from wsol_jax.models import Classifier, ResNet, WeightMapNet
-from wsol_jax.models.pretrained import (backbone_variables, check_pretrained, load_backbone, read_state_dict,
-                                        wants_pretrained, write_backbone)
+from wsol_jax.models.pretrained import (
+    backbone_variables,
+    check_pretrained,
+    load_backbone,
+    read_state_dict,
+    wants_pretrained,
+    write_backbone,
+)
 from wsol_jax.models.resnet import scaled
 
 torch = pytest.importorskip('torch')
@@ -26,8 +33,11 @@ class TBasic(tnn.Module):
         self.bn1 = tnn.BatchNorm2d(planes)
         self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = tnn.BatchNorm2d(planes)
-        self.downsample = (tnn.Sequential(tnn.Conv2d(inp, planes, 1, stride, bias=False), tnn.BatchNorm2d(planes))
-                           if stride != 1 or inp != planes else None)
+        self.downsample = (
+            tnn.Sequential(tnn.Conv2d(inp, planes, 1, stride, bias=False), tnn.BatchNorm2d(planes))
+            if stride != 1 or inp != planes
+            else None
+        )
 
     def forward(self, x):
         y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
@@ -46,8 +56,11 @@ class TBottleneck(tnn.Module):
         self.bn2 = tnn.BatchNorm2d(planes)
         self.conv3 = tnn.Conv2d(planes, out, 1, bias=False)
         self.bn3 = tnn.BatchNorm2d(out)
-        self.downsample = (tnn.Sequential(tnn.Conv2d(inp, out, 1, stride, bias=False), tnn.BatchNorm2d(out))
-                           if stride != 1 or inp != out else None)
+        self.downsample = (
+            tnn.Sequential(tnn.Conv2d(inp, out, 1, stride, bias=False), tnn.BatchNorm2d(out))
+            if stride != 1 or inp != out
+            else None
+        )
 
     def forward(self, x):
         y = torch.relu(self.bn1(self.conv1(x)))
@@ -84,13 +97,13 @@ class TResNet(tnn.Module):
 
 
 SPECS = {'resnet18': (TBasic, (2, 2, 2, 2)), 'resnet50': (TBottleneck, (3, 4, 6, 3))}
-TINY = 0.125   # width of the files that the error tests read: 1/8 of the channels, fast to save and load
+TINY = 0.125  # width of the files that the error tests read: 1/8 of the channels, fast to save and load
 
 
 def _reference(depth, width=1.0):
     torch.manual_seed(0)
     model = TResNet(*SPECS[depth], width=width)
-    with torch.no_grad():   # non-trivial BatchNorm statistics and affine parameters
+    with torch.no_grad():  # non-trivial BatchNorm statistics and affine parameters
         for m in model.modules():
             if isinstance(m, tnn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
@@ -106,6 +119,7 @@ def _save(state_dict, path):
         torch.save(state_dict, path)
     else:
         from safetensors.torch import save_file
+
         save_file({k: v.contiguous() for k, v in state_dict.items()}, path)
     return path
 
@@ -136,9 +150,10 @@ def test_flax_backbone_equals_pytorch_reference(tmp_path, depth, fmt):
     with torch.no_grad():
         expected = [t.permute(0, 2, 3, 1).numpy() for t in model.double()(torch.from_numpy(x).permute(0, 3, 1, 2))]
     with jax.enable_x64(True):
-        variables = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64),
-                                 backbone_variables(read_state_dict(path), depth))
-        got = jax.jit(ResNet(depth, dtype=jnp.float64).apply)(variables, jnp.asarray(x))[-4:]   # layer1..4
+        variables = jax.tree.map(
+            lambda v: jnp.asarray(v, jnp.float64), backbone_variables(read_state_dict(path), depth)
+        )
+        got = jax.jit(ResNet(depth, dtype=jnp.float64).apply)(variables, jnp.asarray(x))[-4:]  # layer1..4
         assert all(g.dtype == jnp.float64 for g in got)
         got = [np.asarray(g) for g in got]
     for e, g in zip(expected, got):
@@ -150,8 +165,11 @@ def test_flax_backbone_equals_pytorch_reference(tmp_path, depth, fmt):
 def test_a_written_backbone_is_the_torchvision_state_dict(tiny_files, tmp_path):
     """`write_backbone` of the variables read from a torchvision file writes that file's tensors
     again, under its names (all but its `fc` classifier and BatchNorm step counters), bit for bit."""
-    expected = {k: v.numpy() for k, v in _reference('resnet18', TINY).state_dict().items()
-                if not k.startswith('fc.') and not k.endswith('num_batches_tracked')}
+    expected = {
+        k: v.numpy()
+        for k, v in _reference('resnet18', TINY).state_dict().items()
+        if not k.startswith('fc.') and not k.endswith('num_batches_tracked')
+    }
     variables = backbone_variables(read_state_dict(tiny_files['pth']), 'resnet18', TINY)
     written = read_state_dict(write_backbone(variables, 'resnet18', str(tmp_path / 'again.safetensors')))
     assert set(written) == set(expected)
@@ -169,17 +187,23 @@ def test_weights_load_into_f_and_g(tmp_path):
         variables = jax.eval_shape(model.init, jax.random.key(0), x)
         variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
         loaded = load_backbone(variables, path, 'resnet18', 1.0, sub)
-        np.testing.assert_allclose(np.asarray(loaded['params'][sub]['conv1']['kernel']),
-                                   _reference('resnet18').conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
+        np.testing.assert_allclose(
+            np.asarray(loaded['params'][sub]['conv1']['kernel']),
+            _reference('resnet18').conv1.weight.detach().numpy().transpose(2, 3, 1, 0),
+        )
         assert float(jnp.abs(loaded['batch_stats'][sub]['layer4_1']['bn2']['var']).min()) >= 0.5
 
 
 def test_mismatched_weights_list_the_differences(tmp_path):
     path = str(tmp_path / 'r18.pth')
     torch.save(_reference('resnet18').state_dict(), path)
-    with pytest.raises(ConfigError, match=r'do not fit a resnet34 .*80 missing \(layer1\.2\.bn1\.bias.*layer1\.2\.conv1\.weight'):
+    with pytest.raises(
+        ConfigError, match=r'do not fit a resnet34 .*80 missing \(layer1\.2\.bn1\.bias.*layer1\.2\.conv1\.weight'
+    ):
         backbone_variables(read_state_dict(path), 'resnet34')
-    with pytest.raises(ConfigError, match=r'100 with other shapes .*conv1\.weight: file \(64, 3, 7, 7\) vs model \(7, 7, 3, 32\)'):
+    with pytest.raises(
+        ConfigError, match=r'100 with other shapes .*conv1\.weight: file \(64, 3, 7, 7\) vs model \(7, 7, 3, 32\)'
+    ):
         backbone_variables(read_state_dict(path), 'resnet18', width=0.5)
     with pytest.raises(ConfigError, match='pretrained weights not found'):
         read_state_dict(str(tmp_path / 'absent.pth'))
@@ -198,7 +222,7 @@ def _truncated(path, files):
     with open(files[path.rsplit('.', 1)[1]], 'rb') as f:
         data = f.read()
     with open(path, 'wb') as f:
-        f.write(data[:len(data) // 2])
+        f.write(data[: len(data) // 2])
 
 
 # name -> (file name, writer(path, tiny_files), the reason the error must give)
@@ -211,8 +235,11 @@ UNREADABLE = {
     'truncated_safetensors': ('x.safetensors', _truncated, 'not a readable safetensors file, corrupt or truncated'),
     'list_pth': ('x.pth', lambda p, f: torch.save([torch.zeros(3)], p), r'holds a list, not a state dict'),
     'tensor_pth': ('x.pth', lambda p, f: torch.save(torch.zeros(3), p), r'holds a Tensor, not a state dict'),
-    'whole_model_pth': ('x.pth', lambda p, f: torch.save(tnn.Linear(2, 2), p),
-                        r'pickles Python objects \(torch\.nn\.modules\.linear\.Linear\).*model\.state_dict\(\)'),
+    'whole_model_pth': (
+        'x.pth',
+        lambda p, f: torch.save(tnn.Linear(2, 2), p),
+        r'pickles Python objects \(torch\.nn\.modules\.linear\.Linear\).*model\.state_dict\(\)',
+    ),
     'no_tensors_pth': ('x.pth', lambda p, f: torch.save({'epoch': 3}, p), 'it holds no tensors'),
 }
 
@@ -232,13 +259,16 @@ def test_unreadable_file_is_one_line_naming_it(tmp_path, tiny_files, case):
 
 def test_wrong_ranks_are_listed_not_crashed(tmp_path, tiny_files):
     tensors = read_state_dict(tiny_files['safetensors'])
-    tensors['conv1.weight'] = tensors['conv1.weight'].reshape(8, -1)    # a conv kernel stored 2-D
-    tensors['bn1.weight'] = tensors['bn1.weight'][:, None]               # a BatchNorm vector stored 2-D
+    tensors['conv1.weight'] = tensors['conv1.weight'].reshape(8, -1)  # a conv kernel stored 2-D
+    tensors['bn1.weight'] = tensors['bn1.weight'][:, None]  # a BatchNorm vector stored 2-D
     from safetensors.numpy import save_file
+
     path = str(tmp_path / 'ranks.safetensors')
     save_file(tensors, path)
-    listing = (r'do not fit a resnet18 of width 0\.125: 2 with other shapes \(bn1\.weight: file \(8, 1\) vs '
-               r'model \(8,\), conv1\.weight: file \(8, 147\) vs model \(7, 7, 3, 8\)\)')
+    listing = (
+        r'do not fit a resnet18 of width 0\.125: 2 with other shapes \(bn1\.weight: file \(8, 1\) vs '
+        r'model \(8,\), conv1\.weight: file \(8, 147\) vs model \(7, 7, 3, 8\)\)'
+    )
     with pytest.raises(ConfigError, match=listing):
         backbone_variables(read_state_dict(path), 'resnet18', TINY)
     with pytest.raises(ConfigError, match=f'weights in {path} ' + listing):
@@ -248,11 +278,13 @@ def test_wrong_ranks_are_listed_not_crashed(tmp_path, tiny_files):
 @pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
 def test_check_pretrained_passes_a_fitting_file_without_compiling(tiny_files, fmt):
     from wsol_jax.models import pretrained
-    pretrained._abstract_variables.cache_clear()   # trace again, so the check covers it
+
+    pretrained._abstract_variables.cache_clear()  # trace again, so the check covers it
     events = []
 
     def listen(name, duration, **kwargs):
         events.append(name)
+
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
         assert check_pretrained(tiny_files[fmt], 'resnet18', TINY) is None
@@ -263,8 +295,11 @@ def test_check_pretrained_passes_a_fitting_file_without_compiling(tiny_files, fm
 
 def test_check_pretrained_lists_differences_of_another_backbone(tiny_files):
     path = tiny_files['pth']
-    with pytest.raises(ConfigError, match=rf'weights in {path} do not fit a resnet34 of width 0\.125: 80 missing '
-                                          r'\(layer1\.2\.bn1\.bias.*Check config\.f/g\.depth'):
+    with pytest.raises(
+        ConfigError,
+        match=rf'weights in {path} do not fit a resnet34 of width 0\.125: 80 missing '
+        r'\(layer1\.2\.bn1\.bias.*Check config\.f/g\.depth',
+    ):
         check_pretrained(path, 'resnet34', TINY)
     with pytest.raises(ConfigError, match=r'do not fit a resnet18 of width 0\.25: 100 with other shapes'):
         check_pretrained(path, 'resnet18', 0.25)

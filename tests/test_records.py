@@ -1,4 +1,5 @@
 """The on-disk record cache (wsol_jax/data/records.py) and the streaming pipeline over it."""
+
 import os
 import pickle
 
@@ -24,7 +25,7 @@ def _samples(n, size=16, seed=0):
 
 
 def _box(i):
-    return np.array([[i + 0.25, 0.5, i + 2.75, 3.0]])   # original pixels: fractions are kept
+    return np.array([[i + 0.25, 0.5, i + 2.75, 3.0]])  # original pixels: fractions are kept
 
 
 def _write(folder, images, masks, labels, codec='raw', with_masks=True):
@@ -32,6 +33,7 @@ def _write(folder, images, masks, labels, codec='raw', with_masks=True):
         for i, (im, m, c) in enumerate(zip(images, masks, labels)):
             writer.add(im, c, f'img{i}', _box(i), m if with_masks else None, m.shape[::-1])
         return []
+
     return records.cached(str(folder), images.shape[1], build, codec)
 
 
@@ -46,8 +48,16 @@ def test_records_index_like_numpy(stored):
     split, images, masks, labels = stored
     assert isinstance(split.images, records.RecordArray) and len(split) == 11
     assert split.images.shape == images.shape and split.images.dtype == np.uint8 and split.images.ndim == 4
-    for index in (3, -1, np.int64(5), slice(2, 9, 3), slice(None), np.array([[4, 0, 4], [10, 1, 2]]),
-                  np.arange(11) % 2 == 0, []):
+    for index in (
+        3,
+        -1,
+        np.int64(5),
+        slice(2, 9, 3),
+        slice(None),
+        np.array([[4, 0, 4], [10, 1, 2]]),
+        np.arange(11) % 2 == 0,
+        [],
+    ):
         np.testing.assert_array_equal(split.images[index], images[index])
     np.testing.assert_array_equal(np.asarray(split.images), images)
     np.testing.assert_array_equal(split.labels, labels)
@@ -66,8 +76,12 @@ def test_masks_are_kept_at_their_original_resolutions(stored):
     assert isinstance(split.masks, records.MaskArray)
     np.testing.assert_array_equal(split.masks[-1], masks[10])
     assert split.masks[np.int64(4)].shape == (12, 24) and split.masks[4].dtype == np.uint8
-    for index, rows in ((slice(2, 9, 3), [2, 5, 8]), (np.array([7, 0, 7]), [7, 0, 7]),
-                        (np.arange(11) % 5 == 0, [0, 5, 10]), ([], [])):
+    for index, rows in (
+        (slice(2, 9, 3), [2, 5, 8]),
+        (np.array([7, 0, 7]), [7, 0, 7]),
+        (np.arange(11) % 5 == 0, [0, 5, 10]),
+        ([], []),
+    ):
         got = split.masks[index]
         assert isinstance(got, list) and len(got) == len(rows)
         for m, i in zip(got, rows):
@@ -90,7 +104,7 @@ def test_subset_is_a_view_and_records_pickle(stored):
         np.testing.assert_array_equal(m, masks[i])
     np.testing.assert_array_equal(part.original_sizes, [masks[i].shape[::-1] for i in (7, 2, 9)])
     assert part.names == ['img7', 'img2', 'img9']
-    again = pickle.loads(pickle.dumps(part.images))   # what Grain's worker processes receive
+    again = pickle.loads(pickle.dumps(part.images))  # what Grain's worker processes receive
     np.testing.assert_array_equal(again[1], images[2])
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(part.masks))[0], masks[7])
 
@@ -98,9 +112,14 @@ def test_subset_is_a_view_and_records_pickle(stored):
 def test_jpeg_codec_is_close_and_smaller(tmp_path):
     rng = np.random.default_rng(1)
     import cv2
-    smooth = np.stack([cv2.resize(rng.integers(0, 256, (6, 6, 3)).astype(np.uint8), (64, 64),
-                                  interpolation=cv2.INTER_CUBIC) for _ in range(6)])
-    smooth = np.clip(smooth + rng.normal(0, 3, smooth.shape), 0, 255).astype(np.uint8)   # photo-like: sensor noise
+
+    smooth = np.stack(
+        [
+            cv2.resize(rng.integers(0, 256, (6, 6, 3)).astype(np.uint8), (64, 64), interpolation=cv2.INTER_CUBIC)
+            for _ in range(6)
+        ]
+    )
+    smooth = np.clip(smooth + rng.normal(0, 3, smooth.shape), 0, 255).astype(np.uint8)  # photo-like: sensor noise
     masks, labels = list(np.zeros((6, 64, 64), np.uint8)), np.zeros(6, np.int64)
     raw = _write(tmp_path / 'raw', smooth, masks, labels, 'raw')
     jpeg = _write(tmp_path / 'jpeg', smooth, masks, labels, 'jpeg')
@@ -122,12 +141,12 @@ def test_cache_is_built_once_atomically_and_cleans_up(tmp_path):
 
     def failing(writer):
         writer.add(images[0], 0, 'a')
-        raise KeyboardInterrupt   # interrupted half-way
+        raise KeyboardInterrupt  # interrupted half-way
 
     with pytest.raises(KeyboardInterrupt):
         records.cached(folder, 16, failing)
-    assert os.listdir(tmp_path / 'cache') == []          # no half cache left, final or temporary
-    stale = records._tmp_prefix(folder) + '999999999'     # a dead process's temporary folder
+    assert os.listdir(tmp_path / 'cache') == []  # no half cache left, final or temporary
+    stale = records._tmp_prefix(folder) + '999999999'  # a dead process's temporary folder
     os.makedirs(stale)
 
     def build(writer):
@@ -141,7 +160,7 @@ def test_cache_is_built_once_atomically_and_cleans_up(tmp_path):
     assert len(calls) == 1 and not os.path.exists(stale) and os.listdir(tmp_path / 'cache') == ['split-abc']
     np.testing.assert_array_equal(second.images[:], first.images[:])
     assert second.boxes is None
-    os.remove(os.path.join(folder, records.META))          # damaged by hand: stop, do not rebuild over it
+    os.remove(os.path.join(folder, records.META))  # damaged by hand: stop, do not rebuild over it
     with pytest.raises(DataError, match='not a complete record cache.*delete it'):
         records.cached(folder, 16, build)
 
@@ -151,8 +170,7 @@ def test_writer_rejects_a_wrong_image_or_mask(tmp_path):
     with pytest.raises(ValueError, match=r'expected a \(16, 16, 3\) uint8 image'):
         writer.add(np.zeros((16, 16, 3), np.float32), 0, 'bad')
     with pytest.raises(ValueError, match=r'bad: the mask is 30x20 but the original image is 40x20'):
-        writer.add(np.zeros((16, 16, 3), np.uint8), 0, 'bad', mask=np.zeros((20, 30), np.uint8),
-                   original_size=(40, 20))
+        writer.add(np.zeros((16, 16, 3), np.uint8), 0, 'bad', mask=np.zeros((20, 30), np.uint8), original_size=(40, 20))
     writer.abort()
     assert not os.path.exists(tmp_path / 'w')
 
@@ -173,13 +191,14 @@ def test_streamed_batches_equal_in_memory_batches(stored, threads):
             np.testing.assert_array_equal(x['image'], y['image'])
     seen = [(np.asarray(out[0]), idx) for out, idx in map_split(lambda b: b['image'], split, 4, mesh, threads)]
     assert [len(i) for _, i in seen] == [4, 4, 3]
-    np.testing.assert_array_equal(np.concatenate([o[:len(i)] for o, i in seen]), images)
+    np.testing.assert_array_equal(np.concatenate([o[: len(i)] for o, i in seen]), images)
 
 
 def test_shards_and_variable_box_counts(tmp_path, monkeypatch):
     """Records spread over several files (a writer's index is freed shard by shard) read back
     in any order; images with 0, 1 or 2 boxes are padded with PAD_BOX."""
     from wsol_jax.metrics import PAD_BOX
+
     monkeypatch.setattr(records, 'SHARD_SIZE', 4)
     images, masks, labels = _samples(11, seed=3)
     boxes = [np.array([[i, i, i + 5, i + 6]] * (i % 3)) for i in range(11)]
@@ -188,10 +207,17 @@ def test_shards_and_variable_box_counts(tmp_path, monkeypatch):
         for i in range(11):
             writer.add(images[i], labels[i], str(i), boxes[i], masks[i], masks[i].shape[::-1])
         return []
+
     split = records.cached(str(tmp_path / 's'), 16, build)
-    assert sorted(os.listdir(tmp_path / 's')) == ['images-00000.array_record', 'images-00001.array_record',
-                                                  'images-00002.array_record', 'masks-00000.array_record',
-                                                  'masks-00001.array_record', 'masks-00002.array_record', 'meta.npz']
+    assert sorted(os.listdir(tmp_path / 's')) == [
+        'images-00000.array_record',
+        'images-00001.array_record',
+        'images-00002.array_record',
+        'masks-00000.array_record',
+        'masks-00001.array_record',
+        'masks-00002.array_record',
+        'meta.npz',
+    ]
     order = np.array([10, 0, 5, 4, 3, 9, 9])
     np.testing.assert_array_equal(split.images[order], images[order])
     for m, i in zip(split.subset(order).masks[:], order):

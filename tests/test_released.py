@@ -7,6 +7,7 @@
   (`SkipDecoder`, `SkipUpBlock`, `BottleneckBlock`, the encoder's six outputs, the final
   align-corners interpolation and sigmoid), weights carried over from PyTorch, in float64.
 """
+
 import cv2
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,7 @@ def _generate_bbox(cam, thr_val=0.1):
     """utils.generate_bbox as released, less the drawing on the image: returns
     `(estimated_bbox, thr_gray_heatmap, energy)` (the released function returns the first two and
     computes `energy`, Eq. 6, in its body)."""
-    with np.errstate(invalid='ignore', divide='ignore'):   # a flat map: 0 / 0, as released
+    with np.errstate(invalid='ignore', divide='ignore'):  # a flat map: 0 / 0, as released
         heatmap = _intensity_to_rgb(cam, normalize=True).astype('uint8')
     gray_heatmap = cv2.cvtColor(heatmap, cv2.COLOR_RGB2GRAY)
     thr_val = thr_val * np.max(gray_heatmap)
@@ -52,7 +53,7 @@ def _generate_bbox(cam, thr_val=0.1):
         c = max(contours, key=cv2.contourArea)
         x, y, w, h = cv2.boundingRect(c)
         estimated_bbox = [x, y, x + w, y + h]
-        energy = thr_gray_heatmap[y:y + h, x:x + w].sum() / thr_gray_heatmap.sum()
+        energy = thr_gray_heatmap[y : y + h, x : x + w].sum() / thr_gray_heatmap.sum()
     else:
         estimated_bbox = [0, 0, 1, 1]
         energy = 0
@@ -61,34 +62,34 @@ def _generate_bbox(cam, thr_val=0.1):
 
 def _blob(size, cy, cx, sigma, height=1.0):
     y, x = np.mgrid[:size, :size]
-    return height * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * sigma ** 2))
+    return height * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * sigma**2))
 
 
 def _test_maps(size, rng):
     """`(N, size, size)` float32: noise, smooth blobs, two blobs, sigmoid-like maps, maps made of
     round values (0.1, 0.5, 0.9: some fall 1e-6 beside a colour edge), a single pixel, a constant
     and an empty map."""
-    maps = [rng.random((size, size)) for _ in range(12)]                        # noise: many contours
+    maps = [rng.random((size, size)) for _ in range(12)]  # noise: many contours
     maps += [rng.random((size, size)) ** 4 for _ in range(4)]
-    for _ in range(12):                                                          # one smooth blob
+    for _ in range(12):  # one smooth blob
         maps.append(_blob(size, *rng.uniform(0, size, 2), rng.uniform(size / 16, size / 3)))
-    for _ in range(12):                                                          # two blobs
+    for _ in range(12):  # two blobs
         a = _blob(size, *rng.uniform(0, size, 2), rng.uniform(size / 20, size / 6))
         maps.append(a + _blob(size, *rng.uniform(0, size, 2), rng.uniform(size / 20, size / 6), rng.uniform(0.1, 1)))
-    for _ in range(8):                                                           # sigmoid outputs
+    for _ in range(8):  # sigmoid outputs
         logits = 12 * (_blob(size, *rng.uniform(0, size, 2), size / 6) - 0.3) + rng.normal(0, 1, (size, size))
         maps.append(1 / (1 + np.exp(-logits)))
-    for _ in range(6):                                                           # round values
+    for _ in range(6):  # round values
         m = np.full((size, size), 0.1)
         y0, x0 = rng.integers(0, size // 2, 2)
-        m[y0:y0 + size // 3, x0:x0 + size // 3] = 0.9
+        m[y0 : y0 + size // 3, x0 : x0 + size // 3] = 0.9
         m[rng.random((size, size)) < 0.2] = 0.5
         m[rng.random((size, size)) < 0.1] = rng.choice([0.2, 0.3, 0.6, 0.7])
         maps.append(m)
-    ramp = np.tile(np.linspace(0, 1, size), (size, 1))                           # every colour
+    ramp = np.tile(np.linspace(0, 1, size), (size, 1))  # every colour
     single = np.zeros((size, size))
     single[size // 3, size // 2] = 0.7
-    maps += [ramp, ramp ** 3, single, np.full((size, size), 0.7), np.zeros((size, size))]
+    maps += [ramp, ramp**3, single, np.full((size, size), 0.7), np.zeros((size, size))]
     return np.stack(maps).astype(np.float32)
 
 
@@ -105,7 +106,7 @@ def test_released_rule_equals_generate_bbox(device_rule, size, ratio):
     want_boxes = np.array([e[0] for e in expected])
     want_hat = np.stack([e[1] for e in expected]).astype(np.float32)
     want_s = np.array([e[2] for e in expected], np.float32)
-    assert (want_hat[-2:] == 0).all() and (want_boxes[-2:] == [0, 0, 1, 1]).all()   # constant, empty
+    assert (want_hat[-2:] == 0).all() and (want_boxes[-2:] == [0, 0, 1, 1]).all()  # constant, empty
 
     host_hat = localization.thresholded_maps(maps, ratio, 'released')
     np.testing.assert_array_equal(host_hat, want_hat)
@@ -125,8 +126,8 @@ def test_released_rule_keeps_from_26_of_256_not_from_a_tenth():
     them) but fall in cubehelix colour 25, whose grey level 25 is not above int(0.1 x 255) = 25;
     0.1016 (colour 26, grey 26) is kept by both."""
     m = np.zeros((1, 40, 40), np.float32)
-    m[0, 2:6, 2:6] = 1.0                       # the maximum, a small blob
-    m[0, 10:30, 5:35] = 0.1005                 # a large region just above a tenth
+    m[0, 2:6, 2:6] = 1.0  # the maximum, a small blob
+    m[0, 10:30, 5:35] = 0.1005  # a large region just above a tenth
     m[0, 32:38, 10:20] = 0.1012
     np.testing.assert_array_equal(localization.boxes_from_maps(m), [[5, 10, 35, 30]])
     np.testing.assert_array_equal(localization.boxes_from_maps(m, box_rule='released'), [[2, 2, 6, 6]])
@@ -138,7 +139,9 @@ def test_released_rule_keeps_from_26_of_256_not_from_a_tenth():
 def _float64_colour_index(maps):
     """matplotlib's colour index of generate_bbox's normalised map, in float64 as released."""
     m = maps.astype(np.float64)
-    v = (m - m.min(axis=(1, 2), keepdims=True)) / (m.max(axis=(1, 2), keepdims=True) - m.min(axis=(1, 2), keepdims=True))
+    v = (m - m.min(axis=(1, 2), keepdims=True)) / (
+        m.max(axis=(1, 2), keepdims=True) - m.min(axis=(1, 2), keepdims=True)
+    )
     return np.minimum(np.floor(v * 256), 255).astype(np.int32)
 
 
@@ -159,11 +162,12 @@ def test_device_colour_index_is_exact_at_every_colour_edge():
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(localization.released_colour_index(maps), want)
     lo, hi = maps.min(axis=(1, 2), keepdims=True), maps.max(axis=(1, 2), keepdims=True)
-    naive = np.minimum(np.floor((maps - lo) / (hi - lo) * np.float32(256)), 255)   # float32 throughout
+    naive = np.minimum(np.floor((maps - lo) / (hi - lo) * np.float32(256)), 255)  # float32 throughout
     assert (naive != want).sum() > 0
-    with jax.enable_x64(True):   # float64 arrays on the device take the released arithmetic as it is
-        np.testing.assert_array_equal(np.asarray(localization.released_colour_index(jnp.asarray(maps, jnp.float64))),
-                                      want)
+    with jax.enable_x64(True):  # float64 arrays on the device take the released arithmetic as it is
+        np.testing.assert_array_equal(
+            np.asarray(localization.released_colour_index(jnp.asarray(maps, jnp.float64))), want
+        )
 
 
 def test_grey_levels_are_the_released_colours():
@@ -181,9 +185,10 @@ def test_reports_name_the_released_rule():
     from helpers import tiny_synthetic
     from wsol_jax import config as config_lib, report
     from wsol_jax.localizer import make_spec
+
     c = tiny_synthetic('method1')
     c.eval.box_rule = 'released'
-    config_lib.validate(c)   # a valid value of eval.box_rule
+    config_lib.validate(c)  # a valid value of eval.box_rule
     text = '\n'.join(report.protocol(c))
     assert 'box rule "released"' in text and 'cubehelix' in text and 'int(ratio x max grey)' in text
     spec = make_spec(c, ['a', 'b'], {'selected_step': 3, 'selected_epoch': 1, 'last_epoch': 2})
@@ -207,7 +212,7 @@ class TSkipUpBlock(tnn.Module):
         self.conv1 = tnn.Conv2d(in_channels, out_channels, 3, stride=1, padding=1)
         self.conv2 = tnn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1)
         self.BN1 = tnn.BatchNorm2d(out_channels)
-        self.BN2 = tnn.BatchNorm2d(out_channels)   # created in up5 too, never called there
+        self.BN2 = tnn.BatchNorm2d(out_channels)  # created in up5 too, never called there
         self.func = func
 
     def forward(self, x_in, skip, flag=True):
@@ -218,7 +223,7 @@ class TSkipUpBlock(tnn.Module):
         x = self.conv2(x)
         if self.func == 'None':
             return x
-        return F.relu(self.BN2(x))   # func == 'relu', the only other one SkipDecoder uses
+        return F.relu(self.BN2(x))  # func == 'relu', the only other one SkipDecoder uses
 
 
 class TBottleneckBlock(tnn.Module):
@@ -309,16 +314,25 @@ def _flax_variables(model, state_dict, abstract):
     def leaf(collection, path, spec):
         name = _torch_name_of(tuple(p.key for p in path), collection)
         used.add(name)
-        value = state_dict[name].detach().numpy().copy()   # not a view: torch updates its buffers in place
+        value = state_dict[name].detach().numpy().copy()  # not a view: torch updates its buffers in place
         value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
         assert value.shape == spec.shape, name
         return jnp.asarray(value, jnp.float64)
-    out = {c: jax.tree_util.tree_map_with_path(lambda p, s, c=c: leaf(c, p, s), abstract[c])
-           for c in ('params', 'batch_stats')}
+
+    out = {
+        c: jax.tree_util.tree_map_with_path(lambda p, s, c=c: leaf(c, p, s), abstract[c])
+        for c in ('params', 'batch_stats')
+    }
     left = {k for k in state_dict if k not in used and not k.endswith('num_batches_tracked')}
     # Only torch's unused tensors are left over: the classifier and up5's never-called BN2.
-    assert left == {'E.Org_model.fc.weight', 'E.Org_model.fc.bias', 'D.up5.BN2.weight', 'D.up5.BN2.bias',
-                    'D.up5.BN2.running_mean', 'D.up5.BN2.running_var'}, left
+    assert left == {
+        'E.Org_model.fc.weight',
+        'E.Org_model.fc.bias',
+        'D.up5.BN2.weight',
+        'D.up5.BN2.bias',
+        'D.up5.BN2.running_mean',
+        'D.up5.BN2.running_var',
+    }, left
     return out
 
 
@@ -326,7 +340,7 @@ def _torch_buffers(module):
     return {k: v.detach().numpy().copy() for k, v in module.state_dict().items() if 'running' in k}
 
 
-WIDTH = 1.0   # torchvision's ResNet-18, the released model itself
+WIDTH = 1.0  # torchvision's ResNet-18, the released model itself
 SIZE = 64
 
 
@@ -334,6 +348,7 @@ def _released_full_features(width):
     """resnet.ResNet's `full_features` ([64, 64, 128, 256, 512] for ResNet-18): the widths of the
     stem and of layer1..4 (the max-pool output, the fourth skip, has the stem's width)."""
     from wsol_jax.models.resnet import stage_channels
+
     stem, pool, *layers = stage_channels('resnet18', width)
     assert pool == stem
     return [stem] + layers
@@ -397,7 +412,9 @@ def test_g_equals_the_released_pytorch_model_in_float64(released_model):
             ref = after[name]
             stats_diff = max(stats_diff, float(np.max(np.abs(np.asarray(value) - ref) / np.maximum(np.abs(ref), 1.0))))
             moved.append(np.abs(ref - before[name]).min() > 0)
-    print(f'g vs the released PyTorch g (float64, ResNet-18 width {WIDTH:g}, {SIZE} px, batch 4): max |diff| '
-          f'eval {eval_diff:.1e}, train {train_diff:.1e}; running statistics after one step (relative) {stats_diff:.1e}')
-    assert len(moved) == 2 * 31 and all(moved)   # 20 BatchNorms in ResNet-18, 11 in the decoder; all updated
+    print(
+        f'g vs the released PyTorch g (float64, ResNet-18 width {WIDTH:g}, {SIZE} px, batch 4): max |diff| '
+        f'eval {eval_diff:.1e}, train {train_diff:.1e}; running statistics after one step (relative) {stats_diff:.1e}'
+    )
+    assert len(moved) == 2 * 31 and all(moved)  # 20 BatchNorms in ResNet-18, 11 in the decoder; all updated
     assert eval_diff < 1e-9 and train_diff < 1e-9 and stats_diff < 1e-9

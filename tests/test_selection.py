@@ -1,4 +1,5 @@
 """The early-stopping rule over a per-epoch history, and the regret diagnostic."""
+
 import math
 
 import numpy as np
@@ -15,10 +16,13 @@ def test_highest_mean_s_wins():
 
 def test_the_latest_epoch_within_one_standard_error_of_the_best_is_kept():
     # Method II, synthetic seed 0: a coarse epoch 1 and a refined epoch 3 that S cannot tell apart.
-    history = {1: {'mean_S': 0.9933, 'mean_S_se': 0.0015}, 2: {'mean_S': 0.9853, 'mean_S_se': 0.0030},
-               3: {'mean_S': 0.9923, 'mean_S_se': 0.0032}}
-    assert select_step(history) == 3                      # 0.9923 >= 0.9933 - 0.0015
-    assert select_step(history, standard_errors=0) == 1   # Eq. 6 literally: the maximum
+    history = {
+        1: {'mean_S': 0.9933, 'mean_S_se': 0.0015},
+        2: {'mean_S': 0.9853, 'mean_S_se': 0.0030},
+        3: {'mean_S': 0.9923, 'mean_S_se': 0.0032},
+    }
+    assert select_step(history) == 3  # 0.9923 >= 0.9933 - 0.0015
+    assert select_step(history, standard_errors=0) == 1  # Eq. 6 literally: the maximum
     assert select_step(history, standard_errors=0.5) == 1  # 0.9923 < 0.9933 - 0.00075
     # the tolerance is the best epoch's standard error, not the candidate's
     history[1]['mean_S_se'] = 0.0005
@@ -26,8 +30,11 @@ def test_the_latest_epoch_within_one_standard_error_of_the_best_is_kept():
 
 
 def test_a_map_that_breaks_into_parts_is_not_kept_however_late():
-    history = {1: {'mean_S': 0.98, 'mean_S_se': 0.002}, 2: {'mean_S': 0.99, 'mean_S_se': 0.002},
-               3: {'mean_S': 0.94, 'mean_S_se': 0.007}}
+    history = {
+        1: {'mean_S': 0.98, 'mean_S_se': 0.002},
+        2: {'mean_S': 0.99, 'mean_S_se': 0.002},
+        3: {'mean_S': 0.94, 'mean_S_se': 0.007},
+    }
     assert select_step(history) == 2
 
 
@@ -50,24 +57,30 @@ def test_all_degenerate_epochs_stop_with_a_reason():
 
 
 def test_regret_against_the_best_epoch_in_hindsight():
-    history = {1: {'mean_S': 0.9, 'val/gt_known_loc': 0.80}, 2: {'mean_S': 0.8, 'val/gt_known_loc': 0.85},
-               3: {'mean_S': 0.7, 'val/gt_known_loc': 0.85}}
+    history = {
+        1: {'mean_S': 0.9, 'val/gt_known_loc': 0.80},
+        2: {'mean_S': 0.8, 'val/gt_known_loc': 0.85},
+        3: {'mean_S': 0.7, 'val/gt_known_loc': 0.85},
+    }
     r = selection_regret(history, select_step(history))
     assert r['selected_step'] == 1 and r['best_step'] == 2
     assert r['regret'] == pytest.approx(0.05)
-    assert selection_regret({1: {'mean_S': 0.9}}, 1) is None   # no validation boxes
+    assert selection_regret({1: {'mean_S': 0.9}}, 1) is None  # no validation boxes
 
 
 def test_the_finally_selected_point_is_never_deleted_during_training():
     # train.loop keeps only the latest and the currently selected point; with a tolerance the
     # selection can move back and forth, yet the final choice must still have its checkpoint.
     from wsol_jax.train.loop import Loop, kept_point
+
     rng = np.random.default_rng(0)
     spec = Loop('g', '/unused', 8, 1, 1, '/unused', select_step)
     for _ in range(300):
         history, on_disk = {}, set()
         for step in range(1, 9):
-            history[step] = {'mean_S': float(rng.choice([rng.uniform(0.9, 1.0), round(rng.uniform(0.95, 1.0), 2)])),
-                             'mean_S_se': float(rng.uniform(0, 0.02))}
+            history[step] = {
+                'mean_S': float(rng.choice([rng.uniform(0.9, 1.0), round(rng.uniform(0.95, 1.0), 2)])),
+                'mean_S_se': float(rng.uniform(0, 0.02)),
+            }
             on_disk = (on_disk | {step}) & {step, kept_point(spec, history)}
         assert select_step(history) in on_disk

@@ -1,4 +1,5 @@
 """The compiled training steps: gradients reach only g, f stays frozen, losses decrease."""
+
 import functools
 
 import jax
@@ -12,15 +13,17 @@ from wsol_jax import inference, parallel
 from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from wsol_jax.models import Classifier, WeightMapNet
 from wsol_jax.train import steps
-
-OBJECTIVES = {'method1': steps.method1_objective, 'method2': steps.method2_objective}
 from wsol_jax.train.state import create_train_state, make_optimizer
 
+OBJECTIVES = {'method1': steps.method1_objective, 'method2': steps.method2_objective}
+
 CROP = 32
-G_CFG = ml_collections.ConfigDict(dict(mask_space='normalized', reg_weight=1.0, inner_weight=1.0,
-                                       outer_weight=1.0, margin=1.0))
-OPT = ml_collections.ConfigDict(dict(name='sgd', learning_rate=0.01, momentum=0.9, weight_decay=1e-4,
-                                     decay_every=10, decay_factor=0.1))
+G_CFG = ml_collections.ConfigDict(
+    dict(mask_space='normalized', reg_weight=1.0, inner_weight=1.0, outer_weight=1.0, margin=1.0)
+)
+OPT = ml_collections.ConfigDict(
+    dict(name='sgd', learning_rate=0.01, momentum=0.9, weight_decay=1e-4, decay_every=10, decay_factor=0.1)
+)
 
 
 @pytest.fixture(scope='module')
@@ -40,8 +43,9 @@ def test_g_loss_has_no_gradient_for_f(setup, method):
     batch = images if method == 'method1' else np.stack([images, images[::-1], images[1:].repeat(2, 0)[:4]], 1)
     loss = functools.partial(steps.g_loss, steps.frozen_apply(f), g, G_CFG, CROP, OBJECTIVES[method])
     # jit: one compile instead of op-by-op dispatch (minutes on 2 CPU cores)
-    grad_g, grad_f = jax.jit(jax.grad(lambda gp, fv: loss(gp, g_state.batch_stats, fv, batch, jax.random.key(0))[0],
-                                      argnums=(0, 1)))(g_state.params, f_state.variables)
+    grad_g, grad_f = jax.jit(
+        jax.grad(lambda gp, fv: loss(gp, g_state.batch_stats, fv, batch, jax.random.key(0))[0], argnums=(0, 1))
+    )(g_state.params, f_state.variables)
     assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(grad_f))
     assert sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(grad_g)) > 0
 
@@ -49,16 +53,21 @@ def test_g_loss_has_no_gradient_for_f(setup, method):
 def test_g_step_leaves_f_untouched_and_updates_g_batch_stats(setup):
     f, g, f_state, g_state, images = setup
     mesh = parallel.make_mesh()
-    step = steps.compile_step(functools.partial(steps.g_step, steps.frozen_apply(f), g, G_CFG, CROP, steps.method1_objective), mesh,
-                              n_frozen=1, donate_state=False)
+    step = steps.compile_step(
+        functools.partial(steps.g_step, steps.frozen_apply(f), g, G_CFG, CROP, steps.method1_objective),
+        mesh,
+        n_frozen=1,
+        donate_state=False,
+    )
     f_vars = f_state.variables
     before = jax.tree.map(np.asarray, f_vars)
     new_state, metrics = step(g_state, f_vars, {'image': images}, jax.random.key(3))
     jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, f_vars))
     assert set(metrics) >= {'loss', 'ce', 'reg', 'agreement'}
     assert int(new_state.step) == 1
-    changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
-                           g_state.batch_stats, new_state.batch_stats)
+    changed = jax.tree.map(
+        lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), g_state.batch_stats, new_state.batch_stats
+    )
     assert any(jax.tree.leaves(changed))
 
 
@@ -80,7 +89,7 @@ def test_f_classifier_step_learns_a_separable_problem(setup):
 @pytest.mark.parametrize('space', ['normalized', 'pixels'])
 def test_blank_images_are_what_a_zero_map_makes(space):
     images = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4, 4, 3)), jnp.float32)
-    expected = 0.0 if space == 'normalized' else -IMAGENET_MEAN / IMAGENET_STD   # mean colour | black
+    expected = 0.0 if space == 'normalized' else -IMAGENET_MEAN / IMAGENET_STD  # mean colour | black
     blank = np.asarray(steps.blank_images(images, space))
     assert blank.shape == (1, 4, 4, 3)
     np.testing.assert_allclose(blank, np.broadcast_to(expected, blank.shape), atol=1e-6)
@@ -94,8 +103,9 @@ def test_blank_weight_makes_f_name_no_class_on_a_blank_image(setup):
     colors = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
     labels = np.arange(12) % 3
     images = np.broadcast_to(colors[labels][:, None, None], (12, CROP, CROP, 3)).copy()
-    step = steps.compile_step(functools.partial(steps.f_classifier_step, f, CROP, blank_weight=1.0), mesh,
-                              donate_state=False)
+    step = steps.compile_step(
+        functools.partial(steps.f_classifier_step, f, CROP, blank_weight=1.0), mesh, donate_state=False
+    )
     state, history = f_state, []
     # 40 steps: the first ~20 oscillate (momentum SGD, lr 0.01) along a path that differs between
     # machines; by the last five the blank term is below 0.005 on every path seen, 10x under the bound.
@@ -104,9 +114,9 @@ def test_blank_weight_makes_f_name_no_class_on_a_blank_image(setup):
         history.append({k: float(v) for k, v in m.items()})
     assert set(history[0]) >= {'loss', 'ce', 'blank', 'accuracy'}
     assert history[-1]['loss'] == pytest.approx(history[-1]['ce'] + history[-1]['blank'], rel=1e-5)
-    assert history[-1]['ce'] < 0.5 * history[0]['ce']          # the classes are still learned
-    assert history[0]['blank'] > 0.2                            # the untrained f names a class on the blank
-    assert max(h['blank'] for h in history[-5:]) < 0.05         # and the trained one says ~nothing
+    assert history[-1]['ce'] < 0.5 * history[0]['ce']  # the classes are still learned
+    assert history[0]['blank'] > 0.2  # the untrained f names a class on the blank
+    assert max(h['blank'] for h in history[-5:]) < 0.05  # and the trained one says ~nothing
 
 
 def test_cam_maps_are_normalised_and_full_size(setup):
@@ -116,7 +126,7 @@ def test_cam_maps_are_normalised_and_full_size(setup):
     assert float(cams.min()) >= 0.0 and float(cams.max()) <= 1.0 + 1e-6
 
 
-F_ARCHS = {'resnet18': {'width': 0.125}, 'vit_tiny_test': {}}   # the paper's f; a ViT f (32 px: its 4x4 patch grid)
+F_ARCHS = {'resnet18': {'width': 0.125}, 'vit_tiny_test': {}}  # the paper's f; a ViT f (32 px: its 4x4 patch grid)
 
 
 @pytest.mark.parametrize('arch', sorted(F_ARCHS))
@@ -132,7 +142,10 @@ def test_bfloat16_loss_close_to_float32(setup, arch):
         total, (parts, _) = fn(g_state.params, g_state.batch_stats, f_vars, images, jax.random.key(0))
         losses[name] = (float(total), float(parts['ce']), float(parts['reg']))
     # The loss sees g's layers and then f's, in series (the map R(g) only g's): each rounding of them adds up.
-    rtol = {'total': bf16_tolerance(BF16_LAYERS['g'] + BF16_LAYERS[arch]),
-            'ce': bf16_tolerance(BF16_LAYERS['g'] + BF16_LAYERS[arch]), 'reg': bf16_tolerance(BF16_LAYERS['g'])}
+    rtol = {
+        'total': bf16_tolerance(BF16_LAYERS['g'] + BF16_LAYERS[arch]),
+        'ce': bf16_tolerance(BF16_LAYERS['g'] + BF16_LAYERS[arch]),
+        'reg': bf16_tolerance(BF16_LAYERS['g']),
+    }
     for i, part in enumerate(('total', 'ce', 'reg')):
         assert losses['bf16'][i] == pytest.approx(losses['fp32'][i], rel=rtol[part]), part

@@ -1,4 +1,5 @@
 """Workdir helpers: atomic writes, fingerprints; per-image flags of collapsed maps."""
+
 import os
 
 import numpy as np
@@ -14,7 +15,8 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
 
     def dies_half_way(fh):
         fh.write('trunc')
-        raise KeyboardInterrupt   # a kill while writing
+        raise KeyboardInterrupt  # a kill while writing
+
     with pytest.raises(KeyboardInterrupt):
         workdir.write_atomically(str(target), dies_half_way, text=True)
     assert target.read_text() == 'complete'
@@ -24,14 +26,14 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_fingerprints_separate_what_each_stage_depends_on():
     a = tiny_synthetic('method1')
     b = tiny_synthetic('method1')
-    b.g.max_epochs, b.g.patience, b.g.eval_every_steps = 9, 4, 2     # a longer budget continues a shorter one
-    b.eval.num_overlays, b.data.cache_dir = 5, '/elsewhere'          # evaluate only
+    b.g.max_epochs, b.g.patience, b.g.eval_every_steps = 9, 4, 2  # a longer budget continues a shorter one
+    b.eval.num_overlays, b.data.cache_dir = 5, '/elsewhere'  # evaluate only
     for stage in workdir.TRAINED:
         assert workdir.fingerprint(a, stage) == workdir.fingerprint(b, stage)
     b.g.reg_weight = 0.5
     assert workdir.fingerprint(a, 'f_classifier') == workdir.fingerprint(b, 'f_classifier')
     assert workdir.fingerprint(a, 'g')['g.reg_weight'] != workdir.fingerprint(b, 'g')['g.reg_weight']
-    b.f.max_epochs, b.f.patience = 3, 2   # f continues; g was trained with the f of the shorter budget
+    b.f.max_epochs, b.f.patience = 3, 2  # f continues; g was trained with the f of the shorter budget
     assert workdir.fingerprint(a, 'f_classifier') == workdir.fingerprint(b, 'f_classifier')
     assert workdir.fingerprint(a, 'g')['f.max_epochs'] != workdir.fingerprint(b, 'g')['f.max_epochs']
     assert workdir.fingerprint(a, 'g')['f.patience'] != workdir.fingerprint(b, 'g')['f.patience']
@@ -41,10 +43,10 @@ def test_blank_weight_ties_f_to_the_mask_space_and_old_records_still_match():
     a = tiny_synthetic('method2')
     a.f.blank_weight = 0.0
     for stage in ('f_classifier', 'f_siamese'):
-        assert 'g.mask_space' not in workdir.fingerprint(a, stage)   # f does not depend on g then
+        assert 'g.mask_space' not in workdir.fingerprint(a, stage)  # f does not depend on g then
     a.f.blank_weight = 1.0
     for stage in ('f_classifier', 'f_siamese'):
-        assert workdir.fingerprint(a, stage)['g.mask_space'] == 'normalized'   # the blank is g's zero map
+        assert workdir.fingerprint(a, stage)['g.mask_space'] == 'normalized'  # the blank is g's zero map
     # A record written before the keys existed matches a config at the earlier behaviour only.
     a.f.blank_weight, a.g.initial_weight = 0.0, 0.5
     old = {k: v for k, v in workdir.fingerprint(a, 'g').items() if k not in ('f.blank_weight', 'g.initial_weight')}
@@ -57,20 +59,22 @@ def test_a_siamese_f_from_the_classifier_depends_on_the_classifier_budget():
     a = tiny_synthetic('method2')
     a.f.siamese_from_classifier = False
     scratch = workdir.fingerprint(a, 'f_siamese')
-    assert not set(workdir.BUDGET_KEYS['f']) & set(scratch)   # a longer budget continues
+    assert not set(workdir.BUDGET_KEYS['f']) & set(scratch)  # a longer budget continues
     a.f.siamese_from_classifier = True
     started = workdir.fingerprint(a, 'f_siamese')
-    assert all(started[k] == a.f[k.split('.')[1]] for k in workdir.BUDGET_KEYS['f'])   # it starts from the kept classifier
+    assert all(
+        started[k] == a.f[k.split('.')[1]] for k in workdir.BUDGET_KEYS['f']
+    )  # it starts from the kept classifier
     assert 'f.siamese_from_classifier' not in workdir.fingerprint(a, 'f_classifier')
 
 
 def test_collapsed_maps_are_flagged():
     maps = np.zeros((3, 16, 16), np.float32)
-    maps[0] = 0.02                               # weights nothing
+    maps[0] = 0.02  # weights nothing
     maps[0, 4:8, 4:8] = 0.05
-    maps[1] = 0.97                               # weights everything
+    maps[1] = 0.97  # weights everything
     maps[1, 0, 0] = 0.95
-    maps[2, 4:10, 3:12] = 1.0                    # an object
+    maps[2, 4:10, 3:12] = 1.0  # an object
     hat = localization.thresholded_maps(maps)
     scores = inference.map_scores(maps, hat, localization.boxes_from_thresholded(hat), 0.95)
     np.testing.assert_array_equal(scores['collapsed'], [True, True, False])

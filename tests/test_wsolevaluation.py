@@ -15,6 +15,7 @@ ignored); wsolevaluation.json holds their numbers and the exact commands. For th
 fixture their PxAP from the fixture's own metadata and mask files was the same number as from the
 files wsol-jax wrote.
 """
+
 import json
 import os
 
@@ -37,8 +38,14 @@ def _hand_split():
     mask[30:60, 100:200] = 1
     mask[:10, :20] = metrics.IGNORE
     boxes = np.array([[[10.4, 20.6, 100, 50], [0, 0, 320, 240]], [[5, 6, 7, 8], metrics.PAD_BOX]], np.float64)
-    return Split(np.zeros((2, 8, 8, 3), np.uint8), np.array([1, 0], np.int32), boxes,
-                 [mask, np.zeros((40, 50), np.uint8)], ['a/0.jpg', 'b.jpg'], np.array([[320, 240], [50, 40]]))
+    return Split(
+        np.zeros((2, 8, 8, 3), np.uint8),
+        np.array([1, 0], np.int32),
+        boxes,
+        [mask, np.zeros((40, 50), np.uint8)],
+        ['a/0.jpg', 'b.jpg'],
+        np.array([[320, 240], [50, 40]]),
+    )
 
 
 def test_metadata_and_masks_in_their_layout_hand_checked(tmp_path):
@@ -50,15 +57,17 @@ def test_metadata_and_masks_in_their_layout_hand_checked(tmp_path):
     wsolevaluation.write_masks(mask_root, ids, split.masks)
     read = lambda *p: (tmp_path / 'metadata' / os.path.join(*p)).read_text().splitlines()
     assert read('CUB', 'test', 'localization.txt') == ['a/0.jpg,10,21,100,50', 'a/0.jpg,0,0,320,240', 'b.jpg,5,6,7,8']
-    assert read('OpenImages', 'test', 'localization.txt') == ['a/0.jpg,a/0.jpg_mask.png,a/0.jpg_ignore.png',
-                                                              'b.jpg,b.jpg_mask.png,b.jpg_ignore.png']
+    assert read('OpenImages', 'test', 'localization.txt') == [
+        'a/0.jpg,a/0.jpg_mask.png,a/0.jpg_ignore.png',
+        'b.jpg,b.jpg_mask.png,b.jpg_ignore.png',
+    ]
     for tree in ('CUB', 'OpenImages'):
         assert read(tree, 'test', 'image_ids.txt') == ['a/0.jpg', 'b.jpg']
         assert read(tree, 'test', 'class_labels.txt') == ['a/0.jpg,1', 'b.jpg,0']
         assert read(tree, 'test', 'image_sizes.txt') == ['a/0.jpg,320,240', 'b.jpg,50,40']
     obj = cv2.imread(str(tmp_path / 'masks' / 'OpenImages' / 'a/0.jpg_mask.png'), cv2.IMREAD_UNCHANGED)
     ignore = cv2.imread(str(tmp_path / 'masks' / 'OpenImages' / 'a/0.jpg_ignore.png'), cv2.IMREAD_UNCHANGED)
-    np.testing.assert_array_equal(obj, (split.masks[0] == 1) * 255)       # original resolution, 0/255
+    np.testing.assert_array_equal(obj, (split.masks[0] == 1) * 255)  # original resolution, 0/255
     np.testing.assert_array_equal(ignore, (split.masks[0] == metrics.IGNORE) * 255)
     # As their loader reads them: int(x * 224 / W): 10 * 0.7 = 7, 21 * 224 / 240 = 19.6 -> 19, 70, 46.67 -> 46;
     # 22.4 -> 22, 33.6 -> 33, 31.36 -> 31, 44.8 -> 44.
@@ -68,7 +77,7 @@ def test_metadata_and_masks_in_their_layout_hand_checked(tmp_path):
     np.testing.assert_array_equal(boxes['b.jpg'], [[22, 33, 31, 44]])
     ours = wsolevaluation.resize_boxes(split.boxes, split.original_sizes)
     np.testing.assert_array_equal(ours, [[[7, 19, 70, 46], [0, 0, 224, 224]], [[22, 33, 31, 44], metrics.PAD_BOX]])
-    for i, image_id in enumerate(ids):   # the mask resized once, nearest, ignore kept
+    for i, image_id in enumerate(ids):  # the mask resized once, nearest, ignore kept
         np.testing.assert_array_equal(masks[image_id], resize_masks([split.masks[i]], 224)[0])
     assert set(np.unique(masks['a/0.jpg'])) == {0, 1, metrics.IGNORE}
 
@@ -85,9 +94,16 @@ def test_no_box_tree_when_an_image_has_no_box():
     assert set(wsolevaluation.metadata_lines(split, split.names)) == {'OpenImages'}
 
 
-@pytest.mark.parametrize('bad, message', [
-    ('../up.jpg', 'goes up'), ('/abs.jpg', 'absolute'), ('a,b.jpg', 'comma'), ('', 'empty'),
-    ('b.jpg', 'appears twice')])
+@pytest.mark.parametrize(
+    'bad, message',
+    [
+        ('../up.jpg', 'goes up'),
+        ('/abs.jpg', 'absolute'),
+        ('a,b.jpg', 'comma'),
+        ('', 'empty'),
+        ('b.jpg', 'appears twice'),
+    ],
+)
 def test_image_ids_that_would_leave_the_scoremap_folder_or_break_their_files(bad, message):
     split = _hand_split()
     split.names[0] = bad
@@ -100,8 +116,13 @@ def test_evaluator_commands_name_the_written_folders():
     assert commands['maxboxacc_v1'].endswith('--dataset_name=CUB --multi_contour_eval=False --multi_iou_eval=False')
     assert '--multi_contour_eval=True --multi_iou_eval=True --iou_threshold_list 30 50 70' in commands['maxboxacc_v2']
     assert '--dataset_name=OpenImages --mask_root=W/masks/' in commands['pxap']
-    assert all(c.startswith('python evaluation.py --scoremap_root=W/scoremaps/ --metadata_root=W/meta/ --split=test '
-                            '--cam_curve_interval=0.01') for c in commands.values())
+    assert all(
+        c.startswith(
+            'python evaluation.py --scoremap_root=W/scoremaps/ --metadata_root=W/meta/ --split=test '
+            '--cam_curve_interval=0.01'
+        )
+        for c in commands.values()
+    )
 
 
 def _golden():
@@ -120,7 +141,7 @@ def test_metrics_equal_wsolevaluation_on_the_golden_maps(name):
     record = _golden()['sets'][name]
     theirs = record['their_numbers']
     z = np.load(os.path.join(GOLDEN, f'{name}.npz'))
-    maps = golden_maps(z['maps_uint8'])   # the float32 values their evaluator read
+    maps = golden_maps(z['maps_uint8'])  # the float32 values their evaluator read
     n = len(maps)
     assert n == record['images'] >= 24 and maps.shape[1:] == (224, 224)
     acc = metrics.MaxBoxAccAccumulator(0.01, (30, 50, 70))

@@ -1,7 +1,8 @@
 """wsol-jax: Learning a Weight Map for Weakly-Supervised Localization (Shaharabany & Wolf) in JAX/Flax.
 
 `wsol_jax.load_localizer(path)` loads a trained localiser (an export folder or a training
-workdir); `wsol_jax.fit_weight_map(f_apply, train, val, config)` trains g for any f; the submodules hold the models, losses, box rule, S, selection and metrics as pure
+workdir); `wsol_jax.fit_weight_map(f_apply, train, val, config)` trains g for any f; the
+submodules hold the models, losses, box rule, S, selection and metrics as pure
 functions. Imports are lazy: worker processes that only need `wsol_jax.metrics` start fast.
 """
 
@@ -9,8 +10,10 @@ functions. Imports are lazy: worker processes that only need `wsol_jax.metrics` 
 def __getattr__(name):
     if name in ('load_localizer', 'Localizer', 'Prediction'):
         from wsol_jax import localizer
+
         return getattr(localizer, name)
     if name == 'fit_weight_map':
         from wsol_jax.fit import fit_weight_map
+
         return fit_weight_map
     raise AttributeError(f'module wsol_jax has no attribute {name!r}')

@@ -4,6 +4,7 @@ Boxes are `[x0, y0, x1, y1]` in pixels; an image may have several, so ground tru
 with unused rows filled with `PAD_BOX`. Masks are uint8: 0 background, 1 object, `IGNORE` for
 pixels PxAP skips (OpenImages' ignore regions, as wsolevaluation).
 """
+
 from __future__ import annotations
 
 import numpy as np

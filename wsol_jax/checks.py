@@ -3,6 +3,7 @@
 A mistake that would surface only after f has trained (on CUB, 200 epochs) stops the run at
 once with one line that names the value or the file to fix.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,11 +20,14 @@ from wsol_jax.models.pretrained import check_pretrained, wants_pretrained
 def _batch(config, key: str, batch_size: int, n_train: int, mesh) -> None:
     devices, hosts = mesh.size, jax.process_count()
     if batch_size % devices or batch_size % hosts:
-        raise ConfigError(f'config.{key}={batch_size} must be divisible by the number of devices ({devices}) '
-                          f'and of hosts ({hosts})')
+        raise ConfigError(
+            f'config.{key}={batch_size} must be divisible by the number of devices ({devices}) and of hosts ({hosts})'
+        )
     if n_train and batch_size > n_train:
-        raise ConfigError(f'config.{key}={batch_size} is larger than the training split ({n_train} images): '
-                          'lower it, or use more training data')
+        raise ConfigError(
+            f'config.{key}={batch_size} is larger than the training split ({n_train} images): '
+            'lower it, or use more training data'
+        )
 
 
 def _annotation_hint(config, split: str) -> str:
@@ -49,13 +53,17 @@ def check_run(config, data: Dataset, mesh, stages: tuple[str, ...]) -> None:
             check_pretrained(config.g.pretrained, config.g.depth, config.g.width)
     _batch(config, 'eval.batch_size', config.eval.batch_size, 0, mesh)
     if methods.get(config.method).images_per_example == 3 and len(np.unique(data.train.labels)) < 2:
-        raise DataError('Method II draws triplets (anchor, positive, negative) and needs at least two classes in '
-                        'the training split')
+        raise DataError(
+            'Method II draws triplets (anchor, positive, negative) and needs at least two classes in the training split'
+        )
     if len(data.val) == 0:
         raise DataError('the validation split is empty: the epoch selection by S needs validation images')
     if 'evaluate' in stages and data.test.boxes is None and data.test.masks is None:
-        raise DataError(f'the test split has no boxes or masks ({_annotation_hint(config, "test")} is missing or '
-                        'empty): localization cannot be evaluated. Add them, or run --stage=train_f/train_g/select only')
-    if config.eval.save_maps:   # the ids name the scoremaps: an unusable one stops now, not after training
+        raise DataError(
+            f'the test split has no boxes or masks ({_annotation_hint(config, "test")} is missing or '
+            'empty): localization cannot be evaluated. Add them, or run --stage=train_f/train_g/select only'
+        )
+    if config.eval.save_maps:  # the ids name the scoremaps: an unusable one stops now, not after training
         from wsol_jax import wsolevaluation
+
         wsolevaluation.image_ids(data.test)

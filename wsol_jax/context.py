@@ -4,6 +4,7 @@ Training stages (`wsol_jax.train.stages`) build fresh train states here; the sta
 nothing (select, evaluate, export) restore `f` and `g` from the workdir's checkpoints here, never
 building more than the abstract structure of an optimiser state as a restore target.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,14 @@ from wsol_jax.data.dataset import Dataset, steps_per_epoch
 from wsol_jax.errors import WorkdirError
 from wsol_jax.models.pretrained import load_backbone, wants_pretrained
 from wsol_jax.train import budgets, checkpoint, loop
-from wsol_jax.train.state import (TrainState, abstract_train_state, build_classifier,
-                                  build_weight_map_net, create_train_state, make_optimizer)
+from wsol_jax.train.state import (
+    TrainState,
+    abstract_train_state,
+    build_classifier,
+    build_weight_map_net,
+    create_train_state,
+    make_optimizer,
+)
 
 
 @dataclasses.dataclass
@@ -45,8 +52,7 @@ class Context:
         return jax.random.fold_in(jax.random.key(self.config.seed), sum(map(ord, name)))
 
 
-def _setup(ctx: Context, model, net_cfg, init_name: str, abstract: bool,
-           backbone: str) -> tuple[TrainState, int]:
+def _setup(ctx: Context, model, net_cfg, init_name: str, abstract: bool, backbone: str) -> tuple[TrainState, int]:
     """A replicated train state for `model` (abstract: only its structure, as a restore target).
     With `net_cfg.pretrained`, the ResNet `backbone` submodule starts from those weights."""
     n_steps = steps_per_epoch(len(ctx.data.train), net_cfg.batch_size)
@@ -55,7 +61,7 @@ def _setup(ctx: Context, model, net_cfg, init_name: str, abstract: bool,
         return abstract_train_state(model, shape, tx, parallel.replicated_sharding(ctx.mesh)), n_steps
     state = create_train_state(model, ctx.key(init_name), shape, tx)
     if wants_pretrained(net_cfg.pretrained):
-        arch = net_cfg.arch if 'arch' in net_cfg else net_cfg.depth   # f: any registered architecture; g: a ResNet
+        arch = net_cfg.arch if 'arch' in net_cfg else net_cfg.depth  # f: any registered architecture; g: a ResNet
         variables = load_backbone(state.variables, net_cfg.pretrained, arch, net_cfg.width, backbone)
         state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
         print(f'[{init_name[5:]}] {backbone} initialised from {net_cfg.pretrained}')
@@ -68,7 +74,9 @@ def f_setup(ctx: Context, network: str, abstract: bool = False) -> tuple[object,
     if network == workdir_lib.F_ENCODER:
         model = build_classifier(cfg, 0, 'encoder')
     else:
-        model = build_classifier(cfg, cfg.f.embed_dim if methods.F_NETWORKS[network].embedding else ctx.data.num_classes)
+        model = build_classifier(
+            cfg, cfg.f.embed_dim if methods.F_NETWORKS[network].embedding else ctx.data.num_classes
+        )
     state, n_steps = _setup(ctx, model, cfg.f, 'init_f', abstract, 'backbone')
     if not abstract and network == workdir_lib.F_SIAMESE and cfg.f.get('siamese_from_classifier', False):
         state = _with_classifier_backbone(ctx, state)
@@ -82,7 +90,7 @@ def _with_classifier_backbone(ctx: Context, state: TrainState) -> TrainState:
     _, classifier = frozen_f(ctx, workdir_lib.F_CLASSIFIER)
     params, stats = dict(state.params), dict(state.batch_stats)
     params['backbone'] = classifier['params']['backbone']
-    if 'backbone' in classifier['batch_stats']:   # a ViT has no BatchNorm
+    if 'backbone' in classifier['batch_stats']:  # a ViT has no BatchNorm
         stats['backbone'] = classifier['batch_stats']['backbone']
     print(f'[{workdir_lib.F_SIAMESE}] backbone initialised from the trained {workdir_lib.F_CLASSIFIER}')
     return state.replace(params=params, batch_stats=stats)
@@ -104,16 +112,19 @@ def kept_f_step(ctx: Context, network: str, steps_per_epoch: int) -> int:
     spec = f_budget(ctx, network, steps_per_epoch)
     if network == workdir_lib.F_ENCODER:
         if 0 not in checkpoint.saved_steps(spec.directory):
-            raise WorkdirError(f'no checkpoint of f ({network}) in {ctx.workdir}; run the stage that imports it first: '
-                               '--stage=train_f')
+            raise WorkdirError(
+                f'no checkpoint of f ({network}) in {ctx.workdir}; run the stage that imports it first: --stage=train_f'
+            )
         return 0
     latest = checkpoint.latest_step(spec.directory)
     history = loop.read_history(spec.history_path, latest or 0)
     if latest is None or not loop.finished(spec, history, latest):
         done = 'not trained' if latest is None else f'trained to epoch {latest / steps_per_epoch:.2f} and not finished'
-        raise WorkdirError(f'{network} in {ctx.workdir} is {done} under this config (f.max_epochs='
-                           f'{ctx.config.f.max_epochs}, f.patience={ctx.config.f.patience}): g must not train on, or be '
-                           'judged with, a half-trained f; run --stage=train_f first')
+        raise WorkdirError(
+            f'{network} in {ctx.workdir} is {done} under this config (f.max_epochs='
+            f'{ctx.config.f.max_epochs}, f.patience={ctx.config.f.patience}): g must not train on, or be '
+            'judged with, a half-trained f; run --stage=train_f first'
+        )
     return loop.kept_point(spec, history)
 
 
@@ -121,8 +132,9 @@ def frozen_f(ctx: Context, network: str) -> tuple[object, dict]:
     """`(f, its variables)` at the kept step of a finished f, restored from the workdir and
     replicated over the mesh."""
     model, state, n_steps = f_setup(ctx, network, abstract=True)
-    variables, _ = checkpoint.restore_variables(ctx.path(network), state, kept_f_step(ctx, network, n_steps),
-                                                what=f'f ({network})')
+    variables, _ = checkpoint.restore_variables(
+        ctx.path(network), state, kept_f_step(ctx, network, n_steps), what=f'f ({network})'
+    )
     return model, variables
 
 

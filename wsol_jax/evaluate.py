@@ -13,6 +13,7 @@ is scaled once from the original image's pixels to what each protocol evaluates 
 resize and centre crop here; wsolevaluation's whole image at 224 with `eval.save_maps`,
 `wsol_jax.wsolevaluation`).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -36,6 +37,7 @@ from wsol_jax.select import load_selection
 @dataclasses.dataclass
 class Samples:
     """What the report draws for the first few test images."""
+
     indices: np.ndarray
     maps: dict[str, np.ndarray]
     boxes: dict[str, np.ndarray]
@@ -69,13 +71,13 @@ def _score_variant(ctx, name, fn, split, gt_boxes, logits, n_samples, executor):
     pxap_acc = metrics.PxAPAccumulator(cfg.eval.pxap_interval)
     maxbox_acc = metrics.MaxBoxAccAccumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious), executor)
     k = cfg.eval.top_k
-    counts = np.zeros(5)   # box right, then `_class_counts` (left at 0 without a classifier)
+    counts = np.zeros(5)  # box right, then `_class_counts` (left at 0 without a classifier)
     samples = {'index': [], 'maps': [], 'boxes': []}
     for out, valid in map_split(fn, split, cfg.eval.batch_size, ctx.mesh, cfg.data.read_threads):
         rows = parallel.local_valid(valid, cfg.eval.batch_size)
-        maps = parallel.local_rows(out[0])[:len(rows)]
-        if len(out) == 2:   # g: M_hat was computed on the device with the box rule
-            boxes = localization.boxes_from_thresholded(parallel.local_rows(out[1])[:len(rows)], cfg.eval.box_rule)
+        maps = parallel.local_rows(out[0])[: len(rows)]
+        if len(out) == 2:  # g: M_hat was computed on the device with the box rule
+            boxes = localization.boxes_from_thresholded(parallel.local_rows(out[1])[: len(rows)], cfg.eval.box_rule)
         else:
             boxes = localization.boxes_from_maps(maps, cfg.eval.threshold_ratio, cfg.eval.box_rule)
         box_ok = metrics.best_iou(boxes, gt_boxes[rows]) >= 0.5
@@ -83,9 +85,9 @@ def _score_variant(ctx, name, fn, split, gt_boxes, logits, n_samples, executor):
         if logits is not None:
             counts[1:] += _class_counts(box_ok, logits[rows], split.labels[rows], k)
         normalized = localization.normalize_maps(maps)
-        if split.masks is not None:   # read per batch: the masks stay on disk
+        if split.masks is not None:  # read per batch: the masks stay on disk
             pxap_acc.update(normalized, crop_protocol_masks(split.mask_rows(rows), split.size, ctx.crop))
-        maxbox_acc.update(normalized, gt_boxes[rows])   # returns at once with an executor
+        maxbox_acc.update(normalized, gt_boxes[rows])  # returns at once with an executor
         if sum(map(len, samples['index'])) < n_samples:
             for key, value in (('index', rows), ('maps', maps), ('boxes', boxes)):
                 samples[key].append(value)
@@ -93,8 +95,14 @@ def _score_variant(ctx, name, fn, split, gt_boxes, logits, n_samples, executor):
     maxbox_acc.merge_over_processes(parallel.sum_over_processes)
     result = {'gt_known_loc': float(counts[0])}
     if logits is not None:
-        result.update({'top1_loc': float(counts[1]), 'top1_cls': float(counts[2]),
-                       f'top{k}_loc': float(counts[3]), f'top{k}_cls': float(counts[4])})
+        result.update(
+            {
+                'top1_loc': float(counts[1]),
+                'top1_cls': float(counts[2]),
+                f'top{k}_loc': float(counts[3]),
+                f'top{k}_cls': float(counts[4]),
+            }
+        )
     result.update(maxbox_acc.result())
     if split.masks is not None:
         pxap_acc.merge_over_processes(parallel.sum_over_processes)
@@ -112,17 +120,18 @@ def save_and_score_maps(ctx, g_model, g_vars, executor) -> dict:
     exist). Nothing is written outside the workdir. (g's input is the cached image resized to the
     crop size, i.e. resized twice from the original; their loader resizes the original once.)"""
     cfg, split = ctx.config, ctx.data.test
-    ids = wsolevaluation.image_ids(split)   # checked before anything is written
+    ids = wsolevaluation.image_ids(split)  # checked before anything is written
     root, mask_root = ctx.path(workdir_lib.SCOREMAPS), ctx.path(workdir_lib.WSOLEVAL_MASKS)
     metadata_root = ctx.path(workdir_lib.WSOLEVAL_METADATA)
     fn = jax.jit(lambda v, x: g_model.apply(v, inference.whole_image(x, ctx.crop), train=False))
     boxes = wsolevaluation.resize_boxes(split.boxes, split.original_sizes)
     maxbox = metrics.MaxBoxAccAccumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious), executor)
     pxap = metrics.PxAPAccumulator(cfg.eval.pxap_interval)
-    for (out,), valid in map_split(lambda b: fn(g_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh,
-                                   cfg.data.read_threads):
-        rows = parallel.local_valid(valid, cfg.eval.batch_size)    # each host writes and scores its rows
-        maps = wsolevaluation.normalized_maps(parallel.local_rows(out)[:len(rows)])
+    for (out,), valid in map_split(
+        lambda b: fn(g_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh, cfg.data.read_threads
+    ):
+        rows = parallel.local_valid(valid, cfg.eval.batch_size)  # each host writes and scores its rows
+        maps = wsolevaluation.normalized_maps(parallel.local_rows(out)[: len(rows)])
         wsolevaluation.write_scoremaps(root, [ids[i] for i in rows], maps)
         maxbox.update(maps, boxes[rows])
         if split.masks is not None:
@@ -139,11 +148,13 @@ def save_and_score_maps(ctx, g_model, g_vars, executor) -> dict:
         result['pxap'] = pxap.result()
     print(f'[evaluate] scoremaps: {len(split)} maps in {root}; ' + ' '.join(f'{k}={v:.4f}' for k, v in result.items()))
     if wsolevaluation.BOX_DATASET not in datasets and split.boxes is not None:
-        print('[evaluate] no box metadata for wsolevaluation: some test images have no box (its BoxEvaluator '
-              'needs one per image)')
-    for metric, command in wsolevaluation.evaluator_commands(root, metadata_root, mask_root, datasets,
-                                                             cfg.eval.pxap_interval,
-                                                             cfg.eval.maxboxacc_ious).items():
+        print(
+            '[evaluate] no box metadata for wsolevaluation: some test images have no box (its BoxEvaluator '
+            'needs one per image)'
+        )
+    for metric, command in wsolevaluation.evaluator_commands(
+        root, metadata_root, mask_root, datasets, cfg.eval.pxap_interval, cfg.eval.maxboxacc_ious
+    ).items():
         print(f'[evaluate] {metric} by wsolevaluation\'s own evaluator (in its clone): {command}')
     return result
 
@@ -156,9 +167,14 @@ def _classifier_variants(ctx: Context) -> tuple[Optional[np.ndarray], dict]:
         return None, {}
     f_model, f_vars = frozen_f(ctx, workdir_lib.F_CLASSIFIER)
     classify = inference.compile_f_outputs(f_model, ctx.crop)
-    logits = np.concatenate([parallel.to_host(out)[:len(v)] for (out,), v in
-                             map_split(lambda b: classify(f_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh,
-                                       cfg.data.read_threads)])
+    logits = np.concatenate(
+        [
+            parallel.to_host(out)[: len(v)]
+            for (out,), v in map_split(
+                lambda b: classify(f_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh, cfg.data.read_threads
+            )
+        ]
+    )
     if 'cam' in absent:
         return logits, {}
     cam = inference.compile_cam_maps(f_model, ctx.crop)
@@ -173,8 +189,10 @@ def evaluate(ctx: Context) -> tuple[dict, Samples]:
     (`methods.not_defined` names what is left out and why)."""
     cfg, split = ctx.config, ctx.data.test
     if split.boxes is None:
-        raise DataError('the test split has no boxes (e.g. TFDS oxford_flowers102): localization cannot be '
-                        'evaluated; use a source with boxes or masks')
+        raise DataError(
+            'the test split has no boxes (e.g. TFDS oxford_flowers102): localization cannot be '
+            'evaluated; use a source with boxes or masks'
+        )
     selection = load_selection(ctx.workdir)
     g_model, g_state, _ = g_setup(ctx, abstract=True)
     map_fn = inference.compile_weight_maps(g_model, ctx.crop, cfg.eval)
@@ -183,8 +201,10 @@ def evaluate(ctx: Context) -> tuple[dict, Samples]:
     for what, reason in methods.not_defined(cfg).items():
         print(f'[evaluate] {methods.NOT_DEFINED_NAMES[what]}: not defined, {reason}')
     g_vars = {}
-    for name, step in (('weight_map_selected', selection['selected_step']),
-                       ('weight_map_last', selection['last_step'])):
+    for name, step in (
+        ('weight_map_selected', selection['selected_step']),
+        ('weight_map_last', selection['last_step']),
+    ):
         g_vars[name] = restore_g(ctx, g_state, step)
         variants[name] = functools.partial(lambda v, b: map_fn(v, b['image']), g_vars[name])
 
@@ -199,7 +219,8 @@ def evaluate(ctx: Context) -> tuple[dict, Samples]:
             sample_maps[name], sample_boxes[name], indices = samples['maps'], samples['boxes'], samples['index']
         if cfg.eval.save_maps:
             results['weight_map_selected_wsolevaluation'] = save_and_score_maps(
-                ctx, g_model, g_vars['weight_map_selected'], executor)
+                ctx, g_model, g_vars['weight_map_selected'], executor
+            )
     finally:
         if executor is not None:
             executor.shutdown()

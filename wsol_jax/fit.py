@@ -14,6 +14,7 @@ with D the cross-entropy) or features (`'encoder'`: D the cosine distance). Its 
 closed over and frozen. g is trained with the same loop, budget and selection by S as the
 `train_g` stage (Method I; Method II when the training images have labels), in `workdir`.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,20 +47,24 @@ def as_split(data: Data, name: str) -> Split:
         images, labels, boxes = data, None, None
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ConfigError(f'{name} images must be square (N, S, S, 3) uint8, got {images.shape} {images.dtype}; '
-                          'resize them first (wsol_jax.data.decode.resize_image)')
+        raise ConfigError(
+            f'{name} images must be square (N, S, S, 3) uint8, got {images.shape} {images.dtype}; '
+            'resize them first (wsol_jax.data.decode.resize_image)'
+        )
     labels = np.zeros(len(images), np.int32) if labels is None else np.asarray(labels, np.int32)
     return Split(images, labels, None if boxes is None else np.asarray(boxes, np.int32))
 
 
-def fit_weight_map(f_apply: Callable, train: Data, val: Data, config, workdir: Optional[str] = None,
-                   f_input: str = 'normalized'):
+def fit_weight_map(
+    f_apply: Callable, train: Data, val: Data, config, workdir: Optional[str] = None, f_input: str = 'normalized'
+):
     """Train g so that `f_apply` sees the same in `I * g(I)` as in `I`; returns a
     `wsol_jax.localizer.Localizer` at the point the selection by S keeps. `train`/`val`: see
     `as_split` (val needs no boxes: S selects without them). `config`: a wsol-jax config (g's
     recipe, `data.crop_size`, `f.kind`, `method`). Checkpoints go to `workdir` (a new temporary
     folder by default; a rerun with the same one resumes)."""
     from wsol_jax.localizer import Localizer, make_spec
+
     config_lib.validate_training(config)
     train, val = as_split(train, 'train'), as_split(val, 'val')
     if config.data.crop_size > train.size:
@@ -74,11 +79,16 @@ def fit_weight_map(f_apply: Callable, train: Data, val: Data, config, workdir: O
     history = stages.fit_g(ctx, f_of_normalized(f_apply, f_input), {}, methods.g_target(config).objective)
     step = select_step(history, standard_errors=config.eval.selection_se)
     _, g_state, _ = g_setup(ctx, abstract=True)
-    selection = {'selected_step': step, 'selected_epoch': history[step]['epoch'],
-                 'last_epoch': history[max(history)]['epoch']}
+    selection = {
+        'selected_step': step,
+        'selected_epoch': history[step]['epoch'],
+        'last_epoch': history[max(history)]['epoch'],
+    }
     classify = f_apply if config.f.kind == 'classifier' and config.method == 'method1' else None
-    print(f'[fit] g kept at step {step} (epoch {history[step]["epoch"]:.2f}, mean S {history[step]["mean_S"]:.4f}); '
-          f'checkpoints in {workdir}')
+    print(
+        f'[fit] g kept at step {step} (epoch {history[step]["epoch"]:.2f}, mean S {history[step]["mean_S"]:.4f}); '
+        f'checkpoints in {workdir}'
+    )
     spec = make_spec(config, [f'class_{k}' for k in range(num_classes)], selection)
-    spec['f'] = None   # f is a Python function: it classifies in memory, an export holds g alone
+    spec['f'] = None  # f is a Python function: it classifies in memory, an export holds g alone
     return Localizer(spec, restore_g(ctx, g_state, step), classify=classify, f_input=f_input)

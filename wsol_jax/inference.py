@@ -4,6 +4,7 @@ Pure functions of `(variables, uint8 images)`; `compile_*` returns them jit-comp
 per-epoch scoring of `g`, the evaluation and the reports; the device does the networks and Eq. 5-6,
 the host only the OpenCV contours (`localization.boxes_from_thresholded`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,7 +18,7 @@ from wsol_jax import localization
 from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD, center_crop, input_float, normalize
 from wsol_jax.errors import ConfigError
 
-F_INPUTS = ('normalized', 'pixels')   # what an f from research code takes: normalised images or 0-255 pixels
+F_INPUTS = ('normalized', 'pixels')  # what an f from research code takes: normalised images or 0-255 pixels
 
 
 def weight_maps(g_model, crop_size: int, ratio: float, box_rule: str, g_vars, images_uint8):
@@ -56,8 +57,7 @@ def f_outputs(f_model, crop_size: int, f_vars, images_uint8):
 def cam_maps(f_model, crop_size: int, f_vars, images_uint8, classes):
     """The CAM baseline: class activation maps of `classes`, bilinearly upsampled to the crop
     and min-max normalised per image, `(N, c, c)` in [0, 1]."""
-    cams = f_model.apply(f_vars, center_crop(images_uint8, crop_size), classes,
-                         method=f_model.class_activation_maps)
+    cams = f_model.apply(f_vars, center_crop(images_uint8, crop_size), classes, method=f_model.class_activation_maps)
     up = jax.image.resize(cams, (cams.shape[0], crop_size, crop_size), 'bilinear')
     return localization.normalize_maps(jnp.maximum(up, 0.0))
 
@@ -98,4 +98,4 @@ def f_of_normalized(f_apply: Callable, f_input: str) -> Callable:
     if f_input == 'normalized':
         return lambda _, x: f_apply(x)
     mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
-    return lambda _, x: f_apply((x * std + mean) * 255.0)   # floats, so that gradients reach g through f
+    return lambda _, x: f_apply((x * std + mean) * 255.0)  # floats, so that gradients reach g through f

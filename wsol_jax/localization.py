@@ -19,6 +19,7 @@ The box rule (`box_rule`), one switch shared by the selection, the evaluation an
     at ratio 0.1 it keeps normalised values from about 26/256 rather than from 0.1. A flat map
     (no maximum to normalise by) keeps nothing and its box is `[0, 0, 1, 1]`, as released.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,19 +30,21 @@ import jax.numpy as jnp
 import numpy as np
 
 EMPTY_BOX = (0, 0, 0, 0)
-RELEASED_EMPTY_BOX = (0, 0, 1, 1)   # generate_bbox's box when no contour is found
+RELEASED_EMPTY_BOX = (0, 0, 1, 1)  # generate_bbox's box when no contour is found
 BOX_RULES = ('normalized', 'literal', 'released')
 # How each rule makes `M_hat`, for the reports (results.md, the exported localiser's manifest).
 BOX_RULE_DESCRIPTIONS = {
     'normalized': 'the map min-max normalised per image, values >= ratio x max kept (Eq. 5)',
     'literal': 'the raw sigmoid map, values >= ratio x max kept (Eq. 5 as written)',
-    'released': ("the released generate_bbox: the min-max normalised map coloured with matplotlib's cubehelix "
-                 '(256 levels, uint8), OpenCV RGB2GRAY, grey levels > int(ratio x max grey) kept (nothing kept: '
-                 'box [0, 0, 1, 1])'),
+    'released': (
+        "the released generate_bbox: the min-max normalised map coloured with matplotlib's cubehelix "
+        '(256 levels, uint8), OpenCV RGB2GRAY, grey levels > int(ratio x max grey) kept (nothing kept: '
+        'box [0, 0, 1, 1])'
+    ),
 }
 RELEASED_COLORMAP = 'cubehelix'
-COLORMAP_LEVELS = 256             # matplotlib's default colormap size, which generate_bbox uses
-BAD_COLOUR = COLORMAP_LEVELS      # colour index of NaN: the colour of a flat map (0 / 0)
+COLORMAP_LEVELS = 256  # matplotlib's default colormap size, which generate_bbox uses
+BAD_COLOUR = COLORMAP_LEVELS  # colour index of NaN: the colour of a flat map (0 / 0)
 
 
 def _namespace(a):
@@ -78,10 +81,13 @@ def released_grey_levels() -> np.ndarray:
     `cv2.cvtColor(RGB2GRAY)`. Made once from matplotlib, so that the device only looks it up.
     """
     import matplotlib
+
     cmap = matplotlib.colormaps[RELEASED_COLORMAP]
     if cmap.N != COLORMAP_LEVELS:
-        raise RuntimeError(f'matplotlib {matplotlib.__version__} has {cmap.N} {RELEASED_COLORMAP} levels, '
-                           f'the released code assumed {COLORMAP_LEVELS}')
+        raise RuntimeError(
+            f'matplotlib {matplotlib.__version__} has {cmap.N} {RELEASED_COLORMAP} levels, '
+            f'the released code assumed {COLORMAP_LEVELS}'
+        )
     values = np.append((np.arange(COLORMAP_LEVELS) + 0.5) / COLORMAP_LEVELS, np.nan)
     rgb = (cmap(values)[:, :3].astype(np.float32) * 255.0).astype(np.uint8)
     return cv2.cvtColor(rgb[None], cv2.COLOR_RGB2GRAY)[0]
@@ -146,7 +152,7 @@ def _colour_index_float32(maps):
     b_hi, b_lo = _split_float32(b1)
     levels = float(COLORMAP_LEVELS)
 
-    def excess(k):   # 256 (M - min) - k (max - min), its sign exact up to the rounding of the tiny part
+    def excess(k):  # 256 (M - min) - k (max - min), its sign exact up to the rounding of the tiny part
         return ((levels * d1 - k * b_hi) - k * b_lo) + (levels * d2 - k * b2)
 
     k = jnp.clip(jnp.floor(levels * d1 / b1), 0, levels)
@@ -215,8 +221,7 @@ def boxes_from_thresholded(maps_hat, box_rule: str = 'normalized') -> np.ndarray
         raise ValueError(f'boxes expect (N, H, W) maps, got shape {maps_hat.shape}')
     kept = maps_hat > 0
     empty = empty_box(box_rule)
-    return np.array([_largest_contour_box(k.astype(np.uint8), empty) for k in kept],
-                    dtype=np.int32).reshape(-1, 4)
+    return np.array([_largest_contour_box(k.astype(np.uint8), empty) for k in kept], dtype=np.int32).reshape(-1, 4)
 
 
 def boxes_from_maps(maps, ratio: float = 0.1, box_rule: str = 'normalized') -> np.ndarray:
@@ -259,8 +264,9 @@ def box_fraction(boxes: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (height * width)
 
 
-def selection_scores(thresholded_maps: jnp.ndarray, boxes: jnp.ndarray,
-                     max_coverage: float = 0.95) -> tuple[jnp.ndarray, jnp.ndarray]:
+def selection_scores(
+    thresholded_maps: jnp.ndarray, boxes: jnp.ndarray, max_coverage: float = 0.95
+) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Per-image S for the early stopping, and which maps are degenerate; `(N,)`, `(N,)` bool.
 
     Eq. 6 asks whether the single box "still contains most of the weights of the mask": it

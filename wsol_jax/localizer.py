@@ -14,6 +14,7 @@ An export folder holds `localizer.json` (the model config, class names, preproce
 provenance) and `variables/` (an Orbax checkpoint of f's and g's variables, nothing of the
 optimiser). Loading it needs neither the training workdir nor the data.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,7 +40,7 @@ from wsol_jax.train.state import build_classifier, build_weight_map_net
 
 MANIFEST = 'localizer.json'
 VARIABLES = 'variables'
-FORMAT_VERSION = 2   # 2: f named by its architecture (f.arch), optional
+FORMAT_VERSION = 2  # 2: f named by its architecture (f.arch), optional
 
 
 @dataclasses.dataclass
@@ -49,6 +50,7 @@ class Prediction:
     `[x0, y0, x1, y1]` in each image's own pixels (x1, y1 exclusive); `classes` `(N,)` f's top-1
     class; `probabilities` `(N,)` its softmax probability; `scores` `(N,)` S of Eq. 6 (the share
     of the thresholded map inside the box)."""
+
     maps: list
     boxes: np.ndarray
     classes: np.ndarray
@@ -61,8 +63,9 @@ def to_rgb(image) -> np.ndarray:
     `(H, W, 3)` RGB; alpha is composited over white, as files are read (`decode.to_uint8`)."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
-        raise ValueError(f'images must be uint8 (0-255), got {image.dtype}; convert with .astype(np.uint8) '
-                         'after scaling to 0-255')
+        raise ValueError(
+            f'images must be uint8 (0-255), got {image.dtype}; convert with .astype(np.uint8) after scaling to 0-255'
+        )
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.ndim == 2:
@@ -89,8 +92,9 @@ def box_to_image(boxes: np.ndarray, size: int, widths, heights) -> np.ndarray:
 class Localizer:
     """`localizer(images) -> Prediction`; see the module docstring."""
 
-    def __init__(self, spec: dict, g_vars, f_vars=None, batch_size: int = 32, classify=None,
-                 f_input: str = 'normalized'):
+    def __init__(
+        self, spec: dict, g_vars, f_vars=None, batch_size: int = 32, classify=None, f_input: str = 'normalized'
+    ):
         """`f_vars`: the classifier f of `spec['f']` (None: no classifier, e.g. an encoder f);
         `classify`: instead, any `images -> logits` (`fit_weight_map`'s f, `f_input` as there),
         kept in memory only (an export holds g and the spec's f, never a Python function)."""
@@ -107,9 +111,16 @@ class Localizer:
         elif classify is not None:
             classify = inference.f_of_normalized(classify, f_input)
         self.has_classes = classify is not None
-        self._fn = jax.jit(functools.partial(
-            inference.localize_whole_images, self.g_model, classify, self.size,
-            spec['threshold_ratio'], spec['box_rule']))
+        self._fn = jax.jit(
+            functools.partial(
+                inference.localize_whole_images,
+                self.g_model,
+                classify,
+                self.size,
+                spec['threshold_ratio'],
+                spec['box_rule'],
+            )
+        )
 
     @property
     def class_names(self) -> list[str]:
@@ -122,8 +133,10 @@ class Localizer:
     def preprocess(self, images) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Images -> `(N, size, size, 3)` uint8 network inputs and their own `(width, height)`."""
         if isinstance(images, np.ndarray) and (images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (3, 4))):
-            raise ValueError(f'got one image of shape {images.shape}; pass a batch (N, H, W, 3) or a list: '
-                             'localizer([image]) or localizer(image[None])')
+            raise ValueError(
+                f'got one image of shape {images.shape}; pass a batch (N, H, W, 3) or a list: '
+                'localizer([image]) or localizer(image[None])'
+            )
         rgb = [to_rgb(im) for im in images]
         sizes = [(im.shape[1], im.shape[0]) for im in rgb]
         return np.stack([resize_image(im, self.size) for im in rgb]), sizes
@@ -132,11 +145,11 @@ class Localizer:
         """The compiled function over fixed-size batches (the last one padded): numpy outputs."""
         outs = []
         for start in range(0, len(inputs), self.batch_size):
-            chunk = inputs[start:start + self.batch_size]
+            chunk = inputs[start : start + self.batch_size]
             pad = self.batch_size - len(chunk)
             if pad:
                 chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-            outs.append([np.asarray(o)[:self.batch_size - pad] for o in self._fn(self.g_vars, self.f_vars, chunk)])
+            outs.append([np.asarray(o)[: self.batch_size - pad] for o in self._fn(self.g_vars, self.f_vars, chunk)])
         return [np.concatenate(parts) for parts in zip(*outs)]
 
     def __call__(self, images, own_resolution: bool = True) -> Prediction:
@@ -160,7 +173,7 @@ class Localizer:
         scores = np.asarray(localization.containment_score(maps_hat, boxes))
         if probs.shape[1]:
             classes, confidence = probs.argmax(-1), probs.max(-1)
-        else:   # no classifier: no class, no probability
+        else:  # no classifier: no class, no probability
             classes, confidence = np.full(len(probs), -1), np.full(len(probs), np.nan)
         maps = list(maps)
         if sizes is None:
@@ -178,26 +191,41 @@ class Localizer:
         workdir = os.path.abspath(workdir)
         config_path = workdir_lib.path(workdir, workdir_lib.CONFIG)
         if not os.path.isfile(config_path):
-            raise WorkdirError(f'{workdir} holds no {workdir_lib.CONFIG}: not a wsol-jax workdir, or training never started')
+            raise WorkdirError(
+                f'{workdir} holds no {workdir_lib.CONFIG}: not a wsol-jax workdir, or training never started'
+            )
         config = ml_collections.ConfigDict(workdir_lib.read_json(config_path))
-        from wsol_jax.select import load_selection   # the select stage's reader: same checks
+        from wsol_jax.select import load_selection  # the select stage's reader: same checks
+
         selection = load_selection(workdir)
         classes = workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.CLASSES))
         if classes is None:
-            raise WorkdirError(f'{workdir} holds no {workdir_lib.CLASSES} (written by runs of this version); '
-                               'run any stage once (e.g. --stage=select) to write it')
+            raise WorkdirError(
+                f'{workdir} holds no {workdir_lib.CLASSES} (written by runs of this version); '
+                'run any stage once (e.g. --stage=select) to write it'
+            )
         spec = make_spec(config, classes['names'], selection)
         f_vars = None
-        if spec['f'] is not None:   # the run has a classifier (an encoder f from a file has none)
+        if spec['f'] is not None:  # the run has a classifier (an encoder f from a file has none)
             quality = (workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.F_QUALITY)) or {}).get(
-                workdir_lib.F_CLASSIFIER)
+                workdir_lib.F_CLASSIFIER
+            )
             if quality is None:
                 raise WorkdirError(f'{workdir} holds no finished f_classifier (f_quality.json); run --stage=train_f')
-            f_vars, _ = _restore(workdir_lib.path(workdir, workdir_lib.F_CLASSIFIER),
-                                 build_classifier(config, len(classes['names'])), spec, quality['kept_step'],
-                                 'f (f_classifier)')
-        g_vars, _ = _restore(workdir_lib.path(workdir, workdir_lib.G), build_weight_map_net(config), spec,
-                             selection['selected_step'], 'g')
+            f_vars, _ = _restore(
+                workdir_lib.path(workdir, workdir_lib.F_CLASSIFIER),
+                build_classifier(config, len(classes['names'])),
+                spec,
+                quality['kept_step'],
+                'f (f_classifier)',
+            )
+        g_vars, _ = _restore(
+            workdir_lib.path(workdir, workdir_lib.G),
+            build_weight_map_net(config),
+            spec,
+            selection['selected_step'],
+            'g',
+        )
         return cls(spec, g_vars, f_vars, batch_size)
 
     def export(self, directory: str) -> str:
@@ -212,9 +240,10 @@ class Localizer:
                 variables = {'g': self.g_vars, **({} if self.f_vars is None else {'f': self.f_vars})}
                 with ocp.StandardCheckpointer() as ckpt:
                     ckpt.save(os.path.join(tmp, VARIABLES), variables)
-                workdir_lib.write_json(os.path.join(tmp, MANIFEST),
-                                       {**self.spec, checkpoint.DIGESTS: checkpoint.array_digests(variables)})
-            except ValueError as e:   # TensorStore reports a full disk or a refused write as ValueError
+                workdir_lib.write_json(
+                    os.path.join(tmp, MANIFEST), {**self.spec, checkpoint.DIGESTS: checkpoint.array_digests(variables)}
+                )
+            except ValueError as e:  # TensorStore reports a full disk or a refused write as ValueError
                 code = workdir_lib.write_errno(e)
                 if code is None:
                     raise
@@ -237,16 +266,27 @@ def make_spec(config, class_names: Sequence[str], selection: dict) -> dict:
         'dtype': config.dtype,
         # the classifier f that names the class of a prediction (None: the run has none)
         'f': {k: config.f[k] for k in ('arch', 'width')} if methods.has_classifier(config) else None,
-        'g': {'depth': config.g.depth, 'width': config.g.width, 'decoder': config.g.decoder,
-              'decoder_channels': list(config.g.decoder_channels)},
-        'preprocessing': {'resize': 'whole image to input_size x input_size, Pillow bilinear (no crop)',
-                          'normalization': '(x / 255 - mean) / std',
-                          'mean': IMAGENET_MEAN.tolist(), 'std': IMAGENET_STD.tolist()},
+        'g': {
+            'depth': config.g.depth,
+            'width': config.g.width,
+            'decoder': config.g.decoder,
+            'decoder_channels': list(config.g.decoder_channels),
+        },
+        'preprocessing': {
+            'resize': 'whole image to input_size x input_size, Pillow bilinear (no crop)',
+            'normalization': '(x / 255 - mean) / std',
+            'mean': IMAGENET_MEAN.tolist(),
+            'std': IMAGENET_STD.tolist(),
+        },
         'box': f'{localization.BOX_RULE_DESCRIPTIONS[config.eval.box_rule]} (ratio: threshold_ratio), '
-               'largest OpenCV contour, its bounding rectangle',
-        'source': {'method': config.method, 'selected_step': selection['selected_step'],
-                   'selected_epoch': selection['selected_epoch'], 'last_epoch': selection['last_epoch'],
-                   'seed': config.seed},
+        'largest OpenCV contour, its bounding rectangle',
+        'source': {
+            'method': config.method,
+            'selected_step': selection['selected_step'],
+            'selected_epoch': selection['selected_epoch'],
+            'last_epoch': selection['last_epoch'],
+            'seed': config.seed,
+        },
     }
 
 
@@ -256,7 +296,9 @@ def _model_config(spec: dict) -> ml_collections.ConfigDict:
 
 
 def _abstract_variables(model, size: int) -> dict:
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, size, size, 3), np.float32), train=False))
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), np.zeros((1, size, size, 3), np.float32), train=False)
+    )
     return {'params': shapes['params'], 'batch_stats': shapes.get('batch_stats', {})}
 
 
@@ -273,8 +315,9 @@ def load_localizer(path: str, batch_size: int = 32) -> Localizer:
     if not os.path.isfile(manifest):
         if os.path.isfile(workdir_lib.path(path, workdir_lib.CONFIG)):
             return Localizer.from_workdir(path, batch_size)
-        raise WorkdirError(f'{path} is neither an export (no {MANIFEST}) nor a training workdir; '
-                           'create one with --stage=export')
+        raise WorkdirError(
+            f'{path} is neither an export (no {MANIFEST}) nor a training workdir; create one with --stage=export'
+        )
     spec = _read_spec(manifest)
     try:
         cfg = _model_config(spec)
@@ -297,15 +340,19 @@ def _read_spec(manifest: str) -> dict:
         raise WorkdirError(f'{manifest} is not valid JSON; {REEXPORT}') from None
     if not isinstance(spec, dict) or spec.get('format_version') != FORMAT_VERSION:
         version = spec.get('format_version') if isinstance(spec, dict) else None
-        raise WorkdirError(f'{manifest} has format_version {version}; this wsol-jax reads '
-                           f'{FORMAT_VERSION}: export it again with this version')
+        raise WorkdirError(
+            f'{manifest} has format_version {version}; this wsol-jax reads '
+            f'{FORMAT_VERSION}: export it again with this version'
+        )
     return spec
 
 
 def _architecture(spec: dict) -> str:
     g, f = spec.get('g', {}), spec.get('f') or {}
-    return (f'g {g.get("depth")} x{g.get("width")} {g.get("decoder")} decoder, f {f.get("arch")} x{f.get("width")}, '
-            f'{spec.get("num_classes")} classes, {spec.get("input_size")} px')
+    return (
+        f'g {g.get("depth")} x{g.get("width")} {g.get("decoder")} decoder, f {f.get("arch")} x{f.get("width")}, '
+        f'{spec.get("num_classes")} classes, {spec.get("input_size")} px'
+    )
 
 
 def _restore_export(path: str, spec: dict, target: dict) -> tuple[dict, dict]:
@@ -315,14 +362,18 @@ def _restore_export(path: str, spec: dict, target: dict) -> tuple[dict, dict]:
     variables_dir = os.path.join(path, VARIABLES)
     differ = checkpoint.structure_differences(variables_dir, target)
     if differ:
-        raise WorkdirError(f'{os.path.join(path, MANIFEST)} names other networks ({_architecture(spec)}) than '
-                           f'{variables_dir} holds: {checkpoint.some(differ)} differ; the two must come from one '
-                           f'export: {REEXPORT}')
+        raise WorkdirError(
+            f'{os.path.join(path, MANIFEST)} names other networks ({_architecture(spec)}) than '
+            f'{variables_dir} holds: {checkpoint.some(differ)} differ; the two must come from one '
+            f'export: {REEXPORT}'
+        )
     try:
         with ocp.StandardCheckpointer() as ckpt:
             variables = ckpt.restore(variables_dir, target)
-    except Exception as e:   # Orbax and TensorStore raise ValueError, OSError, JSON and Unicode errors, ...
-        raise WorkdirError(f'the export {variables_dir} cannot be read '
-                           f'({checkpoint.why_unreadable(variables_dir, "", target, e)}); {REEXPORT}') from None
+    except Exception as e:  # Orbax and TensorStore raise ValueError, OSError, JSON and Unicode errors, ...
+        raise WorkdirError(
+            f'the export {variables_dir} cannot be read '
+            f'({checkpoint.why_unreadable(variables_dir, "", target, e)}); {REEXPORT}'
+        ) from None
     checkpoint.check_intact(variables, spec.get(checkpoint.DIGESTS), f'the export {variables_dir}', REEXPORT)
     return variables['g'], variables.get('f')

@@ -12,6 +12,7 @@ Where the map multiplies the image (`mask_space`):
     afterwards, so a weight of 0 gives a black pixel.
 The choice is one config switch (`config.g.mask_space`); `apply_weight_map` implements both.
 """
+
 from __future__ import annotations
 
 import jax
@@ -21,11 +22,13 @@ import optax
 Parts = dict[str, jnp.ndarray]
 MASK_SPACES = ('normalized', 'pixels')
 
+
 def classification_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> tuple[jnp.ndarray, Parts]:
     """Cross-entropy of `(N, C)` logits against integer labels `(N,)`, batch mean."""
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
     return ce, {'ce': ce, 'accuracy': accuracy}
+
 
 def blank_loss(logits_blank: jnp.ndarray) -> jnp.ndarray:
     """KL(uniform || softmax(f(blank))) for `(N, C)` logits of blank images (every pixel the colour a
@@ -41,23 +44,26 @@ def blank_loss(logits_blank: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(-jnp.mean(log_p, axis=-1) - jnp.log(logits_blank.shape[-1]))
 
 
-def triplet_loss(anchor: jnp.ndarray, positive: jnp.ndarray, negative: jnp.ndarray,
-                 margin: float = 1.0) -> jnp.ndarray:
+def triplet_loss(anchor: jnp.ndarray, positive: jnp.ndarray, negative: jnp.ndarray, margin: float = 1.0) -> jnp.ndarray:
     """Eq. 2: `max(||a - p|| - ||a - n|| + margin, 0)` on `(N, D)` embeddings, batch mean."""
     d_pos = _euclidean(anchor, positive)
     d_neg = _euclidean(anchor, negative)
     return jnp.mean(jnp.maximum(d_pos - d_neg + margin, 0.0))
 
+
 def _euclidean(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     # The small constant keeps the gradient finite when a == b (e.g. an all-ones map).
     return jnp.sqrt(jnp.sum(jnp.square(a - b), axis=-1) + 1e-12)
+
 
 def sparsity(weight_map: jnp.ndarray) -> jnp.ndarray:
     """R(M): the L1 norm of the map, averaged over pixels and batch (maps are non-negative)."""
     return jnp.mean(jnp.abs(weight_map))
 
-def apply_weight_map(images: jnp.ndarray, weight_map: jnp.ndarray, mask_space: str,
-                     mean: jnp.ndarray, std: jnp.ndarray) -> jnp.ndarray:
+
+def apply_weight_map(
+    images: jnp.ndarray, weight_map: jnp.ndarray, mask_space: str, mean: jnp.ndarray, std: jnp.ndarray
+) -> jnp.ndarray:
     """`I * M` for normalised images `(N, H, W, 3)` and maps `(N, H, W)`; see the module doc."""
     m = weight_map[..., None].astype(images.dtype)
     if mask_space == 'normalized':
@@ -67,8 +73,10 @@ def apply_weight_map(images: jnp.ndarray, weight_map: jnp.ndarray, mask_space: s
         return (pixels * m - mean) / std
     raise ValueError(f'mask_space must be one of {MASK_SPACES}, got {mask_space!r}')
 
-def method1_loss(logits_image: jnp.ndarray, logits_masked: jnp.ndarray, weight_map: jnp.ndarray,
-                 reg_weight: float = 1.0) -> tuple[jnp.ndarray, Parts]:
+
+def method1_loss(
+    logits_image: jnp.ndarray, logits_masked: jnp.ndarray, weight_map: jnp.ndarray, reg_weight: float = 1.0
+) -> tuple[jnp.ndarray, Parts]:
     """Eq. 1 with D = cross-entropy and R = L1.
 
     The target is `f`'s softmax on the unmasked image, a fixed distribution (no gradient flows
@@ -82,6 +90,7 @@ def method1_loss(logits_image: jnp.ndarray, logits_masked: jnp.ndarray, weight_m
     agree = jnp.mean(jnp.argmax(logits_masked, -1) == jnp.argmax(logits_image, -1))
     return total, {'ce': ce, 'reg': reg, 'agreement': agree, 'map_mean': jnp.mean(weight_map)}
 
+
 def cosine_distance(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     """`1 - cos(a, b)` of `(N, D)` rows, `(N,)` in [0, 2]; the small constant keeps an all-zero row finite."""
     a = a / jnp.sqrt(jnp.sum(jnp.square(a), axis=-1, keepdims=True) + 1e-12)
@@ -89,8 +98,9 @@ def cosine_distance(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     return 1.0 - jnp.sum(a * b, axis=-1)
 
 
-def embedding_loss(emb_image: jnp.ndarray, emb_masked: jnp.ndarray, weight_map: jnp.ndarray,
-                   reg_weight: float = 1.0) -> tuple[jnp.ndarray, Parts]:
+def embedding_loss(
+    emb_image: jnp.ndarray, emb_masked: jnp.ndarray, weight_map: jnp.ndarray, reg_weight: float = 1.0
+) -> tuple[jnp.ndarray, Parts]:
     """Eq. 1 for an encoder f (pooled features, no classes): D = cosine distance of `f(I)` and
     `f(I * M)`, R = L1. Why the cosine: Eq. 1 asks that f "sees the same" in the weighted image; an
     encoder's features carry that in their direction (its users compare them by cosine, and the
@@ -102,23 +112,30 @@ def embedding_loss(emb_image: jnp.ndarray, emb_masked: jnp.ndarray, weight_map: 
     return distance + reg_weight * reg, {'cosine': distance, 'reg': reg, 'map_mean': jnp.mean(weight_map)}
 
 
-def inner_triplet_loss(emb_image: jnp.ndarray, emb_foreground: jnp.ndarray, emb_background: jnp.ndarray,
-                       margin: float = 1.0) -> jnp.ndarray:
+def inner_triplet_loss(
+    emb_image: jnp.ndarray, emb_foreground: jnp.ndarray, emb_background: jnp.ndarray, margin: float = 1.0
+) -> jnp.ndarray:
     """Eq. 3: the masked anchor `J^f_a = M_a * I_a` must stay closer to the image `I_a` than its
     complement `J^b_a = (1 - M_a) * I_a` does; `(N, D)` embeddings of `f` -> scalar."""
     return triplet_loss(emb_image, emb_foreground, emb_background, margin)
 
 
-def outer_triplet_loss(emb_anchor_fg: jnp.ndarray, emb_positive_fg: jnp.ndarray, emb_negative_fg: jnp.ndarray,
-                       margin: float = 1.0) -> jnp.ndarray:
+def outer_triplet_loss(
+    emb_anchor_fg: jnp.ndarray, emb_positive_fg: jnp.ndarray, emb_negative_fg: jnp.ndarray, margin: float = 1.0
+) -> jnp.ndarray:
     """Eq. 4: the masked anchor `J^f_a` must be closer to the masked positive `J^f_p` (same class)
     than to the masked negative `J^f_n`; `(N, D)` embeddings of `f` -> scalar."""
     return triplet_loss(emb_anchor_fg, emb_positive_fg, emb_negative_fg, margin)
 
 
-def method2_loss(emb: dict[str, jnp.ndarray], weight_map_anchor: jnp.ndarray, reg_weight: float = 1.0,
-                 inner_weight: float = 1.0, outer_weight: float = 1.0,
-                 margin: float = 1.0) -> tuple[jnp.ndarray, Parts]:
+def method2_loss(
+    emb: dict[str, jnp.ndarray],
+    weight_map_anchor: jnp.ndarray,
+    reg_weight: float = 1.0,
+    inner_weight: float = 1.0,
+    outer_weight: float = 1.0,
+    margin: float = 1.0,
+) -> tuple[jnp.ndarray, Parts]:
     """Eq. 3 + Eq. 4 + lambda R(M_a).
 
     `emb` holds `(N, D)` embeddings of `f` for `'I_a'`, `'Jf_a'`, `'Jb_a'`, `'Jf_p'`, `'Jf_n'`
@@ -130,4 +147,3 @@ def method2_loss(emb: dict[str, jnp.ndarray], weight_map_anchor: jnp.ndarray, re
     reg = sparsity(weight_map_anchor)
     total = inner_weight * inner + outer_weight * outer + reg_weight * reg
     return total, {'inner': inner, 'outer': outer, 'reg': reg, 'map_mean': jnp.mean(weight_map_anchor)}
-

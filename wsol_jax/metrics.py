@@ -4,6 +4,7 @@ Boxes are `[x0, y0, x1, y1]` with the clovaai/wsolevaluation `+1` pixel conventi
 Ground truth may hold several boxes per image: `(N, K, 4)` arrays whose unused rows are filled
 with `PAD_BOX` (all -1); the best-matching valid box counts.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -26,7 +27,6 @@ def box_iou(a, b) -> np.ndarray:
     return inter / (area_a + area_b - inter)
 
 
-
 def best_iou(pred_boxes, gt_boxes) -> np.ndarray:
     """`(N,)` IoU of each predicted box `(N, 4)` with its best ground-truth box `(N, K, 4)`."""
     gt_boxes = np.asarray(gt_boxes)
@@ -44,8 +44,9 @@ def top_k_correct(logits, labels, k: int) -> np.ndarray:
     return np.any(top == np.asarray(labels)[:, None], axis=1)
 
 
-def localization_accuracy(pred_boxes, gt_boxes, predicted_labels, labels,
-                          iou_threshold: float = 0.5) -> dict[str, float]:
+def localization_accuracy(
+    pred_boxes, gt_boxes, predicted_labels, labels, iou_threshold: float = 0.5
+) -> dict[str, float]:
     """GT-known loc, Top-1 loc and Top-1 cls (Section 4).
 
     GT-known loc: the box is right (IoU >= threshold) whatever the class; Top-1 loc: the box is
@@ -53,8 +54,11 @@ def localization_accuracy(pred_boxes, gt_boxes, predicted_labels, labels,
     """
     box_ok = best_iou(pred_boxes, gt_boxes) >= iou_threshold
     cls_ok = np.asarray(predicted_labels) == np.asarray(labels)
-    return {'gt_known_loc': float(box_ok.mean()), 'top1_loc': float((box_ok & cls_ok).mean()),
-            'top1_cls': float(cls_ok.mean())}
+    return {
+        'gt_known_loc': float(box_ok.mean()),
+        'top1_loc': float((box_ok & cls_ok).mean()),
+        'top1_cls': float(cls_ok.mean()),
+    }
 
 
 class PxAPAccumulator:

@@ -5,6 +5,7 @@ inserts the cross-device reductions, so gradients, losses and BatchNorm statisti
 the global batch on one device, eight, or several hosts (after `jax.distributed.initialize()`).
 Each host feeds only its own slice of every global batch (`global_batch`).
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,9 @@ def maybe_initialize_distributed(enabled: bool) -> None:
         count, index = os.environ.get('JAX_NUM_PROCESSES'), os.environ.get('JAX_PROCESS_ID')
         if (count is None) != (index is None):
             raise ConfigError('set both JAX_NUM_PROCESSES and JAX_PROCESS_ID (or neither, under SLURM / MPI)')
-        jax.distributed.initialize(num_processes=None if count is None else int(count),
-                                   process_id=None if index is None else int(index))
+        jax.distributed.initialize(
+            num_processes=None if count is None else int(count), process_id=None if index is None else int(index)
+        )
 
 
 HOST_DEVICE_FLAG = '--xla_force_host_platform_device_count'
@@ -51,9 +53,14 @@ def spread_over_host_cores(config) -> int:
     holds the accelerators, nor in a multi-host run or where XLA_FLAGS already sets a device count.
     Returns the device count set (0: left as it was)."""
     from jax._src import xla_bridge
+
     flags = os.environ.get('XLA_FLAGS', '')
-    if (config.distributed or os.environ.get('JAX_COORDINATOR_ADDRESS') or HOST_DEVICE_FLAG in flags
-            or xla_bridge.backends_are_initialized()):
+    if (
+        config.distributed
+        or os.environ.get('JAX_COORDINATOR_ADDRESS')
+        or HOST_DEVICE_FLAG in flags
+        or xla_bridge.backends_are_initialized()
+    ):
         return 0
     batches = (config.f.batch_size, config.g.batch_size, config.eval.batch_size, config.predict.batch_size)
     n = config.cpu_devices or host_device_count(batches, len(os.sched_getaffinity(0)))
@@ -81,15 +88,17 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 def check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
     if batch_size % mesh.size or batch_size % jax.process_count():
-        raise ConfigError(f'{what} batch size {batch_size} must be divisible by the number of devices '
-                         f'({mesh.size}) and of hosts ({jax.process_count()})')
+        raise ConfigError(
+            f'{what} batch size {batch_size} must be divisible by the number of devices '
+            f'({mesh.size}) and of hosts ({jax.process_count()})'
+        )
 
 
 def local_slice(global_indices: np.ndarray) -> np.ndarray:
     """This host's part of a global batch of example indices (hosts split it in order)."""
     per_host = len(global_indices) // jax.process_count()
     start = jax.process_index() * per_host
-    return global_indices[start:start + per_host]
+    return global_indices[start : start + per_host]
 
 
 def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
@@ -117,9 +126,9 @@ def local_rows(x: jax.Array) -> np.ndarray:
         s0, s1 = rows.start or 0, n if rows.stop is None else rows.stop
         lo, hi = max(s0, start), min(s1, start + per)
         if lo < hi:
-            out[lo - start:hi - start] = np.asarray(shard.data)[lo - s0:hi - s0]
-            filled[lo - start:hi - start] = True
-    return out if filled.all() else to_host(x)[start:start + per]
+            out[lo - start : hi - start] = np.asarray(shard.data)[lo - s0 : hi - s0]
+            filled[lo - start : hi - start] = True
+    return out if filled.all() else to_host(x)[start : start + per]
 
 
 def local_valid(valid: np.ndarray, batch_size: int) -> np.ndarray:
@@ -127,7 +136,7 @@ def local_valid(valid: np.ndarray, batch_size: int) -> np.ndarray:
     example indices are `valid` (in order): its rows are `[start, start + batch_size / hosts)`."""
     per = batch_size // jax.process_count()
     start = jax.process_index() * per
-    return np.asarray(valid)[start:start + per]
+    return np.asarray(valid)[start : start + per]
 
 
 def sum_over_processes(x) -> np.ndarray:

@@ -19,6 +19,7 @@ Memory stays flat in the images' size: each image is decoded, resized to the net
 released (decoded again for its overlay unless the batch's decoded pixels fit `HELD_PIXELS`),
 and each map is resized to its image's resolution only while it is written.
 """
+
 from __future__ import annotations
 
 import csv
@@ -40,16 +41,30 @@ from wsol_jax.errors import ConfigError, DataError
 from wsol_jax.localizer import Localizer, load_localizer, map_to_image
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
-COLUMNS = ('path', 'x0', 'y0', 'x1', 'y1', 'class', 'class_name', 'probability', 'S', 'width', 'height',
-           'map', 'overlay', 'warning')
+COLUMNS = (
+    'path',
+    'x0',
+    'y0',
+    'x1',
+    'y1',
+    'class',
+    'class_name',
+    'probability',
+    'S',
+    'width',
+    'height',
+    'map',
+    'overlay',
+    'warning',
+)
 # The networks' total stride (ResNet and VGG alike): a side shorter than this holds less than one
 # cell of f's last feature map, so the image is mostly made up by the upsampling to the input.
 MIN_SIDE = 32
 # Decoded pixels a batch keeps in memory for the overlays (3 bytes each: ~200 MB); images beyond
 # it are decoded again when their overlay is written, so that memory does not grow with image size.
 HELD_PIXELS = 1 << 26
-MAP_EXTENSIONS = ('.png', '.npy')      # maps/<stem>.png, .npy
-OVERLAY_EXTENSION = '.jpg'             # overlays/<stem>.jpg
+MAP_EXTENSIONS = ('.png', '.npy')  # maps/<stem>.png, .npy
+OVERLAY_EXTENSION = '.jpg'  # overlays/<stem>.jpg
 LONGEST_EXTENSION = 4
 READ_HINT = 'or remove it: predict skipped it and went on with the other images'
 MAX_WARNINGS_SHOWN = 20
@@ -60,6 +75,7 @@ class Listing(NamedTuple):
     """What `list_images` found: `paths` (absolute, sorted, one per file), the `root` output
     names are made relative to, how many paths were `repeated` (the same file reached again
     through a link or listed twice: predicted once) and the folders that could not be listed."""
+
     paths: list
     root: str
     repeated: int
@@ -78,6 +94,7 @@ def _walk_files(top: str, unlisted: list, max_depth: Optional[int] = None) -> It
 
     def on_error(e: OSError) -> None:
         unlisted.append((e.filename or top, e.strerror or str(e)))
+
     for folder, dirs, files in os.walk(top, followlinks=True, onerror=on_error):
         real = os.path.realpath(folder)
         if real in seen:
@@ -102,9 +119,14 @@ def _glob_match(pattern: list[str], parts: list[str]) -> bool:
         return not parts
     if pattern[0] == '**':
         return _glob_match(pattern[1:], parts) or (
-            bool(parts) and not _hidden(parts[0]) and _glob_match(pattern, parts[1:]))
-    return (bool(parts) and (not _hidden(parts[0]) or pattern[0].startswith('.'))
-            and fnmatch.fnmatchcase(parts[0], pattern[0]) and _glob_match(pattern[1:], parts[1:]))
+            bool(parts) and not _hidden(parts[0]) and _glob_match(pattern, parts[1:])
+        )
+    return (
+        bool(parts)
+        and (not _hidden(parts[0]) or pattern[0].startswith('.'))
+        and fnmatch.fnmatchcase(parts[0], pattern[0])
+        and _glob_match(pattern[1:], parts[1:])
+    )
 
 
 def _glob(spec: str) -> tuple[list[str], list]:
@@ -113,13 +135,14 @@ def _glob(spec: str) -> tuple[list[str], list]:
     if not _MAGIC.search(spec):
         return ([spec] if os.path.isfile(spec) else []), []
     parts = spec.split(os.sep)
-    fixed = next(i for i, p in enumerate(parts) if _MAGIC.search(p))   # the folder the pattern starts in
+    fixed = next(i for i, p in enumerate(parts) if _MAGIC.search(p))  # the folder the pattern starts in
     top = os.sep.join(parts[:fixed]) or (os.sep if spec.startswith(os.sep) else os.curdir)
     pattern = [p for p in parts[fixed:] if p]
     unlisted: list = []
     depth = None if '**' in pattern else len(pattern) - 1
-    paths = [p for p in _walk_files(top, unlisted, depth)
-             if _glob_match(pattern, os.path.relpath(p, top).split(os.sep))]
+    paths = [
+        p for p in _walk_files(top, unlisted, depth) if _glob_match(pattern, os.path.relpath(p, top).split(os.sep))
+    ]
     return paths, unlisted
 
 
@@ -158,7 +181,7 @@ def list_images(spec: str) -> Listing:
     if not paths:
         raise ConfigError(f'no images ({", ".join(IMAGE_EXTENSIONS[:4])}, ...) under predict.images={spec!r}')
     paths, repeated = _unique_files(paths)
-    if root is None:   # the deepest folder holding every input: names never climb out with '..'
+    if root is None:  # the deepest folder holding every input: names never climb out with '..'
         root = os.path.commonpath([os.path.dirname(p) for p in paths])
     return Listing(paths, root, repeated, unlisted)
 
@@ -199,7 +222,7 @@ def _relative_stem(path: str, root: str, name_max: int) -> Optional[list[str]]:
         limit = name_max - LONGEST_EXTENSION if leaf else name_max
         if len(os.fsencode(part)) > limit:
             head, ext = _split_extension(part) if leaf else (part, '')
-            part = _fit(head, f'~{_digest(os.sep.join(parts[:k + 1]))}{ext}', limit)
+            part = _fit(head, f'~{_digest(os.sep.join(parts[: k + 1]))}{ext}', limit)
         out.append(part)
     return out
 
@@ -266,8 +289,9 @@ def overlay(image_rgb: np.ndarray, map_u8: np.ndarray, box, label: str) -> np.nd
     if x1 > x0 and y1 > y0:
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), thick)
     scale = max(0.35, max(out.shape[:2]) / 600)
-    cv2.putText(out, label, (4, int(18 * scale) + 2), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.6, (255, 255, 255),
-                thick, cv2.LINE_AA)
+    cv2.putText(
+        out, label, (4, int(18 * scale) + 2), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.6, (255, 255, 255), thick, cv2.LINE_AA
+    )
     return out
 
 
@@ -275,8 +299,10 @@ def image_warning(width: int, height: int, box) -> str:
     """'' or one line on why the box of a `width x height` image says little."""
     notes = []
     if min(width, height) < MIN_SIDE:
-        notes.append(f"the image is {width}x{height} px, under the networks' stride of {MIN_SIDE} px on a side: "
-                     'its map and box are mostly the upsampling to the input size')
+        notes.append(
+            f"the image is {width}x{height} px, under the networks' stride of {MIN_SIDE} px on a side: "
+            'its map and box are mostly the upsampling to the input size'
+        )
     x0, y0, x1, y1 = (int(v) for v in box)
     if x1 <= x0 or y1 <= y0:
         notes.append(f'the box [{x0}, {y0}, {x1}, {y1}] has zero area')
@@ -301,8 +327,9 @@ def _encoded(ext: str, image: np.ndarray) -> bytes:
     try:
         ok, buffer = cv2.imencode(ext, image)
     except cv2.error as e:
-        raise WriteFailure(f'OpenCV cannot encode a {image.shape[1]}x{image.shape[0]} {ext}: '
-                           f'{" ".join(str(e).split())[-200:]}') from None
+        raise WriteFailure(
+            f'OpenCV cannot encode a {image.shape[1]}x{image.shape[0]} {ext}: {" ".join(str(e).split())[-200:]}'
+        ) from None
     if not ok:
         raise WriteFailure(f'OpenCV could not encode a {image.shape[1]}x{image.shape[0]} {ext}')
     return buffer
@@ -311,6 +338,7 @@ def _encoded(ext: str, image: np.ndarray) -> bytes:
 @dataclasses.dataclass
 class _Input:
     """One decoded image of a batch: its network input, own size and, if held, its pixels."""
+
     path: str
     stem: str
     input: np.ndarray
@@ -342,8 +370,9 @@ def _pixels_again(item: _Input) -> np.ndarray:
     except DataError as e:
         raise WriteFailure(f'could not read it again for its overlay: {e}') from None
     if (image.shape[1], image.shape[0]) != tuple(item.size):
-        raise WriteFailure(f'it changed while predict ran ({item.size[0]}x{item.size[1]} -> '
-                           f'{image.shape[1]}x{image.shape[0]})')
+        raise WriteFailure(
+            f'it changed while predict ran ({item.size[0]}x{item.size[1]} -> {image.shape[1]}x{image.shape[0]})'
+        )
     return image
 
 
@@ -357,7 +386,7 @@ def _write_outputs(out_dir: str, item: _Input, small_map: np.ndarray, box, label
         paths['npy'] = f'maps/{item.stem}.npy'
     done = []
     try:
-        weight_map = map_to_image(small_map, *item.size)     # (H, W) float32, one image at a time
+        weight_map = map_to_image(small_map, *item.size)  # (H, W) float32, one image at a time
         if save_npy:
             _write_atomically(os.path.join(out_dir, paths['npy']), tmp, lambda fh, m=weight_map: np.save(fh, m))
             done.append(paths['npy'])
@@ -397,17 +426,24 @@ def _make_out_dir(out_dir: str) -> None:
         for sub in ('maps', 'overlays'):
             os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     except OSError as e:
-        raise ConfigError(f'cannot create the output folder predict.out={out_dir}: {e.strerror or e}; '
-                          'choose a writable folder') from None
+        raise ConfigError(
+            f'cannot create the output folder predict.out={out_dir}: {e.strerror or e}; choose a writable folder'
+        ) from None
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
-def predict(localizer: Localizer, images_spec: str, out_dir: str, save_npy: bool = False,
-            batch_size: int = 32, held_pixels: int = HELD_PIXELS) -> dict:
+def predict(
+    localizer: Localizer,
+    images_spec: str,
+    out_dir: str,
+    save_npy: bool = False,
+    batch_size: int = 32,
+    held_pixels: int = HELD_PIXELS,
+) -> dict:
     """Run `localizer` on the images of `images_spec`, write the outputs to `out_dir`; returns
     `{'written': n, 'unreadable': [(path, reason)], 'failed': [(path, reason)], 'warnings': n,
     'repeated': n, 'out': out_dir}`. `held_pixels`: see `HELD_PIXELS`."""
@@ -424,14 +460,20 @@ def predict(localizer: Localizer, images_spec: str, out_dir: str, save_npy: bool
         with tqdm(total=len(items), desc='predict', unit='img') as bar:
             for chunk in _batches(items, batch_size):
                 batch = _read_batch(chunk, localizer, held_pixels, unreadable)
-                pred = localizer.localize(np.stack([b.input for b in batch]) if batch else [],
-                                          [b.size for b in batch], resize_maps=False)
+                pred = localizer.localize(
+                    np.stack([b.input for b in batch]) if batch else [], [b.size for b in batch], resize_maps=False
+                )
                 for i, item in enumerate(batch):
                     cls, prob, box = int(pred.classes[i]), float(pred.probabilities[i]), pred.boxes[i]
                     try:
-                        outputs = _write_outputs(out_dir, item, pred.maps[i], box,
-                                                 f'{localizer.class_name(cls)} {prob:.2f}' if cls >= 0 else '',
-                                                 save_npy)
+                        outputs = _write_outputs(
+                            out_dir,
+                            item,
+                            pred.maps[i],
+                            box,
+                            f'{localizer.class_name(cls)} {prob:.2f}' if cls >= 0 else '',
+                            save_npy,
+                        )
                     except WriteFailure as e:
                         failed.append((item.path, str(e)))
                         continue
@@ -440,12 +482,34 @@ def predict(localizer: Localizer, images_spec: str, out_dir: str, save_npy: bool
                         warned += 1
                         if warned <= MAX_WARNINGS_SHOWN:
                             tqdm.write(f'[predict] warning: {item.path}: {warning}')
-                    row = {'path': item.path, 'box': [int(v) for v in box], 'class': cls,
-                           'class_name': localizer.class_name(cls), 'probability': prob,
-                           'S': float(pred.scores[i]), 'width': width, 'height': height,
-                           'map': outputs['map'], 'overlay': outputs['overlay'], 'warning': warning}
-                    writer.writerow([item.path, *row['box'], cls, row['class_name'], f'{prob:.6f}',
-                                     f'{row["S"]:.6f}', width, height, row['map'], row['overlay'], warning])
+                    row = {
+                        'path': item.path,
+                        'box': [int(v) for v in box],
+                        'class': cls,
+                        'class_name': localizer.class_name(cls),
+                        'probability': prob,
+                        'S': float(pred.scores[i]),
+                        'width': width,
+                        'height': height,
+                        'map': outputs['map'],
+                        'overlay': outputs['overlay'],
+                        'warning': warning,
+                    }
+                    writer.writerow(
+                        [
+                            item.path,
+                            *row['box'],
+                            cls,
+                            row['class_name'],
+                            f'{prob:.6f}',
+                            f'{row["S"]:.6f}',
+                            width,
+                            height,
+                            row['map'],
+                            row['overlay'],
+                            warning,
+                        ]
+                    )
                     jsonl_fh.write(json.dumps(row) + '\n')
                     written += 1
                 bar.update(len(chunk))
@@ -455,8 +519,14 @@ def predict(localizer: Localizer, images_spec: str, out_dir: str, save_npy: bool
         with open(os.path.join(out_dir, name), 'w') as fh:
             fh.writelines(f'{p}\t{reason}\n' for p, reason in entries)
     _report(out_dir, written, unreadable, failed, warned, listing.repeated, inside_out)
-    return {'written': written, 'unreadable': unreadable, 'failed': failed, 'warnings': warned,
-            'repeated': listing.repeated, 'out': out_dir}
+    return {
+        'written': written,
+        'unreadable': unreadable,
+        'failed': failed,
+        'warnings': warned,
+        'repeated': listing.repeated,
+        'out': out_dir,
+    }
 
 
 def _report(out_dir, written, unreadable, failed, warned, repeated, inside_out) -> None:
@@ -468,8 +538,10 @@ def _report(out_dir, written, unreadable, failed, warned, repeated, inside_out) 
         print(f'[predict] {repeated} path(s) led to a file already listed (links, or listed twice): predicted once')
     if inside_out:
         print(f'[predict] {inside_out} file(s) inside the output folder {out_dir} were not predicted')
-    for entries, what in ((unreadable, 'unreadable file(s) skipped (listed in unreadable.txt)'),
-                          (failed, 'image(s) not written (listed in write_failures.txt)')):
+    for entries, what in (
+        (unreadable, 'unreadable file(s) skipped (listed in unreadable.txt)'),
+        (failed, 'image(s) not written (listed in write_failures.txt)'),
+    ):
         if entries:
             print(f'[predict] {len(entries)} {what}:')
             for path, reason in entries:

@@ -6,6 +6,7 @@ workdir's checkpoints are checked against the config (`wsol_jax.workdir`) and ev
 run will need is checked (`wsol_jax.checks`). A command holds the workdir's lock
 (`wsol_jax.workdir.locked`) from start to end: a second one on the same workdir stops at once.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,7 +24,7 @@ from wsol_jax.errors import WorkdirError
 from wsol_jax.train import stages
 
 STAGES = ('train_f', 'train_g', 'select', 'evaluate')
-USE_STAGES = ('export', 'predict')   # use a trained run; need neither the data nor a device mesh
+USE_STAGES = ('export', 'predict')  # use a trained run; need neither the data nor a device mesh
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -43,6 +44,7 @@ def _writer(workdir: str):
     if not parallel.is_chief():
         return None
     from tensorboardX import SummaryWriter
+
     return SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
 
@@ -64,7 +66,7 @@ def _run(config, workdir: str, stage: str) -> dict:
         raise ValueError(f'unknown stage {stage!r}; choose all or one of {STAGES + USE_STAGES}')
     if stage in USE_STAGES:
         if stage == 'predict' and _writes_into_workdir(config, workdir, stage):
-            os.makedirs(workdir, exist_ok=True)   # predictions/ goes there: lock it
+            os.makedirs(workdir, exist_ok=True)  # predictions/ goes there: lock it
         with workdir_lib.locked(workdir) if _uses_workdir(config, workdir, stage) else contextlib.nullcontext():
             return _use(config, workdir, stage)
     workdir = prepare_workdir(workdir)
@@ -81,8 +83,12 @@ def _uses_workdir(config, workdir: str, stage: str) -> bool:
     """Whether export / predict read or write the workdir (export always reads its checkpoints;
     predict with an export elsewhere and its outputs elsewhere does not touch it)."""
     model = config.predict.model if stage == 'predict' else ''
-    return (stage == 'export' or not model or workdir_lib.inside(model, workdir)
-            or _writes_into_workdir(config, workdir, stage))
+    return (
+        stage == 'export'
+        or not model
+        or workdir_lib.inside(model, workdir)
+        or _writes_into_workdir(config, workdir, stage)
+    )
 
 
 def _run_stages(config, workdir: str, todo: tuple[str, ...]) -> dict:
@@ -95,15 +101,19 @@ def _run_stages(config, workdir: str, todo: tuple[str, ...]) -> dict:
     cache_dir = config.data.cache_dir or os.path.join(workdir, 'data_cache')
     with workdir_lib.writing(cache_dir, 'the data cache', '--config.data.cache_dir'):
         data = load_dataset(config, cache_dir=cache_dir)
-    print(f'[data] {config.data.source}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} '
-          f'images, {data.num_classes} classes ({time.perf_counter() - t0:.1f} s); '
-          f'{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} host(s)')
+    print(
+        f'[data] {config.data.source}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} '
+        f'images, {data.num_classes} classes ({time.perf_counter() - t0:.1f} s); '
+        f'{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} host(s)'
+    )
     mesh = parallel.make_mesh()
     checks.check_run(config, data, mesh, todo)
     if parallel.is_chief():
         workdir_lib.write_json(os.path.join(workdir, workdir_lib.CONFIG), config.to_dict())
-        workdir_lib.write_json(os.path.join(workdir, workdir_lib.CLASSES),
-                               {'num_classes': data.num_classes, 'names': data.names_of_classes()})
+        workdir_lib.write_json(
+            os.path.join(workdir, workdir_lib.CLASSES),
+            {'num_classes': data.num_classes, 'names': data.names_of_classes()},
+        )
     ctx = Context(config, workdir, data, mesh, _writer(workdir))
     timings, results = {}, {}
     started = datetime.datetime.now().isoformat(timespec='seconds')
@@ -122,13 +132,15 @@ def _run_stages(config, workdir: str, todo: tuple[str, ...]) -> dict:
             all_timings = _add_timings(workdir, started, timings)
             if name == 'evaluate' and parallel.is_chief():
                 report.write(workdir, config, results, select.load_selection(workdir), samples, data, all_timings)
-                print(f'[report] {os.path.join(workdir, "results.md")}\n' +
-                      open(os.path.join(workdir, 'results.md')).read())
-            if name == 'evaluate':   # after the report, so that what went wrong can be looked at
+                print(
+                    f'[report] {os.path.join(workdir, "results.md")}\n'
+                    + open(os.path.join(workdir, 'results.md')).read()
+                )
+            if name == 'evaluate':  # after the report, so that what went wrong can be looked at
                 select.check_selected_maps(select.load_selection(workdir), config.eval.max_bad_maps)
     except BaseException:
         if ctx.writer is not None:
-            with contextlib.suppress(OSError):   # a full disk must not hide the error that stopped the run
+            with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
                 ctx.writer.close()
         raise
     if ctx.writer is not None:
@@ -140,12 +152,15 @@ def _use(config, workdir: str, stage: str) -> dict:
     """export / predict: only the process of rank 0 writes."""
     from wsol_jax import predict as predict_lib
     from wsol_jax.localizer import Localizer
+
     if not parallel.is_chief():
         return {}
     if stage == 'export':
         out = Localizer.from_workdir(workdir).export(config.export.dir or os.path.join(workdir, workdir_lib.EXPORT))
-        print(f'[export] {out}: load it with wsol_jax.load_localizer({out!r}) or '
-              f'--stage=predict --config.predict.model={out}')
+        print(
+            f'[export] {out}: load it with wsol_jax.load_localizer({out!r}) or '
+            f'--stage=predict --config.predict.model={out}'
+        )
         return {'export': out}
     out = config.predict.out or os.path.join(workdir, workdir_lib.PREDICTIONS)
     with workdir_lib.writing(out, 'the predictions to', '--config.predict.out'):
@@ -156,10 +171,11 @@ def _add_timings(workdir: str, started: str, timings: dict) -> dict:
     """Accumulate wall times over invocations: `{'runs': [...], 'total_s': {stage: seconds}}`."""
     path = os.path.join(workdir, workdir_lib.TIMINGS)
     record = workdir_lib.read_json(path, {})
-    if 'runs' not in record:   # older format: one flat {stage: seconds}
+    if 'runs' not in record:  # older format: one flat {stage: seconds}
         record = {'runs': [{'started': None, 'seconds': record}] if record else []}
-    runs = [r for r in record['runs'] if r.get('started') != started or started is None] + \
-           [{'started': started, 'seconds': dict(timings)}]
+    runs = [r for r in record['runs'] if r.get('started') != started or started is None] + [
+        {'started': started, 'seconds': dict(timings)}
+    ]
     total: dict[str, float] = {}
     for r in runs:
         for k, v in r['seconds'].items():

@@ -1,5 +1,6 @@
 """Stage select: the point of `g` to keep, by the rule of `wsol_jax.selection`, written to
 `selection.json`, which evaluate, export and predict read (`load_selection`)."""
+
 from __future__ import annotations
 
 from wsol_jax import parallel, workdir as workdir_lib
@@ -21,25 +22,35 @@ def select(ctx) -> dict:
         raise WorkdirError(f'no trained g in {spec.directory}; run --stage=train_g first')
     stopped = loop.finished(spec, history, latest)
     if stopped is None:
-        raise WorkdirError(f'g in {spec.directory} is at epoch {latest / spec.steps_per_epoch:.2f} and not finished '
-                           f'under this config (g.max_epochs={cfg.g.max_epochs}, g.patience={cfg.g.patience}); '
-                           'run --stage=train_g first')
+        raise WorkdirError(
+            f'g in {spec.directory} is at epoch {latest / spec.steps_per_epoch:.2f} and not finished '
+            f'under this config (g.max_epochs={cfg.g.max_epochs}, g.patience={cfg.g.patience}); '
+            'run --stage=train_g first'
+        )
     k = cfg.eval.selection_se
     chosen = select_step(history, standard_errors=k)
     per_epoch = spec.steps_per_epoch
-    selection = {'selected_step': chosen, 'last_step': latest, 'steps_per_epoch': per_epoch,
-                 'selected_epoch': chosen / per_epoch, 'last_epoch': latest / per_epoch, 'stopped': stopped,
-                 'criterion': 'mean containment score S (Eq. 6) on the validation split: the latest scored point '
-                              f'within {k:g} standard error(s) of the highest; degenerate maps '
-                              f'(box > {cfg.eval.max_coverage:g} of the image, or nothing kept) score 0',
-                 'box_rule': cfg.eval.box_rule,
-                 'regret': selection_regret(history, chosen),
-                 'history': {str(s): history[s] for s in sorted(history)}}
+    selection = {
+        'selected_step': chosen,
+        'last_step': latest,
+        'steps_per_epoch': per_epoch,
+        'selected_epoch': chosen / per_epoch,
+        'last_epoch': latest / per_epoch,
+        'stopped': stopped,
+        'criterion': 'mean containment score S (Eq. 6) on the validation split: the latest scored point '
+        f'within {k:g} standard error(s) of the highest; degenerate maps '
+        f'(box > {cfg.eval.max_coverage:g} of the image, or nothing kept) score 0',
+        'box_rule': cfg.eval.box_rule,
+        'regret': selection_regret(history, chosen),
+        'history': {str(s): history[s] for s in sorted(history)},
+    }
     if parallel.is_chief():
         workdir_lib.write_json(ctx.path(workdir_lib.SELECTION), selection)
     parallel.barrier('selection')
-    print(f'[select] step {chosen} (epoch {chosen / per_epoch:.2f}, mean S {history[chosen]["mean_S"]:.4f}) of '
-          f'{len(history)} scored points; g stopped at epoch {latest / per_epoch:.2f} ({stopped})')
+    print(
+        f'[select] step {chosen} (epoch {chosen / per_epoch:.2f}, mean S {history[chosen]["mean_S"]:.4f}) of '
+        f'{len(history)} scored points; g stopped at epoch {latest / per_epoch:.2f} ({stopped})'
+    )
     return selection
 
 
@@ -47,8 +58,11 @@ def load_selection(workdir: str) -> dict:
     """`selection.json` of `workdir`, refused when g has trained further since it was written."""
     path = workdir_lib.path(workdir, workdir_lib.SELECTION)
     selection = workdir_lib.read_json(path)
-    if selection is None or 'selected_step' not in selection or \
-            selection['last_step'] != checkpoint.latest_step(workdir_lib.path(workdir, workdir_lib.G)):
+    if (
+        selection is None
+        or 'selected_step' not in selection
+        or selection['last_step'] != checkpoint.latest_step(workdir_lib.path(workdir, workdir_lib.G))
+    ):
         raise WorkdirError(f'{path} is missing or older than the last checkpoint of g; run --stage=select first')
     return selection
 
@@ -66,5 +80,7 @@ def check_selected_maps(selection: dict, max_bad: float) -> None:
             f'g does not localise: at the selected step {step} (epoch {selection["selected_epoch"]:.2f} of '
             f'{selection["last_epoch"]:.2f}), {100 * bad:.0f}% of the '
             f'validation maps are degenerate or collapsed (limit eval.max_bad_maps={max_bad:g}); the report is written '
-            f'but its numbers do not measure localisation. Train g longer or at another rate (g.max_epochs, g.patience, '
-            f'g.optimizer.learning_rate), check f (f_quality.json), or accept with --config.eval.max_bad_maps=1')
+            f'but its numbers do not measure localisation. Train g longer or at another rate '
+            f'(g.max_epochs, g.patience, '
+            f'g.optimizer.learning_rate), check f (f_quality.json), or accept with --config.eval.max_bad_maps=1'
+        )

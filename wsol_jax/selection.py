@@ -9,6 +9,7 @@ only things the selection reads;
 `select_step` and `selection_regret` are pure functions of that history; the stage that applies
 them to a workdir is `wsol_jax.select`.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,11 +18,12 @@ from typing import Mapping
 from wsol_jax.errors import TrainingError
 
 CRITERION = 'mean_S'
-STANDARD_ERROR = 'mean_S_se'   # the standard error of mean_S over the validation images
+STANDARD_ERROR = 'mean_S_se'  # the standard error of mean_S over the validation images
 
 
-def select_step(history: Mapping[int, Mapping[str, float]], criterion: str = CRITERION,
-                 standard_errors: float = 1.0) -> int:
+def select_step(
+    history: Mapping[int, Mapping[str, float]], criterion: str = CRITERION, standard_errors: float = 1.0
+) -> int:
     """The latest point whose mean S is within `standard_errors` standard errors of the highest
     (the one-standard-error rule of model selection); `standard_errors=0`: the point of the
     maximal mean S, Eq. 6 literally (exact ties: the latest). Points are steps (epochs in the
@@ -41,25 +43,30 @@ def select_step(history: Mapping[int, Mapping[str, float]], criterion: str = CRI
     Points whose score is not finite are never selected; if no point has a positive score every
     map was degenerate (one blob over the whole image, or empty) and there is nothing to select:
     `TrainingError`."""
-    scores = {int(e): float(h[criterion]) for e, h in history.items()
-              if criterion in h and math.isfinite(float(h[criterion]))}
+    scores = {
+        int(e): float(h[criterion]) for e, h in history.items() if criterion in h and math.isfinite(float(h[criterion]))
+    }
     if not scores:
-        raise TrainingError(f'no scored point of g has a finite {criterion}; the training diverged: lower '
-                            'config.g.optimizer.learning_rate and start again (--config.overwrite=True)')
+        raise TrainingError(
+            f'no scored point of g has a finite {criterion}; the training diverged: lower '
+            'config.g.optimizer.learning_rate and start again (--config.overwrite=True)'
+        )
     best = max(scores.values())
     if best <= 0:
         raise TrainingError(
             f'every scored point of g ({len(scores)}) gave degenerate weight maps on the validation split (one blob '
             'over the whole image, or nothing): g did not learn to localise. Check that f classifies well '
-            '(f_quality.json), lower config.g.reg_weight if the maps vanished, or train g longer')
+            '(f_quality.json), lower config.g.reg_weight if the maps vanished, or train g longer'
+        )
     best_step = min(e for e, s in scores.items() if s == best)
     se = float(history[best_step].get(STANDARD_ERROR, 0.0)) if standard_errors > 0 else 0.0
     tolerance = standard_errors * se if math.isfinite(se) else 0.0
     return max(e for e, s in scores.items() if s >= best - tolerance)
 
 
-def selection_regret(history: Mapping[int, Mapping[str, float]], selected: int,
-                     diagnostic: str = 'val/gt_known_loc') -> dict | None:
+def selection_regret(
+    history: Mapping[int, Mapping[str, float]], selected: int, diagnostic: str = 'val/gt_known_loc'
+) -> dict | None:
     """How much validation localisation the S-based choice gave up against the best point in
     hindsight (a diagnostic: it uses the validation boxes, which the selection never sees).
     None when the validation split has no boxes."""
@@ -67,7 +74,11 @@ def selection_regret(history: Mapping[int, Mapping[str, float]], selected: int,
     if not values or int(selected) not in values:
         return None
     best_step = min(e for e, v in values.items() if v == max(values.values()))
-    return {'metric': diagnostic, 'selected_step': int(selected), 'selected': values[int(selected)],
-            'best_step': best_step, 'best': values[best_step],
-            'regret': values[best_step] - values[int(selected)]}
-
+    return {
+        'metric': diagnostic,
+        'selected_step': int(selected),
+        'selected': values[int(selected)],
+        'best_step': best_step,
+        'best': values[best_step],
+        'regret': values[best_step] - values[int(selected)],
+    }

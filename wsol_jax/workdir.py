@@ -21,6 +21,7 @@ A stage's fingerprint is the part of the config that shapes its artifacts. A rer
 fingerprint resumes; with another one it stops and names the keys that differ, unless
 `config.overwrite` asks to start that stage, and every stage after it, afresh.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,12 +53,13 @@ REPORTS = ('results.json', 'results.md', 'selection.png', 'overlays.png', 'strip
 LOCK = '.lock'
 # What a full disk, a read-only filesystem or missing permissions raise while writing.
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
-TRAINED = (F_CLASSIFIER, F_SIAMESE, F_ENCODER, G)   # in the order they are trained
+TRAINED = (F_CLASSIFIER, F_SIAMESE, F_ENCODER, G)  # in the order they are trained
 
 
 def history_name(stage: str) -> str:
     """The per-epoch metrics file of a trained stage."""
     return G_HISTORY if stage == G else f'{stage}_history.json'
+
 
 # The budget of a stage: a longer budget (or more patience, another scoring interval) continues a
 # shorter run from its last checkpoint, so they are not part of that stage's fingerprint (but g
@@ -66,8 +68,16 @@ BUDGET_KEYS = {net: tuple(f'{net}.{k}' for k in ('max_epochs', 'patience', 'eval
 
 # Config keys that never change what a stage produced (where things go, how long to train: a
 # longer run continues a shorter one, and g records the f it was trained with).
-_IGNORED = {'data.cache_dir', 'data.read_threads', 'cpu_devices', 'f.allow_weak', 'f.min_accuracy_over_chance', 'g.keep_all_checkpoints',
-            'overwrite', 'distributed'}
+_IGNORED = {
+    'data.cache_dir',
+    'data.read_threads',
+    'cpu_devices',
+    'f.allow_weak',
+    'f.min_accuracy_over_chance',
+    'g.keep_all_checkpoints',
+    'overwrite',
+    'distributed',
+}
 
 
 def flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
@@ -88,16 +98,22 @@ def fingerprint(config, stage: str) -> dict[str, Any]:
     common = {k: v for k, v in flat.items() if k in ('seed', 'dtype') or k.startswith('data.')}
     f_keys = {k: v for k, v in flat.items() if k.startswith('f.')}
     if stage == F_CLASSIFIER:
-        keys = {**common, **{k: v for k, v in f_keys.items()
-                             if k not in BUDGET_KEYS['f'] + ('f.embed_dim', 'f.margin', 'f.siamese_from_classifier')}}
-        if flat.get('f.blank_weight'):   # the blank image is what g's zero map makes: it depends on this
+        keys = {
+            **common,
+            **{
+                k: v
+                for k, v in f_keys.items()
+                if k not in BUDGET_KEYS['f'] + ('f.embed_dim', 'f.margin', 'f.siamese_from_classifier')
+            },
+        }
+        if flat.get('f.blank_weight'):  # the blank image is what g's zero map makes: it depends on this
             keys['g.mask_space'] = flat['g.mask_space']
         return keys
-    if stage == F_ENCODER:   # imported from its weight file, trained on nothing
+    if stage == F_ENCODER:  # imported from its weight file, trained on nothing
         return {**common, **{k: v for k, v in f_keys.items() if k in ('f.arch', 'f.width', 'f.pretrained')}}
     if stage == F_SIAMESE:
         keys = {**common, **{k: v for k, v in f_keys.items() if k not in BUDGET_KEYS['f']}}
-        if flat.get('f.siamese_from_classifier'):   # it starts from the classifier its budget kept
+        if flat.get('f.siamese_from_classifier'):  # it starts from the classifier its budget kept
             keys.update({k: flat[k] for k in BUDGET_KEYS['f']})
         if flat.get('f.blank_weight'):
             keys['g.mask_space'] = flat['g.mask_space']
@@ -106,8 +122,11 @@ def fingerprint(config, stage: str) -> dict[str, Any]:
         # g is only as good as the f it was trained with: every f key counts, epochs included;
         # and its per-epoch S depends on the box rule.
         # (eval.selection_se decides which epochs' checkpoints are kept)
-        selection = {k: v for k, v in flat.items()
-                     if k in ('eval.box_rule', 'eval.threshold_ratio', 'eval.max_coverage', 'eval.selection_se')}
+        selection = {
+            k: v
+            for k, v in flat.items()
+            if k in ('eval.box_rule', 'eval.threshold_ratio', 'eval.max_coverage', 'eval.selection_se')
+        }
         g_keys = {k: v for k, v in flat.items() if k.startswith('g.') and k not in BUDGET_KEYS['g']}
         return {**common, **f_keys, **g_keys, **selection, 'method': flat['method']}
     raise ValueError(f'unknown stage {stage!r}')
@@ -128,11 +147,17 @@ def has_checkpoints(directory: str) -> bool:
 
 # Keys added to the config after checkpoints may have been recorded, with the value that keeps
 # the earlier behaviour: a fingerprint without them matches a config holding that value.
-ADDED_KEYS = {'optimizer.warmup_epochs': 0.0, 'optimizer.clip_norm': 0.0, 'f.erase_prob': 0.0,
-              'f.blank_weight': 0.0, 'g.initial_weight': 0.5, 'data.cache_codec': 'raw',
-              'f.siamese_from_classifier': False,
-              # histories recorded before it have no mean_S_se: the rule is then the maximum, as it was
-              'eval.selection_se': 1.0}
+ADDED_KEYS = {
+    'optimizer.warmup_epochs': 0.0,
+    'optimizer.clip_norm': 0.0,
+    'f.erase_prob': 0.0,
+    'f.blank_weight': 0.0,
+    'g.initial_weight': 0.5,
+    'data.cache_codec': 'raw',
+    'f.siamese_from_classifier': False,
+    # histories recorded before it have no mean_S_se: the rule is then the maximum, as it was
+    'eval.selection_se': 1.0,
+}
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -140,8 +165,11 @@ def _differences(old: dict, new: dict) -> list[str]:
         return k not in old and any((k == s or k.endswith('.' + s)) and new[k] == v for s, v in ADDED_KEYS.items())
 
     keys = sorted(set(old) | set(new))
-    return [f'{k}: {old.get(k, "(unset)")!r} -> {new.get(k, "(unset)")!r}' for k in keys
-            if old.get(k) != new.get(k) and not same_as_before(k)]
+    return [
+        f'{k}: {old.get(k, "(unset)")!r} -> {new.get(k, "(unset)")!r}'
+        for k in keys
+        if old.get(k) != new.get(k) and not same_as_before(k)
+    ]
 
 
 def check(workdir: str, config, stages: tuple[str, ...]) -> None:
@@ -161,8 +189,10 @@ def check(workdir: str, config, stages: tuple[str, ...]) -> None:
         if not diff:
             continue
         if not config.overwrite:
-            raise WorkdirError(f'the checkpoints of {stage} in {workdir} {problem}; use a new --workdir, or '
-                               f'--config.overwrite=True to train {stage} and the stages after it afresh')
+            raise WorkdirError(
+                f'the checkpoints of {stage} in {workdir} {problem}; use a new --workdir, or '
+                f'--config.overwrite=True to train {stage} and the stages after it afresh'
+            )
         if parallel.is_chief():
             remove_from(workdir, stage)
             print(f'[workdir] overwrite: removed {stage} and the stages after it ({problem})')
@@ -172,7 +202,7 @@ def check(workdir: str, config, stages: tuple[str, ...]) -> None:
 
 def remove_from(workdir: str, stage: str) -> None:
     """Delete `stage`'s artifacts and everything derived from them."""
-    later = TRAINED[TRAINED.index(stage):]
+    later = TRAINED[TRAINED.index(stage) :]
     doomed = [*later, *(f'{FINGERPRINTS}/{s}.json' for s in later), *map(history_name, later), SELECTION, *REPORTS]
     if G in later:
         doomed.append(STRIP)
@@ -219,7 +249,7 @@ def _write_temporary(file: str, write: Callable, text: bool) -> str:
             write(fh)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600: results must be readable like any file
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600: results must be readable like any file
     except BaseException:
         os.remove(tmp)
         raise
@@ -268,14 +298,18 @@ def interrupts_deferred() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
         if received and callable(previous):
-            previous(signal.SIGINT, received[0])   # Python's default handler: KeyboardInterrupt here
+            previous(signal.SIGINT, received[0])  # Python's default handler: KeyboardInterrupt here
         elif received and previous == signal.SIG_DFL:
             os.kill(os.getpid(), signal.SIGINT)
 
 
 # How libraries written in C++ (TensorStore, ArrayRecord) report a failed write in their messages.
-_ERRNO_TEXTS = {'No space left on device': errno.ENOSPC, 'Disk quota exceeded': errno.EDQUOT,
-                'Read-only file system': errno.EROFS, 'Permission denied': errno.EACCES}
+_ERRNO_TEXTS = {
+    'No space left on device': errno.ENOSPC,
+    'Disk quota exceeded': errno.EDQUOT,
+    'Read-only file system': errno.EROFS,
+    'Permission denied': errno.EACCES,
+}
 
 
 def write_errno(error: BaseException) -> Optional[int]:
@@ -304,14 +338,15 @@ def writing(folder: str, what: str, setting: str) -> Iterator[None]:
         if isinstance(e, OSError):
             file = os.path.abspath(os.fsdecode(e.filename)) if e.filename else None
             ours = file is None or inside(file, folder)
-        else:   # a C++ library's message: it names the file it failed to write
+        else:  # a C++ library's message: it names the file it failed to write
             file, ours = None, os.path.abspath(folder) in str(e)
         if code not in WRITE_ERRNOS or not ours:
             raise
         where = f' ({file})' if file and file != os.path.abspath(folder) else ''
         fix = 'free some space' if code in (errno.ENOSPC, errno.EDQUOT) else 'make it writable'
-        raise WorkdirError(f'cannot write {what} {folder}: {os.strerror(code)}{where}; {fix} or set {setting} '
-                           'to another folder') from None
+        raise WorkdirError(
+            f'cannot write {what} {folder}: {os.strerror(code)}{where}; {fix} or set {setting} to another folder'
+        ) from None
 
 
 def inside(file: str, folder: str) -> bool:
@@ -334,8 +369,7 @@ def _holder(fd: int) -> str:
         info = {}
     if not info:
         return 'another process'
-    return (f'pid {info.get("pid")} on {info.get("host")} since {info.get("started")} '
-            f'({info.get("command", "?")})')
+    return f'pid {info.get("pid")} on {info.get("host")} since {info.get("started")} ({info.get("command", "?")})'
 
 
 def _acquire(workdir: str) -> Optional[int]:
@@ -354,16 +388,21 @@ def _acquire(workdir: str) -> Optional[int]:
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)
-        raise WorkdirError(f'{workdir} is in use by {holder}; wait for it to finish (or stop it), '
-                           'or use another --workdir') from None
-    except OSError as e:   # a filesystem without locks (some network mounts): run, but say so
+        raise WorkdirError(
+            f'{workdir} is in use by {holder}; wait for it to finish (or stop it), or use another --workdir'
+        ) from None
+    except OSError as e:  # a filesystem without locks (some network mounts): run, but say so
         os.close(fd)
         if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
             raise
         print(f'[workdir] note: {workdir} cannot be locked ({e.strerror}); nothing stops a second command on it')
         return None
-    info = {'pid': os.getpid(), 'host': socket.gethostname(), 'started': time.strftime('%Y-%m-%d %H:%M:%S'),
-            'command': ' '.join([os.path.basename(sys.executable)] + sys.argv)}
+    info = {
+        'pid': os.getpid(),
+        'host': socket.gethostname(),
+        'started': time.strftime('%Y-%m-%d %H:%M:%S'),
+        'command': ' '.join([os.path.basename(sys.executable)] + sys.argv),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     return fd
@@ -384,8 +423,8 @@ def _leave(key: str, held: list) -> None:
         if held[1] == 0:
             del _HELD[key]
             if held[0] is not None:
-                os.ftruncate(held[0], 0)     # no stale holder described after it is released
-                os.close(held[0])            # closing releases the flock
+                os.ftruncate(held[0], 0)  # no stale holder described after it is released
+                os.close(held[0])  # closing releases the flock
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ segmentations hold several annotators' grey levels, Flowers' are JPEGs with a bl
 a 0/255 PNG reads identically under both rules, and the workdir holds everything their
 evaluator needs. `evaluator_commands` gives the commands that run it on these files.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,8 @@ import numpy as np
 from wsol_jax import localization, metrics
 from wsol_jax.errors import DataError
 
-SIZE = 224   # their evaluation.py: _RESIZE_LENGTH
-BOX_DATASET, MASK_DATASET = 'CUB', 'OpenImages'   # --dataset_name of their BoxEvaluator / MaskEvaluator
+SIZE = 224  # their evaluation.py: _RESIZE_LENGTH
+BOX_DATASET, MASK_DATASET = 'CUB', 'OpenImages'  # --dataset_name of their BoxEvaluator / MaskEvaluator
 METADATA_FILES = ('image_ids.txt', 'class_labels.txt', 'image_sizes.txt', 'localization.txt')
 
 
@@ -54,12 +55,16 @@ def image_ids(split) -> list[str]:
     for image_id in ids:
         parts = image_id.replace('\\', '/').split('/')
         if not image_id or os.path.isabs(image_id) or '..' in parts or any(c in image_id for c in ',\n\r'):
-            raise DataError(f'image id {image_id!r} cannot name a scoremap inside <workdir>/scoremaps (it is empty, '
-                            'absolute, goes up with "..", or holds a comma or a line break); rename the image in '
-                            'the dataset\'s listing, or run without --config.eval.save_maps')
+            raise DataError(
+                f'image id {image_id!r} cannot name a scoremap inside <workdir>/scoremaps (it is empty, '
+                'absolute, goes up with "..", or holds a comma or a line break); rename the image in '
+                'the dataset\'s listing, or run without --config.eval.save_maps'
+            )
         if image_id in seen:
-            raise DataError(f'image id {image_id!r} appears twice in the test split: their scoremaps would '
-                            'overwrite each other; make the ids unique')
+            raise DataError(
+                f'image id {image_id!r} appears twice in the test split: their scoremaps would '
+                'overwrite each other; make the ids unique'
+            )
         seen.add(image_id)
     return ids
 
@@ -93,7 +98,7 @@ def resize_boxes(boxes, sizes) -> np.ndarray:
     as they do (float64, `x * 224` first, truncated). Padding rows stay `PAD_BOX`."""
     listed = listed_boxes(boxes).astype(np.float64)
     wh = np.asarray(sizes, np.float64)[:, None, :]
-    extent = np.concatenate([wh, wh], axis=-1)   # (N, 1, 4): W, H, W, H
+    extent = np.concatenate([wh, wh], axis=-1)  # (N, 1, 4): W, H, W, H
     resized = np.trunc(listed * float(SIZE) / extent)
     return np.where(metrics.valid_boxes(listed)[..., None], resized, metrics.PAD_BOX).astype(np.int32)
 
@@ -134,14 +139,20 @@ def metadata_lines(split, ids: Sequence[str]) -> dict[str, dict[str, list[str]]]
     """`{dataset name: {file name: lines}}` of their metadata for the split: the box tree (every
     image has at least one box) and the mask tree (the split has masks)."""
     sizes = split.original_sizes
-    common = {'image_ids.txt': list(ids),
-              'class_labels.txt': [f'{i},{int(c)}' for i, c in zip(ids, split.labels)],
-              'image_sizes.txt': [f'{i},{int(w)},{int(h)}' for i, (w, h) in zip(ids, sizes)]}
+    common = {
+        'image_ids.txt': list(ids),
+        'class_labels.txt': [f'{i},{int(c)}' for i, c in zip(ids, split.labels)],
+        'image_sizes.txt': [f'{i},{int(w)},{int(h)}' for i, (w, h) in zip(ids, sizes)],
+    }
     trees = {}
     if split.boxes is not None and metrics.valid_boxes(split.boxes).any(axis=1).all():
         listed, valid = listed_boxes(split.boxes), metrics.valid_boxes(split.boxes)
-        trees[BOX_DATASET] = {**common, 'localization.txt': [
-            f'{i},' + ','.join(str(int(v)) for v in box) for i, b, ok in zip(ids, listed, valid) for box in b[ok]]}
+        trees[BOX_DATASET] = {
+            **common,
+            'localization.txt': [
+                f'{i},' + ','.join(str(int(v)) for v in box) for i, b, ok in zip(ids, listed, valid) for box in b[ok]
+            ],
+        }
     if split.masks is not None:
         trees[MASK_DATASET] = {**common, 'localization.txt': [f'{i},' + ','.join(mask_files(i)) for i in ids]}
     return trees
@@ -154,19 +165,29 @@ def write_metadata(metadata_root: str, trees: dict[str, dict[str, list[str]]], s
             _write_lines(os.path.join(metadata_root, dataset, split_name, name), lines)
 
 
-def evaluator_commands(scoremap_root: str, metadata_root: str, mask_root: str, datasets: Sequence[str],
-                       interval: float = 0.01, ious: Sequence[int] = (30, 50, 70),
-                       split_name: str = 'test') -> dict[str, str]:
+def evaluator_commands(
+    scoremap_root: str,
+    metadata_root: str,
+    mask_root: str,
+    datasets: Sequence[str],
+    interval: float = 0.01,
+    ious: Sequence[int] = (30, 50, 70),
+    split_name: str = 'test',
+) -> dict[str, str]:
     """The commands that run their `evaluation.py` (in a clone of clovaai/wsolevaluation) on the
     written files: `{metric: command}` for MaxBoxAcc (v1: the largest contour, IoU 50),
     MaxBoxAccV2 (every contour, the mean over `ious`) and PxAP."""
-    base = (f'python evaluation.py --scoremap_root={scoremap_root}/ --metadata_root={metadata_root}/ '
-            f'--split={split_name} --cam_curve_interval={interval:g}')
+    base = (
+        f'python evaluation.py --scoremap_root={scoremap_root}/ --metadata_root={metadata_root}/ '
+        f'--split={split_name} --cam_curve_interval={interval:g}'
+    )
     out = {}
     if BOX_DATASET in datasets:
         out['maxboxacc_v1'] = f'{base} --dataset_name={BOX_DATASET} --multi_contour_eval=False --multi_iou_eval=False'
-        out['maxboxacc_v2'] = (f'{base} --dataset_name={BOX_DATASET} --multi_contour_eval=True --multi_iou_eval=True '
-                               f'--iou_threshold_list {" ".join(map(str, ious))}')
+        out['maxboxacc_v2'] = (
+            f'{base} --dataset_name={BOX_DATASET} --multi_contour_eval=True --multi_iou_eval=True '
+            f'--iou_threshold_list {" ".join(map(str, ious))}'
+        )
     if MASK_DATASET in datasets:
         out['pxap'] = f'{base} --dataset_name={MASK_DATASET} --mask_root={mask_root}/'
     return out

@@ -6,6 +6,7 @@ deterministic hold-out of `data.num_val` training images (`'holdout'`); the test
 influences training or selection. `check_source(config)` validates the data settings without
 reading any file, so that start-up validation can call it first.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -34,23 +35,33 @@ def check_source(config) -> None:
     _need(cfg.on_bad_sample in ('error', 'skip'), f"on_bad_sample must be 'error' or 'skip', got {cfg.on_bad_sample!r}")
     _need(cfg.val_split in ('holdout', 'val'), f"val_split must be 'holdout' or 'val', got {cfg.val_split!r}")
     from wsol_jax.data.records import CODECS
+
     _need(cfg.cache_codec in CODECS, f"cache_codec must be one of {', '.join(CODECS)}, got {cfg.cache_codec!r}")
     _need(cfg.read_threads >= 0, f'read_threads must be 0 (one per core) or positive, got {cfg.read_threads}')
     _need(cfg.image_size >= 1, f'image_size must be at least 1, got {cfg.image_size}')
     _need(cfg.num_classes >= 0, f'num_classes must be 0 (read from the data) or positive, got {cfg.num_classes}')
     if cfg.source == 'synthetic':
         from wsol_jax.data import synthetic
+
         synthetic.check_config(cfg)
         return
     if cfg.source == 'tfds':
         from wsol_jax.data.tfds_source import SUPPORTED
-        _need(cfg.tfds_name in SUPPORTED, f'tfds_name must be one of {", ".join(SUPPORTED)} with data.source=tfds, '
-              f'got {cfg.tfds_name!r}')
+
+        _need(
+            cfg.tfds_name in SUPPORTED,
+            f'tfds_name must be one of {", ".join(SUPPORTED)} with data.source=tfds, got {cfg.tfds_name!r}',
+        )
     if cfg.val_split == 'holdout':
-        _need(cfg.num_val >= 1, f'num_val must be at least 1 with data.val_split=holdout (the training images held '
-              f'out to select the epoch), got {cfg.num_val}')
-    _need(bool(cfg.root), f'root is empty: set it to the unpacked {cfg.source} dataset, e.g. '
-          '--config.data.root=/data/CUB_200_2011')
+        _need(
+            cfg.num_val >= 1,
+            f'num_val must be at least 1 with data.val_split=holdout (the training images held '
+            f'out to select the epoch), got {cfg.num_val}',
+        )
+    _need(
+        bool(cfg.root),
+        f'root is empty: set it to the unpacked {cfg.source} dataset, e.g. --config.data.root=/data/CUB_200_2011',
+    )
 
 
 def check_labels_in_train(records_by_split: dict, splits=('val', 'test')) -> None:
@@ -61,13 +72,16 @@ def check_labels_in_train(records_by_split: dict, splits=('val', 'test')) -> Non
     for split in splits:
         for r in records_by_split.get(split) or ():
             if r.label not in train:
-                raise DataError(f'{r.label_where}: label {r.label} of {r.path} ({split} split) never occurs in the '
-                                'training split; fix the label, or add training images of that class')
+                raise DataError(
+                    f'{r.label_where}: label {r.label} of {r.path} ({split} split) never occurs in the '
+                    'training split; fix the label, or add training images of that class'
+                )
 
 
 def _load_records(cfg, config_seed: int, cache_dir: str) -> tuple[dict[str, Split], int]:
     """Splits of the on-disk formats (`formats.FORMATS`), decoded once into `cache_dir`."""
     from wsol_jax.data import decode, formats
+
     if cfg.source == 'wsolevaluation':
         records_by_split, num_classes = formats.wsolevaluation(cfg.root, cfg.metadata_dir)
     else:
@@ -80,12 +94,17 @@ def _load_records(cfg, config_seed: int, cache_dir: str) -> tuple[dict[str, Spli
         keep, held = holdout_indices(len(train), cfg.num_val, config_seed)
         train, val = [train[i] for i in keep], [train[i] for i in held]
     elif not val:
-        raise ConfigError(f"config.data.val_split='val' but {cfg.source} at {cfg.root} has no validation "
-                          "split; use 'holdout'")
-    build = lambda name, recs: decode.cached_split(cache_dir, f'{cfg.source}-{name}', recs, cfg.image_size,
-                                                   num_classes, cfg.on_bad_sample, cfg.cache_codec)
-    return {'train': build('train', train), 'val': build('val', val),
-            'test': build('test', records_by_split['test'])}, num_classes
+        raise ConfigError(
+            f"config.data.val_split='val' but {cfg.source} at {cfg.root} has no validation split; use 'holdout'"
+        )
+    build = lambda name, recs: decode.cached_split(
+        cache_dir, f'{cfg.source}-{name}', recs, cfg.image_size, num_classes, cfg.on_bad_sample, cfg.cache_codec
+    )
+    return {
+        'train': build('train', train),
+        'val': build('val', val),
+        'test': build('test', records_by_split['test']),
+    }, num_classes
 
 
 def _temporary_cache() -> str:
@@ -104,18 +123,22 @@ def load_dataset(config, cache_dir: str = '') -> Dataset:
     cache_dir = cfg.cache_dir or cache_dir or _temporary_cache()
     if cfg.source == 'synthetic':
         from wsol_jax.data import synthetic
+
         return synthetic.load(cfg, config.seed, cache_dir)
     if not os.path.isdir(cfg.root):
-        raise DataError(f'config.data.root={cfg.root!r} is not a directory; point it at the unpacked '
-                        f'{cfg.source} dataset (the README lists what to download)')
+        raise DataError(
+            f'config.data.root={cfg.root!r} is not a directory; point it at the unpacked '
+            f'{cfg.source} dataset (the README lists what to download)'
+        )
     if cfg.source == 'tfds':
         from wsol_jax.data import tfds_source
+
         splits, num_classes = tfds_source.load(cfg, config.seed, cache_dir)
     else:
         splits, num_classes = _load_records(cfg, config.seed, cache_dir)
     from wsol_jax.data import class_names
+
     return Dataset(num_classes=num_classes, class_names=class_names.read(cfg.source, cfg.root), **splits)
 
 
-__all__ = ['Dataset', 'SOURCES', 'Split', 'check_labels_in_train', 'check_source', 'holdout_indices',
-           'load_dataset']
+__all__ = ['Dataset', 'SOURCES', 'Split', 'check_labels_in_train', 'check_source', 'holdout_indices', 'load_dataset']

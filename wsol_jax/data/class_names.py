@@ -1,5 +1,6 @@
 """The names of the classes, where a dataset ships them: for predictions and exports only (a
 missing or odd names file is never an error; classes are then `class_<k>`)."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ def read(source: str, root: str) -> Optional[list[str]]:
     if source == 'cub' and os.path.isfile(os.path.join(root, 'classes.txt')):
         rows = [f for _, f in _lines(os.path.join(root, 'classes.txt'), 'cub')]
         if not all(len(f) >= 2 and f[0].isdigit() for f in rows):
-            return None   # names are for reading predictions only: an odd file is not an error
+            return None  # names are for reading predictions only: an odd file is not an error
         return [f[1].split('.', 1)[-1] for f in sorted(rows, key=lambda f: int(f[0]))]
     if source == 'tiny_imagenet' and os.path.isfile(os.path.join(root, 'wnids.txt')):
         wnids = [f[0] for _, f in _lines(os.path.join(root, 'wnids.txt'), 'tiny_imagenet')]

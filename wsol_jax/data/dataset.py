@@ -12,6 +12,7 @@ evaluation protocol scales it once to the size it evaluates at: the paper's (res
 size, centre crop) here, `crop_protocol_boxes` and `crop_protocol_masks`; wsolevaluation's (the
 whole image at 224) in `wsol_jax.wsolevaluation`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,9 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 def holdout_indices(n: int, num_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic `(train, validation)` indices: `num_val` of `n` training examples held out."""
     if not 0 < num_val < n:
-        raise ConfigError(f'config.data.num_val={num_val} must be between 1 and the number of training '
-                          f'images - 1 ({n - 1})')
+        raise ConfigError(
+            f'config.data.num_val={num_val} must be between 1 and the number of training images - 1 ({n - 1})'
+        )
     order = np.asarray(jax.random.permutation(jax.random.key(seed), n))
     return np.sort(order[num_val:]), np.sort(order[:num_val])
 
@@ -45,7 +47,7 @@ class Dataset:
     val: Split
     test: Split
     num_classes: int
-    class_names: Optional[list] = None   # where the data set names its classes
+    class_names: Optional[list] = None  # where the data set names its classes
 
     def names_of_classes(self) -> list[str]:
         """The class names, or `class_<k>` where the data set has none."""
@@ -82,8 +84,7 @@ def augment(images_uint8: jnp.ndarray, rng: jax.Array, crop_size: int) -> jnp.nd
     return normalize(jax.vmap(one)(images_uint8, ys, xs, flips))
 
 
-def random_erase(images: jnp.ndarray, rng: jax.Array, prob: float, area=(0.05, 0.4),
-                 aspect=(0.3, 3.3)) -> jnp.ndarray:
+def random_erase(images: jnp.ndarray, rng: jax.Array, prob: float, area=(0.05, 0.4), aspect=(0.3, 3.3)) -> jnp.ndarray:
     """Random erasing (Zhong et al., 2020) of normalised images `(N, H, W, 3)`: with probability
     `prob` per image, one rectangle of `area` (a share of the image) and `aspect` ratio is set to
     0, the dataset-mean colour, which is what a weight of 0 of `g` does to a pixel
@@ -100,8 +101,13 @@ def random_erase(images: jnp.ndarray, rng: jax.Array, prob: float, area=(0.05, 0
     x0 = jax.random.uniform(k_x, (n,)) * (w - ew)
     ys = jnp.arange(h)[None, :, None]
     xs = jnp.arange(w)[None, None, :]
-    inside = ((ys >= y0[:, None, None]) & (ys < (y0 + eh)[:, None, None]) &
-              (xs >= x0[:, None, None]) & (xs < (x0 + ew)[:, None, None]) & on[:, None, None])
+    inside = (
+        (ys >= y0[:, None, None])
+        & (ys < (y0 + eh)[:, None, None])
+        & (xs >= x0[:, None, None])
+        & (xs < (x0 + ew)[:, None, None])
+        & on[:, None, None]
+    )
     return jnp.where(inside[..., None], 0.0, images)
 
 
@@ -112,7 +118,7 @@ def crop_offset(size: int, crop_size: int) -> int:
 def center_crop(images_uint8: jnp.ndarray, crop_size: int) -> jnp.ndarray:
     """Evaluation transform: centre crop and normalisation, `(N, S, S, 3)` -> `(N, c, c, 3)`."""
     o = crop_offset(images_uint8.shape[1], crop_size)
-    return normalize(images_uint8[:, o:o + crop_size, o:o + crop_size])
+    return normalize(images_uint8[:, o : o + crop_size, o : o + crop_size])
 
 
 def center_crop_boxes(boxes: np.ndarray, size: int, crop_size: int) -> np.ndarray:
@@ -132,7 +138,7 @@ def cache_boxes(boxes: np.ndarray, sizes: np.ndarray, size: int) -> np.ndarray:
     this is the same rule in integer pixels (rounded, then `center_crop_boxes` shifts and clips)."""
     boxes = np.asarray(boxes, np.float64)
     wh = np.asarray(sizes, np.float64)[:, None, :]
-    scale = np.concatenate([size / wh, size / wh], axis=-1)   # (N, 1, 4): x0, y0, x1, y1
+    scale = np.concatenate([size / wh, size / wh], axis=-1)  # (N, 1, 4): x0, y0, x1, y1
     scaled = np.clip(np.round(boxes * scale), 0, size - 1)
     return np.where(valid_boxes(boxes)[..., None], scaled, np.asarray(PAD_BOX)).astype(np.int32)
 
@@ -150,14 +156,19 @@ def resize_masks(masks: Sequence[np.ndarray], size: int) -> np.ndarray:
     give `(0, size, size)`: a host's share of the last evaluation batch can be only padding."""
     if len(masks) == 0:
         return np.zeros((0, size, size), np.uint8)
-    return np.stack([m if m.shape == (size, size) else
-                     cv2.resize(np.asarray(m, np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-                     for m in masks])
+    return np.stack(
+        [
+            m
+            if m.shape == (size, size)
+            else cv2.resize(np.asarray(m, np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+            for m in masks
+        ]
+    )
 
 
 def center_crop_masks(masks: np.ndarray, crop_size: int) -> np.ndarray:
     o = crop_offset(masks.shape[1], crop_size)
-    return masks[:, o:o + crop_size, o:o + crop_size]
+    return masks[:, o : o + crop_size, o : o + crop_size]
 
 
 def crop_protocol_masks(masks: Sequence[np.ndarray], size: int, crop_size: int) -> np.ndarray:
@@ -175,7 +186,7 @@ def train_batches(n: int, batch_size: int, key: jax.Array) -> Iterator[np.ndarra
     """Index batches of a shuffled epoch; the incomplete last batch is dropped."""
     order = epoch_permutation(key, n)
     for start in range(0, n - batch_size + 1, batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
 def eval_batches(n: int, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
@@ -219,8 +230,10 @@ def triplet_indices(labels: np.ndarray, anchors: np.ndarray, key: jax.Array) -> 
     anchors = np.asarray(anchors, np.int64)
     order, classes, starts, counts, slot = _class_blocks(labels)
     if len(classes) < 2:
-        raise DataError('triplets (Method II) need at least two classes in the training split, found '
-                        f'{len(classes)}; check the labels or use method1')
+        raise DataError(
+            'triplets (Method II) need at least two classes in the training split, found '
+            f'{len(classes)}; check the labels or use method1'
+        )
     c = np.searchsorted(classes, labels[anchors])
     start, count = starts[c], counts[c]
     # Positive: one of the count - 1 other slots of the block (the anchor's own slot skipped).

@@ -16,6 +16,7 @@ paper's released code do, 16-bit and float images scaled (Pillow would clip them
 composited over white. The EXIF orientation is ignored, as those protocols do (their boxes are in
 stored pixels), unless the listed image size matches only the upright one (`read_image`).
 """
+
 from __future__ import annotations
 
 import collections
@@ -40,7 +41,7 @@ from wsol_jax.annotations import IGNORE
 MASK_KINDS = ('binary', 'nonzero', 'flowers')
 # Part of the cache key: bump it whenever decoding, checks or the cache layout change, so that
 # caches written by an older version are not read back.
-FORMAT_VERSION = 6   # 3: Pillow bilinear resize; 4: ArrayRecord cache (records.py); 5: to_uint8, EXIF by listed
+FORMAT_VERSION = 6  # 3: Pillow bilinear resize; 4: ArrayRecord cache (records.py); 5: to_uint8, EXIF by listed
 # size; 6: original ground truth, the dataset's own image ids
 # Boxes may exceed the image by this many pixels (inclusive pixel conventions: CUB's x + w == W,
 # Stanford Cars' 1-based inclusive x2 == W); they are clipped. Anything further is an error.
@@ -64,12 +65,14 @@ class Record:
     Oxford Flowers 102 segmentation images, pure blue is background) and
     `extra_mask_paths` more masks of the same image, united with it (wsolevaluation lists one
     line per object mask); `source` names the annotation file and line, for error messages, and
-    `box_sources` the line of each box and `label_source` that of the label where they differ. `size` `(width, height)` is the size the
-    annotations list (wsolevaluation's image_sizes.txt, at `size_source`): the decoded image
-    must match it. `error`: a per-sample annotation problem found while reading (an unparseable
-    box), raised, or skipped with `on_bad_sample='skip'`, when the sample is decoded.
+    `box_sources` the line of each box and `label_source` that of the label where they differ.
+    `size` `(width, height)` is the size the annotations list (wsolevaluation's image_sizes.txt,
+    at `size_source`): the decoded image must match it. `error`: a per-sample annotation problem
+    found while reading (an unparseable box), raised, or skipped with `on_bad_sample='skip'`,
+    when the sample is decoded.
     `image_id`: the source's own name of the image (wsolevaluation's image_ids.txt entry, CUB's
     images.txt path, ...; default: `path`), the name of its scoremap for wsolevaluation."""
+
     path: str
     label: int
     boxes: np.ndarray
@@ -83,7 +86,7 @@ class Record:
     extra_mask_paths: tuple = ()
     error: str = ''
     label_source: str = ''
-    ignore_mask_paths: tuple = ()   # regions PxAP skips (OpenImages), stored as annotations.IGNORE
+    ignore_mask_paths: tuple = ()  # regions PxAP skips (OpenImages), stored as annotations.IGNORE
     image_id: str = ''
 
     def box_source(self, k: int) -> str:
@@ -120,10 +123,12 @@ def _open(path: str, what: str, source: str, hint: str) -> Image.Image:
             return image
     except MemoryError:
         raise
-    except Exception as e:   # OSError, SyntaxError, ValueError, ...: Pillow's plugins differ
+    except Exception as e:  # OSError, SyntaxError, ValueError, ...: Pillow's plugins differ
         reason = ' '.join(str(e).split()) or type(e).__name__
-        raise DataError(f'cannot decode {what} {path}{_listed(source)}: {reason}; the file is corrupt, truncated '
-                        f'or not an image: replace it, {hint}') from None
+        raise DataError(
+            f'cannot decode {what} {path}{_listed(source)}: {reason}; the file is corrupt, truncated '
+            f'or not an image: replace it, {hint}'
+        ) from None
 
 
 def _scale_wide(values: np.ndarray, mode: str) -> np.ndarray:
@@ -158,12 +163,12 @@ def _pixels_and_alpha(image: Image.Image, mode: str, with_alpha: bool):
         values = np.asarray(image)
         grey = _scale_wide(values, image.mode)
         pixels = grey if mode == 'L' else np.repeat(grey[..., None], 3, axis=-1)
-        trns = image.info.get('transparency')   # a raw 16-bit value, which Pillow's convert() ignores
+        trns = image.info.get('transparency')  # a raw 16-bit value, which Pillow's convert() ignores
         alpha = np.where(values == trns, 0, 255).astype(np.uint8) if with_alpha and isinstance(trns, int) else None
         return pixels, alpha
     if not (with_alpha and _has_alpha(image)):
         return np.asarray(image.convert(mode)), None
-    rgba = image.convert('RGBA')   # applies a palette's or a colour's transparency (Pillow asks for this route)
+    rgba = image.convert('RGBA')  # applies a palette's or a colour's transparency (Pillow asks for this route)
     return np.asarray(rgba.convert(mode)), np.asarray(rgba.getchannel('A'))
 
 
@@ -192,7 +197,7 @@ def _orientation(image: Image.Image) -> int:
     viewer does with a broken EXIF block)."""
     try:
         value = image.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:   # a corrupt EXIF block: the pixels are still fine
+    except Exception:  # a corrupt EXIF block: the pixels are still fine
         return 1
     return value if value in range(1, 9) else 1
 
@@ -206,27 +211,37 @@ def _oriented(image: Image.Image, upright: bool, listed_size: Optional[tuple]) -
         return image
     if not upright:
         w, h = image.size
-        swapped = orientation in (5, 6, 7, 8)   # a quarter turn: width and height trade places
+        swapped = orientation in (5, 6, 7, 8)  # a quarter turn: width and height trade places
         if listed_size is None or not swapped or tuple(listed_size) != (h, w):
             return image
     return ImageOps.exif_transpose(image)
 
 
-def _read_pixels(path: str, what: str, source: str, mode: str, upright: bool = False,
-                 listed_size: Optional[tuple] = None, background: Optional[tuple] = WHITE,
-                 hint: str = SKIP_HINT) -> np.ndarray:
+def _read_pixels(
+    path: str,
+    what: str,
+    source: str,
+    mode: str,
+    upright: bool = False,
+    listed_size: Optional[tuple] = None,
+    background: Optional[tuple] = WHITE,
+    hint: str = SKIP_HINT,
+) -> np.ndarray:
     """The file decoded (`_open`), oriented (`_oriented`) and converted to `mode` ('RGB':
     `(H, W, 3)`, 'L': `(H, W)`) uint8 by `to_uint8`; every problem is a `DataError` naming it."""
     image = _oriented(_open(path, what, source, hint), upright, listed_size)
     try:
         return to_uint8(image, mode, background)
     except ValueError as e:
-        raise DataError(f'cannot convert {what} {path}{_listed(source)} from Pillow mode {image.mode} to {mode}: '
-                        f'{e}; save it as RGB, {hint}') from None
+        raise DataError(
+            f'cannot convert {what} {path}{_listed(source)} from Pillow mode {image.mode} to {mode}: '
+            f'{e}; save it as RGB, {hint}'
+        ) from None
 
 
-def read_image(path: str, source: str = '', upright: bool = False, listed_size: Optional[tuple] = None,
-               hint: str = SKIP_HINT) -> np.ndarray:
+def read_image(
+    path: str, source: str = '', upright: bool = False, listed_size: Optional[tuple] = None, hint: str = SKIP_HINT
+) -> np.ndarray:
     """RGB uint8 `(H, W, 3)`, any mode converted by `to_uint8` (16-bit scaled, alpha over white).
 
     Orientation: the datasets' protocols (clovaai/wsolevaluation's loader and the paper's
@@ -247,8 +262,10 @@ def _read_levels(path: str, source: str) -> tuple[np.ndarray, float]:
         try:
             return to_uint8(image, 'L', None), 255.0
         except ValueError as e:
-            raise DataError(f'cannot convert mask {path}{_listed(source)} from Pillow mode {image.mode} to grey: '
-                            f'{e}; save it as a grey PNG, {SKIP_HINT}') from None
+            raise DataError(
+                f'cannot convert mask {path}{_listed(source)} from Pillow mode {image.mode} to grey: '
+                f'{e}; save it as a grey PNG, {SKIP_HINT}'
+            ) from None
     values = np.asarray(image)
     if image.mode == 'F':
         values = np.where(np.isfinite(values), values, 0)
@@ -292,8 +309,10 @@ def check_boxes(boxes, width: int, height: int, where: Sequence[str], path: str)
         else:
             continue
         box = ', '.join(f'{v:g}' for v in (x0, y0, x1, y1))
-        raise DataError(f'{where[min(k, len(where) - 1)] if where else path}: box [x0, y0, x1, y1] = [{box}] of '
-                        f'{path} is {problem} (the image is {width}x{height}); fix the annotation, {SKIP_HINT}')
+        raise DataError(
+            f'{where[min(k, len(where) - 1)] if where else path}: box [x0, y0, x1, y1] = [{box}] of '
+            f'{path} is {problem} (the image is {width}x{height}); fix the annotation, {SKIP_HINT}'
+        )
     return np.clip(boxes, 0, [width, height, width, height])
 
 
@@ -320,14 +339,18 @@ def _read_record_mask(record: Record, image_shape) -> Optional[np.ndarray]:
     for path in ((record.mask_path,) if record.mask_path else ()) + tuple(record.extra_mask_paths):
         m = read_mask(path, record.mask_kind, record.source)
         if m.shape != tuple(image_shape):
-            raise DataError(f'mask {path}{_listed(record.source)} is {m.shape[1]}x{m.shape[0]} but its image '
-                            f'{record.path} is {image_shape[1]}x{image_shape[0]}; fix the mask, {SKIP_HINT}')
+            raise DataError(
+                f'mask {path}{_listed(record.source)} is {m.shape[1]}x{m.shape[0]} but its image '
+                f'{record.path} is {image_shape[1]}x{image_shape[0]}; fix the mask, {SKIP_HINT}'
+            )
         mask = m if mask is None else mask | m
-    for path in record.ignore_mask_paths:   # wsolevaluation's layout only: read by its rule, non-zero is ignored
+    for path in record.ignore_mask_paths:  # wsolevaluation's layout only: read by its rule, non-zero is ignored
         ignore = read_mask(path, 'nonzero', record.source)
         if ignore.shape != tuple(image_shape):
-            raise DataError(f'ignore mask {path}{_listed(record.source)} is {ignore.shape[1]}x{ignore.shape[0]} but its '
-                            f'image {record.path} is {image_shape[1]}x{image_shape[0]}; fix the mask, {SKIP_HINT}')
+            raise DataError(
+                f'ignore mask {path}{_listed(record.source)} is {ignore.shape[1]}x{ignore.shape[0]} but its '
+                f'image {record.path} is {image_shape[1]}x{image_shape[0]}; fix the mask, {SKIP_HINT}'
+            )
         if mask is None:
             mask = np.zeros(tuple(image_shape), np.uint8)
         # wsolevaluation: ignored = inside an ignore box and not part of an object
@@ -344,10 +367,13 @@ def _decode(record: Record, size: int):
     h, w = image.shape[:2]
     if record.size is not None and tuple(record.size) != (w, h):
         listed = 'x'.join(map(str, record.size))
-        raise DataError(f'{record.size_source or record.source}: lists {record.path} as {listed} but the file is '
-                        f'{w}x{h}, so its boxes would be misplaced; fix the size or the image, {SKIP_HINT}')
-    boxes = check_boxes(record.boxes, w, h, [record.box_source(k) for k in range(len(record.boxes))] or
-                        [record.source], record.path)
+        raise DataError(
+            f'{record.size_source or record.source}: lists {record.path} as {listed} but the file is '
+            f'{w}x{h}, so its boxes would be misplaced; fix the size or the image, {SKIP_HINT}'
+        )
+    boxes = check_boxes(
+        record.boxes, w, h, [record.box_source(k) for k in range(len(record.boxes))] or [record.source], record.path
+    )
     mask = _read_record_mask(record, (h, w))
     if record.boxes_from_mask and mask is not None and (mask == 1).any():
         boxes = mask_box(mask)
@@ -357,8 +383,10 @@ def _decode(record: Record, size: int):
 def _check_labels(records: Sequence[Record], num_classes: int) -> None:
     for r in records:
         if not 0 <= r.label < num_classes:
-            raise DataError(f'{r.label_where}: label {r.label} (0-based) of {r.path} is outside [0, {num_classes}); '
-                            'check the annotations and config.data.num_classes')
+            raise DataError(
+                f'{r.label_where}: label {r.label} (0-based) of {r.path} is outside [0, {num_classes}); '
+                'check the annotations and config.data.num_classes'
+            )
 
 
 def ordered_results(pool: concurrent.futures.Executor, fn, items, window: int):
@@ -380,12 +408,19 @@ def ordered_results(pool: concurrent.futures.Executor, fn, items, window: int):
         while pending:
             yield pending.popleft()
     finally:
-        for fut in pending:   # stopped early (an error): do not decode the rest
+        for fut in pending:  # stopped early (an error): do not decode the rest
             fut.cancel()
 
 
-def decode_into(writer, records: Sequence[Record], size: int, num_classes: int, on_bad_sample: str = 'error',
-                desc: str = 'decode', workers: int = 8) -> list[str]:
+def decode_into(
+    writer,
+    records: Sequence[Record],
+    size: int,
+    num_classes: int,
+    on_bad_sample: str = 'error',
+    desc: str = 'decode',
+    workers: int = 8,
+) -> list[str]:
     """Decode `records` in parallel threads into `writer` (a `records.SplitWriter`) in order;
     returns the reason of each skipped sample.
 
@@ -398,8 +433,10 @@ def decode_into(writer, records: Sequence[Record], size: int, num_classes: int, 
         raise DataError(f'{desc}: the split is empty; check the dataset root and split files')
     _check_labels(records, num_classes)
     skipped = []
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
-            contextlib.closing(ordered_results(pool, lambda r: _decode(r, size), records, 4 * workers)) as futures:
+    with (
+        concurrent.futures.ThreadPoolExecutor(workers) as pool,
+        contextlib.closing(ordered_results(pool, lambda r: _decode(r, size), records, 4 * workers)) as futures,
+    ):
         for r, fut in tqdm(zip(records, futures), total=len(records), desc=desc, leave=False):
             try:
                 image, boxes, mask, original_size = fut.result()
@@ -430,29 +467,53 @@ def _file_state(path: Optional[str]):
     return [st.st_size, st.st_mtime_ns]
 
 
-def _fingerprint(records: Sequence[Record], size: int, num_classes: int, on_bad_sample: str,
-                 workers: int = 8) -> str:
+def _fingerprint(records: Sequence[Record], size: int, num_classes: int, on_bad_sample: str, workers: int = 8) -> str:
     """A key of everything a cached split depends on: the format version, the cache size,
     `num_classes`, `on_bad_sample` (it decides which samples are in), and per record its
     annotations, its image id and the size and modification time of its image and mask files."""
     h = hashlib.sha1(json.dumps([FORMAT_VERSION, size, num_classes, on_bad_sample]).encode())
     files = [[r.path, r.mask_path, *r.extra_mask_paths, *r.ignore_mask_paths] for r in records]
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:   # stat is slow on network disks
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # stat is slow on network disks
         states = list(pool.map(lambda paths: [_file_state(p) for p in paths], files))
     for r, state in zip(records, states):
-        h.update(json.dumps([r.path, r.name, r.label, np.asarray(r.boxes, np.float64).tolist(), r.mask_path,
-                             list(r.extra_mask_paths), list(r.ignore_mask_paths), r.mask_kind, r.boxes_from_mask,
-                             None if r.size is None else list(r.size), r.error, state]).encode())
+        h.update(
+            json.dumps(
+                [
+                    r.path,
+                    r.name,
+                    r.label,
+                    np.asarray(r.boxes, np.float64).tolist(),
+                    r.mask_path,
+                    list(r.extra_mask_paths),
+                    list(r.ignore_mask_paths),
+                    r.mask_kind,
+                    r.boxes_from_mask,
+                    None if r.size is None else list(r.size),
+                    r.error,
+                    state,
+                ]
+            ).encode()
+        )
     return h.hexdigest()[:16]
 
 
-def cached_split(cache_dir: str, name: str, records: Sequence[Record], size: int, num_classes: int,
-                 on_bad_sample: str = 'error', codec: str = 'raw') -> Split:
+def cached_split(
+    cache_dir: str,
+    name: str,
+    records: Sequence[Record],
+    size: int,
+    num_classes: int,
+    on_bad_sample: str = 'error',
+    codec: str = 'raw',
+) -> Split:
     """The records decoded once into `cache_dir/<name>-<fingerprint>/` (`records.cached`) and
     read from there: the fingerprint covers everything the content depends on."""
     key = _fingerprint(records, size, num_classes, on_bad_sample)
     if codec != 'raw':
         key += f'-{codec}'
-    return records_lib.cached(os.path.join(cache_dir, f'{name}-{key}'), size,
-                              lambda writer: decode_into(writer, records, size, num_classes, on_bad_sample, name),
-                              codec)
+    return records_lib.cached(
+        os.path.join(cache_dir, f'{name}-{key}'),
+        size,
+        lambda writer: decode_into(writer, records, size, num_classes, on_bad_sample, name),
+        codec,
+    )

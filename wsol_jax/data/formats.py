@@ -12,6 +12,7 @@ unparseable box or image size) is stored in `Record.error` and raised, or skippe
 sample under `on_bad_sample='skip'`, when the split is decoded (`decode.decode_into`), where
 boxes are also checked against the decoded image.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,9 @@ def _num_classes(records: Records) -> int:
 
 def _need(path: str, source: str) -> str:
     if not os.path.exists(path):
-        raise DataError(f'{path} not found; config.data.root must point at the unpacked dataset '
-                        f'({WHERE_TO_GET[source]})')
+        raise DataError(
+            f'{path} not found; config.data.root must point at the unpacked dataset ({WHERE_TO_GET[source]})'
+        )
     return path
 
 
@@ -97,8 +99,10 @@ def _check_unique(records: Records) -> Records:
         seen: dict[str, str] = {}
         for r in rs:
             if r.path in seen:
-                raise DataError(f'{r.source}: {r.path} is listed twice in the {split} split (also at '
-                                f'{seen[r.path]}); remove one of the entries')
+                raise DataError(
+                    f'{r.source}: {r.path} is listed twice in the {split} split (also at '
+                    f'{seen[r.path]}); remove one of the entries'
+                )
             seen[r.path] = r.source
     return records
 
@@ -113,8 +117,11 @@ def cub(root: str) -> tuple[Records, int]:
     seg_dir = os.path.join(root, 'segmentations')
     out: Records = {'train': [], 'test': []}
     for image_id, (where, (rel,)) in images.items():
-        for table, name in ((labels, 'image_class_labels.txt'), (split, 'train_test_split.txt'),
-                            (boxes, 'bounding_boxes.txt')):
+        for table, name in (
+            (labels, 'image_class_labels.txt'),
+            (split, 'train_test_split.txt'),
+            (boxes, 'bounding_boxes.txt'),
+        ):
             if image_id not in table:
                 raise DataError(f'{where}: image id {image_id} has no entry in {os.path.join(root, name)}')
         label_where, (label,) = labels[image_id]
@@ -127,14 +134,26 @@ def cub(root: str) -> tuple[Records, int]:
         box_where, box_fields = boxes[image_id]
         box, error = _box(box_fields, box_where, 'xywh')
         mask = os.path.join(seg_dir, os.path.splitext(rel)[0] + '.png') if os.path.isdir(seg_dir) else None
-        out['train' if is_train == '1' else 'test'].append(Record(
-            os.path.join(root, 'images', rel), label - 1, box, mask, 'binary', where,
-            box_sources=(box_where,), error=error, label_source=label_where, image_id=rel))
+        out['train' if is_train == '1' else 'test'].append(
+            Record(
+                os.path.join(root, 'images', rel),
+                label - 1,
+                box,
+                mask,
+                'binary',
+                where,
+                box_sources=(box_where,),
+                error=error,
+                label_source=label_where,
+                image_id=rel,
+            )
+        )
     return _check_unique(out), _num_classes(out)
 
 
 def _loadmat(path: str, source: str):
     from scipy import io as sio
+
     try:
         return sio.loadmat(_need(path, source), squeeze_me=True, struct_as_record=False)
     except (ValueError, OSError, TypeError) as e:
@@ -150,8 +169,10 @@ def _mat_key(mat: dict, key: str, path: str):
 def _mat_field(annotation, name: str, where: str):
     """A field of one .mat struct; `DataError` naming `where` if it is missing."""
     if not hasattr(annotation, name):
-        raise DataError(f'{where}: the annotation has no field {name!r}; use the devkit\'s cars_train_annos.mat and '
-                        'cars_test_annos_withlabels.mat')
+        raise DataError(
+            f'{where}: the annotation has no field {name!r}; use the devkit\'s cars_train_annos.mat and '
+            'cars_test_annos_withlabels.mat'
+        )
     return getattr(annotation, name)
 
 
@@ -165,8 +186,9 @@ def _cars_record(a, i: int, mat: str, root: str, folder: str) -> Record:
     box, error = _box([_mat_field(a, k, where) for k in ('bbox_x1', 'bbox_y1', 'bbox_x2', 'bbox_y2')], where)
     box[:, :2] -= 1
     image_id = f"{folder}/{_mat_field(a, 'fname', where)}"
-    return Record(os.path.join(root, image_id), label - 1, box, source=where, box_sources=(where,), error=error,
-                  image_id=image_id)
+    return Record(
+        os.path.join(root, image_id), label - 1, box, source=where, box_sources=(where,), error=error, image_id=image_id
+    )
 
 
 def cars(root: str) -> tuple[Records, int]:
@@ -177,8 +199,10 @@ def cars(root: str) -> tuple[Records, int]:
     if not os.path.exists(test_annos):
         test_annos = os.path.join(root, 'devkit', 'cars_test_annos_withlabels.mat')
     out: Records = {}
-    for split, mat, folder in (('train', os.path.join(root, 'devkit', 'cars_train_annos.mat'), 'cars_train'),
-                               ('test', test_annos, 'cars_test')):
+    for split, mat, folder in (
+        ('train', os.path.join(root, 'devkit', 'cars_train_annos.mat'), 'cars_train'),
+        ('test', test_annos, 'cars_test'),
+    ):
         annos = np.atleast_1d(_mat_key(_loadmat(mat, 'cars'), 'annotations', mat))
         out[split] = [_cars_record(a, i, mat, root, folder) for i, a in enumerate(annos)]
     return _check_unique(out), _num_classes(out)
@@ -190,7 +214,7 @@ def _mat_ints(values, where: str, what: str) -> np.ndarray:
     if values.dtype.kind in 'iu':
         return values.astype(np.int64)
     if values.dtype.kind == 'f' and np.isfinite(values).all() and (values == np.round(values)).all():
-        return values.astype(np.int64)   # MATLAB's doubles
+        return values.astype(np.int64)  # MATLAB's doubles
     return np.array([_int(v, f'{where}[{k}]', what) for k, v in enumerate(values)], np.int64)
 
 
@@ -210,11 +234,20 @@ def flowers(root: str) -> tuple[Records, int]:
         ids = _mat_ints(_mat_key(setid, key, setid_mat), f'{setid_mat}:{key}', 'image id')
         if ids.size and (ids.max() > len(labels) or ids.min() < 1):
             raise DataError(f'{setid_mat}: {key} refers to image ids outside 1..{len(labels)}')
-        out[split] = [Record(os.path.join(root, 'jpg', f'image_{i:05d}.jpg'), int(labels[i - 1]) - 1,
-                             np.zeros((0, 4)), os.path.join(root, 'segmim', f'segmim_{i:05d}.jpg'), 'flowers',
-                             f'{setid_mat}:{key}[{j}]', boxes_from_mask=True,
-                             label_source=f'{labels_mat}:labels[{i - 1}]', image_id=f'jpg/image_{i:05d}.jpg')
-                      for j, i in enumerate(ids)]
+        out[split] = [
+            Record(
+                os.path.join(root, 'jpg', f'image_{i:05d}.jpg'),
+                int(labels[i - 1]) - 1,
+                np.zeros((0, 4)),
+                os.path.join(root, 'segmim', f'segmim_{i:05d}.jpg'),
+                'flowers',
+                f'{setid_mat}:{key}[{j}]',
+                boxes_from_mask=True,
+                label_source=f'{labels_mat}:labels[{i - 1}]',
+                image_id=f'jpg/image_{i:05d}.jpg',
+            )
+            for j, i in enumerate(ids)
+        ]
     return _check_unique(out), int(labels.max())
 
 
@@ -234,16 +267,34 @@ def tiny_imagenet(root: str) -> tuple[Records, int]:
         for name, (where, f) in _fields(path, 'tiny_imagenet', 5).items():
             box, error = _box(f, where)
             image_id = f'train/{wnid}/images/{name}'
-            train.append(Record(os.path.join(root, image_id), index[wnid], box, source=where, box_sources=(where,),
-                                error=error, image_id=image_id))
+            train.append(
+                Record(
+                    os.path.join(root, image_id),
+                    index[wnid],
+                    box,
+                    source=where,
+                    box_sources=(where,),
+                    error=error,
+                    image_id=image_id,
+                )
+            )
     test = []
     path = os.path.join(root, 'val', 'val_annotations.txt')
     for name, (where, f) in _fields(path, 'tiny_imagenet', 6).items():
         if f[0] not in index:
             raise DataError(f'{where}: class {f[0]} is not in wnids.txt')
         box, error = _box(f[1:], where)
-        test.append(Record(os.path.join(root, 'val', 'images', name), index[f[0]], box, source=where,
-                           box_sources=(where,), error=error, image_id=f'val/images/{name}'))
+        test.append(
+            Record(
+                os.path.join(root, 'val', 'images', name),
+                index[f[0]],
+                box,
+                source=where,
+                box_sources=(where,),
+                error=error,
+                image_id=f'val/images/{name}',
+            )
+        )
     return _check_unique({'train': train, 'test': test}), len(index)
 
 
@@ -267,8 +318,11 @@ def _image_sizes(path: str) -> dict[str, tuple[str, Optional[tuple[int, int]], s
             size = (int(w), int(h))
             out[p] = (where, size, '' if min(size) > 0 else f'{where}: image size {w}x{h} is not positive')
         except ValueError:
-            out[p] = (where, None, f'{where}: image size {w!r},{h!r} is not a pair of integers; fix the line, '
-                                   f'{SKIP_HINT}')
+            out[p] = (
+                where,
+                None,
+                f'{where}: image size {w!r},{h!r} is not a pair of integers; fix the line, {SKIP_HINT}',
+            )
     return out
 
 
@@ -295,7 +349,7 @@ def _localization(path: str, ids: dict[str, str], root: str):
             w.append(where)
         elif len(f) in (2, 3):
             masks.setdefault(f[0], []).append(os.path.join(root, f[1]))
-            if len(f) == 3 and f[2]:   # OpenImages: the image's ignore regions (the same file on each line)
+            if len(f) == 3 and f[2]:  # OpenImages: the image's ignore regions (the same file on each line)
                 ignores = ignore.setdefault(f[0], [])
                 if os.path.join(root, f[2]) not in ignores:
                     ignores.append(os.path.join(root, f[2]))
@@ -336,16 +390,32 @@ def wsolevaluation(root: str, metadata_dir: str = '') -> tuple[Records, int]:
             size_where, size, size_error = sizes.get(p, ('', None, ''))
             b, box_where = boxes.get(p, ([], []))
             mask_paths = masks.get(p, [])
-            records.append(Record(
-                os.path.join(root, p), label, np.concatenate(b) if b else np.zeros((0, 4)),
-                mask_paths[0] if mask_paths else None, 'nonzero', where, boxes_from_mask=bool(mask_paths) and not b,
-                box_sources=tuple(box_where), size=size, size_source=size_where,
-                extra_mask_paths=tuple(mask_paths[1:]), error=errors.get(p) or size_error,
-                ignore_mask_paths=tuple(ignore.get(p, ())), image_id=p))
+            records.append(
+                Record(
+                    os.path.join(root, p),
+                    label,
+                    np.concatenate(b) if b else np.zeros((0, 4)),
+                    mask_paths[0] if mask_paths else None,
+                    'nonzero',
+                    where,
+                    boxes_from_mask=bool(mask_paths) and not b,
+                    box_sources=tuple(box_where),
+                    size=size,
+                    size_source=size_where,
+                    extra_mask_paths=tuple(mask_paths[1:]),
+                    error=errors.get(p) or size_error,
+                    ignore_mask_paths=tuple(ignore.get(p, ())),
+                    image_id=p,
+                )
+            )
         out[split] = records
     return _check_unique(out), _num_classes(out)
 
 
 FORMATS: dict[str, Callable[..., tuple[Records, int]]] = {
-    'cub': cub, 'cars': cars, 'flowers': flowers, 'tiny_imagenet': tiny_imagenet,
-    'wsolevaluation': wsolevaluation}
+    'cub': cub,
+    'cars': cars,
+    'flowers': flowers,
+    'tiny_imagenet': tiny_imagenet,
+    'wsolevaluation': wsolevaluation,
+}

@@ -26,6 +26,7 @@ its own chunk, so reading one image reads nothing else. The folder is built
 under a temporary name and renamed into place when complete: a folder with the final name is
 always whole, and an interrupted build leaves only a temporary folder, removed by the next build.
 """
+
 from __future__ import annotations
 
 import array
@@ -48,11 +49,12 @@ from wsol_jax.errors import DataError
 # compressor (5 % on the synthetic images) and reading was 2x faster than zstd here (36k vs 18k
 # 32 px images/s on one core); the `jpeg` codec is the way to make a cache small.
 WRITER_OPTIONS = 'group_size:1,uncompressed'
-READER_OPTIONS = 'readahead_buffer_size:0,max_parallelism:0'   # random access: no read-ahead, no reader threads of its own (Grain's threads read in parallel; 1.4x faster here)
+# random access: no read-ahead, no reader threads of its own (Grain's threads read in parallel; 1.4x faster here)
+READER_OPTIONS = 'readahead_buffer_size:0,max_parallelism:0'
 CODECS = ('raw', 'jpeg')
 JPEG_QUALITY = 95
-IMAGES, MASKS, META = 'images', 'masks', 'meta.npz'   # images-00000.array_record, ...
-SHARD_SIZE = 4096   # records per file (see _ShardedWriter)
+IMAGES, MASKS, META = 'images', 'masks', 'meta.npz'  # images-00000.array_record, ...
+SHARD_SIZE = 4096  # records per file (see _ShardedWriter)
 
 
 def encode_image(image: np.ndarray, codec: str) -> bytes:
@@ -94,8 +96,9 @@ class _Records:
     records each, read at random (`rows`: a view of some of them). Pickles as its paths, so
     worker processes open their own readers."""
 
-    def __init__(self, folder: str, stem: str, num_records: int, shard_size: int = 0,
-                 rows: Optional[np.ndarray] = None):
+    def __init__(
+        self, folder: str, stem: str, num_records: int, shard_size: int = 0, rows: Optional[np.ndarray] = None
+    ):
         self.folder, self.stem, self.num_records = folder, stem, int(num_records)
         self.shard_size = int(shard_size) or max(1, self.num_records)
         self._rows = None if rows is None else np.asarray(rows, np.int64)
@@ -106,10 +109,12 @@ class _Records:
         readers = self._local.__dict__.setdefault('readers', {})
         if shard not in readers:
             from array_record.python.array_record_module import ArrayRecordReader
+
             path = shard_path(self.folder, self.stem, shard)
             if not os.path.exists(path):
-                raise DataError(f'the record cache file {path} is gone; delete the folder {self.folder} and run '
-                                'again to rebuild it')
+                raise DataError(
+                    f'the record cache file {path} is gone; delete the folder {self.folder} and run again to rebuild it'
+                )
             readers[shard] = ArrayRecordReader(path, READER_OPTIONS)
         return readers[shard]
 
@@ -127,7 +132,7 @@ class _Records:
         if isinstance(index, slice):
             return np.arange(*index.indices(n))
         p = np.asarray(index)
-        if p.size == 0:   # [] is float64 to numpy
+        if p.size == 0:  # [] is float64 to numpy
             p = p.astype(np.int64)
         if p.dtype == bool:
             if p.shape != (n,):
@@ -167,8 +172,16 @@ class RecordArray(_Records):
     array of any shape: `a[idx]` has shape `idx.shape + item_shape`) and reads only those
     records. `np.asarray(a)` reads them all. `subset` makes a view of some rows."""
 
-    def __init__(self, folder: str, stem: str, num_records: int, item_shape: tuple[int, ...],
-                 codec: str = 'raw', shard_size: int = 0, rows: Optional[np.ndarray] = None):
+    def __init__(
+        self,
+        folder: str,
+        stem: str,
+        num_records: int,
+        item_shape: tuple[int, ...],
+        codec: str = 'raw',
+        shard_size: int = 0,
+        rows: Optional[np.ndarray] = None,
+    ):
         if codec not in CODECS:
             raise ValueError(f'codec must be one of {CODECS}, got {codec!r}')
         super().__init__(folder, stem, num_records, shard_size, rows)
@@ -219,10 +232,12 @@ class _ShardedWriter:
 
     def write(self, data: bytes) -> None:
         from array_record.python.array_record_module import ArrayRecordWriter
+
         if self.count % SHARD_SIZE == 0:
             self.close()
-            self._writer = ArrayRecordWriter(shard_path(self.folder, self.stem, self.count // SHARD_SIZE),
-                                             WRITER_OPTIONS)
+            self._writer = ArrayRecordWriter(
+                shard_path(self.folder, self.stem, self.count // SHARD_SIZE), WRITER_OPTIONS
+            )
         self._writer.write(data)
         self.count += 1
 
@@ -253,19 +268,28 @@ class SplitWriter:
         self.names: list[str] = []
         self._with_mask = 0
 
-    def add(self, image: np.ndarray, label: int, name: str, boxes: Optional[np.ndarray] = None,
-            mask: Optional[np.ndarray] = None, original_size: Optional[tuple[int, int]] = None) -> None:
+    def add(
+        self,
+        image: np.ndarray,
+        label: int,
+        name: str,
+        boxes: Optional[np.ndarray] = None,
+        mask: Optional[np.ndarray] = None,
+        original_size: Optional[tuple[int, int]] = None,
+    ) -> None:
         """One sample: `image` `(S, S, 3)` uint8 (resized to the cache size), `name` its image id,
         and its ground truth in the original image's pixels: `boxes` `(K, 4)` float
         `[x0, y0, x1, y1]`, `mask` `(H, W)` uint8 and `original_size` `(W, H)` (default: `(S, S)`,
         an image made at the cache size)."""
         if image.shape != (self.size, self.size, 3) or image.dtype != np.uint8:
-            raise ValueError(f'{name}: expected a ({self.size}, {self.size}, 3) uint8 image, got {image.shape} '
-                             f'{image.dtype}')
+            raise ValueError(
+                f'{name}: expected a ({self.size}, {self.size}, 3) uint8 image, got {image.shape} {image.dtype}'
+            )
         width, height = original_size or (self.size, self.size)
         if mask is not None and mask.shape != (height, width):
-            raise ValueError(f'{name}: the mask is {mask.shape[1]}x{mask.shape[0]} but the original image is '
-                             f'{width}x{height}')
+            raise ValueError(
+                f'{name}: the mask is {mask.shape[1]}x{mask.shape[0]} but the original image is {width}x{height}'
+            )
         self._images.write(encode_image(image, self.codec))
         self._with_mask += mask is not None
         self._masks.write(b'' if mask is None else encode_mask(mask))
@@ -285,10 +309,15 @@ class SplitWriter:
         self._masks.close()
         if self._with_mask != len(self):
             self._masks.remove()
-        meta = {'labels': np.asarray(self.labels, np.int32), 'names': np.asarray(self.names, dtype=str),
-                'sizes': np.asarray(self.sizes, np.int32).reshape(-1, 2),
-                'skipped': np.asarray(list(skipped), dtype=str), 'size': np.int64(self.size),
-                'codec': np.asarray(self.codec), 'shard_size': np.int64(SHARD_SIZE)}
+        meta = {
+            'labels': np.asarray(self.labels, np.int32),
+            'names': np.asarray(self.names, dtype=str),
+            'sizes': np.asarray(self.sizes, np.int32).reshape(-1, 2),
+            'skipped': np.asarray(list(skipped), dtype=str),
+            'size': np.int64(self.size),
+            'codec': np.asarray(self.codec),
+            'shard_size': np.int64(SHARD_SIZE),
+        }
         counts = np.asarray(self.box_counts, np.int64)
         if counts.any():
             padded = np.full((len(self), counts.max(), 4), PAD_BOX, np.float64)
@@ -319,9 +348,11 @@ def open_split(folder: str):
     images = RecordArray(folder, IMAGES, n, (size, size, 3), codec, shard_size)
     has_masks = os.path.exists(shard_path(folder, MASKS, 0))
     masks = MaskArray(folder, MASKS, n, shard_size) if has_masks else None
-    if skipped:   # a cached split still says that it lacks samples
-        print(f'[data] {os.path.basename(folder)}: {len(skipped)} samples were skipped when it was built '
-              f'(first: {skipped[0]})')
+    if skipped:  # a cached split still says that it lacks samples
+        print(
+            f'[data] {os.path.basename(folder)}: {len(skipped)} samples were skipped when it was built '
+            f'(first: {skipped[0]})'
+        )
     return Split(images, labels, boxes, masks, names, sizes)
 
 
@@ -333,7 +364,7 @@ def _remove_stale(folder: str) -> None:
     """Temporary folders of this host's earlier builds of `folder` whose process is gone."""
     prefix = _tmp_prefix(folder)
     for tmp in glob.glob(glob.escape(prefix) + '*'):
-        pid = tmp[len(prefix):]
+        pid = tmp[len(prefix) :]
         if pid.isdigit() and not os.path.exists(f'/proc/{pid}'):
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -343,8 +374,10 @@ def cached(folder: str, size: int, build: Callable[[SplitWriter], list[str]], co
     and returns the reasons of the skipped ones. Safe against interruption (the folder appears
     only when whole) and against two processes building it at once (the first rename wins)."""
     if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, META)):
-        raise DataError(f'{folder} is not a complete record cache (no {META}; not written by this version?); '
-                        'delete it and run again to rebuild it')
+        raise DataError(
+            f'{folder} is not a complete record cache (no {META}; not written by this version?); '
+            'delete it and run again to rebuild it'
+        )
     if not os.path.exists(os.path.join(folder, META)):
         os.makedirs(os.path.dirname(folder) or '.', exist_ok=True)
         _remove_stale(folder)
@@ -362,5 +395,5 @@ def cached(folder: str, size: int, build: Callable[[SplitWriter], list[str]], co
         except OSError:
             if not os.path.exists(os.path.join(folder, META)):
                 raise
-            shutil.rmtree(tmp, ignore_errors=True)   # another process finished the same split first
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same split first
     return open_split(folder)

@@ -4,6 +4,7 @@ Storage-agnostic: images and masks may be numpy arrays or the record cache's on-
 (`wsol_jax.data.records`), which the split only indexes; so the record cache can build splits
 without this module knowing about it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,10 +22,11 @@ class Split:
     with `mask_rows`) or None; `names` the image ids (the
     source's own: wsolevaluation's image_ids.txt, CUB's images.txt paths, ...); `sizes` `(N, 2)`
     the original `(width, height)` (None: images made at the cache size, `(S, S)`)."""
-    images: np.ndarray   # or a records.RecordArray
+
+    images: np.ndarray  # or a records.RecordArray
     labels: np.ndarray
     boxes: Optional[np.ndarray] = None
-    masks: Optional[np.ndarray | list] = None   # or a records.MaskArray
+    masks: Optional[np.ndarray | list] = None  # or a records.MaskArray
     names: Optional[list] = None
     sizes: Optional[np.ndarray] = None
 
@@ -59,11 +61,12 @@ class Split:
 
     def subset(self, index) -> 'Split':
         """The rows `index`; record-backed arrays stay on disk (a view of those rows)."""
+
         def take(a):
             if isinstance(a, list):
                 return [a[i] for i in np.asarray(index)]
             # record-backed arrays (records.RecordArray, MaskArray) have their own view of rows
             return None if a is None else a.subset(index) if hasattr(a, 'subset') else a[index]
+
         names = None if self.names is None else [self.names[i] for i in np.asarray(index)]
-        return Split(take(self.images), self.labels[index], take(self.boxes), take(self.masks), names,
-                     take(self.sizes))
+        return Split(take(self.images), self.labels[index], take(self.boxes), take(self.masks), names, take(self.sizes))

@@ -19,6 +19,7 @@ It reproduces the fine-grained situation the paper is about:
 Each image has a label, a GT box (the body's bounding rectangle, `[x, y, x + w, y + h]` as
 `boxes_from_maps` returns) and a GT foreground mask. Training uses labels only.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,8 +69,13 @@ def _distractors(rng: np.random.Generator, image: np.ndarray, count: int) -> Non
         cx, cy = rng.uniform(0, size, 2)
         r = rng.uniform(0.06, 0.16) * size
         if rng.random() < 0.5:
-            cv2.rectangle(image, (int(cx - r), int(cy - r * 0.6)), (int(cx + r), int(cy + r * 0.6)),
-                          tuple(float(c) for c in color), -1)
+            cv2.rectangle(
+                image,
+                (int(cx - r), int(cy - r * 0.6)),
+                (int(cx + r), int(cy + r * 0.6)),
+                tuple(float(c) for c in color),
+                -1,
+            )
         else:
             _draw_shape(image, 'triangle', cx, cy, r, color)
 
@@ -98,9 +104,18 @@ def _spread_points(rng: np.random.Generator, candidates: np.ndarray, n: int) -> 
     return np.asarray(chosen)
 
 
-def make_image(rng: np.random.Generator, label: int, size: int, *, num_distractors: int = 3,
-               min_scale: float = 0.35, max_scale: float = 0.8, part_scale: float = 0.12,
-               body_class_signal: float = 0.0, num_parts: int = 1):
+def make_image(
+    rng: np.random.Generator,
+    label: int,
+    size: int,
+    *,
+    num_distractors: int = 3,
+    min_scale: float = 0.35,
+    max_scale: float = 0.8,
+    part_scale: float = 0.12,
+    body_class_signal: float = 0.0,
+    num_parts: int = 1,
+):
     """One image: `(image (S, S, 3) uint8, box (4,) int, mask (S, S) uint8)`."""
     image = _background(rng, size)
     _distractors(rng, image, rng.integers(1, num_distractors + 1) if num_distractors else 0)
@@ -130,7 +145,10 @@ def make_image(rng: np.random.Generator, label: int, size: int, *, num_distracto
 
 def _check_split(split: str, n: int, num_classes: int) -> None:
     if not 2 <= num_classes <= 2 * len(GENUS_COLORS):
-        raise ConfigError(f'config.data.num_classes: the synthetic benchmark has 2 to {2 * len(GENUS_COLORS)} classes, got {num_classes}')
+        raise ConfigError(
+            f'config.data.num_classes: the synthetic benchmark has 2 to {2 * len(GENUS_COLORS)} classes, '
+            f'got {num_classes}'
+        )
     if n < 1:
         raise ConfigError(f'config.data.num_{split} must be at least 1 (the synthetic {split} split), got {n}')
 
@@ -157,7 +175,9 @@ def _cache_key(seed: int, split: str, n: int, size: int, num_classes: int, codec
     generator never reads an old cache back)."""
     with open(__file__, 'rb') as fh:
         h = hashlib.sha1(fh.read())
-    h.update(json.dumps([decode.FORMAT_VERSION, seed, split, n, size, num_classes, codec, sorted(kwargs.items())]).encode())
+    h.update(
+        json.dumps([decode.FORMAT_VERSION, seed, split, n, size, num_classes, codec, sorted(kwargs.items())]).encode()
+    )
     return h.hexdigest()[:16]
 
 
@@ -170,21 +190,28 @@ def check_config(cfg) -> None:
     outside 2..8. Generates nothing."""
     for key in ('num_train', 'num_val', 'num_test') + GENERATOR_KEYS:
         if cfg.get(key) is None:
-            raise ConfigError(f'config.data.{key} is missing: data.source=synthetic needs the keys of '
-                              'configs/synthetic.py (use --config=configs/synthetic.py:method1)')
+            raise ConfigError(
+                f'config.data.{key} is missing: data.source=synthetic needs the keys of '
+                'configs/synthetic.py (use --config=configs/synthetic.py:method1)'
+            )
     for split in SPLIT_IDS:
         n = cfg.get(f'num_{split}')
         if n < 1:
-            raise ConfigError(f'config.data.num_{split} must be at least 1 (the size of the synthetic {split} '
-                              f'split), got {n}')
+            raise ConfigError(
+                f'config.data.num_{split} must be at least 1 (the size of the synthetic {split} split), got {n}'
+            )
     if not 2 <= cfg.num_classes <= 2 * len(GENUS_COLORS):
-        raise ConfigError(f'config.data.num_classes: the synthetic benchmark has 2 to {2 * len(GENUS_COLORS)} '
-                          f'classes, got {cfg.num_classes}')
+        raise ConfigError(
+            f'config.data.num_classes: the synthetic benchmark has 2 to {2 * len(GENUS_COLORS)} '
+            f'classes, got {cfg.num_classes}'
+        )
     if cfg.num_parts < 1:
         raise ConfigError(f'config.data.num_parts must be at least 1, got {cfg.num_parts}')
     if not 0 < cfg.min_scale <= cfg.max_scale < 1:
-        raise ConfigError(f'config.data.min_scale and max_scale must satisfy 0 < min_scale <= max_scale < 1, got '
-                          f'{cfg.min_scale} and {cfg.max_scale}')
+        raise ConfigError(
+            f'config.data.min_scale and max_scale must satisfy 0 < min_scale <= max_scale < 1, got '
+            f'{cfg.min_scale} and {cfg.max_scale}'
+        )
 
 
 def load(cfg, seed: int, cache_dir: str) -> Dataset:
@@ -199,13 +226,15 @@ def load(cfg, seed: int, cache_dir: str) -> Dataset:
         args = (seed, name, n, cfg.image_size, cfg.num_classes)
 
         def build(writer, args=args, n=n, name=name) -> list[str]:
-            for image, box, mask, label, image_name in tqdm(generate(*args, **kwargs), total=n,
-                                                          desc=f'synthetic {name}', leave=False, disable=None):
+            for image, box, mask, label, image_name in tqdm(
+                generate(*args, **kwargs), total=n, desc=f'synthetic {name}', leave=False, disable=None
+            ):
                 writer.add(image, label, image_name, box, mask)
             return []
 
         key = _cache_key(*args, cfg.cache_codec, kwargs)
-        splits[name] = records.cached(os.path.join(cache_dir, f'synthetic-{name}-{key}'), cfg.image_size, build,
-                                      cfg.cache_codec)
+        splits[name] = records.cached(
+            os.path.join(cache_dir, f'synthetic-{name}-{key}'), cfg.image_size, build, cfg.cache_codec
+        )
     names = [f'genus{c // 2}-{PART_SHAPES[c % 2]}' for c in range(cfg.num_classes)]
     return Dataset(num_classes=cfg.num_classes, class_names=names, **splits)

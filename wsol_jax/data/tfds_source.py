@@ -6,6 +6,7 @@ Supported: `caltech_birds2011` (boxes and segmentation masks), `cars196` (boxes)
 [0, 1]; they become `[x0, y0, x1, y1]` pixels here. TensorFlow is imported only in this module,
 only when this source is used, and is hidden from the GPUs (JAX owns them).
 """
+
 from __future__ import annotations
 
 import glob
@@ -30,8 +31,9 @@ def _import():
         import tensorflow as tf
         import tensorflow_datasets as tfds
     except ImportError:
-        raise DataError('data.source=tfds needs tensorflow-cpu and tensorflow-datasets: '
-                        'pip install -r requirements-dev.txt') from None
+        raise DataError(
+            'data.source=tfds needs tensorflow-cpu and tensorflow-datasets: pip install -r requirements-dev.txt'
+        ) from None
     tf.config.set_visible_devices([], 'GPU')
     return tfds
 
@@ -52,7 +54,7 @@ def example_to_sample(example: dict, size: int):
     if 'segmentation_mask' in example:
         m = np.asarray(example['segmentation_mask'])[..., 0]
         mask = (m > (127 if m.max() > 1 else 0)).astype(np.uint8)
-        if mask.shape != (h, w):   # kept at the image's pixels, as its boxes (TFDS' mock data differ in size)
+        if mask.shape != (h, w):  # kept at the image's pixels, as its boxes (TFDS' mock data differ in size)
             mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
     return resize_image(image, size), boxes, mask, (w, h)
 
@@ -71,8 +73,10 @@ def read_split(tfds, name: str, split: str, data_dir: str, size: int, cache_dir:
     try:
         ds = tfds.load(name, split=split, data_dir=data_dir, download=False, shuffle_files=False)
     except Exception as e:  # TFDS raises several types for a missing or unprepared dataset
-        raise DataError(f'cannot read TFDS {name}[{split}] from data_dir={data_dir}: {str(e).splitlines()[0]} '
-                        f'(prepare it where there is network: tfds build {name} --data_dir={data_dir})') from None
+        raise DataError(
+            f'cannot read TFDS {name}[{split}] from data_dir={data_dir}: {str(e).splitlines()[0]} '
+            f'(prepare it where there is network: tfds build {name} --data_dir={data_dir})'
+        ) from None
 
     def build(writer) -> list[str]:
         for i, example in enumerate(tqdm(tfds.as_numpy(ds), desc=f'{name}[{split}]', leave=False)):

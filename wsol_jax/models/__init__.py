@@ -1,4 +1,5 @@
 """Flax Linen modules: the backbones (ResNet, ViT, ConvNeXt), the frozen network `f` and the weight-map network `g`."""
+
 from wsol_jax.models.classifier import Classifier
 from wsol_jax.models.convnext import ConvNeXt
 from wsol_jax.models.registry import ARCHS

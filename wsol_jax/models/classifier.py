@@ -10,6 +10,7 @@ self-supervised DINO ViT), and there is no head.
 The parameters are `{'backbone': ..., 'head': ...}` for every architecture (ResNet checkpoints and
 the Siamese f's start from the classifier's backbone rely on these names).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,6 +29,7 @@ class Classifier(nn.Module):
     """`f`: `(N, H, W, 3)` normalised images -> `(N, num_outputs)` logits or embeddings (`kind=
     'classifier'`), or `(N, D)` pooled features (`kind='encoder'`; `num_outputs` 0 or D), in
     `output_dtype(dtype)` (float32 for float32 and bfloat16 compute)."""
+
     num_outputs: int
     arch: str = 'resnet18'
     width: float = 1.0
@@ -41,9 +43,11 @@ class Classifier(nn.Module):
         if self.kind == 'classifier':
             self.head = nn.Dense(self.num_outputs, dtype=self.dtype)
         elif self.num_outputs not in (0, registry.feature_dim(self.arch, self.width)):
-            raise ConfigError(f'an encoder f ({self.arch}, width {self.width}) outputs its '
-                              f'{registry.feature_dim(self.arch, self.width)}-d pooled features, not '
-                              f'{self.num_outputs}: set the output size to 0 or that, or use a classifier f')
+            raise ConfigError(
+                f'an encoder f ({self.arch}, width {self.width}) outputs its '
+                f'{registry.feature_dim(self.arch, self.width)}-d pooled features, not '
+                f'{self.num_outputs}: set the output size to 0 or that, or use a classifier f'
+            )
 
     @property
     def family(self) -> str:
@@ -88,8 +92,10 @@ class Classifier(nn.Module):
         defined (a ViT's class token, an encoder without classes).
         """
         if self.kind != 'classifier' or not registry.has_cam(self.arch):
-            raise ConfigError(f'CAM is not defined for an f of architecture {self.arch} and kind {self.kind}: it needs '
-                              'a class head on globally average-pooled features (a ResNet or ConvNeXt classifier)')
+            raise ConfigError(
+                f'CAM is not defined for an f of architecture {self.arch} and kind {self.kind}: it needs '
+                'a class head on globally average-pooled features (a ResNet or ConvNeXt classifier)'
+            )
         terms, scale, offset = self._cam_terms(x)
         self.head(scale[:, None] * jnp.mean(terms, axis=(1, 2)) + offset)  # binds the head's parameters
         kernel = self.head.variables['params']['kernel'].astype(terms.dtype)  # (D, num_outputs)

@@ -16,6 +16,7 @@ F_hw)`, it is `(1 / sigma) * mean_hw [gamma * (F_hw - mean_c F_hw)] + beta`: an 
 positions of a per-position linear term, scaled by one positive number per image, plus a
 constant. `ConvNeXt.cam_terms` returns those three parts.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -29,20 +30,21 @@ from wsol_jax.models.vit import LN_EPS, Mlp, layer_norm
 
 class Block(nn.Module):
     """ConvNeXt block: x + gamma * fc2(gelu(fc1(norm(conv_dw(x))))), on `(N, H, W, C)`."""
+
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        y = nn.Conv(c, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=c, dtype=self.dtype,
-                    name='conv_dw')(x)
+        y = nn.Conv(c, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=c, dtype=self.dtype, name='conv_dw')(x)
         y = Mlp(4 * c, self.dtype, name='mlp')(layer_norm(self.dtype, 'norm')(y))
-        gamma = self.param('gamma', nn.initializers.constant(1e-6), (c,))   # timm's ls_init_value
+        gamma = self.param('gamma', nn.initializers.constant(1e-6), (c,))  # timm's ls_init_value
         return x + gamma.astype(self.dtype) * y
 
 
 class Stage(nn.Module):
     """Optional downsampling (LayerNorm, 2x2 stride-2 conv to `channels`), then `depth` blocks."""
+
     channels: int
     depth: int
     downsample: bool
@@ -52,8 +54,9 @@ class Stage(nn.Module):
     def __call__(self, x):
         if self.downsample:
             x = layer_norm(self.dtype, 'downsample_0')(x)
-            x = nn.Conv(self.channels, (2, 2), strides=(2, 2), padding='VALID', dtype=self.dtype,
-                        name='downsample_1')(x)
+            x = nn.Conv(self.channels, (2, 2), strides=(2, 2), padding='VALID', dtype=self.dtype, name='downsample_1')(
+                x
+            )
         for j in range(self.depth):
             x = Block(self.dtype, name=f'blocks_{j}')(x)
         return x
@@ -66,13 +69,16 @@ class ConvNeXt(nn.Module):
     dims[-1])`; the call: `(N, dims[-1])` pooled features, the global average after timm's head
     LayerNorm (`forward_head(pre_logits=True)`), both in the compute dtype.
     """
+
     depths: Sequence[int] = (3, 3, 9, 3)
     dims: Sequence[int] = (96, 192, 384, 768)
     dtype: Any = jnp.float32
 
     def setup(self):
-        self.stem = [nn.Conv(self.dims[0], (4, 4), strides=(4, 4), padding='VALID', dtype=self.dtype),
-                     layer_norm(self.dtype, None)]
+        self.stem = [
+            nn.Conv(self.dims[0], (4, 4), strides=(4, 4), padding='VALID', dtype=self.dtype),
+            layer_norm(self.dtype, None),
+        ]
         self.stages = [Stage(c, d, i > 0, self.dtype) for i, (c, d) in enumerate(zip(self.dims, self.depths))]
         self.head_norm = layer_norm(self.dtype, None)
 
@@ -94,7 +100,7 @@ class ConvNeXt(nn.Module):
         out = output_dtype(self.dtype)
         features = self.feature_map(x).astype(out)
         pooled = jnp.mean(features, axis=(1, 2))
-        self.head_norm(pooled)   # binds the head norm's parameters
+        self.head_norm(pooled)  # binds the head norm's parameters
         params = self.head_norm.variables['params']
         sigma = jnp.sqrt(jnp.var(pooled, axis=-1) + LN_EPS)
         terms = params['scale'].astype(out) * (features - jnp.mean(features, axis=-1, keepdims=True))

@@ -1,4 +1,5 @@
 """The precision networks return: at least float32, whatever the compute dtype."""
+
 import jax.numpy as jnp
 
 

@@ -17,6 +17,7 @@ over every axis but the last. Under `jit` over a batch sharded across devices (a
 means are of the global array, so they are the global batch's statistics: XLA inserts the
 all-reduce, as for Flax's BatchNorm without an `axis_name`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,8 +39,9 @@ class BatchNorm(nn.Module):
     Statistics are computed in at least float32 (bfloat16 compute keeps float32 statistics); the
     output has `dtype`.
     """
+
     use_running_average: bool
-    momentum: float = 0.1     # PyTorch's convention: the weight of the new batch statistics
+    momentum: float = 0.1  # PyTorch's convention: the weight of the new batch statistics
     epsilon: float = 1e-5
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -61,11 +63,13 @@ class BatchNorm(nn.Module):
         else:
             n = int(np.prod([x.shape[a] for a in axes]))
             mean = jnp.mean(x, axis=axes)
-            var = jnp.mean(jnp.square(x - mean), axis=axes)   # biased: what train mode normalises with
+            var = jnp.mean(jnp.square(x - mean), axis=axes)  # biased: what train mode normalises with
             if not self.is_initializing():
-                if n < 2:   # PyTorch refuses it too: n / (n - 1) has no value
-                    raise ValueError(f'BatchNorm in train mode needs more than one value per channel, got an input '
-                                     f'of shape {x.shape}: use a batch size of at least 2')
+                if n < 2:  # PyTorch refuses it too: n / (n - 1) has no value
+                    raise ValueError(
+                        f'BatchNorm in train mode needs more than one value per channel, got an input '
+                        f'of shape {x.shape}: use a batch size of at least 2'
+                    )
                 m = self.momentum
                 mean_var.value = ((1 - m) * mean_var.value + m * mean).astype(mean_var.value.dtype)
                 var_var.value = ((1 - m) * var_var.value + m * var * (n / (n - 1))).astype(var_var.value.dtype)

@@ -14,6 +14,7 @@ fails with the list of differences; a file that cannot be read (corrupt, truncat
 dict) fails with one line that names it. `check_pretrained` runs both checks before any training
 starts.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,10 +35,12 @@ from wsol_jax.models import registry
 from wsol_jax.models.vit import resample_pos_embed
 
 PREFIXES = ('module.', 'model.', 'backbone.')
-NO_FILE = ('', 'none')   # config values of `pretrained` that mean "train from scratch"
-DOWNLOAD_HINT = ('torchvision: https://download.pytorch.org/models/resnet18-f37072fd.pth (resnet34-b627a593, '
-                 'resnet50-0676ba61, resnet101-63fe2227); timm: model.safetensors of timm/resnet18.a1_in1k, '
-                 'timm/vit_small_patch16_224.augreg_in21k_ft_in1k, timm/convnext_tiny.fb_in1k etc.')
+NO_FILE = ('', 'none')  # config values of `pretrained` that mean "train from scratch"
+DOWNLOAD_HINT = (
+    'torchvision: https://download.pytorch.org/models/resnet18-f37072fd.pth (resnet34-b627a593, '
+    'resnet50-0676ba61, resnet101-63fe2227); timm: model.safetensors of timm/resnet18.a1_in1k, '
+    'timm/vit_small_patch16_224.augreg_in21k_ft_in1k, timm/convnext_tiny.fb_in1k etc.'
+)
 
 
 def wants_pretrained(value: str) -> bool:
@@ -57,16 +60,18 @@ def _first_sentence(exc: BaseException, limit: int = 120) -> str:
     sentence is kept."""
     text = ' '.join(str(exc).split())
     text = re.sub(r'\x1b\[[0-9;]*m', '', text).split('. ')[0].rstrip('.') or type(exc).__name__
-    return text if len(text) <= limit else text[:limit - 3] + '...'
+    return text if len(text) <= limit else text[: limit - 3] + '...'
 
 
 def _torch_reason(exc: BaseException) -> str:
     """Why `torch.load(weights_only=True)` failed, in the user's terms."""
     cause = exc.__context__ if isinstance(exc, pickle.UnpicklingError) and exc.__context__ else exc
     found = re.search(r'GLOBAL (\S+)', str(cause))
-    if found:   # the safe unpickler met a class: the file pickles objects, not just tensors
-        return (f'it pickles Python objects ({found.group(1)}), e.g. a whole model, not a state dict of '
-                'tensors as torch.save(model.state_dict(), path) writes')
+    if found:  # the safe unpickler met a class: the file pickles objects, not just tensors
+        return (
+            f'it pickles Python objects ({found.group(1)}), e.g. a whole model, not a state dict of '
+            'tensors as torch.save(model.state_dict(), path) writes'
+        )
     return f'not a readable PyTorch file, corrupt or truncated ({_first_sentence(cause)})'
 
 
@@ -78,18 +83,20 @@ def _load_torch(path: str) -> Any:
         raise ConfigError(f'reading {path} needs PyTorch (pip install torch), or use a .safetensors file') from None
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:   # torch raises RuntimeError, UnpicklingError, EOFError, ... by cause
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... by cause
         raise _unreadable(path, _torch_reason(exc)) from exc
 
 
 def _load_safetensors(path: str) -> dict[str, np.ndarray]:
     """The tensors of a `.safetensors` file."""
     from safetensors.numpy import load_file
+
     try:
         return load_file(path)
-    except Exception as exc:   # SafetensorError (bad header, truncated), TypeError (dtype), OSError
-        raise _unreadable(path, f'not a readable safetensors file, corrupt or truncated '
-                                f'({_first_sentence(exc)})') from exc
+    except Exception as exc:  # SafetensorError (bad header, truncated), TypeError (dtype), OSError
+        raise _unreadable(
+            path, f'not a readable safetensors file, corrupt or truncated ({_first_sentence(exc)})'
+        ) from exc
 
 
 def _tensors_of(path: str, loaded: Any) -> dict[str, Any]:
@@ -98,8 +105,11 @@ def _tensors_of(path: str, loaded: Any) -> dict[str, Any]:
     if isinstance(loaded, Mapping):
         loaded = loaded.get('state_dict', loaded.get('model', loaded))
     if not isinstance(loaded, Mapping):
-        raise _unreadable(path, f'it holds a {type(loaded).__name__}, not a state dict (a dict of tensor '
-                                'names to tensors, as torch.save(model.state_dict(), path) writes)')
+        raise _unreadable(
+            path,
+            f'it holds a {type(loaded).__name__}, not a state dict (a dict of tensor '
+            'names to tensors, as torch.save(model.state_dict(), path) writes)',
+        )
     return {k: v.float().numpy() for k, v in loaded.items() if hasattr(v, 'numpy')}
 
 
@@ -109,10 +119,12 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     if os.path.isdir(path):
         raise ConfigError(f'pretrained weights {path} is a folder: pass the .pth or .safetensors file in it')
     if not os.path.isfile(path):
-        raise ConfigError(f'pretrained weights not found: {path}. Download them on a machine with network ({DOWNLOAD_HINT})')
+        raise ConfigError(
+            f'pretrained weights not found: {path}. Download them on a machine with network ({DOWNLOAD_HINT})'
+        )
     if not path.endswith(('.safetensors', '.pth', '.pt', '.bin')):
         raise ConfigError(f'pretrained weights must be .pth, .pt, .bin or .safetensors, got {path}')
-    if os.path.getsize(path) == 0:   # an interrupted download; the libraries' messages would not say so
+    if os.path.getsize(path) == 0:  # an interrupted download; the libraries' messages would not say so
         raise _unreadable(path, 'the file is empty')
     if path.endswith('.safetensors'):
         tensors = _load_safetensors(path)
@@ -123,7 +135,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     out = {}
     for key, value in tensors.items():
         for prefix in PREFIXES:
-            key = key[len(prefix):] if key.startswith(prefix) else key
+            key = key[len(prefix) :] if key.startswith(prefix) else key
         out[key] = np.asarray(value)
     return out
 
@@ -134,14 +146,16 @@ class Layout:
     mechanically (`blocks_3/attn/qkv/kernel` -> `blocks.3.attn.qkv.weight`) except for the
     modules in `renames`; `ignored` matches the file's tensors that `f` does not use (its own
     classification layer: f trains a head of its own, as for the ResNets)."""
+
     renames: Mapping[str, str]
     ignored: re.Pattern
 
 
 LAYOUTS = {
-    'resnet': Layout({'downsample_conv': 'downsample.0', 'downsample_bn': 'downsample.1'},
-                     re.compile(r'^fc\.|num_batches_tracked$')),
-    'vit': Layout({'patch_embed': 'patch_embed.proj'}, re.compile(r'^head\.')),   # DINO files have no head
+    'resnet': Layout(
+        {'downsample_conv': 'downsample.0', 'downsample_bn': 'downsample.1'}, re.compile(r'^fc\.|num_batches_tracked$')
+    ),
+    'vit': Layout({'patch_embed': 'patch_embed.proj'}, re.compile(r'^head\.')),  # DINO files have no head
     'convnext': Layout({'head_norm': 'head.norm'}, re.compile(r'^head\.fc\.')),
 }
 LEAVES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean', 'var': 'running_var'}
@@ -200,7 +214,7 @@ def _fit(state_dict: dict[str, np.ndarray], arch: str, width: float, source: str
     layout = LAYOUTS[entry.family]
     used, missing, mismatched = set(), [], []
     out = {}
-    for collection in sorted(target, key=lambda c: c != 'params'):   # parameters listed first
+    for collection in sorted(target, key=lambda c: c != 'params'):  # parameters listed first
         values = []
         for path, spec in jax.tree_util.tree_flatten_with_path(target[collection])[0]:
             keys = tuple(p.key for p in path)
@@ -216,11 +230,20 @@ def _fit(state_dict: dict[str, np.ndarray], arch: str, width: float, source: str
         out[collection] = values
     unexpected = sorted(k for k in state_dict if k not in used and not layout.ignored.search(k))
     if missing or mismatched or unexpected:
-        details = '; '.join(x for x in (_listing('missing', missing), _listing('with other shapes', mismatched),
-                                        _listing('unexpected', unexpected)) if x)
-        raise ConfigError(f'the weights{f" in {source}" if source else ""} do not fit a {arch} of width '
-                          f'{width}: {details}. Check config.f/g.depth and width against the file '
-                          f'({arch} reads {entry.weights})')
+        details = '; '.join(
+            x
+            for x in (
+                _listing('missing', missing),
+                _listing('with other shapes', mismatched),
+                _listing('unexpected', unexpected),
+            )
+            if x
+        )
+        raise ConfigError(
+            f'the weights{f" in {source}" if source else ""} do not fit a {arch} of width '
+            f'{width}: {details}. Check config.f/g.depth and width against the file '
+            f'({arch} reads {entry.weights})'
+        )
     return out
 
 
@@ -230,9 +253,12 @@ def backbone_variables(state_dict: dict[str, np.ndarray], arch: str, width: floa
     errors)."""
     target = _abstract_variables(arch, width)
     fitted = _fit(state_dict, arch, width, source)
-    return {c: jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(target[c]),
-                                            [jnp.asarray(v, jnp.float32) for v in fitted[c]])
-            for c in fitted}
+    return {
+        c: jax.tree_util.tree_unflatten(
+            jax.tree_util.tree_structure(target[c]), [jnp.asarray(v, jnp.float32) for v in fitted[c]]
+        )
+        for c in fitted
+    }
 
 
 def _to_torch(leaf: str, value: np.ndarray) -> np.ndarray:
@@ -262,6 +288,7 @@ def write_backbone(variables: dict, arch: str, path: str) -> str:
     """`backbone_state_dict(variables, arch)` written as the `.safetensors` file `path`: a backbone
     trained here becomes the `f.pretrained` (e.g. an encoder f, `f.train=False`) of another run."""
     from safetensors.numpy import save_file
+
     if not path.endswith('.safetensors'):
         raise ConfigError(f'a backbone is written as .safetensors, got {path}')
     save_file(backbone_state_dict(variables, arch), path)

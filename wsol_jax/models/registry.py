@@ -15,6 +15,7 @@ Input statistics differ between releases of the same architecture: torchvision's
 ConvNeXt, DeiT and DINO were trained on images normalised with ImageNet's mean and std (what
 `wsol_jax.data.dataset.normalize` does), timm's `augreg` ViTs on `(x - 0.5) / 0.5`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,10 +32,10 @@ from wsol_jax.models.vit import ViT
 
 @dataclasses.dataclass(frozen=True)
 class Arch:
-    family: str                 # 'resnet', 'vit' or 'convnext': the module and the weight layout
+    family: str  # 'resnet', 'vit' or 'convnext': the module and the weight layout
     options: Mapping[str, Any]  # the module's hyper-parameters at width 1
-    cam: bool                   # CAM exactly defined: pooled = scale * mean over positions + constant
-    weights: str                # released files in the layout that the weight import reads
+    cam: bool  # CAM exactly defined: pooled = scale * mean over positions + constant
+    weights: str  # released files in the layout that the weight import reads
 
 
 def _resnet(depth: str, files: str) -> Arch:
@@ -43,8 +44,12 @@ def _resnet(depth: str, files: str) -> Arch:
 
 def _vit(patch: int, dim: int, depth: int, heads: int, files: str, pos_grid: int = 14) -> Arch:
     # The class token is no average over positions: no CAM.
-    return Arch('vit', {'patch_size': patch, 'embed_dim': dim, 'depth': depth, 'num_heads': heads,
-                        'pos_grid': pos_grid}, False, files)
+    return Arch(
+        'vit',
+        {'patch_size': patch, 'embed_dim': dim, 'depth': depth, 'num_heads': heads, 'pos_grid': pos_grid},
+        False,
+        files,
+    )
 
 
 def _convnext(depths: tuple[int, ...], dims: tuple[int, ...], files: str) -> Arch:
@@ -55,24 +60,39 @@ _TORCHVISION = {'resnet18': 'f37072fd', 'resnet34': 'b627a593', 'resnet50': '067
 
 ARCHS: dict[str, Arch] = {
     **{d: _resnet(d, f'torchvision {d}-{h}.pth, timm {d}.*/model.safetensors') for d, h in _TORCHVISION.items()},
-    'vit_ti16': _vit(16, 192, 12, 3, 'timm vit_tiny_patch16_224.*/model.safetensors, '
-                                     'DeiT deit_tiny_patch16_224-a1311bcf.pth'),
-    'vit_s16': _vit(16, 384, 12, 6, 'timm vit_small_patch16_224.*/model.safetensors (.augreg_in21k_ft_in1k, '
-                                    '.dino, ...), DeiT deit_small_patch16_224-cd65a155.pth, '
-                                    'DINO dino_deitsmall16_pretrain.pth'),
-    'vit_b16': _vit(16, 768, 12, 12, 'timm vit_base_patch16_224.*/model.safetensors (.augreg2_in21k_ft_in1k, '
-                                     '.dino, ...), DeiT deit_base_patch16_224-b5f2ef4d.pth, '
-                                     'DINO dino_vitbase16_pretrain.pth'),
-    'convnext_tiny': _convnext((3, 3, 9, 3), (96, 192, 384, 768),
-                               'timm convnext_tiny.*/model.safetensors (.fb_in1k, .fb_in22k, .in12k_ft_in1k, ...)'),
+    'vit_ti16': _vit(
+        16, 192, 12, 3, 'timm vit_tiny_patch16_224.*/model.safetensors, DeiT deit_tiny_patch16_224-a1311bcf.pth'
+    ),
+    'vit_s16': _vit(
+        16,
+        384,
+        12,
+        6,
+        'timm vit_small_patch16_224.*/model.safetensors (.augreg_in21k_ft_in1k, '
+        '.dino, ...), DeiT deit_small_patch16_224-cd65a155.pth, '
+        'DINO dino_deitsmall16_pretrain.pth',
+    ),
+    'vit_b16': _vit(
+        16,
+        768,
+        12,
+        12,
+        'timm vit_base_patch16_224.*/model.safetensors (.augreg2_in21k_ft_in1k, '
+        '.dino, ...), DeiT deit_base_patch16_224-b5f2ef4d.pth, '
+        'DINO dino_vitbase16_pretrain.pth',
+    ),
+    'convnext_tiny': _convnext(
+        (3, 3, 9, 3),
+        (96, 192, 384, 768),
+        'timm convnext_tiny.*/model.safetensors (.fb_in1k, .fb_in22k, .in12k_ft_in1k, ...)',
+    ),
     # The synthetic CPU benchmark's ViT (configs/synthetic.py:method1,vit): ViT-Ti's width and heads
     # at half its depth, patch 8 on an 8x8 grid, so that its 64 px images need no resampled
     # position embeddings; at the CPU recipe's width 0.25 it is 48 wide (3 heads of 16).
     'vit_cpu8': _vit(8, 192, 6, 3, 'files saved from the same small timm-layout model', pos_grid=8),
     # Tiny versions for tests (patch 8 on a 4x4 grid: 32 px).
     'vit_tiny_test': _vit(8, 32, 2, 2, 'files saved from the same small timm-layout model', pos_grid=4),
-    'convnext_tiny_test': _convnext((1, 1, 2, 1), (8, 16, 24, 32),
-                                    'files saved from the same small timm-layout model'),
+    'convnext_tiny_test': _convnext((1, 1, 2, 1), (8, 16, 24, 32), 'files saved from the same small timm-layout model'),
 }
 assert set(RESNET_SPECS) <= set(ARCHS)
 
@@ -87,7 +107,7 @@ def get(name: str) -> Arch:
 def _scaled_options(arch: Arch, width: float) -> dict[str, Any]:
     """The module's hyper-parameters at `width`."""
     options = dict(arch.options)
-    if arch.family == 'vit':   # keep the heads, scale the width of each
+    if arch.family == 'vit':  # keep the heads, scale the width of each
         heads = options['num_heads']
         options['embed_dim'] = heads * scaled(options['embed_dim'] // heads, width)
     elif arch.family == 'convnext':

@@ -7,6 +7,7 @@ and ImageNet weights can be mapped in by name (`wsol_jax.models.pretrained`).
 `width` scales every channel count (1.0 = torchvision); the synthetic CPU benchmark uses a
 narrow network. `dtype` is the compute dtype (e.g. bfloat16); parameters stay float32.
 """
+
 from __future__ import annotations
 
 import functools
@@ -64,6 +65,7 @@ def _shortcut(block: nn.Module, x, out_channels: int):
 
 class BasicBlock(nn.Module):
     """torchvision BasicBlock: conv3x3(stride) - bn - relu - conv3x3 - bn, + shortcut, relu."""
+
     planes: int
     stride: int
     conv: ModuleDef
@@ -80,6 +82,7 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
     """torchvision Bottleneck (v1.5): conv1x1 - conv3x3(stride) - conv1x1(x4), bn after each."""
+
     planes: int
     stride: int
     conv: ModuleDef
@@ -102,6 +105,7 @@ class ResNet(nn.Module):
     `[stem (H/2), max-pool (H/4), layer1 (H/4), layer2 (H/8), layer3 (H/16), layer4 (H/32)]`,
     which the classifier pools (the last) and the U-Net decoders use as skip connections.
     """
+
     depth: str = 'resnet18'
     width: float = 1.0
     dtype: Any = jnp.float32
@@ -122,7 +126,6 @@ class ResNet(nn.Module):
         for stage, (n_blocks, planes) in enumerate(zip(blocks, STAGE_WIDTHS)):
             for b in range(n_blocks):
                 stride = 2 if stage > 0 and b == 0 else 1
-                x = block_cls(scaled(planes, self.width), stride, conv, norm,
-                              name=f'layer{stage + 1}_{b}')(x)
+                x = block_cls(scaled(planes, self.width), stride, conv, norm, name=f'layer{stage + 1}_{b}')(x)
             features.append(x)
         return features

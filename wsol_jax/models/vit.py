@@ -12,6 +12,7 @@ patch 16, as the released checkpoints) and resampled, bicubically as timm's
 a 2x2 to 4x4 grid for patch 16). There is no dropout and no stochastic depth, so `train` changes
 nothing. `dtype` is the compute dtype (e.g. bfloat16); parameters stay float32.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,8 +26,8 @@ import numpy as np
 from wsol_jax.models.dtypes import output_dtype
 from wsol_jax.errors import ConfigError
 
-LN_EPS = 1e-6          # timm's `partial(nn.LayerNorm, eps=1e-6)` in every ViT and ConvNeXt
-CUBIC_A = -0.5         # the cubic kernel of PyTorch's antialiased bicubic resize (PIL's), not -0.75
+LN_EPS = 1e-6  # timm's `partial(nn.LayerNorm, eps=1e-6)` in every ViT and ConvNeXt
+CUBIC_A = -0.5  # the cubic kernel of PyTorch's antialiased bicubic resize (PIL's), not -0.75
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
@@ -88,6 +89,7 @@ def layer_norm(dtype, name: str) -> nn.LayerNorm:
 
 class Mlp(nn.Module):
     """timm's `Mlp`: fc1 (`hidden` units) - exact GELU - fc2 (back to the input width)."""
+
     hidden: int
     dtype: Any = jnp.float32
 
@@ -100,6 +102,7 @@ class Mlp(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention over tokens `(N, T, D)`: one `qkv` projection split as timm
     reshapes it, `(N, T, 3, heads, D / heads)`, softmax(q k^T / sqrt(D / heads)) v, then `proj`."""
+
     num_heads: int
     dtype: Any = jnp.float32
 
@@ -108,8 +111,8 @@ class Attention(nn.Module):
         n, t, d = x.shape
         head_dim = d // self.num_heads
         qkv = _dense(3 * d, self.dtype, 'qkv')(x).reshape(n, t, 3, self.num_heads, head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                 # (N, T, heads, head_dim)
-        logits = jnp.einsum('nqhc,nkhc->nhqk', q, k) * head_dim ** -0.5
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (N, T, heads, head_dim)
+        logits = jnp.einsum('nqhc,nkhc->nhqk', q, k) * head_dim**-0.5
         # The softmax in at least float32: in bfloat16 its normaliser loses most of its digits.
         attn = jax.nn.softmax(logits.astype(output_dtype(self.dtype)), axis=-1)
         out = jnp.einsum('nhqk,nkhc->nqhc', attn.astype(self.dtype), v).reshape(n, t, d)
@@ -118,6 +121,7 @@ class Attention(nn.Module):
 
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm1(x)), then + mlp(norm2(x))."""
+
     num_heads: int
     mlp_ratio: float
     dtype: Any = jnp.float32
@@ -136,6 +140,7 @@ class ViT(nn.Module):
     embed_dim)` pooled features, the class token after the final LayerNorm (timm's
     `forward_head(pre_logits=True)` with `global_pool='token'`), in the compute dtype.
     """
+
     patch_size: int = 16
     embed_dim: int = 384
     depth: int = 12
@@ -149,17 +154,19 @@ class ViT(nn.Module):
         n, h, w, _ = x.shape
         p = self.patch_size
         if h % p or w % p:
-            raise ConfigError(f'a ViT with patch size {p} needs an input side that is a multiple of {p}, '
-                              f'got {h}x{w}: change the crop size')
-        tokens = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype,
-                         name='patch_embed')(x.astype(self.dtype))             # (N, H/p, W/p, D)
+            raise ConfigError(
+                f'a ViT with patch size {p} needs an input side that is a multiple of {p}, '
+                f'got {h}x{w}: change the crop size'
+            )
+        tokens = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype, name='patch_embed')(
+            x.astype(self.dtype)
+        )  # (N, H/p, W/p, D)
         tokens = tokens.reshape(n, (h // p) * (w // p), self.embed_dim)
         cls = self.param('cls_token', nn.initializers.normal(1e-6), (1, 1, self.embed_dim))
-        pos = self.param('pos_embed', nn.initializers.truncated_normal(0.02),
-                         (1, 1 + self.pos_grid ** 2, self.embed_dim))
+        pos = self.param('pos_embed', nn.initializers.truncated_normal(0.02), (1, 1 + self.pos_grid**2, self.embed_dim))
         pos = resample_pos_embed(pos, (self.pos_grid, self.pos_grid), (h // p, w // p))
         cls = jnp.broadcast_to(cls.astype(self.dtype), (n, 1, self.embed_dim))
-        tokens = jnp.concatenate([cls, tokens], axis=1) + pos.astype(self.dtype)   # (N, 1 + HW/p^2, D)
+        tokens = jnp.concatenate([cls, tokens], axis=1) + pos.astype(self.dtype)  # (N, 1 + HW/p^2, D)
         for i in range(self.depth):
             tokens = Block(self.num_heads, self.mlp_ratio, self.dtype, name=f'blocks_{i}')(tokens)
         return layer_norm(self.dtype, 'norm')(tokens)[:, 0]

@@ -15,6 +15,7 @@ Two decoders (`decoder`):
     then conv3x3 - ReLU - conv3x3 - BatchNorm - activation (ReLU; sigmoid in the last block);
     widths `decoder_channels`.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,15 @@ DECODERS = ('released', 'paper')
 
 
 def _conv(features: int, dtype, name: str, use_bias: bool = True, bias: float = 0.0) -> nn.Conv:
-    return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=use_bias, dtype=dtype, name=name,
-                   bias_init=nn.initializers.constant(bias))
+    return nn.Conv(
+        features,
+        (3, 3),
+        padding=((1, 1), (1, 1)),
+        use_bias=use_bias,
+        dtype=dtype,
+        name=name,
+        bias_init=nn.initializers.constant(bias),
+    )
 
 
 def _norm(train: bool, dtype, name: str, bias: float = 0.0) -> BatchNorm:
@@ -84,6 +92,7 @@ def resize_align_corners(x: jnp.ndarray, height: int, width: int) -> jnp.ndarray
 class ReleasedBlock(nn.Module):
     """`SkipUpBlock` of the released code: [bilinear x2] -> concat(skip) -> conv-BN-ReLU -> conv,
     then BN-ReLU unless `final`."""
+
     features: int
     upsample: bool = True
     final: bool = False
@@ -102,6 +111,7 @@ class ReleasedBlock(nn.Module):
 
 class ReleasedDecoder(nn.Module):
     """The released `SkipDecoder`: `features` of the encoder -> logits `(N, H/2, W/2, 1)`."""
+
     depth: str
     width: float
     dtype: Any = jnp.float32
@@ -110,10 +120,12 @@ class ReleasedDecoder(nn.Module):
     @nn.compact
     def __call__(self, features: Sequence[jnp.ndarray], train: bool):
         stem, pool, layer1, layer2, layer3, layer4 = features
-        ff = stage_channels(self.depth, self.width)    # stem, pool, layer1..4 widths
+        ff = stage_channels(self.depth, self.width)  # stem, pool, layer1..4 widths
         y = layer4
-        for i in (1, 2):   # the bottleneck on the deepest features
-            y = nn.relu(_norm(train, self.dtype, f'bottleneck_bn{i}')(_conv(ff[5], self.dtype, f'bottleneck_conv{i}')(y)))
+        for i in (1, 2):  # the bottleneck on the deepest features
+            y = nn.relu(
+                _norm(train, self.dtype, f'bottleneck_bn{i}')(_conv(ff[5], self.dtype, f'bottleneck_conv{i}')(y))
+            )
         y = ReleasedBlock(ff[4], dtype=self.dtype, name='up1')(y, layer3, train)
         y = ReleasedBlock(ff[3], dtype=self.dtype, name='up2')(y, layer2, train)
         y = ReleasedBlock(ff[2], dtype=self.dtype, name='up3')(y, layer1, train)
@@ -124,6 +136,7 @@ class ReleasedDecoder(nn.Module):
 class PaperBlock(nn.Module):
     """The paper text's block: nearest x2 -> concat(skip) -> conv-ReLU -> conv -> BN -> ReLU
     (sigmoid, one channel, in the last block)."""
+
     features: int
     final: bool
     dtype: Any = jnp.float32
@@ -145,12 +158,13 @@ class WeightMapNet(nn.Module):
     H and W must be divisible by 32. `decoder` picks the released or the paper-text decoder;
     `decoder_channels` (five widths, scaled by `width`) apply to the paper-text decoder only.
     """
+
     depth: str = 'resnet18'
     width: float = 1.0
     decoder_channels: Sequence[int] = (256, 128, 64, 32, 16)
     dtype: Any = jnp.float32
     decoder: str = 'released'
-    initial_weight: float = 0.5    # the untrained map's value (`initial_logit`); no effect on loaded weights
+    initial_weight: float = 0.5  # the untrained map's value (`initial_logit`); no effect on loaded weights
 
     @nn.compact
     def __call__(self, x, train: bool = False) -> jnp.ndarray:
@@ -159,17 +173,23 @@ class WeightMapNet(nn.Module):
             raise ValueError(f'g needs an input size divisible by {DOWNSCALE}, got {height}x{width}')
         features = ResNet(self.depth, self.width, self.dtype, name='encoder')(x, train)
         if self.decoder == 'released':
-            logits = ReleasedDecoder(self.depth, self.width, self.dtype, initial_logit(self.initial_weight),
-                                     name='decoder')(features, train)
+            logits = ReleasedDecoder(
+                self.depth, self.width, self.dtype, initial_logit(self.initial_weight), name='decoder'
+            )(features, train)
             logits = resize_align_corners(logits.astype(output_dtype(self.dtype)), height, width)
         elif self.decoder == 'paper':
             if len(self.decoder_channels) != 5:
                 raise ValueError(f'g has five decoder blocks; got decoder_channels={self.decoder_channels}')
             stem, _, layer1, layer2, layer3, y = features
-            skips = (layer3, layer2, layer1, stem, x.astype(self.dtype))   # strides 16, 8, 4, 2, 1
+            skips = (layer3, layer2, layer1, stem, x.astype(self.dtype))  # strides 16, 8, 4, 2, 1
             for i, (channels, skip) in enumerate(zip(self.decoder_channels, skips)):
-                y = PaperBlock(scaled(channels, self.width), final=(i == 4), dtype=self.dtype,
-                               final_bias=initial_logit(self.initial_weight), name=f'decoder{i + 1}')(y, skip, train)
+                y = PaperBlock(
+                    scaled(channels, self.width),
+                    final=(i == 4),
+                    dtype=self.dtype,
+                    final_bias=initial_logit(self.initial_weight),
+                    name=f'decoder{i + 1}',
+                )(y, skip, train)
             logits = y.astype(output_dtype(self.dtype))
         else:
             raise ValueError(f'decoder must be one of {DECODERS}, got {self.decoder!r}')

@@ -11,6 +11,7 @@ at the latest after `max_epochs`.
     one-standard-error rule), so "no progress" means that mean S has not come back within the
     selection's tolerance of its best for `patience` scores.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -31,21 +32,41 @@ def most_accurate(history: History) -> Optional[int]:
     return min(s for s, v in scored.items() if v == best)
 
 
-def f_loop(config, workdir: str, network: str, steps_per_epoch: int, images_per_step: int = 0,
-           writer=None, hint: str = '') -> Loop:
+def f_loop(
+    config, workdir: str, network: str, steps_per_epoch: int, images_per_step: int = 0, writer=None, hint: str = ''
+) -> Loop:
     """The loop of the f network `network` (a workdir stage: f_classifier or f_siamese)."""
     f = config.f
-    return Loop(network, workdir_lib.path(workdir, network), f.max_epochs, steps_per_epoch, images_per_step,
-                workdir_lib.path(workdir, workdir_lib.history_name(network)), most_accurate,
-                score_every=f.eval_every_steps, patience=f.patience, hint=hint, writer=writer,
-                ceiling=(F_SCORE, 1.0))
+    return Loop(
+        network,
+        workdir_lib.path(workdir, network),
+        f.max_epochs,
+        steps_per_epoch,
+        images_per_step,
+        workdir_lib.path(workdir, workdir_lib.history_name(network)),
+        most_accurate,
+        score_every=f.eval_every_steps,
+        patience=f.patience,
+        hint=hint,
+        writer=writer,
+        ceiling=(F_SCORE, 1.0),
+    )
 
 
-def g_loop(config, workdir: str, steps_per_epoch: int, images_per_step: int = 0, writer=None,
-           hint: str = '') -> Loop:
+def g_loop(config, workdir: str, steps_per_epoch: int, images_per_step: int = 0, writer=None, hint: str = '') -> Loop:
     """The loop of g; its kept point is the selection's."""
     g, se = config.g, config.eval.selection_se
-    return Loop('g', workdir_lib.path(workdir, workdir_lib.G), g.max_epochs, steps_per_epoch, images_per_step,
-                workdir_lib.path(workdir, workdir_lib.G_HISTORY), lambda h: select_step(h, standard_errors=se),
-                score_every=g.eval_every_steps, patience=g.patience, keep_all=g.keep_all_checkpoints,
-                hint=hint, writer=writer)
+    return Loop(
+        'g',
+        workdir_lib.path(workdir, workdir_lib.G),
+        g.max_epochs,
+        steps_per_epoch,
+        images_per_step,
+        workdir_lib.path(workdir, workdir_lib.G_HISTORY),
+        lambda h: select_step(h, standard_errors=se),
+        score_every=g.eval_every_steps,
+        patience=g.patience,
+        keep_all=g.keep_all_checkpoints,
+        hint=hint,
+        writer=writer,
+    )

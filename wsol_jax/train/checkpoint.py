@@ -11,6 +11,7 @@ without this a damaged checkpoint would give wrong boxes without a word. A damag
 or unreadable checkpoint ends in one `WorkdirError` that names it and says what to do.
 Checkpoints written before the digests existed are checked for finite values only.
 """
+
 from __future__ import annotations
 
 import glob
@@ -31,7 +32,7 @@ from wsol_jax import workdir as workdir_lib
 from wsol_jax.errors import WorkdirError
 from wsol_jax.train.state import TrainState
 
-DIGESTS = 'sha256'   # key of the digests in a checkpoint's JSON metadata: {array name: hex digest}
+DIGESTS = 'sha256'  # key of the digests in a checkpoint's JSON metadata: {array name: hex digest}
 
 
 def manager(directory: str, read_only: bool = False) -> ocp.CheckpointManager:
@@ -41,12 +42,11 @@ def manager(directory: str, read_only: bool = False) -> ocp.CheckpointManager:
 
 
 def _state_dict(state: TrainState) -> dict:
-    return {'params': state.params, 'batch_stats': state.batch_stats, 'opt_state': state.opt_state,
-            'step': state.step}
+    return {'params': state.params, 'batch_stats': state.batch_stats, 'opt_state': state.opt_state, 'step': state.step}
 
 
 def _key_name(key) -> str:
-    for attr in ('key', 'idx', 'name'):   # DictKey / FlattenedIndexKey, SequenceKey, GetAttrKey
+    for attr in ('key', 'idx', 'name'):  # DictKey / FlattenedIndexKey, SequenceKey, GetAttrKey
         if hasattr(key, attr):
             return str(getattr(key, attr))
     return str(key)
@@ -86,8 +86,9 @@ def check_intact(tree, digests: Optional[dict], where: str, advice: str) -> None
     if digests is not None:
         changed = [n for n, leaf in leaves.items() if digests.get(n) != _digest(leaf)]
         if changed:
-            raise WorkdirError(f'{where} is damaged: {some(changed)} no longer match the sha256 recorded when it '
-                               f'was saved; {advice}')
+            raise WorkdirError(
+                f'{where} is damaged: {some(changed)} no longer match the sha256 recorded when it was saved; {advice}'
+            )
     bad = [n for n, leaf in leaves.items() if jnp.issubdtype(leaf.dtype, jnp.inexact) and not np.isfinite(leaf).all()]
     if bad:
         raise WorkdirError(f'{where} is damaged: {some(bad)} hold NaN or inf; {advice}')
@@ -105,18 +106,19 @@ def save(mgr: ocp.CheckpointManager, step: int, state: TrainState, meta: dict) -
     mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
 
 
-def restore(mgr: ocp.CheckpointManager, step: int, target: TrainState,
-            what: Optional[str] = None) -> tuple[TrainState, dict]:
+def restore(
+    mgr: ocp.CheckpointManager, step: int, target: TrainState, what: Optional[str] = None
+) -> tuple[TrainState, dict]:
     """Restore step `step` into the structure (and shardings) of `target`, checked intact
     (`what`: the network, for messages; default: the folder's name)."""
     directory = os.fspath(mgr.directory)
     tree = _state_dict(target)
     args = ocp.args.Composite(state=ocp.args.StandardRestore(tree), meta=ocp.args.JsonRestore())
-    restored = _restore_checked(directory, step, what or os.path.basename(directory), tree,
-                                lambda: mgr.restore(step, args=args))
+    restored = _restore_checked(
+        directory, step, what or os.path.basename(directory), tree, lambda: mgr.restore(step, args=args)
+    )
     s = restored['state']
-    state = target.replace(params=s['params'], batch_stats=s['batch_stats'], opt_state=s['opt_state'],
-                           step=s['step'])
+    state = target.replace(params=s['params'], batch_stats=s['batch_stats'], opt_state=s['opt_state'], step=s['step'])
     return state, restored['meta']
 
 
@@ -127,7 +129,7 @@ def _restore_checked(directory: str, step: int, what: str, target, read) -> dict
     advice = retrain_advice(directory, step)
     try:
         restored = read()
-    except Exception as e:   # Orbax and TensorStore raise ValueError, OSError, JSON and Unicode errors, ...
+    except Exception as e:  # Orbax and TensorStore raise ValueError, OSError, JSON and Unicode errors, ...
         reason = why_unreadable(os.path.join(directory, str(step)), 'state', target, e)
         raise WorkdirError(f'{where} cannot be read ({reason}); {advice}') from None
     check_intact(restored['state'], (restored['meta'] or {}).get(DIGESTS), where, advice)
@@ -140,11 +142,16 @@ def retrain_advice(directory: str, step: int) -> str:
     steps = saved_steps(directory)
     earlier = [s for s in steps if s < step]
     if stage == workdir_lib.G and earlier and step == max(steps):
-        return (f'delete {os.path.join(directory, str(step))} and train again (--stage=all: g resumes after its '
-                f'previous kept step, {max(earlier)})')
+        return (
+            f'delete {os.path.join(directory, str(step))} and train again (--stage=all: g resumes after its '
+            f'previous kept step, {max(earlier)})'
+        )
     if stage in workdir_lib.TRAINED:
-        later = [s for s in workdir_lib.TRAINED[workdir_lib.TRAINED.index(stage) + 1:]
-                 if os.path.isdir(os.path.join(workdir, s))]
+        later = [
+            s
+            for s in workdir_lib.TRAINED[workdir_lib.TRAINED.index(stage) + 1 :]
+            if os.path.isdir(os.path.join(workdir, s))
+        ]
         folders = ' and '.join(os.path.join(workdir, s) for s in (stage, *later))
         trained_with = f' ({", ".join(later)} {"was" if len(later) == 1 else "were"} trained with it)' if later else ''
         return f'delete {folders} and train again (--stage=all) to train {stage} afresh{trained_with}'
@@ -152,8 +159,16 @@ def retrain_advice(directory: str, step: int) -> str:
 
 
 # The JSON files of an Orbax checkpoint, relative to a step folder (`<step>/`) or an item folder.
-_JSON_FILES = ('_CHECKPOINT_METADATA', 'meta/metadata', 'state/_METADATA', 'state/_sharding',
-               'state/array_metadatas/*', '_METADATA', '_sharding', 'array_metadatas/*')
+_JSON_FILES = (
+    '_CHECKPOINT_METADATA',
+    'meta/metadata',
+    'state/_METADATA',
+    'state/_sharding',
+    'state/array_metadatas/*',
+    '_METADATA',
+    '_sharding',
+    'array_metadatas/*',
+)
 
 
 def why_unreadable(folder: str, item: str, target, error: Exception) -> str:
@@ -165,18 +180,18 @@ def why_unreadable(folder: str, item: str, target, error: Exception) -> str:
             try:
                 with open(file, 'rb') as fh:
                     json.loads(fh.read().decode('utf-8'))
-            except (ValueError, OSError):   # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            except (ValueError, OSError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 return f'{os.path.relpath(file, folder)} is not valid JSON'
     differ = structure_differences(os.path.join(folder, item), target)
     if differ:
         return f'its arrays do not fit the network: {some(differ)}'
-    chain = [error]   # Orbax may wrap TensorStore's error, which names the array, in its own
+    chain = [error]  # Orbax may wrap TensorStore's error, which names the array, in its own
     while len(chain) < 8 and (chain[-1].__cause__ or chain[-1].__context__) not in (None, *chain):
         chain.append(chain[-1].__cause__ or chain[-1].__context__)
     texts = [' '.join(str(e).split()) for e in chain]
     text = next((t for t in texts if re.search(r'Error (?:reading|writing) "', t)), texts[0])
     tensor = re.search(r'Error (?:reading|writing) "([^"/]+)', text)
-    files = re.findall(r'[Ll]ocal file "([^"]+)"', text)   # the database folder, then the file where named
+    files = re.findall(r'[Ll]ocal file "([^"]+)"', text)  # the database folder, then the file where named
     # what TensorStore says after the file's name, without its trailing [key=value] annotations
     detail = re.sub(r' \[\w+(\[\d+\])?=.*$', '', text.rsplit('": ', 1)[-1])[:160]
     if tensor:
@@ -192,11 +207,14 @@ def structure_differences(item_folder: str, target) -> list[str]:
     try:
         with ocp.StandardCheckpointer() as ckpt:
             metadata = ckpt.metadata(item_folder)
-        saved = {n: tuple(m.shape) for n, m in _named_leaves(getattr(metadata, 'item_metadata', metadata)).items()
-                 if hasattr(m, 'shape')}
-    except Exception:   # the metadata itself is damaged: the caller reports the read error
+        saved = {
+            n: tuple(m.shape)
+            for n, m in _named_leaves(getattr(metadata, 'item_metadata', metadata)).items()
+            if hasattr(m, 'shape')
+        }
+    except Exception:  # the metadata itself is damaged: the caller reports the read error
         return []
-    if not saved:   # the same (Orbax reads an unreadable tree's metadata as empty)
+    if not saved:  # the same (Orbax reads an unreadable tree's metadata as empty)
         return []
     out = []
     for name, leaf in _named_leaves(target).items():
@@ -222,13 +240,16 @@ def _find(directory: str, step: Optional[int], what: str) -> tuple[str, int]:
     if step is None and steps:
         step = max(steps)
     if step is None or step not in steps:
-        raise WorkdirError(f'no checkpoint of {what}{"" if step is None else f" at step {step}"} '
-                           f'in {directory}; run the stage that trains it first')
+        raise WorkdirError(
+            f'no checkpoint of {what}{"" if step is None else f" at step {step}"} '
+            f'in {directory}; run the stage that trains it first'
+        )
     return directory, step
 
 
-def restore_variables(directory: str, target: TrainState, step: Optional[int] = None,
-                      what: str = 'model') -> tuple[dict, dict]:
+def restore_variables(
+    directory: str, target: TrainState, step: Optional[int] = None, what: str = 'model'
+) -> tuple[dict, dict]:
     """`({'params', 'batch_stats'}, meta)` of a finished stage's checkpoint (default: latest),
     with a clear error when it is missing or damaged."""
     directory, step = _find(directory, step, what)
@@ -236,8 +257,9 @@ def restore_variables(directory: str, target: TrainState, step: Optional[int] = 
     return state.variables, meta
 
 
-def restore_inference_variables(directory: str, abstract_variables: dict, step: Optional[int] = None,
-                                what: str = 'model') -> tuple[dict, dict]:
+def restore_inference_variables(
+    directory: str, abstract_variables: dict, step: Optional[int] = None, what: str = 'model'
+) -> tuple[dict, dict]:
     """Only `{'params', 'batch_stats'}` of a checkpoint (default: latest), as numpy arrays, into
     the structure of `abstract_variables` (e.g. `jax.eval_shape` of `model.init`): restoring for
     inference builds no optimiser and reads none of its state. Checked intact like `restore`."""
@@ -245,10 +267,16 @@ def restore_inference_variables(directory: str, abstract_variables: dict, step: 
     item = dict(abstract_variables)
 
     def read():
-        return manager(directory, read_only=True).restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-                                         partial_restore=True),
-            meta=ocp.args.JsonRestore()))
+        return manager(directory, read_only=True).restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
+                ),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+
     restored = _restore_checked(directory, step, what, item, read)
     return dict(restored['state']), restored['meta']
 
@@ -272,6 +300,7 @@ def _closed_loop_filter(previous):
         # Orbax's closed event loop; the failure itself is reported by the operation.
         if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == 'Event loop is closed'):
             previous(unraisable)
+
     hook.quiet_orbax = True
     return hook
 
@@ -284,6 +313,6 @@ def quiet_orbax() -> None:
     if not any(isinstance(f, _OrbaxRecords) for f in absl_logger.filters):
         absl_logger.addFilter(_OrbaxRecords())
     logging.getLogger('orbax').setLevel(logging.CRITICAL)
-    logging.getLogger('asyncio').setLevel(logging.CRITICAL)   # "Task exception was never retrieved" of Orbax's tasks
+    logging.getLogger('asyncio').setLevel(logging.CRITICAL)  # "Task exception was never retrieved" of Orbax's tasks
     if not getattr(sys.unraisablehook, 'quiet_orbax', False):
         sys.unraisablehook = _closed_loop_filter(sys.unraisablehook)

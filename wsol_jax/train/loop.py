@@ -14,6 +14,7 @@ same path as an uninterrupted one, and a finished stage (stopped or at `max_epoc
 it is. The loss is checked wherever metrics are read back anyway (every few steps): the first
 non-finite value stops the run before anything non-finite is saved.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,27 +34,27 @@ from wsol_jax.errors import TrainingError, WorkdirError
 from wsol_jax.train import checkpoint
 from wsol_jax.train.state import TrainState
 
-History = dict[int, dict]                      # step -> metrics of that scored point
-ScoreFn = Callable[[int, TrainState], dict]    # (step, state) -> validation metrics of the point
-KeptFn = Callable[[History], Optional[int]]    # the point a stage keeps under its rule, None if none yet
-READ_BACK_EVERY = 10   # steps between metric read-backs (each one synchronises host and device)
-HISTORY_FORMAT = 2     # points keyed by step (1: keyed by epoch)
+History = dict[int, dict]  # step -> metrics of that scored point
+ScoreFn = Callable[[int, TrainState], dict]  # (step, state) -> validation metrics of the point
+KeptFn = Callable[[History], Optional[int]]  # the point a stage keeps under its rule, None if none yet
+READ_BACK_EVERY = 10  # steps between metric read-backs (each one synchronises host and device)
+HISTORY_FORMAT = 2  # points keyed by step (1: keyed by epoch)
 
 
 @dataclasses.dataclass
 class Loop:
-    name: str                      # e.g. 'g'; checkpoints go to `directory`
+    name: str  # e.g. 'g'; checkpoints go to `directory`
     directory: str
     max_epochs: int
     steps_per_epoch: int
     images_per_step: int
-    history_path: str              # JSON of every scored point, kept when checkpoints go
-    kept: KeptFn                   # the stage's rule: which point it keeps
-    score_every: int = 0           # steps between scores; 0: once an epoch
-    patience: int = 0              # stop this many scores after the kept point; 0: train max_epochs
-    keep_all: bool = False         # keep every checkpoint (default: the kept and the latest)
-    ceiling: Optional[tuple[str, float]] = None   # (metric, value): a kept point that reaches it cannot be beaten
-    hint: str = ''                 # what to try when the loss is not finite
+    history_path: str  # JSON of every scored point, kept when checkpoints go
+    kept: KeptFn  # the stage's rule: which point it keeps
+    score_every: int = 0  # steps between scores; 0: once an epoch
+    patience: int = 0  # stop this many scores after the kept point; 0: train max_epochs
+    keep_all: bool = False  # keep every checkpoint (default: the kept and the latest)
+    ceiling: Optional[tuple[str, float]] = None  # (metric, value): a kept point that reaches it cannot be beaten
+    hint: str = ''  # what to try when the loss is not finite
     writer: Optional[object] = None  # tensorboardX SummaryWriter (chief only)
 
     @property
@@ -84,7 +85,7 @@ def finished(loop: Loop, history: History, step: int) -> Optional[str]:
         return 'max_epochs'
     kept = kept_point(loop, history)
     if loop.ceiling and kept is not None and history[kept].get(loop.ceiling[0], -math.inf) >= loop.ceiling[1]:
-        return 'perfect'   # e.g. validation accuracy 1: no later point can be kept, waiting is wasted
+        return 'perfect'  # e.g. validation accuracy 1: no later point can be kept, waiting is wasted
     if loop.patience and kept is not None and sum(s > kept for s in history) >= loop.patience:
         return 'patience'
     return None
@@ -93,8 +94,10 @@ def finished(loop: Loop, history: History, step: int) -> Optional[str]:
 def _check_finite(loop: Loop, step: int, metrics: dict) -> None:
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
     if bad:
-        raise TrainingError(f'{loop.name}: non-finite {", ".join(f"{k}={v}" for k, v in bad.items())} at step '
-                            f'{step} (epoch {step / loop.steps_per_epoch:.2f}); nothing of it was saved. {loop.hint}')
+        raise TrainingError(
+            f'{loop.name}: non-finite {", ".join(f"{k}={v}" for k, v in bad.items())} at step '
+            f'{step} (epoch {step / loop.steps_per_epoch:.2f}); nothing of it was saved. {loop.hint}'
+        )
 
 
 def _params_finite(state: TrainState) -> bool:
@@ -111,8 +114,10 @@ def read_history(path: str, latest: int) -> History:
     belongs to a save that was interrupted before its checkpoint was complete)."""
     record = workdir_lib.read_json(path) or {}
     if record and record.get('format') != HISTORY_FORMAT:
-        raise WorkdirError(f'{path} was written by an older wsol-jax (points keyed by epoch); use a new --workdir, '
-                           'or --config.overwrite=True to train afresh')
+        raise WorkdirError(
+            f'{path} was written by an older wsol-jax (points keyed by epoch); use a new --workdir, '
+            'or --config.overwrite=True to train afresh'
+        )
     return {int(s): m for s, m in record.get('points', {}).items() if int(s) <= latest}
 
 
@@ -125,15 +130,18 @@ def _save(loop: Loop, mgr, step: int, state: TrainState, metrics: dict, history:
             write_history(loop.history_path, history)
         checkpoint.save(mgr, step, state, {'step': step, 'epoch': step / loop.steps_per_epoch, 'metrics': metrics})
         mgr.wait_until_finished()
-    except Exception as e:   # Orbax/TensorStore report a full disk as OSError, ValueError, ...
+    except Exception as e:  # Orbax/TensorStore report a full disk as OSError, ValueError, ...
         code = workdir_lib.write_errno(e)
         if code in (errno.ENOSPC, errno.EDQUOT):
-            raise WorkdirError(f'no space left on the device while writing {loop.directory}/{step}; free some '
-                               f'space and run the same command again (it resumes after the last checkpoint)') from None
+            raise WorkdirError(
+                f'no space left on the device while writing {loop.directory}/{step}; free some '
+                f'space and run the same command again (it resumes after the last checkpoint)'
+            ) from None
         if code in workdir_lib.WRITE_ERRNOS:
-            raise WorkdirError(f'cannot write {loop.directory}/{step}: {os.strerror(code)}; make {loop.directory} '
-                               f'writable and run the same command again (it resumes after the last checkpoint)'
-                               ) from None
+            raise WorkdirError(
+                f'cannot write {loop.directory}/{step}: {os.strerror(code)}; make {loop.directory} '
+                f'writable and run the same command again (it resumes after the last checkpoint)'
+            ) from None
         raise
     if not loop.keep_all:
         kept = {step, kept_point(loop, history)}
@@ -147,14 +155,26 @@ def _log(loop: Loop, step: int, metrics: dict) -> None:
             loop.writer.add_scalar(f'{loop.name}/{k}', v, step)
         loop.writer.flush()
     if parallel.is_chief():
-        summary = ' '.join(f'{k.removeprefix("train/")}={v:.4f}' for k, v in metrics.items()
-                           if not k.endswith('images_per_s') and k != 'epoch')
-        print(f'[{loop.name}] step {step} (epoch {step / loop.steps_per_epoch:.2f}/{loop.max_epochs}) {summary} '
-              f'({metrics.get("train/images_per_s", 0):.0f} img/s)', flush=True)
+        summary = ' '.join(
+            f'{k.removeprefix("train/")}={v:.4f}'
+            for k, v in metrics.items()
+            if not k.endswith('images_per_s') and k != 'epoch'
+        )
+        print(
+            f'[{loop.name}] step {step} (epoch {step / loop.steps_per_epoch:.2f}/{loop.max_epochs}) {summary} '
+            f'({metrics.get("train/images_per_s", 0):.0f} img/s)',
+            flush=True,
+        )
 
 
-def run(loop: Loop, state: TrainState, step_fn: Callable, batches: Callable[..., Iterator],
-        rng: jax.Array, score_fn: ScoreFn) -> tuple[TrainState, History]:
+def run(
+    loop: Loop,
+    state: TrainState,
+    step_fn: Callable,
+    batches: Callable[..., Iterator],
+    rng: jax.Array,
+    score_fn: ScoreFn,
+) -> tuple[TrainState, History]:
     """Train `state` with `step_fn(state, batch, rng)` until `finished`; returns the last state and
     the history of scored points.
 
@@ -165,23 +185,33 @@ def run(loop: Loop, state: TrainState, step_fn: Callable, batches: Callable[...,
     mgr = checkpoint.manager(loop.directory)
     start = mgr.latest_step() or 0
     if start > loop.max_steps:
-        raise WorkdirError(f'{loop.directory} holds {start} steps, more than the {loop.max_steps} of '
-                           f'{loop.max_epochs} epochs asked for: raise the epochs, or use --config.overwrite=True '
-                           'to train it afresh')
+        raise WorkdirError(
+            f'{loop.directory} holds {start} steps, more than the {loop.max_steps} of '
+            f'{loop.max_epochs} epochs asked for: raise the epochs, or use --config.overwrite=True '
+            'to train it afresh'
+        )
     history = read_history(loop.history_path, start)
     if start:
         state, _ = checkpoint.restore(mgr, start, state)
         why = finished(loop, history, start)
-        print(f'[{loop.name}] {f"finished ({why})" if why else "resuming"} at step {start} '
-              f'(epoch {start / loop.steps_per_epoch:.2f}) in {loop.directory}')
+        print(
+            f'[{loop.name}] {f"finished ({why})" if why else "resuming"} at step {start} '
+            f'(epoch {start / loop.steps_per_epoch:.2f}) in {loop.directory}'
+        )
     targets = [s for s in score_steps(loop) if s > start]
     step, sums, pending, t0 = start, {}, [], time.perf_counter()
-    step_at_t0 = start   # the rate of a point counts the steps since the previous point
+    step_at_t0 = start  # the rate of a point counts the steps since the previous point
     while targets and not finished(loop, history, step):
         epoch, offset = divmod(step, loop.steps_per_epoch)
         epoch_key = jax.random.fold_in(rng, epoch + 1)
-        bar = tqdm(total=loop.steps_per_epoch, initial=offset, desc=f'{loop.name} epoch {epoch + 1}/{loop.max_epochs}',
-                   disable=not parallel.is_chief(), leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=loop.steps_per_epoch,
+            initial=offset,
+            desc=f'{loop.name} epoch {epoch + 1}/{loop.max_epochs}',
+            disable=not parallel.is_chief(),
+            leave=False,
+            dynamic_ncols=True,
+        )
         with contextlib.closing(batches(jax.random.fold_in(epoch_key, 0), skip=offset)) as epoch_batches:
             for i, batch in enumerate(epoch_batches, start=offset):
                 state, metrics = step_fn(state, batch, jax.random.fold_in(epoch_key, i + 1))
@@ -203,11 +233,16 @@ def run(loop: Loop, state: TrainState, step_fn: Callable, batches: Callable[...,
                 if not scoring:
                     continue
                 if not _params_finite(state):
-                    raise TrainingError(f'{loop.name}: the parameters became non-finite before step {step}; nothing '
-                                        f'of it was saved. {loop.hint}')
+                    raise TrainingError(
+                        f'{loop.name}: the parameters became non-finite before step {step}; nothing '
+                        f'of it was saved. {loop.hint}'
+                    )
                 n = sums.pop('_n')
-                point = {'epoch': step / loop.steps_per_epoch, **{f'train/{k}': v / n for k, v in sums.items()},
-                         'train/images_per_s': rate}
+                point = {
+                    'epoch': step / loop.steps_per_epoch,
+                    **{f'train/{k}': v / n for k, v in sums.items()},
+                    'train/images_per_s': rate,
+                }
                 point.update(score_fn(step, state))
                 history[step] = point
                 _save(loop, mgr, step, state, point, history)
@@ -220,8 +255,11 @@ def run(loop: Loop, state: TrainState, step_fn: Callable, batches: Callable[...,
     why = finished(loop, history, step)
     if why in ('patience', 'perfect') and parallel.is_chief():
         kept = kept_point(loop, history)
-        reason = (f'{loop.patience} scores since the kept step {kept} (epoch {kept / loop.steps_per_epoch:.2f})'
-                  if why == 'patience' else f'{loop.ceiling[0]} reached {loop.ceiling[1]:g}, nothing can beat it')
+        reason = (
+            f'{loop.patience} scores since the kept step {kept} (epoch {kept / loop.steps_per_epoch:.2f})'
+            if why == 'patience'
+            else f'{loop.ceiling[0]} reached {loop.ceiling[1]:g}, nothing can beat it'
+        )
         print(f'[{loop.name}] stopped at step {step} (epoch {step / loop.steps_per_epoch:.2f}): {reason}')
     mgr.wait_until_finished()
     return state, history

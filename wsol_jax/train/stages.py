@@ -4,6 +4,7 @@ Where things go in the workdir is named in `wsol_jax.workdir`; what differs betw
 is read from `wsol_jax.methods`. Each stage records its config fingerprint before its first
 checkpoint, so that a rerun resumes only what it can continue.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,8 +26,10 @@ F_CLASSIFIER, G_DIR = workdir_lib.F_CLASSIFIER, workdir_lib.G
 
 def _lr_hint(net: str, ctx: Context) -> str:
     lr = ctx.config[net].optimizer.learning_rate
-    return (f'Lower config.{net}.optimizer.learning_rate (now {lr}, e.g. to {lr / 10:g}) and run again with '
-            f'--config.overwrite=True' + (' (or use dtype=float32)' if ctx.config.dtype != 'float32' else ''))
+    return (
+        f'Lower config.{net}.optimizer.learning_rate (now {lr}, e.g. to {lr / 10:g}) and run again with '
+        f'--config.overwrite=True' + (' (or use dtype=float32)' if ctx.config.dtype != 'float32' else '')
+    )
 
 
 def train_f(ctx: Context) -> None:
@@ -42,15 +45,29 @@ def train_f(ctx: Context) -> None:
         network = methods.F_NETWORKS[name]
         model, state, n_steps = f_setup(ctx, name)
         fn = network.step(model, ctx.crop, cfg.f, cfg.g)
-        batches = functools.partial(network.batches, ctx.data.train, cfg.f.batch_size, ctx.mesh,
-                                    threads=cfg.data.read_threads)
+        batches = functools.partial(
+            network.batches, ctx.data.train, cfg.f.batch_size, ctx.mesh, threads=cfg.data.read_threads
+        )
         if parallel.is_chief():
             workdir_lib.record(ctx.workdir, cfg, name)
-        spec = budgets.f_loop(cfg, ctx.workdir, name, n_steps, network.images_per_example * cfg.f.batch_size,
-                              ctx.writer, _lr_hint('f', ctx))
+        spec = budgets.f_loop(
+            cfg,
+            ctx.workdir,
+            name,
+            n_steps,
+            network.images_per_example * cfg.f.batch_size,
+            ctx.writer,
+            _lr_hint('f', ctx),
+        )
         accuracy = f_accuracy_fn(ctx, name, model)
-        _, history = loop.run(spec, state, steps.compile_step(fn, ctx.mesh), batches, ctx.key(name),
-                              lambda step, s: {budgets.F_SCORE: accuracy(s.variables)})
+        _, history = loop.run(
+            spec,
+            state,
+            steps.compile_step(fn, ctx.mesh),
+            batches,
+            ctx.key(name),
+            lambda step, s: {budgets.F_SCORE: accuracy(s.variables)},
+        )
         _record_f_quality(ctx, name, spec, history)
 
 
@@ -73,18 +90,30 @@ def import_encoder(ctx: Context) -> None:
         print(f'[{name}] {cfg.f.arch} from {cfg.f.pretrained}, used as an encoder (not trained)')
     history = loop.read_history(spec.history_path, 0)
     kept = history[0]
-    entry = {'val_accuracy': kept[budgets.F_SCORE], 'chance': 1.0 / ctx.data.num_classes,
-             'measure': methods.F_NETWORKS[name].measure, 'kept_step': 0, 'kept_epoch': 0.0, 'last_step': 0,
-             'last_epoch': 0.0, 'stopped': 'imported'}
+    entry = {
+        'val_accuracy': kept[budgets.F_SCORE],
+        'chance': 1.0 / ctx.data.num_classes,
+        'measure': methods.F_NETWORKS[name].measure,
+        'kept_step': 0,
+        'kept_epoch': 0.0,
+        'last_step': 0,
+        'last_epoch': 0.0,
+        'stopped': 'imported',
+    }
     _write_f_quality(ctx, name, entry)
 
 
 def _outputs(ctx: Context, fn, split: Split) -> np.ndarray:
     """`fn(images)` over a split, `(N, ...)` numpy, in order."""
     batch = ctx.config.eval.batch_size
-    return np.concatenate([parallel.to_host(out)[:len(valid)]
-                           for (out,), valid in map_split(lambda b: fn(b['image']), split, batch, ctx.mesh,
-                                   ctx.config.data.read_threads)])
+    return np.concatenate(
+        [
+            parallel.to_host(out)[: len(valid)]
+            for (out,), valid in map_split(
+                lambda b: fn(b['image']), split, batch, ctx.mesh, ctx.config.data.read_threads
+            )
+        ]
+    )
 
 
 def f_accuracy_fn(ctx: Context, name: str, model):
@@ -103,6 +132,7 @@ def f_accuracy_fn(ctx: Context, name: str, model):
         means = np.stack([embedded[train.labels == c].mean(0) for c in classes])
         nearest = classes[np.argmin(((out[:, None] - means[None]) ** 2).sum(-1), axis=1)]
         return float(np.mean(nearest == val.labels))
+
     return accuracy
 
 
@@ -110,10 +140,16 @@ def _record_f_quality(ctx: Context, name: str, spec: loop.Loop, history: loop.Hi
     """f_quality.json: the validation accuracy of the kept point of `name`, where it stopped."""
     kept = loop.kept_point(spec, history)
     last = max(history)
-    entry = {'val_accuracy': history[kept][budgets.F_SCORE], 'chance': 1.0 / ctx.data.num_classes,
-             'measure': methods.F_NETWORKS[name].measure, 'kept_step': kept, 'kept_epoch': kept / spec.steps_per_epoch,
-             'last_step': last, 'last_epoch': last / spec.steps_per_epoch,
-             'stopped': loop.finished(spec, history, last)}
+    entry = {
+        'val_accuracy': history[kept][budgets.F_SCORE],
+        'chance': 1.0 / ctx.data.num_classes,
+        'measure': methods.F_NETWORKS[name].measure,
+        'kept_step': kept,
+        'kept_epoch': kept / spec.steps_per_epoch,
+        'last_step': last,
+        'last_epoch': last / spec.steps_per_epoch,
+        'stopped': loop.finished(spec, history, last),
+    }
     return _write_f_quality(ctx, name, entry)
 
 
@@ -123,8 +159,10 @@ def _write_f_quality(ctx: Context, name: str, entry: dict) -> dict:
         quality[name] = entry
         workdir_lib.write_json(ctx.path(workdir_lib.F_QUALITY), quality)
     parallel.barrier('f_quality')
-    print(f'[{name}] validation accuracy {entry["val_accuracy"]:.3f} ({entry["measure"]}; chance {entry["chance"]:.3f}) '
-          f'at epoch {entry["kept_epoch"]:.2f}, stopped at epoch {entry["last_epoch"]:.2f} ({entry["stopped"]})')
+    print(
+        f'[{name}] validation accuracy {entry["val_accuracy"]:.3f} ({entry["measure"]}; chance {entry["chance"]:.3f}) '
+        f'at epoch {entry["kept_epoch"]:.2f}, stopped at epoch {entry["last_epoch"]:.2f} ({entry["stopped"]})'
+    )
     return entry
 
 
@@ -136,8 +174,10 @@ def check_f_quality(ctx: Context, names: tuple[str, ...]) -> None:
     for name in names:
         entry = quality.get(name)
         if entry is None:
-            raise WorkdirError(f'no checkpoint of f ({name}) finished in {ctx.workdir} ({workdir_lib.F_QUALITY} has no '
-                               'entry for it); run the stage that trains it first: --stage=train_f')
+            raise WorkdirError(
+                f'no checkpoint of f ({name}) finished in {ctx.workdir} ({workdir_lib.F_QUALITY} has no '
+                'entry for it); run the stage that trains it first: --stage=train_f'
+            )
         if entry['chance'] >= 1.0:
             print(f'[g] the quality of {name} is not measured: the data has one class, no labels to measure it by')
             continue
@@ -148,7 +188,8 @@ def check_f_quality(ctx: Context, names: tuple[str, ...]) -> None:
                 f'({cfg.f.min_accuracy_over_chance:g}x chance {entry["chance"]:.3f}): g trained on it would localise '
                 f'nothing. Train f better (ImageNet weights f.pretrained, more data, more f.patience or '
                 f'f.max_epochs, another f.optimizer.learning_rate) with --config.overwrite=True, or continue with '
-                f'--config.f.allow_weak=True')
+                f'--config.f.allow_weak=True'
+            )
 
 
 def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
@@ -158,9 +199,10 @@ def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
     `eval.strip_images` validation images."""
     split, cfg = ctx.data.val, ctx.config
     per_image, ious, strip = [], [], []
-    for (maps, maps_hat), valid in map_split(lambda b: map_fn(g_vars, b['image']), split, cfg.eval.batch_size,
-                                             ctx.mesh, cfg.data.read_threads):
-        maps, maps_hat = parallel.to_host(maps)[:len(valid)], parallel.to_host(maps_hat)[:len(valid)]
+    for (maps, maps_hat), valid in map_split(
+        lambda b: map_fn(g_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh, cfg.data.read_threads
+    ):
+        maps, maps_hat = parallel.to_host(maps)[: len(valid)], parallel.to_host(maps_hat)[: len(valid)]
         boxes = localization.boxes_from_thresholded(maps_hat, cfg.eval.box_rule)
         per_image.append(inference.map_scores(maps, maps_hat, boxes, cfg.eval.max_coverage))
         if split.boxes is not None:
@@ -170,13 +212,17 @@ def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
             strip.append(maps)
     scores = {k: np.concatenate([p[k] for p in per_image]) for k in per_image[0]}
     n = len(scores['S'])
-    out = {'mean_S': float(np.mean(scores['S'])), 'mean_S_raw': float(np.mean(scores['S_raw'])),
-           # the selection's tolerance (selection.select_step: one standard error of the best point)
-           'mean_S_se': float(np.std(scores['S'], ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
-           'val/degenerate': float(np.mean(scores['degenerate'])), 'val/collapsed': float(np.mean(scores['collapsed']))}
+    out = {
+        'mean_S': float(np.mean(scores['S'])),
+        'mean_S_raw': float(np.mean(scores['S_raw'])),
+        # the selection's tolerance (selection.select_step: one standard error of the best point)
+        'mean_S_se': float(np.std(scores['S'], ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+        'val/degenerate': float(np.mean(scores['degenerate'])),
+        'val/collapsed': float(np.mean(scores['collapsed'])),
+    }
     if ious:
         out['val/gt_known_loc'] = float(np.mean(np.concatenate(ious) >= 0.5))
-    return out, np.concatenate(strip)[:cfg.eval.strip_images]
+    return out, np.concatenate(strip)[: cfg.eval.strip_images]
 
 
 def train_g(ctx: Context) -> None:
@@ -198,24 +244,29 @@ def fit_g(ctx: Context, f_apply, f_vars, objective) -> loop.History:
     fn = functools.partial(steps.g_step, f_apply, g_model, cfg.g, ctx.crop, objective)
     compiled = steps.compile_step(fn, ctx.mesh, n_frozen=1)
     step = lambda s, batch, rng: compiled(s, f_vars, batch, rng)
-    batches = functools.partial(method.batches, ctx.data.train, cfg.g.batch_size, ctx.mesh, threads=cfg.data.read_threads)
+    batches = functools.partial(
+        method.batches, ctx.data.train, cfg.g.batch_size, ctx.mesh, threads=cfg.data.read_threads
+    )
     map_fn = inference.compile_weight_maps(g_model, ctx.crop, cfg.eval)
-    spec = budgets.g_loop(cfg, ctx.workdir, n_steps, cfg.g.batch_size * method.images_per_example, ctx.writer,
-                          _lr_hint('g', ctx))
+    spec = budgets.g_loop(
+        cfg, ctx.workdir, n_steps, cfg.g.batch_size * method.images_per_example, ctx.writer, _lr_hint('g', ctx)
+    )
     if parallel.is_chief():
         workdir_lib.record(ctx.workdir, cfg, G_DIR)
         os.makedirs(ctx.path(workdir_lib.STRIP), exist_ok=True)
         latest = checkpoint.latest_step(spec.directory) or 0
         if not loop.finished(spec, loop.read_history(spec.history_path, latest), latest):
-            workdir_lib.remove_derived(ctx.workdir)   # a selection of fewer points is stale now
+            workdir_lib.remove_derived(ctx.workdir)  # a selection of fewer points is stale now
 
     def score(step: int, s: TrainState) -> dict:
         scores, strip = validation_scores(ctx, map_fn, s.variables)
         if parallel.is_chief():
             np.save(ctx.path(workdir_lib.STRIP, f'step_{step:07d}.npy'), (strip * 255).round().astype(np.uint8))
         if scores['val/collapsed'] >= 0.9:
-            print(f'[g] warning: step {step}: the weight map collapsed (weights all below 0.1 or all above 0.9) '
-                  f'on {100 * scores["val/collapsed"]:.0f}% of the validation images')
+            print(
+                f'[g] warning: step {step}: the weight map collapsed (weights all below 0.1 or all above 0.9) '
+                f'on {100 * scores["val/collapsed"]:.0f}% of the validation images'
+            )
         return scores
 
     return loop.run(spec, state, step, batches, ctx.key('g'), score)[1]

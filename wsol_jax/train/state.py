@@ -1,4 +1,5 @@
 """Train state, optimiser and model construction from a config."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,6 +15,7 @@ from wsol_jax.models.dtypes import output_dtype
 
 class TrainState(train_state.TrainState):
     """Flax's TrainState plus BatchNorm running statistics."""
+
     batch_stats: Any = None
 
     @property
@@ -44,8 +46,14 @@ def build_classifier(config, num_outputs: int, kind: str = 'classifier') -> Clas
 
 def build_weight_map_net(config) -> WeightMapNet:
     # An export's spec has no initial_weight: it only sets initial values, which loaded weights replace.
-    return WeightMapNet(config.g.depth, config.g.width, tuple(config.g.decoder_channels),
-                        compute_dtype(config.dtype), config.g.decoder, config.g.get('initial_weight', 0.5))
+    return WeightMapNet(
+        config.g.depth,
+        config.g.width,
+        tuple(config.g.decoder_channels),
+        compute_dtype(config.dtype),
+        config.g.decoder,
+        config.g.get('initial_weight', 0.5),
+    )
 
 
 def learning_rate_schedule(opt_cfg, steps_per_epoch: int, max_epochs: int) -> optax.Schedule:
@@ -53,15 +61,24 @@ def learning_rate_schedule(opt_cfg, steps_per_epoch: int, max_epochs: int) -> op
     at `max_epochs`, after the optional linear warm-up of `warmup_epochs`."""
     warmup_steps = int(round(opt_cfg.get('warmup_epochs', 0.0) * steps_per_epoch))
     if opt_cfg.get('schedule', 'step') == 'cosine':
-        return optax.warmup_cosine_decay_schedule(0.0, opt_cfg.learning_rate, warmup_steps,
-                                                  max(warmup_steps + 1, max_epochs * steps_per_epoch))
+        return optax.warmup_cosine_decay_schedule(
+            0.0, opt_cfg.learning_rate, warmup_steps, max(warmup_steps + 1, max_epochs * steps_per_epoch)
+        )
     decay = optax.exponential_decay(
-        opt_cfg.learning_rate, transition_steps=max(1, opt_cfg.decay_every * steps_per_epoch),
-        decay_rate=opt_cfg.decay_factor, staircase=True)
+        opt_cfg.learning_rate,
+        transition_steps=max(1, opt_cfg.decay_every * steps_per_epoch),
+        decay_rate=opt_cfg.decay_factor,
+        staircase=True,
+    )
     # A warm-up keeps the first steps small while the gradients are largest (for g: the
     # untrained map halves the image contrast and f's cross-entropy is at its peak).
-    return decay if warmup_steps <= 0 else optax.join_schedules(
-        [optax.linear_schedule(0.0, opt_cfg.learning_rate, warmup_steps), decay], [warmup_steps])
+    return (
+        decay
+        if warmup_steps <= 0
+        else optax.join_schedules(
+            [optax.linear_schedule(0.0, opt_cfg.learning_rate, warmup_steps), decay], [warmup_steps]
+        )
+    )
 
 
 def make_optimizer(opt_cfg, steps_per_epoch: int, max_epochs: int = 1) -> optax.GradientTransformation:
@@ -80,24 +97,31 @@ def make_optimizer(opt_cfg, steps_per_epoch: int, max_epochs: int = 1) -> optax.
     return optax.chain(*clip, optax.add_decayed_weights(opt_cfg.weight_decay), base)
 
 
-def abstract_train_state(model, input_shape: tuple[int, ...], tx: optax.GradientTransformation,
-                         sharding) -> TrainState:
+def abstract_train_state(model, input_shape: tuple[int, ...], tx: optax.GradientTransformation, sharding) -> TrainState:
     """The structure of a train state as `ShapeDtypeStruct`s placed on `sharding`: a restore
     target that costs no initialisation (compiling `init` takes seconds on CPU)."""
     abstract = jax.eval_shape(lambda: create_train_state(model, jax.random.key(0), input_shape, tx, jit=False))
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
 
 
-def create_train_state(model, rng: jax.Array, input_shape: tuple[int, ...],
-                       tx: optax.GradientTransformation, params: Any = None,
-                       batch_stats: Any = None, jit: bool = True) -> TrainState:
+def create_train_state(
+    model,
+    rng: jax.Array,
+    input_shape: tuple[int, ...],
+    tx: optax.GradientTransformation,
+    params: Any = None,
+    batch_stats: Any = None,
+    jit: bool = True,
+) -> TrainState:
     """Initialise `model` on zeros of `input_shape` (or take given params, e.g. pretrained)."""
     init = jax.jit(model.init) if jit else model.init
     variables = init(rng, jnp.zeros(input_shape, jnp.float32))
     dtype = parameter_dtype(model)
-    if dtype != jnp.float32:   # Flax creates float32 variables whatever the compute dtype
+    if dtype != jnp.float32:  # Flax creates float32 variables whatever the compute dtype
         variables = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, variables)
-    return TrainState.create(apply_fn=model.apply,
-                             params=variables['params'] if params is None else params,
-                             batch_stats=variables.get('batch_stats', {}) if batch_stats is None else batch_stats,   # ViTs have none
-                             tx=tx)
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables['params'] if params is None else params,
+        batch_stats=variables.get('batch_stats', {}) if batch_stats is None else batch_stats,  # ViTs have none
+        tx=tx,
+    )

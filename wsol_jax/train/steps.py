@@ -5,6 +5,7 @@ on the device. Triplet batches stack (anchor, positive, negative) on axis 1, `(B
 so that the batch axis stays the sharded one. Every step is `jax.jit`-ed over the mesh with the
 batch sharded on `'data'` and the state replicated (`wsol_jax.parallel`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 from wsol_jax import losses, parallel
 from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD, augment, random_erase
 from wsol_jax.train.state import TrainState
+
 
 def _flatten(x):
     """`(B, K, ...)` -> `(B*K, ...)`: rows of one example stay on the device that holds it."""
@@ -42,12 +44,19 @@ def _f_inputs(images_uint8, rng, crop_size: int, erase_prob: float):
 def blank_images(images: jnp.ndarray, mask_space: str, n: int = 1) -> jnp.ndarray:
     """`n` copies of what `g`'s all-zero map makes of an image `(n, H, W, 3)`, in `mask_space`."""
     zeros = jnp.zeros((n,) + images.shape[1:3], images.dtype)
-    return losses.apply_weight_map(images[:n], zeros, mask_space, jnp.asarray(IMAGENET_MEAN),
-                                   jnp.asarray(IMAGENET_STD))
+    return losses.apply_weight_map(images[:n], zeros, mask_space, jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD))
 
 
-def f_classifier_step(model, crop_size: int, state: TrainState, batch, rng, erase_prob: float = 0.0,
-                      blank_weight: float = 0.0, mask_space: str = 'normalized'):
+def f_classifier_step(
+    model,
+    crop_size: int,
+    state: TrainState,
+    batch,
+    rng,
+    erase_prob: float = 0.0,
+    blank_weight: float = 0.0,
+    mask_space: str = 'normalized',
+):
     """Pre-training of `f` for Method I: cross-entropy on image labels, plus `blank_weight` times
     `losses.blank_loss` on one blank image appended to the batch (0: off, the paper)."""
     images = _f_inputs(batch['image'], rng, crop_size, erase_prob)
@@ -58,8 +67,9 @@ def f_classifier_step(model, crop_size: int, state: TrainState, batch, rng, eras
         images = jnp.concatenate([images, blank_images(images, mask_space)])
 
     def loss_fn(params):
-        logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
-                                      train=True, mutable=['batch_stats'])
+        logits, updates = model.apply(
+            {'params': params, 'batch_stats': state.batch_stats}, images, train=True, mutable=['batch_stats']
+        )
         loss, parts = losses.classification_loss(logits[:n], batch['label'])
         if blank_weight > 0:
             parts['blank'] = losses.blank_loss(logits[n:])
@@ -69,19 +79,29 @@ def f_classifier_step(model, crop_size: int, state: TrainState, batch, rng, eras
     return _apply_update(state, loss_fn)
 
 
-def f_triplet_step(model, crop_size: int, margin: float, state: TrainState, batch, rng, erase_prob: float = 0.0,
-                   blank_weight: float = 0.0, mask_space: str = 'normalized'):
+def f_triplet_step(
+    model,
+    crop_size: int,
+    margin: float,
+    state: TrainState,
+    batch,
+    rng,
+    erase_prob: float = 0.0,
+    blank_weight: float = 0.0,
+    mask_space: str = 'normalized',
+):
     """Pre-training of the Siamese `f` for Method II with the triplet loss (Eq. 2), plus
     `blank_weight` times Eq. 2 with the blank image as every anchor's negative (0: off, the
     paper): the embedding's counterpart of `losses.blank_loss`, a blank is of no class."""
-    images = _f_inputs(_flatten(batch['image']), rng, crop_size, erase_prob)   # (3B, c, c, 3)
+    images = _f_inputs(_flatten(batch['image']), rng, crop_size, erase_prob)  # (3B, c, c, 3)
     n = images.shape[0]
     if blank_weight > 0:
         images = jnp.concatenate([images, blank_images(images, mask_space)])
 
     def loss_fn(params):
-        emb, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
-                                   train=True, mutable=['batch_stats'])
+        emb, updates = model.apply(
+            {'params': params, 'batch_stats': state.batch_stats}, images, train=True, mutable=['batch_stats']
+        )
         triplets = _unflatten(emb[:n], 3)
         loss = losses.triplet_loss(triplets[:, 0], triplets[:, 1], triplets[:, 2], margin)
         parts = {'triplet': loss}
@@ -95,8 +115,7 @@ def f_triplet_step(model, crop_size: int, margin: float, state: TrainState, batc
 
 
 def _g_forward(g_model, params, batch_stats, x):
-    out, updates = g_model.apply({'params': params, 'batch_stats': batch_stats}, x, train=True,
-                                 mutable=['batch_stats'])
+    out, updates = g_model.apply({'params': params, 'batch_stats': batch_stats}, x, train=True, mutable=['batch_stats'])
     return out, updates['batch_stats']
 
 
@@ -126,17 +145,28 @@ def method1_objective(g_apply, f_apply, mask, g_cfg, crop_size: int, images_uint
 def method2_objective(g_apply, f_apply, mask, g_cfg, crop_size: int, images_uint8, rng):
     """Method II (Eq. 3 + Eq. 4 + `lambda R(M_a)`) on triplets `(B, 3, S, S, 3)` (anchor,
     positive, negative) and the Siamese `f`. Returns `(loss, parts, new batch stats of g)`."""
-    images = augment(_flatten(images_uint8), rng, crop_size)    # (3B, c, c, 3): a, p, n
+    images = augment(_flatten(images_uint8), rng, crop_size)  # (3B, c, c, 3): a, p, n
     flat_maps, new_batch_stats = g_apply(images)
     maps, images = _unflatten(flat_maps, 3), _unflatten(images, 3)
-    masked = jnp.stack([mask(images[:, 0], maps[:, 0]), mask(images[:, 1], maps[:, 1]),
-                        mask(images[:, 2], maps[:, 2]),
-                        mask(images[:, 0], 1.0 - maps[:, 0])], axis=1)  # J^f_a, J^f_p, J^f_n, J^b_a
+    masked = jnp.stack(
+        [
+            mask(images[:, 0], maps[:, 0]),
+            mask(images[:, 1], maps[:, 1]),
+            mask(images[:, 2], maps[:, 2]),
+            mask(images[:, 0], 1.0 - maps[:, 0]),
+        ],
+        axis=1,
+    )  # J^f_a, J^f_p, J^f_n, J^b_a
     emb_image = jax.lax.stop_gradient(f_apply(images[:, 0]))
     emb = _unflatten(f_apply(_flatten(masked)), 4)
     loss, parts = losses.method2_loss(
         {'I_a': emb_image, 'Jf_a': emb[:, 0], 'Jf_p': emb[:, 1], 'Jf_n': emb[:, 2], 'Jb_a': emb[:, 3]},
-        maps[:, 0], g_cfg.reg_weight, g_cfg.inner_weight, g_cfg.outer_weight, g_cfg.margin)
+        maps[:, 0],
+        g_cfg.reg_weight,
+        g_cfg.inner_weight,
+        g_cfg.outer_weight,
+        g_cfg.margin,
+    )
     return loss, parts, new_batch_stats
 
 
@@ -150,8 +180,9 @@ def frozen_apply(f_model, f_output: str = 'outputs') -> Callable:
     return lambda v, x: f_model.apply(v, x, train=False)
 
 
-def g_loss(f_apply, g_model, g_cfg, crop_size: int, objective: Callable, params, batch_stats, f_vars,
-           images_uint8, rng):
+def g_loss(
+    f_apply, g_model, g_cfg, crop_size: int, objective: Callable, params, batch_stats, f_vars, images_uint8, rng
+):
     """The objective of `g` (`method1_objective`, `embedding_objective` or `method2_objective`, as
     `wsol_jax.methods` names them) with `f` frozen: `f_apply(f_vars, images)` (`frozen_apply`, or
     any jit-traceable function of normalised images) sees its variables through `stop_gradient`.
@@ -177,6 +208,9 @@ def compile_step(fn: Callable, mesh, n_frozen: int = 0, donate_state: bool = Tru
     """`jax.jit` a train step `(state, *frozen, batch, rng)` with the state (and frozen
     variables) replicated and the batch sharded along `'data'`."""
     rep, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
-    return jax.jit(fn, in_shardings=(rep,) + (rep,) * n_frozen + (shard, rep), out_shardings=(rep, rep),
-                   donate_argnums=(0,) if donate_state else ())
-
+    return jax.jit(
+        fn,
+        in_shardings=(rep,) + (rep,) * n_frozen + (shard, rep),
+        out_shardings=(rep, rep),
+        donate_argnums=(0,) if donate_state else (),
+    )
