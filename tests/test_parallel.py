@@ -53,10 +53,10 @@ def test_batch_size_must_divide_devices():
     from wsol_jax import parallel
 
     mesh = parallel.make_mesh()
-    parallel.check_batch_size(jax.device_count() * 4, mesh, 'config.g')
+    parallel.check_batch_size(jax.device_count() * 4, mesh, 'config.g.batch_size')
     if jax.device_count() > 1:
         with pytest.raises(ValueError, match='divisible'):
-            parallel.check_batch_size(jax.device_count() * 4 + 1, mesh, 'config.g')
+            parallel.check_batch_size(jax.device_count() * 4 + 1, mesh, 'config.g.batch_size')
 
 
 def test_a_cpu_run_gets_one_device_per_core_that_divides_its_batches(monkeypatch):

@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import os
 
-import jax
 import numpy as np
 
-from wsol_jax import methods
+from wsol_jax import methods, parallel
 from wsol_jax.data.dataset import Dataset
 from wsol_jax.errors import ConfigError, DataError
 from wsol_jax.models.pretrained import check_pretrained, wants_pretrained
 
 
 def _batch(config, key: str, batch_size: int, n_train: int, mesh) -> None:
-    devices, hosts = mesh.size, jax.process_count()
-    if batch_size % devices or batch_size % hosts:
-        raise ConfigError(
-            f'config.{key}={batch_size} must be divisible by the number of devices ({devices}) and of hosts ({hosts})'
-        )
+    parallel.check_batch_size(batch_size, mesh, f'config.{key}')
     if n_train and batch_size > n_train:
         raise ConfigError(
             f'config.{key}={batch_size} is larger than the training split ({n_train} images): '

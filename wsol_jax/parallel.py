@@ -87,10 +87,12 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
+    """`ConfigError` unless a global batch splits evenly over the devices and the hosts; `what`
+    names the setting (e.g. `config.g.batch_size`)."""
     if batch_size % mesh.size or batch_size % jax.process_count():
         raise ConfigError(
-            f'{what} batch size {batch_size} must be divisible by the number of devices '
-            f'({mesh.size}) and of hosts ({jax.process_count()})'
+            f'{what}={batch_size} must be divisible by the number of devices ({mesh.size}) '
+            f'and of hosts ({jax.process_count()})'
         )
 
 
