@@ -6,8 +6,10 @@ that cannot be written or is in use by another command) end with one line `error
 status 2; Ctrl-C ends with one line `interrupted: ...` and exit status 130.
 """
 
+import difflib
+import functools
+import importlib.util
 import os
-import re
 import signal
 import sys
 import threading
@@ -61,6 +63,7 @@ def keep_interrupts(previous):
 
 
 try:  # Ctrl-C while the libraries load
+    import ml_collections
     from absl import app, flags, logging
     from ml_collections import config_flags
 
@@ -93,42 +96,58 @@ def _config_path(argv) -> str:
     return value.split(':')[0]
 
 
+def _load_config_file(argv):
+    """`get_config(arg)` of the file that `--config=path[:arg]` names, as config_flags loads it."""
+    value = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), '')
+    path, has_arg, arg = value.partition(':')
+    spec = importlib.util.spec_from_file_location('wsol_jax_cli_config', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if has_arg else module.get_config()
+
+
+def _unknown_key(config, key: str) -> str | None:
+    """The error for `--config.<key>` when `key` is no path of `config`, else None."""
+    node = config
+    for part in key.split('.'):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            choices = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            close = difflib.get_close_matches(part, choices, 1)
+            return (
+                f'unknown config key --config.{key}'
+                + (f' (did you mean "{close[0]}"?)' if close else '')
+                + '; the config file lists the valid keys'
+            )
+        node = node[part]
+    return None
+
+
+def explain_config_error(argv) -> str | None:
+    """What is wrong with `--config` or its overrides, found by loading the file and walking each
+    override's path (so the message does not depend on the wording of absl's or ml_collections'
+    errors); None when the file loads and every key exists (e.g. a value of the wrong type)."""
+    path = _config_path(argv)
+    if not os.path.isfile(path):
+        return (
+            f'config file {path!r} not found; give --config=configs/<name>.py:<method>, '
+            'e.g. --config=configs/synthetic.py:method1'
+        )
+    try:
+        config = _load_config_file(argv)
+    except Exception as e:  # get_config raised: its own message, without the traceback
+        return f'{path}: {e}'
+    keys = [a[len('--config.') :].split('=')[0] for a in argv[1:] if a.startswith('--config.')]
+    return next((m for m in map(functools.partial(_unknown_key, config), keys) if m), None)
+
+
 def parse_flags(argv):
     """absl's parsing, with config mistakes reported in one line."""
     try:
         args = FLAGS(argv)
         FLAGS.config.method  # a config file that failed to load raises here, not while parsing
         return args
-    except flags.Error as e:
-        text = str(e)
-        if 'Traceback' in text:  # get_config raised: keep its message, drop the traceback
-            last = [line for line in text.splitlines() if line.strip()][-1]
-            text = f'{_config_path(argv)}: ' + re.sub(r'^[\w.]*(Error|Exception): ', '', last.strip())
-        fail(text)
-    except OSError:
-        path = _config_path(argv)
-        fail(
-            f'config file {path!r} not found'
-            if not os.path.isfile(path)
-            else f'cannot load config file {path!r}'
-            + '; give --config=configs/<name>.py:<method>, e.g. --config=configs/synthetic.py:method1'
-        )
-    except WsolError as e:
-        fail(e)
-    except (AttributeError, KeyError) as e:
-        text = str(e.args[0] if e.args else e).replace('\\', '')
-        names = re.findall(r"'(\w+)'", text)
-        suggestion = re.search(r'Did you mean "(\w+)"', text)
-        bad = [
-            a.split('=')[0]
-            for a in argv[1:]
-            if a.startswith('--config.') and names and a.split('=')[0].split('.')[-1] == names[0]
-        ]
-        fail(
-            f'unknown config key {bad[0] if bad else text}'
-            + (f' (did you mean "{suggestion.group(1)}"?)' if suggestion else '')
-            + '; the config file lists the valid keys'
-        )
+    except (flags.Error, OSError, AttributeError, KeyError, WsolError) as e:
+        fail(explain_config_error(argv) or str(e))
 
 
 def main(argv):
