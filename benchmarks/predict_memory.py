@@ -39,7 +39,7 @@ def make_localizer(config_spec: str, model: str, batch_size: int):
     import jax
     from benchmarks.predict_check import load_config
     from wsol_jax.localizer import Localizer, make_spec
-    from wsol_jax.train.state import build_classifier, build_weight_map_net
+    from wsol_jax.models.build import build_classifier, build_weight_map_net
 
     config = load_config(config_spec)
     n, size = config.data.num_classes, config.data.crop_size

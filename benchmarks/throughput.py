@@ -25,12 +25,8 @@ from wsol_jax import inference, parallel  # noqa: E402
 from wsol_jax.data.dataset import Split  # noqa: E402
 from wsol_jax.data.pipeline import classification_batches  # noqa: E402
 from wsol_jax.train import steps  # noqa: E402
-from wsol_jax.train.state import (
-    build_classifier,
-    build_weight_map_net,
-    create_train_state,  # noqa: E402
-    make_optimizer,
-)
+from wsol_jax.models.build import build_classifier, build_weight_map_net  # noqa: E402
+from wsol_jax.train.state import create_train_state, make_optimizer  # noqa: E402
 
 config_flags.DEFINE_config_file('config', 'configs/synthetic.py:method1', 'Config file.', lock_config=True)
 flags.DEFINE_integer('batch', 32, 'Global batch size (triplets count as 3 images each).')

@@ -26,7 +26,7 @@ from wsol_jax.evaluate import Samples
 from wsol_jax.localizer import MANIFEST, VARIABLES, Localizer, load_localizer
 from wsol_jax.select import load_selection
 from wsol_jax.train import checkpoint
-from wsol_jax.train.state import build_weight_map_net
+from wsol_jax.models.build import build_weight_map_net
 
 INTERRUPTED = (
     'interrupted: the checkpoints saved so far and the earlier reports are kept; run the same command again to resume'

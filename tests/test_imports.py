@@ -67,3 +67,12 @@ def test_no_import_circle():
 
     for m in sorted(graph):
         visit(m)
+
+
+def test_the_inference_path_imports_no_training_code():
+    """The localiser, predict and inference build networks from `models.build` and read
+    checkpoints (`train.checkpoint`: storage), nothing that trains."""
+    graph = _modules()
+    for module in ('wsol_jax.localizer', 'wsol_jax.predict', 'wsol_jax.inference'):
+        training = {i for i in graph[module] if i.startswith('wsol_jax.train') and i != 'wsol_jax.train.checkpoint'}
+        assert not training, (module, training)

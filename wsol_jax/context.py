@@ -18,14 +18,8 @@ from wsol_jax.data.dataset import Dataset, steps_per_epoch
 from wsol_jax.errors import WorkdirError
 from wsol_jax.models.pretrained import load_backbone, wants_pretrained
 from wsol_jax.train import budgets, checkpoint, loop
-from wsol_jax.train.state import (
-    TrainState,
-    abstract_train_state,
-    build_classifier,
-    build_weight_map_net,
-    create_train_state,
-    make_optimizer,
-)
+from wsol_jax.models.build import build_classifier, build_weight_map_net
+from wsol_jax.train.state import TrainState, abstract_train_state, create_train_state, make_optimizer
 
 
 @dataclasses.dataclass

@@ -36,7 +36,7 @@ from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from wsol_jax.data.decode import resize_image, to_uint8
 from wsol_jax.errors import WorkdirError
 from wsol_jax.train import checkpoint
-from wsol_jax.train.state import build_classifier, build_weight_map_net
+from wsol_jax.models.build import build_classifier, build_weight_map_net
 
 MANIFEST = 'localizer.json'
 VARIABLES = 'variables'

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from wsol_jax.models import Classifier, WeightMapNet
 from wsol_jax.models.dtypes import output_dtype
 
 
@@ -23,37 +22,9 @@ class TrainState(train_state.TrainState):
         return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
-def compute_dtype(name: str):
-    """`config.dtype` as a dtype. 'float64' needs JAX's 64-bit mode (`run.run` turns it on for
-    such a run; without it JAX would silently compute in float32)."""
-    if name not in ('float32', 'bfloat16', 'float64'):
-        raise ValueError(f"config.dtype must be 'float32', 'bfloat16' or 'float64', got {name!r}")
-    if name == 'float64' and not jax.config.jax_enable_x64:
-        raise ValueError("config.dtype='float64' needs JAX's 64-bit mode: run inside `with jax.enable_x64(True):`")
-    return jnp.dtype(name)
-
-
 def parameter_dtype(model) -> jnp.dtype:
     """Parameters are float32 (bfloat16 compute keeps float32 parameters), float64 for a float64 model."""
     return output_dtype(getattr(model, 'dtype', jnp.float32))
-
-
-def build_classifier(config, num_outputs: int, kind: str = 'classifier') -> Classifier:
-    """`f` with a head of `num_outputs` (the classes; Method II's embedding), or an encoder
-    (`kind='encoder'`, `num_outputs` 0: its pooled features)."""
-    return Classifier(num_outputs, config.f.arch, config.f.width, compute_dtype(config.dtype), kind)
-
-
-def build_weight_map_net(config) -> WeightMapNet:
-    # An export's spec has no initial_weight: it only sets initial values, which loaded weights replace.
-    return WeightMapNet(
-        config.g.depth,
-        config.g.width,
-        tuple(config.g.decoder_channels),
-        compute_dtype(config.dtype),
-        config.g.decoder,
-        config.g.get('initial_weight', 0.5),
-    )
 
 
 def learning_rate_schedule(opt_cfg, steps_per_epoch: int, max_epochs: int) -> optax.Schedule:
