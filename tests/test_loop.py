@@ -7,6 +7,7 @@ sequences; the end-to-end tests (test_pipeline.py) run the same loop with f and 
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -97,6 +98,23 @@ def test_g_scores_within_epochs_and_stops_when_s_does_not_come_back(tmp_path):
     assert select_step(history) == 8  # 0.89 >= 0.9 - 0.02: the latest of the two
     assert _on_disk(spec) == [8, 14]
     assert [round(history[k]['epoch'], 1) for k in sorted(history)] == [0.4, 0.8, 1.2, 1.6, 2.0, 2.4, 2.8]
+
+
+def test_g_does_not_stop_by_patience_from_a_point_whose_maps_do_not_localise(tmp_path):
+    # A run stopped at 1.6 epochs, 6 scores after its best point, whose maps were 65 % whole-image:
+    # the evaluation then refuses that point; patience must count from a point it accepts.
+    config = ml_collections.ConfigDict(
+        {
+            'g': dict(max_epochs=4, eval_every_steps=2, patience=2, keep_all_checkpoints=False),
+            'eval': dict(selection_se=0.0, max_bad_maps=0.5),
+        }
+    )
+    points = [(0.29, 0.65), (0.03, 0.96), (0.05, 0.94), (0.6, 0.3), (0.9, 0.1), (0.85, 0.1), (0.8, 0.1), (0.7, 0.1)]
+    score, calls = _scores_from([{'mean_S': s, 'mean_S_se': 0.0, 'val/degenerate': d} for s, d in points])
+    spec = budgets.g_loop(config, str(tmp_path), STEPS_PER_EPOCH)
+    _, history = loop.run(spec, _state(), _step, _batches, jax.random.key(0), score)
+    assert calls == [2, 4, 6, 8, 10, 12, 14]  # not stopped at step 6 (kept: step 2, 65 % bad maps)
+    assert loop.kept_point(spec, history) == 10 and loop.finished(spec, history, 14) == 'patience'
 
 
 def test_without_patience_the_budget_is_max_epochs_and_the_last_step_is_scored(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from wsol_jax import parallel, workdir as workdir_lib
 from wsol_jax.errors import TrainingError, WorkdirError
-from wsol_jax.selection import select_step, selection_regret
+from wsol_jax.selection import bad_map_share, select_step, selection_regret
 from wsol_jax.data.dataset import steps_per_epoch
 from wsol_jax.train import budgets, checkpoint, loop
 
@@ -74,7 +74,7 @@ def check_selected_maps(selection: dict, max_bad: float) -> None:
     the objects' sizes, not g (a run whose g collapsed once ended with GT-known 0.8 % and exit 0)."""
     step = selection['selected_step']
     chosen = selection['history'].get(str(step), {})
-    bad = chosen.get('val/degenerate', 0.0) + chosen.get('val/collapsed', 0.0)
+    bad = bad_map_share(chosen)
     if bad > max_bad:
         raise TrainingError(
             f'g does not localise: at the selected step {step} (epoch {selection["selected_epoch"]:.2f} of '

@@ -64,6 +64,12 @@ def select_step(
     return max(e for e, s in scores.items() if s >= best - tolerance)
 
 
+def bad_map_share(point: Mapping[str, float]) -> float:
+    """The share of a scored point's validation maps that do not localise: degenerate (one blob
+    over nearly the whole image, or empty) plus collapsed (all weights below 0.1 or above 0.9)."""
+    return float(point.get('val/degenerate', 0.0)) + float(point.get('val/collapsed', 0.0))
+
+
 def selection_regret(
     history: Mapping[int, Mapping[str, float]], selected: int, diagnostic: str = 'val/gt_known_loc'
 ) -> dict | None:

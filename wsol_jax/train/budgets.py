@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Optional
 
 from wsol_jax import workdir as workdir_lib
-from wsol_jax.selection import select_step
+from wsol_jax.selection import bad_map_share, select_step
 from wsol_jax.train.loop import History, Loop
 
 F_SCORE = 'val/accuracy'
@@ -68,5 +68,7 @@ def g_loop(config, workdir: str, steps_per_epoch: int, images_per_step: int = 0,
         patience=g.patience,
         keep_all=g.keep_all_checkpoints,
         hint=hint,
+        # patience counts only from a point whose maps localise (the share the evaluation accepts)
+        settled=lambda point: bad_map_share(point) <= config.eval.max_bad_maps,
         writer=writer,
     )

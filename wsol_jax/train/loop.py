@@ -54,6 +54,9 @@ class Loop:
     patience: int = 0  # stop this many scores after the kept point; 0: train max_epochs
     keep_all: bool = False  # keep every checkpoint (default: the kept and the latest)
     ceiling: Optional[tuple[str, float]] = None  # (metric, value): a kept point that reaches it cannot be beaten
+    # whether the kept point may end the stage by patience (g: only once its maps localise; a point
+    # the run would be refused for is no reason to stop training)
+    settled: Optional[Callable[[dict], bool]] = None
     hint: str = ''  # what to try when the loss is not finite
     writer: Optional[object] = None  # tensorboardX SummaryWriter (chief only)
 
@@ -86,6 +89,8 @@ def finished(loop: Loop, history: History, step: int) -> Optional[str]:
     kept = kept_point(loop, history)
     if loop.ceiling and kept is not None and history[kept].get(loop.ceiling[0], -math.inf) >= loop.ceiling[1]:
         return 'perfect'  # e.g. validation accuracy 1: no later point can be kept, waiting is wasted
+    if loop.settled is not None and kept is not None and not loop.settled(history[kept]):
+        return None
     if loop.patience and kept is not None and sum(s > kept for s in history) >= loop.patience:
         return 'patience'
     return None
