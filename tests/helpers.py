@@ -115,3 +115,16 @@ def golden_maps(maps_uint8) -> np.ndarray:
     w = _upsampling_weights(k.shape[-1], GOLDEN_FACTOR)
     full = np.einsum('ia,nab,jb->nij', w, k, w)
     return full.astype(np.float32) / np.float32(255 * (2 * GOLDEN_FACTOR) ** 2)
+
+
+def save_state_dict(state_dict, path: str) -> str:
+    """A PyTorch `state_dict` written as `path` (.pth or .safetensors); returns `path`."""
+    import torch
+
+    if path.endswith('.pth'):
+        torch.save(state_dict, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, path)
+    return path

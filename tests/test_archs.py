@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import BF16_LAYERS, bf16_tolerance
+from helpers import BF16_LAYERS, bf16_tolerance, save_state_dict
 from wsol_jax.errors import ConfigError
 from wsol_jax.models import Classifier, registry
 from wsol_jax.models.pretrained import (
@@ -190,16 +190,6 @@ def _convnext():
     return _randomise_norms(TConvNeXt(CONVNEXT['depths'], CONVNEXT['dims']))
 
 
-def _save(state_dict, path):
-    if path.endswith('.pth'):
-        torch.save(state_dict, path)
-    else:
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, path)
-    return path
-
-
 def _images(h, w, n=2, seed=0):
     return np.random.default_rng(seed).normal(size=(n, h, w, 3))
 
@@ -233,13 +223,15 @@ def _close(got, expected, what):
 def vit_files(tmp_path_factory):
     """The timm-layout ViT in both formats, and the reference model itself."""
     folder, model = tmp_path_factory.mktemp('vit'), _vit()
-    return model, {fmt: _save(model.state_dict(), str(folder / f'vit.{fmt}')) for fmt in ('pth', 'safetensors')}
+    formats = ('pth', 'safetensors')
+    return model, {fmt: save_state_dict(model.state_dict(), str(folder / f'vit.{fmt}')) for fmt in formats}
 
 
 @pytest.fixture(scope='module')
 def convnext_files(tmp_path_factory):
     folder, model = tmp_path_factory.mktemp('convnext'), _convnext()
-    return model, {fmt: _save(model.state_dict(), str(folder / f'cnx.{fmt}')) for fmt in ('pth', 'safetensors')}
+    formats = ('pth', 'safetensors')
+    return model, {fmt: save_state_dict(model.state_dict(), str(folder / f'cnx.{fmt}')) for fmt in formats}
 
 
 @pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
@@ -285,7 +277,7 @@ def test_vit_import_resamples_a_checkpoint_of_another_grid(tmp_path):
     """A 6x6-grid checkpoint (48 px) into the 4x4-grid model: timm's `checkpoint_filter_fn` step,
     computed in float64 and rounded once to float32 (at most one unit in the last place)."""
     model = _vit(pos_grid=6)
-    path = _save(model.state_dict(), str(tmp_path / 'grid6.safetensors'))
+    path = save_state_dict(model.state_dict(), str(tmp_path / 'grid6.safetensors'))
     check_pretrained(path, 'vit_tiny_test', 1.0)
     got = np.asarray(backbone_variables(read_state_dict(path), 'vit_tiny_test')['params']['pos_embed'])
     expected = timm_resample(model.pos_embed.detach().double(), (4, 4), (6, 6)).numpy()
@@ -369,7 +361,7 @@ def test_files_that_do_not_fit_list_what_differs(vit_files, convnext_files, tmp_
     assert 'stages.0.blocks.0.conv_dw.weight: file (8, 1, 7, 7) vs model (7, 7, 1, 96)' in message
     # A ConvNeXt file for a ViT: every ViT tensor missing, every ConvNeXt one but head.* unexpected.
     assert '30 missing (blocks.0.attn.proj.bias, ' in _listing_of(cnx, 'vit_tiny_test')
-    path = _save({k: torch.from_numpy(v) for k, v in cnx.items()}, str(tmp_path / 'cnx.pth'))
+    path = save_state_dict({k: torch.from_numpy(v) for k, v in cnx.items()}, str(tmp_path / 'cnx.pth'))
     with pytest.raises(
         ConfigError,
         match=rf'weights in {path} do not fit a convnext_tiny of width 1\.0: .*with '

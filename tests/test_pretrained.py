@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import save_state_dict
 from wsol_jax.errors import ConfigError
 from wsol_jax.models import Classifier, ResNet, WeightMapNet
 from wsol_jax.models.pretrained import (
@@ -113,23 +114,12 @@ def _reference(depth, width=1.0):
     return model.eval()
 
 
-def _save(state_dict, path):
-    """`state_dict` written as `path` (.pth or .safetensors); returns `path`."""
-    if path.endswith('.pth'):
-        torch.save(state_dict, path)
-    else:
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, path)
-    return path
-
-
 @pytest.fixture(scope='module')
 def tiny_files(tmp_path_factory):
     """A resnet18 of width TINY saved in both formats: {'pth': path, 'safetensors': path}."""
     folder = tmp_path_factory.mktemp('tiny_weights')
     state_dict = _reference('resnet18', TINY).state_dict()
-    return {fmt: _save(state_dict, str(folder / f'r18.{fmt}')) for fmt in ('pth', 'safetensors')}
+    return {fmt: save_state_dict(state_dict, str(folder / f'r18.{fmt}')) for fmt in ('pth', 'safetensors')}
 
 
 # Both sides run in float64 from the same float32 weights (exactly representable), so they differ
@@ -145,7 +135,7 @@ TOL64 = 1e-9
 @pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
 def test_flax_backbone_equals_pytorch_reference(tmp_path, depth, fmt):
     model = _reference(depth)
-    path = _save(model.state_dict(), str(tmp_path / f'weights.{fmt}'))
+    path = save_state_dict(model.state_dict(), str(tmp_path / f'weights.{fmt}'))
     x = np.random.default_rng(0).normal(size=(2, 64, 64, 3))
     with torch.no_grad():
         expected = [t.permute(0, 2, 3, 1).numpy() for t in model.double()(torch.from_numpy(x).permute(0, 3, 1, 2))]
