@@ -111,8 +111,12 @@ def inline_f(num_classes: int):
     class SmallCNN(nn.Module):
         @nn.compact
         def __call__(self, x):
+            # Two 3x3 convs per scale, the second strided (VGG-style): with one strided conv per scale
+            # (three layers in all) f plateaued at 58-60 % validation accuracy on the synthetic benchmark
+            # in 10 epochs; with two it reaches 100 %.
             for features in (16, 32, 64):
-                x = nn.relu(nn.GroupNorm(num_groups=8)(nn.Conv(features, (3, 3), strides=(2, 2))(x)))
+                for strides in ((1, 1), (2, 2)):
+                    x = nn.relu(nn.GroupNorm(num_groups=8)(nn.Conv(features, (3, 3), strides=strides)(x)))
             return nn.Dense(num_classes)(jnp.mean(x, axis=(1, 2)))
 
     return SmallCNN()
