@@ -52,6 +52,7 @@ def test_synthetic_and_the_custom_small_preset_share_one_recipe(method):
     assert load_config('custom', method).data.crop_size == 224  # no preset: the paper's sizes
     paper = load_config('cub', method)  # the paper's fixed budgets
     assert (paper.f.max_epochs, paper.f.patience, paper.g.max_epochs, paper.g.patience) == (200, 0, 100, 0)
+    assert recipe.f.erase_prob == 0.5 and paper.f.erase_prob == 0  # the paper's f sees no erasing
 
 
 @pytest.mark.parametrize('method', ['method1', 'method2'])

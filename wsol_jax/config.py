@@ -182,6 +182,10 @@ def from_scratch(c: ml_collections.ConfigDict, width: float = 0.25) -> ml_collec
     c.f.blank_weight = (
         1.0 if method == 'method1' else 0.0
     )  # f never sees the blank g's zero map makes (losses.blank_loss)
+    # Half of f's training images get a rectangle of the mean colour, what g's zero weights make
+    # (random erasing, Zhong et al. 2020; the paper's [35] hides patches alike): f gathers evidence
+    # over the whole object instead of one cue that g could keep alone (the body's stripes).
+    c.f.erase_prob = 0.5
     c.f.siamese_from_classifier = True  # Method II: the start ImageNet weights give the Siamese f in the paper
     c.g.update(
         dict(
