@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from helpers import tiny_synthetic
-from wsol_jax import evaluate as evaluate_lib, localization, metrics, parallel, run as run_lib
+from wsol_jax import boxes as boxes_lib, evaluate as evaluate_lib, metrics, parallel, run as run_lib
 from wsol_jax import workdir as workdir_lib, wsolevaluation
 from wsol_jax.context import Context, g_setup, restore_g
 from wsol_jax.data import load_dataset
@@ -40,7 +40,7 @@ def test_localizer_boxes_equal_the_evaluation_boxes(method1_run, localizer, test
     g_model, g_state, _ = g_setup(ctx, abstract=True)
     g_vars = restore_g(ctx, g_state, load_selection(workdir)['selected_step'])
     maps = np.asarray(g_model.apply(g_vars, evaluate_lib.inference.center_crop(jnp.asarray(test_split.images), 32)))
-    expected = localization.boxes_from_maps(maps, cfg.eval.threshold_ratio, cfg.eval.box_rule)
+    expected = boxes_lib.boxes_from_maps(maps, cfg.eval.threshold_ratio, cfg.eval.box_rule)
     out = localizer(test_split.images)
     np.testing.assert_array_equal(out.boxes, expected)
     np.testing.assert_allclose(np.stack(out.maps), maps, atol=1e-5)
@@ -72,7 +72,7 @@ def test_boxes_map_back_to_the_images_own_pixels(localizer):
 
     def brightness(g_vars, f_vars, x):
         maps = jnp.asarray(x, jnp.float32).mean(-1) / 255.0
-        return maps, localization.thresholded_maps(maps, 0.5, 'normalized'), jnp.ones((len(x), 4)) / 4
+        return maps, boxes_lib.thresholded_maps(maps, 0.5, 'normalized'), jnp.ones((len(x), 4)) / 4
 
     fake._fn = brightness
     out = fake([image])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import tiny_synthetic
-from wsol_jax import inference, localization, workdir
+from wsol_jax import boxes as boxes_lib, inference, workdir
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -75,7 +75,7 @@ def test_collapsed_maps_are_flagged():
     maps[1] = 0.97  # weights everything
     maps[1, 0, 0] = 0.95
     maps[2, 4:10, 3:12] = 1.0  # an object
-    hat = localization.thresholded_maps(maps)
-    scores = inference.map_scores(maps, hat, localization.boxes_from_thresholded(hat), 0.95)
+    hat = boxes_lib.thresholded_maps(maps)
+    scores = inference.map_scores(maps, hat, boxes_lib.boxes_from_thresholded(hat), 0.95)
     np.testing.assert_array_equal(scores['collapsed'], [True, True, False])
     assert scores['S'][2] == pytest.approx(1.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 from wsol_jax.errors import ConfigError
-from wsol_jax.localization import BOX_RULES
+from wsol_jax.boxes import BOX_RULES
 from wsol_jax.losses import MASK_SPACES
 from wsol_jax.models.classifier import KINDS
 from wsol_jax.models.pretrained import wants_pretrained
@@ -132,7 +132,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
             batch_size=64,
             # normalized: min-max rescale, Eq. 5 | literal: the raw map | released: generate_bbox
             box_rule='normalized',
-            # exactly (cubehelix grey levels; localization.py)
+            # exactly (cubehelix grey levels; boxes.py)
             threshold_ratio=0.1,  # Eq. 5: tau = ratio * max
             max_coverage=0.95,  # a map whose box covers more of the image than this is degenerate (S = 0)
             # keep the latest scored point within this many standard errors of the best mean S; 0: the maximum

@@ -26,7 +26,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from wsol_jax import inference, localization, methods, metrics, parallel, workdir as workdir_lib, wsolevaluation
+from wsol_jax import boxes as boxes_lib, inference, methods, metrics, parallel, workdir as workdir_lib, wsolevaluation
 from wsol_jax.context import Context, frozen_f, g_setup, restore_g
 from wsol_jax.data.dataset import crop_protocol_boxes, crop_protocol_masks, resize_masks
 from wsol_jax.data.pipeline import map_split
@@ -77,14 +77,14 @@ def _score_variant(ctx, name, fn, split, gt_boxes, logits, n_samples, executor):
         rows = parallel.local_valid(valid, cfg.eval.batch_size)
         maps = parallel.local_rows(out[0])[: len(rows)]
         if len(out) == 2:  # g: M_hat was computed on the device with the box rule
-            boxes = localization.boxes_from_thresholded(parallel.local_rows(out[1])[: len(rows)], cfg.eval.box_rule)
+            boxes = boxes_lib.boxes_from_thresholded(parallel.local_rows(out[1])[: len(rows)], cfg.eval.box_rule)
         else:
-            boxes = localization.boxes_from_maps(maps, cfg.eval.threshold_ratio, cfg.eval.box_rule)
+            boxes = boxes_lib.boxes_from_maps(maps, cfg.eval.threshold_ratio, cfg.eval.box_rule)
         box_ok = metrics.best_iou(boxes, gt_boxes[rows]) >= 0.5
         counts[0] += box_ok.sum()
         if logits is not None:
             counts[1:] += _class_counts(box_ok, logits[rows], split.labels[rows], k)
-        normalized = localization.normalize_maps(maps)
+        normalized = boxes_lib.normalize_maps(maps)
         if split.masks is not None:  # read per batch: the masks stay on disk
             pxap_acc.update(normalized, crop_protocol_masks(split.mask_rows(rows), split.size, ctx.crop))
         maxbox_acc.update(normalized, gt_boxes[rows])  # returns at once with an executor

@@ -31,7 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from PIL import Image
 
-from wsol_jax import inference, localization, methods, workdir as workdir_lib
+from wsol_jax import boxes as boxes_lib, inference, methods, workdir as workdir_lib
 from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from wsol_jax.data.decode import resize_image, to_uint8
 from wsol_jax.errors import WorkdirError
@@ -169,8 +169,8 @@ class Localizer:
         if len(inputs) == 0:
             return Prediction([], np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
         maps, maps_hat, probs = self._run(np.asarray(inputs))
-        boxes = localization.boxes_from_thresholded(maps_hat, self.spec['box_rule'])
-        scores = np.asarray(localization.containment_score(maps_hat, boxes))
+        boxes = boxes_lib.boxes_from_thresholded(maps_hat, self.spec['box_rule'])
+        scores = np.asarray(boxes_lib.containment_score(maps_hat, boxes))
         if probs.shape[1]:
             classes, confidence = probs.argmax(-1), probs.max(-1)
         else:  # no classifier: no class, no probability
@@ -278,7 +278,7 @@ def make_spec(config, class_names: Sequence[str], selection: dict) -> dict:
             'mean': IMAGENET_MEAN.tolist(),
             'std': IMAGENET_STD.tolist(),
         },
-        'box': f'{localization.BOX_RULE_DESCRIPTIONS[config.eval.box_rule]} (ratio: threshold_ratio), '
+        'box': f'{boxes_lib.BOX_RULE_DESCRIPTIONS[config.eval.box_rule]} (ratio: threshold_ratio), '
         'largest OpenCV contour, its bounding rectangle',
         'source': {
             'method': config.method,

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from wsol_jax import methods, workdir as workdir_lib  # noqa: E402
 from wsol_jax.data.dataset import crop_offset  # noqa: E402
-from wsol_jax.localization import BOX_RULE_DESCRIPTIONS  # noqa: E402
+from wsol_jax.boxes import BOX_RULE_DESCRIPTIONS  # noqa: E402
 
 METRIC_NAMES = {
     'gt_known_loc': 'GT-known loc',

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from wsol_jax import inference, localization, methods, metrics, parallel
+from wsol_jax import boxes as boxes_lib, inference, methods, metrics, parallel
 from wsol_jax import workdir as workdir_lib
 from wsol_jax.context import Context, f_setup, frozen_f, g_setup
 from wsol_jax.data.dataset import Split, crop_protocol_boxes
@@ -203,7 +203,7 @@ def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
         lambda b: map_fn(g_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh, cfg.data.read_threads
     ):
         maps, maps_hat = parallel.to_host(maps)[: len(valid)], parallel.to_host(maps_hat)[: len(valid)]
-        boxes = localization.boxes_from_thresholded(maps_hat, cfg.eval.box_rule)
+        boxes = boxes_lib.boxes_from_thresholded(maps_hat, cfg.eval.box_rule)
         per_image.append(inference.map_scores(maps, maps_hat, boxes, cfg.eval.max_coverage))
         if split.boxes is not None:
             gt = crop_protocol_boxes(split, valid, ctx.crop)
