@@ -147,7 +147,7 @@ def test_the_weak_f_stop_needs_labels_to_measure_f_by(tmp_path):
     would stop every run; there is nothing to measure f by, and g trains. Two classes: it stops."""
     from wsol_jax.context import Context
     from wsol_jax.errors import TrainingError
-    from wsol_jax.train.stages import check_f_quality
+    from wsol_jax.stages.train_g import check_f_quality
     from wsol_jax.workdir import F_QUALITY, write_json
 
     config = _config(allow_weak=False)

@@ -12,13 +12,14 @@ import pytest
 from PIL import Image
 
 from helpers import tiny_synthetic
-from wsol_jax import boxes as boxes_lib, evaluate as evaluate_lib, metrics, parallel, run as run_lib
+from wsol_jax import boxes as boxes_lib, inference, metrics, parallel, run as run_lib
 from wsol_jax import workdir as workdir_lib, wsolevaluation
 from wsol_jax.context import Context, g_setup, restore_g
 from wsol_jax.data import load_dataset
 from wsol_jax.localizer import Localizer, box_to_image, load_localizer, to_rgb
 from wsol_jax.predict import predict
-from wsol_jax.select import load_selection
+from wsol_jax.stages.export import export_localizer
+from wsol_jax.stages.select import load_selection
 
 
 @pytest.fixture(scope='module')
@@ -39,7 +40,7 @@ def test_localizer_boxes_equal_the_evaluation_boxes(method1_run, localizer, test
     ctx = Context(cfg, workdir, load_dataset(cfg), parallel.make_mesh())
     g_model, g_state, _ = g_setup(ctx, abstract=True)
     g_vars = restore_g(ctx, g_state, load_selection(workdir)['selected_step'])
-    maps = np.asarray(g_model.apply(g_vars, evaluate_lib.inference.center_crop(jnp.asarray(test_split.images), 32)))
+    maps = np.asarray(g_model.apply(g_vars, inference.center_crop(jnp.asarray(test_split.images), 32)))
     expected = boxes_lib.boxes_from_maps(maps, cfg.eval.threshold_ratio, cfg.eval.box_rule)
     out = localizer(test_split.images)
     np.testing.assert_array_equal(out.boxes, expected)
@@ -48,7 +49,7 @@ def test_localizer_boxes_equal_the_evaluation_boxes(method1_run, localizer, test
 
 
 def test_export_loads_without_the_workdir_and_gives_the_same_outputs(method1_run, localizer, test_split, tmp_path):
-    path = localizer.export(str(tmp_path / 'export'))
+    path = export_localizer(localizer, str(tmp_path / 'export'))
     moved = shutil.move(path, str(tmp_path / 'elsewhere'))
     spec = json.load(open(os.path.join(moved, 'localizer.json')))
     assert spec['box_rule'] == 'normalized' and spec['input_size'] == 32

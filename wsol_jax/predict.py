@@ -1,7 +1,5 @@
-"""Stage predict: a trained localiser on a folder, glob or list of new images.
-
-    python main.py --config=configs/synthetic.py:method1 --workdir=runs/demo --stage=predict \
-        --config.predict.images=PATH [--config.predict.model=EXPORT_DIR] [--config.predict.out=DIR]
+"""A trained localiser on a folder, glob or list of new images (`predict`; the stage that runs it
+from the command line is `wsol_jax.stages.predict`).
 
 Images are read as a viewer shows them (EXIF orientation applied; 16-bit, float, palette,
 transparency and CMYK files converted by `decode.to_uint8`), so boxes, maps and overlays are in
@@ -38,7 +36,7 @@ from tqdm import tqdm
 
 from wsol_jax.data.decode import read_image
 from wsol_jax.errors import ConfigError, DataError
-from wsol_jax.localizer import Localizer, load_localizer, map_to_image
+from wsol_jax.localizer import Localizer, map_to_image
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 COLUMNS = (
@@ -546,11 +544,3 @@ def _report(out_dir, written, unreadable, failed, warned, repeated, inside_out) 
             print(f'[predict] {len(entries)} {what}:')
             for path, reason in entries:
                 print(f'  {path}: {reason}')
-
-
-def run_predict(config, workdir: str) -> dict:
-    """The stage as main.py runs it: the model from `predict.model` (an export) or the workdir."""
-    cfg = config.predict
-    localizer = load_localizer(cfg.model or workdir, batch_size=cfg.batch_size)
-    out = cfg.out or os.path.join(workdir, 'predictions')
-    return predict(localizer, cfg.images, out, cfg.save_npy, cfg.batch_size)

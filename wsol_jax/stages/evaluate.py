@@ -1,4 +1,5 @@
-"""Stage evaluate: the selected point of `g`, its last one and the CAM baseline on the test split.
+"""Stage evaluate: the selected point of `g`, its last one and the CAM baseline on the test split;
+then the report (`wsol_jax.report`: results.json, results.md and the figures).
 
 For each: boxes from the paper's rule (Eq. 5 + largest contour, under `eval.box_rule`, the same
 rule that scored the points for the selection), GT-known loc, Top-1 loc (with the classifier
@@ -26,12 +27,13 @@ from typing import Optional
 import jax
 import numpy as np
 
-from wsol_jax import boxes as boxes_lib, inference, methods, metrics, parallel, workdir as workdir_lib, wsolevaluation
+from wsol_jax import boxes as boxes_lib, inference, methods, metrics, parallel, report as report_lib
+from wsol_jax import workdir as workdir_lib, wsolevaluation
 from wsol_jax.context import Context, frozen_f, g_setup, restore_g
 from wsol_jax.data.dataset import crop_protocol_boxes, crop_protocol_masks, resize_masks
 from wsol_jax.data.pipeline import map_split
 from wsol_jax.errors import DataError
-from wsol_jax.select import load_selection
+from wsol_jax.stages.select import check_selected_maps, load_selection
 
 
 @dataclasses.dataclass
@@ -181,7 +183,7 @@ def _classifier_variants(ctx: Context) -> tuple[Optional[np.ndarray], dict]:
     return logits, {'cam': lambda b: cam(f_vars, b['image'], b['label'])}
 
 
-def evaluate(ctx: Context) -> tuple[dict, Samples]:
+def run(ctx: Context) -> tuple[dict, Samples]:
     """Returns `({variant: metrics}, samples for the overlays)`; variants are
     `weight_map_selected`, `weight_map_last` and, where f defines it, `cam` (and, with
     `eval.save_maps`, `weight_map_selected_wsolevaluation`: the whole-image protocol of the saved
@@ -225,3 +227,16 @@ def evaluate(ctx: Context) -> tuple[dict, Samples]:
         if executor is not None:
             executor.shutdown()
     return results, Samples(indices, sample_maps, sample_boxes, gt_boxes[indices])
+
+
+def report(ctx: Context, output: tuple[dict, Samples], timings: dict) -> dict:
+    """After the stage's wall time is recorded (the report lists it): results.json, results.md and
+    the figures, written by process 0 and printed; then the stop when the selected point's maps do
+    not localise (`check_selected_maps`), after the report, so that what went wrong can be looked
+    at. Returns the results."""
+    results, samples = output
+    if parallel.is_chief():
+        report_lib.write(ctx.workdir, ctx.config, results, load_selection(ctx.workdir), samples, ctx.data, timings)
+        print(f'[report] {ctx.path("results.md")}\n' + open(ctx.path('results.md')).read())
+    check_selected_maps(load_selection(ctx.workdir), ctx.config.eval.max_bad_maps)
+    return results
