@@ -92,6 +92,14 @@ def test_the_stages_are_the_top_layer_and_their_table_imports_none_of_them():
     assert graph['wsol_jax.localizer'] & {i for i in graph if i.startswith(STAGES)} == {'wsol_jax.stages.select'}
 
 
+def test_the_evaluators_registry_imports_none_of_them():
+    """The config and the report read the registry (names, titles) without importing an evaluator;
+    the evaluators import no stage (the stages rule above) and the report imports none of them."""
+    graph = _modules()
+    assert 'wsol_jax.evaluators.common' in graph and not graph['wsol_jax.evaluators']
+    assert not {i for i in graph['wsol_jax.report'] | graph['wsol_jax.config'] if i.startswith('wsol_jax.evaluators.')}
+
+
 def test_the_inference_path_imports_no_training_code():
     """The localiser, predict (the library and its stage), the export stage and inference build
     networks from `models.build` and read checkpoints (`train.checkpoint`: storage), nothing that

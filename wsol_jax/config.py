@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from wsol_jax import evaluators
 from wsol_jax.errors import ConfigError
 from wsol_jax.boxes import BOX_RULES
 from wsol_jax.losses import MASK_SPACES
@@ -143,7 +144,10 @@ def base_config(method: str) -> ml_collections.ConfigDict:
             maxboxacc_ious=(30, 50, 70),
             top_k=5,  # Top-k cls / Top-k loc beside Top-1
             num_workers=0,  # processes for the contour work of MaxBoxAcc; 0: one per core, 1: in-line
-            save_maps=False,  # test maps for clovaai/wsolevaluation (<workdir>/scoremaps), with its metadata and masks
+            # the rows of the test table in order, by name (wsol_jax.evaluators.EVALUATORS)
+            evaluators=evaluators.DEFAULT,
+            # test maps for clovaai/wsolevaluation (<workdir>/scoremaps), with its metadata and masks, and their row
+            save_maps=False,
             num_overlays=8,
             strip_images=4,
         )
@@ -267,6 +271,13 @@ def validate_training(config) -> None:
     need(config.g.decoder in DECODERS, 'g.decoder', f'must be one of {DECODERS}, got {config.g.decoder!r}')
     need(
         config.eval.box_rule in BOX_RULES, 'eval.box_rule', f'must be one of {BOX_RULES}, got {config.eval.box_rule!r}'
+    )
+    listed = tuple(config.eval.evaluators)
+    need(
+        listed and set(listed) <= set(evaluators.EVALUATORS) - {evaluators.SCOREMAPS},
+        'eval.evaluators',
+        f'must name one or more of {tuple(n for n in evaluators.EVALUATORS if n != evaluators.SCOREMAPS)} '
+        f'(eval.save_maps=True adds {evaluators.SCOREMAPS}), got {listed!r}',
     )
     for key in ('batch_size', 'num_overlays', 'strip_images', 'top_k'):
         need(config.eval[key] >= 1, f'eval.{key}', 'must be at least 1')

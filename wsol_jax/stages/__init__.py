@@ -81,8 +81,8 @@ STAGES = (
     ),
     Stage(
         'evaluate',
-        'selected point, last point and CAM baseline on the test split (`eval.save_maps`: also the maps for '
-        'wsolevaluation), then the report',
+        'each evaluator of `eval.evaluators` on the test split (default: selected point, last point and CAM '
+        'baseline; `eval.save_maps`: also the maps for wsolevaluation), then the report',
         reads=(workdir_lib.SELECTION, workdir_lib.G, workdir_lib.F_CLASSIFIER, workdir_lib.F_QUALITY),
         writes=(*workdir_lib.REPORTS, workdir_lib.SCOREMAPS, workdir_lib.WSOLEVAL_METADATA, workdir_lib.WSOLEVAL_MASKS),
         needs_data=True,

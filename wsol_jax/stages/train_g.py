@@ -2,8 +2,8 @@
 
 Which f sits in g's objective, and the objective, are read from `wsol_jax.methods.g_target`.
 Every `g.eval_every_steps` steps (by default once an epoch) the point is scored on the
-validation split by mean S (Eq. 6), the selection's criterion; the history of these scores is
-what the select stage reads. `fit_g` is the same training for an f given as a function
+validation split by mean S (Eq. 6), the selection's criterion (`wsol_jax.evaluators.validation`);
+the history of these scores is what the select stage reads. `fit_g` is the same training for an f given as a function
 (`wsol_jax.fit.fit_weight_map`).
 """
 
@@ -14,12 +14,12 @@ import os
 
 import numpy as np
 
-from wsol_jax import boxes as boxes_lib, inference, methods, metrics, parallel
+from wsol_jax import inference, methods, parallel
 from wsol_jax import workdir as workdir_lib
 from wsol_jax.context import Context, frozen_f, g_setup
-from wsol_jax.data.dataset import crop_protocol_boxes
-from wsol_jax.data.pipeline import map_split
 from wsol_jax.errors import TrainingError, WorkdirError
+from wsol_jax.evaluators import validation
+from wsol_jax.evaluators.common import Bench
 from wsol_jax.train import budgets, checkpoint, loop, steps
 from wsol_jax.train.state import TrainState
 
@@ -60,39 +60,6 @@ def check_f_quality(ctx: Context, names: tuple[str, ...]) -> None:
             )
 
 
-def validation_scores(ctx: Context, map_fn, g_vars) -> tuple[dict, np.ndarray]:
-    """Mean S (Eq. 6) over the validation split and its standard error, the selection criterion
-    (no box used), with the share of degenerate and collapsed maps; and, only as a diagnostic,
-    GT-known loc on the validation boxes when there are any. Returns the metrics and the maps of the first
-    `eval.strip_images` validation images."""
-    split, cfg = ctx.data.val, ctx.config
-    per_image, ious, strip = [], [], []
-    for (maps, maps_hat), valid in map_split(
-        lambda b: map_fn(g_vars, b['image']), split, cfg.eval.batch_size, ctx.mesh, cfg.data.read_threads
-    ):
-        maps, maps_hat = parallel.to_host(maps)[: len(valid)], parallel.to_host(maps_hat)[: len(valid)]
-        boxes = boxes_lib.boxes_from_thresholded(maps_hat, cfg.eval.box_rule)
-        per_image.append(inference.map_scores(maps, maps_hat, boxes, cfg.eval.max_coverage))
-        if split.boxes is not None:
-            gt = crop_protocol_boxes(split, valid, ctx.crop)
-            ious.append(metrics.best_iou(boxes, gt))
-        if sum(map(len, strip)) < cfg.eval.strip_images:
-            strip.append(maps)
-    scores = {k: np.concatenate([p[k] for p in per_image]) for k in per_image[0]}
-    n = len(scores['S'])
-    out = {
-        'mean_S': float(np.mean(scores['S'])),
-        'mean_S_raw': float(np.mean(scores['S_raw'])),
-        # the selection's tolerance (selection.select_step: one standard error of the best point)
-        'mean_S_se': float(np.std(scores['S'], ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
-        'val/degenerate': float(np.mean(scores['degenerate'])),
-        'val/collapsed': float(np.mean(scores['collapsed'])),
-    }
-    if ious:
-        out['val/gt_known_loc'] = float(np.mean(np.concatenate(ious) >= 0.5))
-    return out, np.concatenate(strip)[: cfg.eval.strip_images]
-
-
 def fit_g(ctx: Context, f_apply, f_vars, objective) -> loop.History:
     """Train g against the frozen `f_apply(f_vars, normalised images)` with `objective` (a
     `steps.*_objective`); every `g.eval_every_steps` steps (by default once an epoch) the mean S on
@@ -123,8 +90,12 @@ def fit_g(ctx: Context, f_apply, f_vars, objective) -> loop.History:
         if not loop.finished(spec, loop.read_history(spec.history_path, latest), latest):
             workdir_lib.remove_derived(ctx.workdir)  # a selection of fewer points is stale now
 
+    validation_row = validation.Evaluator(validation.NAME)
+
     def score(step: int, s: TrainState) -> dict:
-        scores, strip = validation_scores(ctx, map_fn, s.variables)
+        bench = Bench(ctx, ctx.data.val, lambda point: s.variables, g_model, map_fn)
+        (row,) = validation_row.run(bench)
+        scores, strip = row.metrics, row.samples['maps']
         if parallel.is_chief():
             np.save(ctx.path(workdir_lib.STRIP, f'step_{step:07d}.npy'), (strip * 255).round().astype(np.uint8))
         if scores['val/collapsed'] >= 0.9:
