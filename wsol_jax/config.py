@@ -1,7 +1,10 @@
 """Config defaults shared by every `configs/*.py`, and validation at start-up.
 
 Configs are data (`ml_collections.ConfigDict`, locked: an unknown key fails); the dataset files
-in `configs/` only change values. `validate` checks values that types alone cannot.
+in `configs/` only change values. `validate` checks values that types alone cannot: it owns every
+check of a value by itself (the names it accepts come from the module that uses the value, which
+raises ValueError if it is given another); `wsol_jax.checks.check_run` owns the checks of values
+against the data and the devices.
 """
 
 from __future__ import annotations
@@ -12,15 +15,15 @@ from wsol_jax import evaluators
 from wsol_jax.errors import ConfigError
 from wsol_jax.boxes import BOX_RULES
 from wsol_jax.losses import MASK_SPACES
+from wsol_jax.models.build import DTYPES
 from wsol_jax.models.classifier import KINDS
 from wsol_jax.models.pretrained import wants_pretrained
 from wsol_jax.models.registry import ARCHS
 from wsol_jax.models.resnet import RESNET_SPECS
 from wsol_jax.models.weight_map import DECODERS
+from wsol_jax.train.state import OPTIMIZERS, SCHEDULES
 
-METHODS = ('method1', 'method2')
-OPTIMIZERS, SCHEDULES = ('sgd', 'adam', 'adamw'), ('step', 'cosine')
-DTYPES = ('float32', 'bfloat16', 'float64')  # float64: JAX's 64-bit mode for the run (numerical checks)
+METHODS = ('method1', 'method2')  # the keys of wsol_jax.methods.METHODS (a test holds them equal)
 
 
 def optimizer(
@@ -56,8 +59,7 @@ def optimizer(
 
 def base_config(method: str) -> ml_collections.ConfigDict:
     """The paper's settings (Section 4, "Implementation details") where it gives them."""
-    if method not in METHODS:
-        raise ConfigError(f'the config argument must be one of {METHODS} (e.g. configs/cub.py:method1), got {method!r}')
+    check_method(method)
     c = ml_collections.ConfigDict()
     c.method = method
     c.seed = 0
@@ -210,6 +212,17 @@ def from_scratch(c: ml_collections.ConfigDict, width: float = 0.25) -> ml_collec
     return c
 
 
+def check_method(method: str) -> None:
+    """The one check of a method's name, wherever it arrives: the config file's argument
+    (`base_config`), `config.method` after the overrides (`validate_training`) and the methods
+    table's lookup (`methods.get`)."""
+    if method not in METHODS:
+        raise ConfigError(
+            f'the config argument must be one of {METHODS} (configs/<name>.py:<method>, or --config.method), '
+            f'got {method!r}'
+        )
+
+
 def validate(config) -> None:
     """Raise `ConfigError` naming the key for values that cannot work."""
     validate_training(config)
@@ -236,7 +249,7 @@ def validate_training(config) -> None:
         if not ok:
             raise ConfigError(f'config.{key}: {msg}')
 
-    need(config.method in METHODS, 'method', f'must be one of {METHODS}, got {config.method!r}')
+    check_method(config.method)
     need(config.dtype in DTYPES, 'dtype', f'must be one of {DTYPES}, got {config.dtype!r}')
     need(config.f.arch in ARCHS, 'f.arch', f'must be one of {", ".join(ARCHS)}, got {config.f.arch!r}')
     need(config.g.depth in RESNET_SPECS, 'g.depth', f'must be one of {sorted(RESNET_SPECS)} (g is a ResNet U-Net)')
