@@ -1,7 +1,10 @@
 """The evaluators (wsol_jax/evaluators/): the config chooses them, the default reproduces the rows
 the evaluation always had (names, titles, overlay columns, protocol lines), a new evaluator is
-one module and one registry entry, and the validation row is what train_g recorded."""
+one module and one registry entry, the validation row is what train_g recorded, and the saved
+scoremaps read back as wsolevaluation reads them give the wsolevaluation row."""
 
+import os
+import shutil
 import sys
 import types
 
@@ -9,7 +12,8 @@ import numpy as np
 import pytest
 
 from helpers import tiny_synthetic
-from wsol_jax import config as config_lib, evaluators, inference, methods, parallel, report
+from wsol_jax import config as config_lib, evaluators, inference, methods, metrics, parallel, report, run as run_lib
+from wsol_jax import workdir as workdir_lib, wsolevaluation
 from wsol_jax.context import Context, g_setup, restore_g
 from wsol_jax.data import load_dataset
 from wsol_jax.errors import ConfigError
@@ -117,3 +121,37 @@ def test_the_validation_row_is_what_train_g_recorded(method1_run):
         assert value == pytest.approx(recorded[key], abs=1e-6), key
     strip = np.load(f'{workdir}/strip/step_{step:07d}.npy')
     np.testing.assert_array_equal((row.samples['maps'] * 255).round().astype(np.uint8), strip)
+
+
+def test_saved_scoremaps_read_back_give_the_same_numbers(method1_run, tmp_path):
+    """eval.save_maps on the synthetic set (no files of its own): the .npy files and the metadata
+    and masks written beside them, read as clovaai/wsolevaluation's evaluation.py reads them
+    (tests/helpers.py), give exactly the numbers of the in-memory pass through our metrics."""
+    from helpers import read_wsolevaluation_ground_truth
+
+    workdir = str(tmp_path / 'w')
+    shutil.copytree(method1_run[0], workdir)
+    cfg = tiny_synthetic('method1')
+    cfg.eval.save_maps = True
+    cfg.eval.num_workers = 2  # the worker-process path of MaxBoxAcc
+    results = run_lib.run(cfg, workdir, stage='evaluate')
+    in_memory = results['weight_map_selected_wsolevaluation']
+    split = load_dataset(cfg).test
+    ids, boxes, masks = read_wsolevaluation_ground_truth(
+        os.path.join(workdir, workdir_lib.WSOLEVAL_METADATA), os.path.join(workdir, workdir_lib.WSOLEVAL_MASKS)
+    )
+    assert ids == split.names == [f'test_{i:05d}' for i in range(len(split))]  # the generated ids
+    for i, image_id in enumerate(ids):  # 32 px boxes and masks at 224: x 7
+        np.testing.assert_array_equal(boxes[image_id], split.boxes[i] * 7)
+        np.testing.assert_array_equal(masks[image_id], np.kron(split.masks[i], np.ones((7, 7), np.uint8)))
+    maps = np.stack(
+        [np.load(wsolevaluation.scoremap_path(os.path.join(workdir, workdir_lib.SCOREMAPS), i)) for i in ids]
+    )
+    assert maps.shape == (len(split), 224, 224) and maps.dtype == np.float32
+    assert (maps.min(axis=(1, 2)) == 0).all() and (maps.max(axis=(1, 2)) == 1).all()
+    acc = metrics.MaxBoxAccAccumulator(cfg.eval.pxap_interval, tuple(cfg.eval.maxboxacc_ious))
+    acc.update(maps, [boxes[i] for i in ids])
+    read_back = {**acc.result(), 'pxap': metrics.pxap(maps, np.stack([masks[i] for i in ids]), cfg.eval.pxap_interval)}
+    assert read_back == in_memory
+    md = open(os.path.join(workdir, 'results.md')).read()
+    assert 'How each number was obtained' in md and 'wsolevaluation protocol' in md
