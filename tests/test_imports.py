@@ -108,6 +108,7 @@ def test_the_inference_path_imports_no_training_code():
     for module in (
         'wsol_jax.localizer',
         'wsol_jax.predict',
+        'wsol_jax.image_paths',
         'wsol_jax.inference',
         'wsol_jax.stages.export',
         'wsol_jax.stages.predict',
