@@ -38,15 +38,16 @@ def method1_run(tmp_path_factory):
     return str(workdir), results
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def localizer(method1_run):
-    """The localiser of the shared tiny Method I run (its selected point), built once per test module."""
+    """The localiser of the shared tiny Method I run (its selected point), built and compiled once per
+    worker for the modules that use it (test_localizer, test_export, test_predict); no test changes it."""
     from wsol_jax.localizer import Localizer
 
     return Localizer.from_workdir(method1_run[0], batch_size=8)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def test_split(method1_run):
     """The test split of the shared tiny Method I run."""
     from helpers import tiny_synthetic

@@ -10,9 +10,9 @@ dispatches through `STAGES`, main.py builds its `--stage` flag from it, and the 
 stages is `markdown_table()` (a test holds it to that).
 
 What a stage reads and writes are workdir names (`wsol_jax.workdir`); every stage that needs the
-data also writes `config.json`, `classes.json` and `timings.json`. The stage modules are imported
-only when their stage runs: this table stays cheap to import (main.py reads it before JAX
-starts), and export and predict import no training code through it.
+data also writes `config.json`, `classes.json` and `timings.json`. A stage's module is imported
+only when the stage runs, so that main.py reads this table at start-up without importing the
+training code, and export and predict import none of it through the table.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class Stage:
         return importlib.import_module(f'{__name__}.{self.name}').run
 
     def report_function(self) -> Callable:
+        """`report` of the stage's module (only where `reports`), imported now."""
         return importlib.import_module(f'{__name__}.{self.name}').report
 
 
