@@ -67,6 +67,7 @@ try:  # Ctrl-C while the libraries load
     from absl import app, flags, logging
     from ml_collections import config_flags
 
+    from wsol_jax import stages
     from wsol_jax.errors import WsolError
 except KeyboardInterrupt:
     interrupted()
@@ -75,12 +76,7 @@ config_flags.DEFINE_config_file(
     'config', None, 'Config file and argument, e.g. configs/cub.py:method2.', lock_config=True
 )
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
-flags.DEFINE_enum(
-    'stage',
-    'all',
-    ['all', 'train_f', 'train_g', 'select', 'evaluate', 'export', 'predict'],
-    'Run every training stage (all) or only one; export and predict use a trained run.',
-)
+flags.DEFINE_enum('stage', 'all', ['all', *stages.NAMES], stages.flag_help())
 flags.mark_flags_as_required(['config', 'workdir'])
 FLAGS = flags.FLAGS
 

@@ -29,6 +29,7 @@ from wsol_jax.data import load_dataset  # noqa: E402
 from wsol_jax.data.decode import read_image  # noqa: E402
 from wsol_jax.localizer import Localizer, load_localizer  # noqa: E402
 from wsol_jax.predict import predict  # noqa: E402
+from wsol_jax.stages.export import export_localizer  # noqa: E402
 
 
 def load_config(spec: str):
@@ -58,7 +59,7 @@ def main():
         w, h = (int(v) for v in rng.integers(48, 400, 2))
         name = f'{i:04d}.jpg'
         Image.fromarray(test.images[i]).resize((w, h), Image.BILINEAR).save(os.path.join(images_dir, name), quality=92)
-    export = Localizer.from_workdir(args.workdir).export(os.path.join(base, 'export'))
+    export = export_localizer(Localizer.from_workdir(args.workdir), os.path.join(base, 'export'))
     localizer = load_localizer(export)
     summary = predict(localizer, images_dir, os.path.join(base, 'out'))
     rows = {

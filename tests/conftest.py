@@ -36,3 +36,21 @@ def method1_run(tmp_path_factory):
             run_lib.run(tiny_synthetic('method1'), str(workdir))
         results = json.load(open(done))['results']
     return str(workdir), results
+
+
+@pytest.fixture(scope='session')
+def localizer(method1_run):
+    """The localiser of the shared tiny Method I run (its selected point), built and compiled once per
+    worker for the modules that use it (test_localizer, test_export, test_predict); no test changes it."""
+    from wsol_jax.localizer import Localizer
+
+    return Localizer.from_workdir(method1_run[0], batch_size=8)
+
+
+@pytest.fixture(scope='session')
+def test_split(method1_run):
+    """The test split of the shared tiny Method I run."""
+    from helpers import tiny_synthetic
+    from wsol_jax.data import load_dataset
+
+    return load_dataset(tiny_synthetic('method1')).test

@@ -4,6 +4,9 @@ reading of its metadata (written independently of wsol_jax), and the golden maps
 import importlib.util
 import math
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 
@@ -128,3 +131,22 @@ def save_state_dict(state_dict, path: str) -> str:
 
         save_file({k: v.contiguous() for k, v in state_dict.items()}, path)
     return path
+
+
+def copy_run(workdir, dest, *names):
+    """A new workdir holding some stages of a finished run (default: all of it)."""
+    if not names:
+        shutil.copytree(workdir, dest)
+        return str(dest)
+    os.makedirs(dest)
+    for name in names:
+        src = os.path.join(workdir, name)
+        (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(dest, name))
+    return str(dest)
+
+
+def cli(*args):
+    """main.py with `args`, run from the repository root: its CompletedProcess (text output)."""
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'main.py'), *args], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )

@@ -140,20 +140,3 @@ def test_the_encoder_runs_gt_known_loc_is_what_its_localiser_scores(encoder_run)
     assert results['weight_map_selected']['gt_known_loc'] == pytest.approx(
         _gt_known_of_the_export(config, workdir), abs=1e-9
     )
-
-
-def test_the_weak_f_stop_needs_labels_to_measure_f_by(tmp_path):
-    """One class: every answer of f is right (accuracy 1 = chance), so the floor of 2x chance
-    would stop every run; there is nothing to measure f by, and g trains. Two classes: it stops."""
-    from wsol_jax.context import Context
-    from wsol_jax.errors import TrainingError
-    from wsol_jax.train.stages import check_f_quality
-    from wsol_jax.workdir import F_QUALITY, write_json
-
-    config = _config(allow_weak=False)
-    ctx = Context(config, str(tmp_path), data=None, mesh=None)
-    write_json(ctx.path(F_QUALITY), {'f_encoder': {'val_accuracy': 1.0, 'chance': 1.0}})
-    check_f_quality(ctx, ('f_encoder',))
-    write_json(ctx.path(F_QUALITY), {'f_encoder': {'val_accuracy': 0.5, 'chance': 0.5}})
-    with pytest.raises(TrainingError, match='f_encoder reaches 0.500 validation accuracy, below 1.000'):
-        check_f_quality(ctx, ('f_encoder',))

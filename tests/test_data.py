@@ -1,13 +1,16 @@
-"""Synthetic benchmark, transforms, batching, triplets, and the data settings' checks."""
+"""The data package (synthetic benchmark, dataset transforms and random erasing, batching, triplets,
+splits) and the data settings' checks."""
 
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from helpers import load_config, tiny_synthetic
 from wsol_jax.data import check_source, dataset, load_dataset, synthetic
+from wsol_jax.data.dataset import random_erase
 from wsol_jax.errors import ConfigError, DataError
 from wsol_jax.metrics import PAD_BOX
 
@@ -171,3 +174,16 @@ def test_a_host_share_of_only_padding_gives_empty_ground_truth():
     assert acc.foreground_hist.sum() == 0 and acc.background_hist.sum() == 0
     one = np.full((1, 50, 60), 1, np.uint8)
     assert dataset.crop_protocol_masks([one[0]], 40, 32).shape == (1, 32, 32)
+
+
+def test_random_erase_sets_a_rectangle_to_the_mean_colour():
+    images = jnp.ones((64, 32, 32, 3))
+    out = np.asarray(random_erase(images, jax.random.key(0), prob=0.5))
+    erased = (out == 0).all(-1)
+    share = erased.mean(axis=(1, 2))
+    assert 0.2 < np.mean(share > 0) < 0.8  # about half the images
+    assert share.max() <= 0.45 and share[share > 0].min() >= 0.02
+    for m in erased[share > 0]:  # one axis-aligned rectangle each
+        ys, xs = np.nonzero(m)
+        assert m[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].all()
+    np.testing.assert_array_equal(np.asarray(random_erase(images, jax.random.key(0), prob=0.0)), 1.0)

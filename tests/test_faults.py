@@ -22,9 +22,10 @@ from PIL import Image
 from helpers import ROOT, tiny_synthetic
 from wsol_jax import localizer as localizer_lib, report, run as run_lib, workdir as workdir_lib
 from wsol_jax.errors import WorkdirError
-from wsol_jax.evaluate import Samples
+from wsol_jax.stages.evaluate import Samples
 from wsol_jax.localizer import MANIFEST, VARIABLES, Localizer, load_localizer
-from wsol_jax.select import load_selection
+from wsol_jax.stages.export import export_localizer
+from wsol_jax.stages.select import load_selection
 from wsol_jax.train import checkpoint
 from wsol_jax.models.build import build_weight_map_net
 
@@ -316,7 +317,7 @@ def test_evaluate_refuses_a_damaged_f_and_says_which_folders_to_retrain(method1_
 def exported(method1_run, tmp_path_factory):
     """`(export folder, the localiser it was written from)`."""
     source = Localizer.from_workdir(method1_run[0])
-    return source.export(str(tmp_path_factory.mktemp('export') / 'export')), source
+    return export_localizer(source, str(tmp_path_factory.mktemp('export') / 'export')), source
 
 
 def _edit_spec(path, change):

@@ -56,7 +56,7 @@ def test_the_fitted_localizer_predicts_exports_and_loads(fitted, tmp_path):
     out = localizer(images)
     assert len(out.maps) == 3 and out.boxes.shape == (3, 4) and (out.classes == -1).all()
     assert np.isnan(out.probabilities).all() and ((0 <= out.scores) & (out.scores <= 1)).all()
-    loaded = wsol_jax.load_localizer(localizer.export(str(tmp_path / 'export')))
+    loaded = wsol_jax.load_localizer(wsol_jax.export_localizer(localizer, str(tmp_path / 'export')))
     again = loaded(images)
     np.testing.assert_array_equal(again.boxes, out.boxes)
     np.testing.assert_allclose(np.stack(again.maps), np.stack(out.maps), atol=1e-6)

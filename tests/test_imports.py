@@ -1,5 +1,6 @@
 """The package's layers, read from its source (every import, lazy ones inside functions too): the
-data and model layers import nothing above them, and no two modules import each other in a circle."""
+data and model layers import nothing above them, the stages are the top layer, and no two modules
+import each other in a circle."""
 
 import ast
 import os
@@ -10,6 +11,11 @@ PACKAGE = os.path.join(ROOT, 'wsol_jax')
 BASE = {'wsol_jax.errors', 'wsol_jax.annotations'}
 # what each lower layer may import from the package, besides itself
 ALLOWED = {'wsol_jax.models': BASE, 'wsol_jax.data': BASE | {'wsol_jax.parallel'}, 'wsol_jax.parallel': BASE}
+STAGES = 'wsol_jax.stages'  # the top layer: what main.py runs
+# Below the stages, only these import a stage: the entry points (the package's lazy API, the
+# dispatcher, fit_weight_map) and the localiser, which reads selection.json with the select
+# stage's own reader.
+IMPORT_STAGES = {'wsol_jax', 'wsol_jax.run', 'wsol_jax.fit', 'wsol_jax.localizer'}
 
 
 def _modules() -> dict[str, set[str]]:
@@ -69,10 +75,43 @@ def test_no_import_circle():
         visit(m)
 
 
-def test_the_inference_path_imports_no_training_code():
-    """The localiser, predict and inference build networks from `models.build` and read
-    checkpoints (`train.checkpoint`: storage), nothing that trains."""
+def test_the_stages_are_the_top_layer_and_their_table_imports_none_of_them():
     graph = _modules()
-    for module in ('wsol_jax.localizer', 'wsol_jax.predict', 'wsol_jax.inference'):
+    assert {'wsol_jax.stages.train_f', 'wsol_jax.stages.predict'} <= set(graph)
+    wrong = {
+        (m, i)
+        for m, imports in graph.items()
+        if not (m == STAGES or m.startswith(STAGES + '.')) and m not in IMPORT_STAGES
+        for i in imports
+        if i == STAGES or i.startswith(STAGES + '.')
+    }
+    assert not wrong, sorted(wrong)
+    # the table names each stage's module and imports it when the stage runs: main.py reads the
+    # table before JAX starts, and export and predict import no training code through it
+    assert graph[STAGES] <= {'wsol_jax.workdir'}, graph[STAGES]
+    assert graph['wsol_jax.localizer'] & {i for i in graph if i.startswith(STAGES)} == {'wsol_jax.stages.select'}
+
+
+def test_the_evaluators_registry_imports_none_of_them():
+    """The config and the report read the registry (names, titles) without importing an evaluator;
+    the evaluators import no stage (the stages rule above) and the report imports none of them."""
+    graph = _modules()
+    assert 'wsol_jax.evaluators.common' in graph and not graph['wsol_jax.evaluators']
+    assert not {i for i in graph['wsol_jax.report'] | graph['wsol_jax.config'] if i.startswith('wsol_jax.evaluators.')}
+
+
+def test_the_inference_path_imports_no_training_code():
+    """The localiser, predict (the library and its stage), the export stage and inference build
+    networks from `models.build` and read checkpoints (`train.checkpoint`: storage), nothing that
+    trains."""
+    graph = _modules()
+    for module in (
+        'wsol_jax.localizer',
+        'wsol_jax.predict',
+        'wsol_jax.image_paths',
+        'wsol_jax.inference',
+        'wsol_jax.stages.export',
+        'wsol_jax.stages.predict',
+    ):
         training = {i for i in graph[module] if i.startswith('wsol_jax.train') and i != 'wsol_jax.train.checkpoint'}
         assert not training, (module, training)

@@ -3,7 +3,7 @@ epochs, the kept point of each rule, early stopping by patience, retention, exac
 
 The loop is driven by a step that needs no network (a running sum of the batches and of the
 step's random numbers), so every property is checked in milliseconds and against hand-computed
-sequences; the end-to-end tests (test_pipeline.py) run the same loop with f and g."""
+sequences; the end-to-end tests (test_run.py) run the same loop with f and g."""
 
 import jax
 import jax.numpy as jnp
@@ -176,3 +176,21 @@ def test_the_history_of_an_older_version_is_refused(tmp_path):
     workdir.write_json(path, {'1': {'mean_S': 0.9}})  # keyed by epoch
     with pytest.raises(WorkdirError, match='older wsol-jax .*--config.overwrite=True'):
         loop.read_history(path, 1)
+
+
+def test_the_finally_selected_point_is_never_deleted_during_training():
+    # train.loop keeps only the latest and the currently selected point; with a tolerance the
+    # selection can move back and forth, yet the final choice must still have its checkpoint.
+    from wsol_jax.train.loop import Loop, kept_point
+
+    rng = np.random.default_rng(0)
+    spec = Loop('g', '/unused', 8, 1, 1, '/unused', select_step)
+    for _ in range(300):
+        history, on_disk = {}, set()
+        for step in range(1, 9):
+            history[step] = {
+                'mean_S': float(rng.choice([rng.uniform(0.9, 1.0), round(rng.uniform(0.95, 1.0), 2)])),
+                'mean_S_se': float(rng.uniform(0, 0.02)),
+            }
+            on_disk = (on_disk | {step}) & {step, kept_point(spec, history)}
+        assert select_step(history) in on_disk

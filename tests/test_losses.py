@@ -110,3 +110,17 @@ def test_embedding_loss_is_the_cosine_distance_plus_lambda_l1_hand_computed():
     assert float(scaled) == pytest.approx(float(total), abs=1e-6)
     grad = jax.grad(lambda m: losses.embedding_loss(image, m, maps)[0])(masked)
     assert float(jnp.abs(grad[0]).max()) < 1e-6 and float(jnp.abs(grad[1]).max()) > 0.1  # no push where D = 0
+
+
+def test_inner_and_outer_triplet_terms_hand_computed():
+    a = jnp.array([[0.0, 0.0]])
+    near, far = jnp.array([[3.0, 4.0]]), jnp.array([[6.0, 8.0]])  # distances 5 and 10
+    # Eq. 3: max(d(I_a, J^f_a) - d(I_a, J^b_a) + margin, 0)
+    assert float(losses.inner_triplet_loss(a, near, far, 1.0)) == pytest.approx(0.0)
+    assert float(losses.inner_triplet_loss(a, far, near, 1.0)) == pytest.approx(6.0)
+    # Eq. 4: max(d(J^f_a, J^f_p) - d(J^f_a, J^f_n) + margin, 0)
+    assert float(losses.outer_triplet_loss(a, far, near, 2.0)) == pytest.approx(7.0)
+    emb = {'I_a': a, 'Jf_a': far, 'Jb_a': near, 'Jf_p': near, 'Jf_n': far}
+    total, parts = losses.method2_loss(emb, jnp.zeros((1, 2, 2)), margin=1.0)
+    assert float(parts['inner']) == pytest.approx(float(losses.inner_triplet_loss(a, far, near)))
+    assert float(parts['outer']) == pytest.approx(float(losses.outer_triplet_loss(far, near, far)))

@@ -69,7 +69,7 @@ def test_maxboxacc_counts_any_contour():
     out = acc.result()
     assert out['maxboxacc_iou70'] == 1.0 and out['maxboxacc_v2'] == 1.0
     # The paper's single-contour rule picks the large blob and misses.
-    from wsol_jax.localization import boxes_from_maps
+    from wsol_jax.boxes import boxes_from_maps
 
     assert metrics.best_iou(boxes_from_maps(m), gt)[0] < 0.1
 

@@ -18,7 +18,7 @@ import pytest
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-from wsol_jax import inference, localization  # noqa: E402
+from wsol_jax import boxes as boxes_lib, inference  # noqa: E402
 from wsol_jax.models import WeightMapNet  # noqa: E402
 from wsol_jax.models.pretrained import LAYOUTS, _torch_name  # noqa: E402
 
@@ -96,7 +96,7 @@ def _test_maps(size, rng):
 @pytest.fixture(scope='module')
 def device_rule():
     """The device path of the selection: `M_hat` under jit, S from the compiled scores."""
-    return jax.jit(localization.thresholded_maps, static_argnames=('ratio', 'box_rule'))
+    return jax.jit(boxes_lib.thresholded_maps, static_argnames=('ratio', 'box_rule'))
 
 
 @pytest.mark.parametrize('size, ratio', [(64, 0.1), (64, 0.3), (224, 0.1)])
@@ -108,13 +108,13 @@ def test_released_rule_equals_generate_bbox(device_rule, size, ratio):
     want_s = np.array([e[2] for e in expected], np.float32)
     assert (want_hat[-2:] == 0).all() and (want_boxes[-2:] == [0, 0, 1, 1]).all()  # constant, empty
 
-    host_hat = localization.thresholded_maps(maps, ratio, 'released')
+    host_hat = boxes_lib.thresholded_maps(maps, ratio, 'released')
     np.testing.assert_array_equal(host_hat, want_hat)
-    np.testing.assert_array_equal(localization.boxes_from_maps(maps, ratio, 'released'), want_boxes)
+    np.testing.assert_array_equal(boxes_lib.boxes_from_maps(maps, ratio, 'released'), want_boxes)
 
     hat = np.asarray(device_rule(jnp.asarray(maps), ratio=ratio, box_rule='released'))
     np.testing.assert_array_equal(hat, want_hat)
-    boxes = localization.boxes_from_thresholded(hat, 'released')
+    boxes = boxes_lib.boxes_from_thresholded(hat, 'released')
     np.testing.assert_array_equal(boxes, want_boxes)
     # S (Eq. 6) from the scores the selection uses: sums of integer grey levels are exact in float32
     # (255 x 224^2 < 2^24), so S is the released energy rounded once to float32.
@@ -129,11 +129,11 @@ def test_released_rule_keeps_from_26_of_256_not_from_a_tenth():
     m[0, 2:6, 2:6] = 1.0  # the maximum, a small blob
     m[0, 10:30, 5:35] = 0.1005  # a large region just above a tenth
     m[0, 32:38, 10:20] = 0.1012
-    np.testing.assert_array_equal(localization.boxes_from_maps(m), [[5, 10, 35, 30]])
-    np.testing.assert_array_equal(localization.boxes_from_maps(m, box_rule='released'), [[2, 2, 6, 6]])
-    assert localization.released_grey_levels()[[25, 26]].tolist() == [25, 26]
+    np.testing.assert_array_equal(boxes_lib.boxes_from_maps(m), [[5, 10, 35, 30]])
+    np.testing.assert_array_equal(boxes_lib.boxes_from_maps(m, box_rule='released'), [[2, 2, 6, 6]])
+    assert boxes_lib.released_grey_levels()[[25, 26]].tolist() == [25, 26]
     m[0, 10:30, 5:35] = 0.1016
-    np.testing.assert_array_equal(localization.boxes_from_maps(m, box_rule='released'), [[5, 10, 35, 30]])
+    np.testing.assert_array_equal(boxes_lib.boxes_from_maps(m, box_rule='released'), [[5, 10, 35, 30]])
 
 
 def _float64_colour_index(maps):
@@ -158,16 +158,14 @@ def test_device_colour_index_is_exact_at_every_colour_edge():
         maps.append(np.concatenate([[lo, hi], values, np.full(32 * 33 - 2 - values.size, hi)]).reshape(32, 33))
     maps = np.stack(maps).astype(np.float32)
     want = _float64_colour_index(maps)
-    got = np.asarray(jax.jit(localization.released_colour_index)(jnp.asarray(maps)))
+    got = np.asarray(jax.jit(boxes_lib.released_colour_index)(jnp.asarray(maps)))
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(localization.released_colour_index(maps), want)
+    np.testing.assert_array_equal(boxes_lib.released_colour_index(maps), want)
     lo, hi = maps.min(axis=(1, 2), keepdims=True), maps.max(axis=(1, 2), keepdims=True)
     naive = np.minimum(np.floor((maps - lo) / (hi - lo) * np.float32(256)), 255)  # float32 throughout
     assert (naive != want).sum() > 0
     with jax.enable_x64(True):  # float64 arrays on the device take the released arithmetic as it is
-        np.testing.assert_array_equal(
-            np.asarray(localization.released_colour_index(jnp.asarray(maps, jnp.float64))), want
-        )
+        np.testing.assert_array_equal(np.asarray(boxes_lib.released_colour_index(jnp.asarray(maps, jnp.float64))), want)
 
 
 def test_grey_levels_are_the_released_colours():
@@ -175,7 +173,7 @@ def test_grey_levels_are_the_released_colours():
     colormap's bad colour (a flat map) black."""
     values = (np.arange(256) + 0.25) / 256
     grey = cv2.cvtColor(_intensity_to_rgb(values[None]).astype('uint8'), cv2.COLOR_RGB2GRAY)[0]
-    levels = localization.released_grey_levels()
+    levels = boxes_lib.released_grey_levels()
     np.testing.assert_array_equal(levels[:256], grey)
     assert levels[256] == 0 and levels.dtype == np.uint8 and levels[255] == 255
 

@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 
 from wsol_jax.errors import TrainingError
@@ -66,21 +65,3 @@ def test_regret_against_the_best_epoch_in_hindsight():
     assert r['selected_step'] == 1 and r['best_step'] == 2
     assert r['regret'] == pytest.approx(0.05)
     assert selection_regret({1: {'mean_S': 0.9}}, 1) is None  # no validation boxes
-
-
-def test_the_finally_selected_point_is_never_deleted_during_training():
-    # train.loop keeps only the latest and the currently selected point; with a tolerance the
-    # selection can move back and forth, yet the final choice must still have its checkpoint.
-    from wsol_jax.train.loop import Loop, kept_point
-
-    rng = np.random.default_rng(0)
-    spec = Loop('g', '/unused', 8, 1, 1, '/unused', select_step)
-    for _ in range(300):
-        history, on_disk = {}, set()
-        for step in range(1, 9):
-            history[step] = {
-                'mean_S': float(rng.choice([rng.uniform(0.9, 1.0), round(rng.uniform(0.95, 1.0), 2)])),
-                'mean_S_se': float(rng.uniform(0, 0.02)),
-            }
-            on_disk = (on_disk | {step}) & {step, kept_point(spec, history)}
-        assert select_step(history) in on_disk

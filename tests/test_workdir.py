@@ -1,12 +1,11 @@
-"""Workdir helpers: atomic writes, fingerprints; per-image flags of collapsed maps."""
+"""Workdir helpers (wsol_jax/workdir.py): atomic writes, fingerprints."""
 
 import os
 
-import numpy as np
 import pytest
 
 from helpers import tiny_synthetic
-from wsol_jax import inference, localization, workdir
+from wsol_jax import workdir
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -66,16 +65,3 @@ def test_a_siamese_f_from_the_classifier_depends_on_the_classifier_budget():
         started[k] == a.f[k.split('.')[1]] for k in workdir.BUDGET_KEYS['f']
     )  # it starts from the kept classifier
     assert 'f.siamese_from_classifier' not in workdir.fingerprint(a, 'f_classifier')
-
-
-def test_collapsed_maps_are_flagged():
-    maps = np.zeros((3, 16, 16), np.float32)
-    maps[0] = 0.02  # weights nothing
-    maps[0, 4:8, 4:8] = 0.05
-    maps[1] = 0.97  # weights everything
-    maps[1, 0, 0] = 0.95
-    maps[2, 4:10, 3:12] = 1.0  # an object
-    hat = localization.thresholded_maps(maps)
-    scores = inference.map_scores(maps, hat, localization.boxes_from_thresholded(hat), 0.95)
-    np.testing.assert_array_equal(scores['collapsed'], [True, True, False])
-    assert scores['S'][2] == pytest.approx(1.0)

@@ -1,25 +1,29 @@
 """Config defaults shared by every `configs/*.py`, and validation at start-up.
 
 Configs are data (`ml_collections.ConfigDict`, locked: an unknown key fails); the dataset files
-in `configs/` only change values. `validate` checks values that types alone cannot.
+in `configs/` only change values. `validate` checks values that types alone cannot: it owns every
+check of a value by itself (the names it accepts come from the module that uses the value, which
+raises ValueError if it is given another); `wsol_jax.checks.check_run` owns the checks of values
+against the data and the devices.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from wsol_jax import evaluators
 from wsol_jax.errors import ConfigError
-from wsol_jax.localization import BOX_RULES
+from wsol_jax.boxes import BOX_RULES
 from wsol_jax.losses import MASK_SPACES
+from wsol_jax.models.build import DTYPES
 from wsol_jax.models.classifier import KINDS
 from wsol_jax.models.pretrained import wants_pretrained
 from wsol_jax.models.registry import ARCHS
 from wsol_jax.models.resnet import RESNET_SPECS
 from wsol_jax.models.weight_map import DECODERS
+from wsol_jax.train.state import OPTIMIZERS, SCHEDULES
 
-METHODS = ('method1', 'method2')
-OPTIMIZERS, SCHEDULES = ('sgd', 'adam', 'adamw'), ('step', 'cosine')
-DTYPES = ('float32', 'bfloat16', 'float64')  # float64: JAX's 64-bit mode for the run (numerical checks)
+METHODS = ('method1', 'method2')  # the keys of wsol_jax.methods.METHODS (a test holds them equal)
 
 
 def optimizer(
@@ -55,8 +59,7 @@ def optimizer(
 
 def base_config(method: str) -> ml_collections.ConfigDict:
     """The paper's settings (Section 4, "Implementation details") where it gives them."""
-    if method not in METHODS:
-        raise ConfigError(f'the config argument must be one of {METHODS} (e.g. configs/cub.py:method1), got {method!r}')
+    check_method(method)
     c = ml_collections.ConfigDict()
     c.method = method
     c.seed = 0
@@ -132,7 +135,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
             batch_size=64,
             # normalized: min-max rescale, Eq. 5 | literal: the raw map | released: generate_bbox
             box_rule='normalized',
-            # exactly (cubehelix grey levels; localization.py)
+            # exactly (cubehelix grey levels; boxes.py)
             threshold_ratio=0.1,  # Eq. 5: tau = ratio * max
             max_coverage=0.95,  # a map whose box covers more of the image than this is degenerate (S = 0)
             # keep the latest scored point within this many standard errors of the best mean S; 0: the maximum
@@ -143,7 +146,10 @@ def base_config(method: str) -> ml_collections.ConfigDict:
             maxboxacc_ious=(30, 50, 70),
             top_k=5,  # Top-k cls / Top-k loc beside Top-1
             num_workers=0,  # processes for the contour work of MaxBoxAcc; 0: one per core, 1: in-line
-            save_maps=False,  # test maps for clovaai/wsolevaluation (<workdir>/scoremaps), with its metadata and masks
+            # the rows of the test table in order, by name (wsol_jax.evaluators.EVALUATORS)
+            evaluators=evaluators.DEFAULT,
+            # test maps for clovaai/wsolevaluation (<workdir>/scoremaps), with its metadata and masks, and their row
+            save_maps=False,
             num_overlays=8,
             strip_images=4,
         )
@@ -210,6 +216,17 @@ def from_scratch(c: ml_collections.ConfigDict, width: float = 0.25) -> ml_collec
     return c
 
 
+def check_method(method: str) -> None:
+    """The one check of a method's name, wherever it arrives: the config file's argument
+    (`base_config`), `config.method` after the overrides (`validate_training`) and the methods
+    table's lookup (`methods.get`)."""
+    if method not in METHODS:
+        raise ConfigError(
+            f'the config argument must be one of {METHODS} (configs/<name>.py:<method>, or --config.method), '
+            f'got {method!r}'
+        )
+
+
 def validate(config) -> None:
     """Raise `ConfigError` naming the key for values that cannot work."""
     validate_training(config)
@@ -236,7 +253,7 @@ def validate_training(config) -> None:
         if not ok:
             raise ConfigError(f'config.{key}: {msg}')
 
-    need(config.method in METHODS, 'method', f'must be one of {METHODS}, got {config.method!r}')
+    check_method(config.method)
     need(config.dtype in DTYPES, 'dtype', f'must be one of {DTYPES}, got {config.dtype!r}')
     need(config.f.arch in ARCHS, 'f.arch', f'must be one of {", ".join(ARCHS)}, got {config.f.arch!r}')
     need(config.g.depth in RESNET_SPECS, 'g.depth', f'must be one of {sorted(RESNET_SPECS)} (g is a ResNet U-Net)')
@@ -271,6 +288,13 @@ def validate_training(config) -> None:
     need(config.g.decoder in DECODERS, 'g.decoder', f'must be one of {DECODERS}, got {config.g.decoder!r}')
     need(
         config.eval.box_rule in BOX_RULES, 'eval.box_rule', f'must be one of {BOX_RULES}, got {config.eval.box_rule!r}'
+    )
+    listed = tuple(config.eval.evaluators)
+    need(
+        listed and set(listed) <= set(evaluators.EVALUATORS) - {evaluators.SCOREMAPS},
+        'eval.evaluators',
+        f'must name one or more of {tuple(n for n in evaluators.EVALUATORS if n != evaluators.SCOREMAPS)} '
+        f'(eval.save_maps=True adds {evaluators.SCOREMAPS}), got {listed!r}',
     )
     for key in ('batch_size', 'num_overlays', 'strip_images', 'top_k'):
         need(config.eval[key] >= 1, f'eval.{key}', 'must be at least 1')

@@ -1,6 +1,6 @@
 """What every stage shares: the run's context, and the networks built or restored from the workdir.
 
-Training stages (`wsol_jax.train.stages`) build fresh train states here; the stages that train
+Training stages (`wsol_jax.stages.train_f`, `train_g`) build fresh train states here; the stages that train
 nothing (select, evaluate, export) restore `f` and `g` from the workdir's checkpoints here, never
 building more than the abstract structure of an optimiser state as a restore target.
 """

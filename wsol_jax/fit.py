@@ -29,7 +29,7 @@ from wsol_jax.data.dataset import Dataset, Split
 from wsol_jax.errors import ConfigError
 from wsol_jax.inference import F_INPUTS, f_of_normalized  # noqa: F401  (F_INPUTS: part of this API)
 from wsol_jax.selection import select_step
-from wsol_jax.train import stages
+from wsol_jax.stages.train_g import fit_g
 
 Data = Union[Split, np.ndarray, tuple, dict]
 
@@ -76,7 +76,7 @@ def fit_weight_map(
     os.makedirs(workdir, exist_ok=True)
     data = Dataset(train=train, val=val, test=val, num_classes=num_classes)
     ctx = Context(config, workdir, data, parallel.make_mesh())
-    history = stages.fit_g(ctx, f_of_normalized(f_apply, f_input), {}, methods.g_target(config).objective)
+    history = fit_g(ctx, f_of_normalized(f_apply, f_input), {}, methods.g_target(config).objective)
     step = select_step(history, standard_errors=config.eval.selection_se)
     _, g_state, _ = g_setup(ctx, abstract=True)
     selection = {

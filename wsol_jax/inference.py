@@ -2,7 +2,7 @@
 
 Pure functions of `(variables, uint8 images)`; `compile_*` returns them jit-compiled. Used by the
 per-epoch scoring of `g`, the evaluation and the reports; the device does the networks and Eq. 5-6,
-the host only the OpenCV contours (`localization.boxes_from_thresholded`).
+the host only the OpenCV contours (`boxes.boxes_from_thresholded`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wsol_jax import localization
+from wsol_jax.boxes import containment_score, normalize_maps, selection_scores, thresholded_maps
 from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD, center_crop, input_float, normalize
 from wsol_jax.errors import ConfigError
 
@@ -25,7 +25,7 @@ def weight_maps(g_model, crop_size: int, ratio: float, box_rule: str, g_vars, im
     """Centre crop -> `M = g(I)` `(N, c, c)` in [0, 1], and `M_hat` `(N, c, c)` of the box rule
     (Eq. 5, on the min-max normalised map by default)."""
     maps = g_model.apply(g_vars, center_crop(images_uint8, crop_size), train=False)
-    return maps, localization.thresholded_maps(maps, ratio, box_rule)
+    return maps, thresholded_maps(maps, ratio, box_rule)
 
 
 def whole_image(images_uint8, size: int):
@@ -46,7 +46,7 @@ def localize_whole_images(g_model, classify, size: int, ratio: float, box_rule: 
     x = whole_image(images_uint8, size)
     maps = g_model.apply(g_vars, x, train=False)
     logits = classify(f_vars, x) if classify is not None else jnp.zeros((x.shape[0], 0), jnp.float32)
-    return maps, localization.thresholded_maps(maps, ratio, box_rule), jax.nn.softmax(logits, axis=-1)
+    return maps, thresholded_maps(maps, ratio, box_rule), jax.nn.softmax(logits, axis=-1)
 
 
 def f_outputs(f_model, crop_size: int, f_vars, images_uint8):
@@ -59,7 +59,7 @@ def cam_maps(f_model, crop_size: int, f_vars, images_uint8, classes):
     and min-max normalised per image, `(N, c, c)` in [0, 1]."""
     cams = f_model.apply(f_vars, center_crop(images_uint8, crop_size), classes, method=f_model.class_activation_maps)
     up = jax.image.resize(cams, (cams.shape[0], crop_size, crop_size), 'bilinear')
-    return localization.normalize_maps(jnp.maximum(up, 0.0))
+    return normalize_maps(jnp.maximum(up, 0.0))
 
 
 def compile_weight_maps(g_model, crop_size: int, eval_cfg):
@@ -77,8 +77,8 @@ def compile_cam_maps(f_model, crop_size: int):
 
 @functools.partial(jax.jit, static_argnames='max_coverage')
 def _scores(maps, maps_hat, boxes, max_coverage: float):
-    s, degenerate = localization.selection_scores(maps_hat, boxes, max_coverage)
-    raw = localization.containment_score(maps_hat, boxes)
+    s, degenerate = selection_scores(maps_hat, boxes, max_coverage)
+    raw = containment_score(maps_hat, boxes)
     hi, lo = jnp.max(maps, axis=(1, 2)), jnp.min(maps, axis=(1, 2))
     # A collapsed map weights nothing (max < 0.1) or everything (min > 0.9).
     return s, raw, degenerate, (hi < 0.1) | (lo > 0.9)

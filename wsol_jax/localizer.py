@@ -11,8 +11,9 @@ fixed-size batches; the box (Eq. 5 under the box rule, largest contour) is found
 the input size and mapped back to the image's own pixels, and the map is resized to them.
 
 An export folder holds `localizer.json` (the model config, class names, preprocessing, box rule,
-provenance) and `variables/` (an Orbax checkpoint of f's and g's variables, nothing of the
-optimiser). Loading it needs neither the training workdir nor the data.
+provenance: `make_spec`) and `variables/` (an Orbax checkpoint of f's and g's variables, nothing
+of the optimiser); `wsol_jax.stages.export` writes it, `load_localizer` reads and checks it.
+Loading it needs neither the training workdir nor the data.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
 from typing import Sequence
 
 import cv2
@@ -31,7 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from PIL import Image
 
-from wsol_jax import inference, localization, methods, workdir as workdir_lib
+from wsol_jax import boxes as boxes_lib, inference, methods, workdir as workdir_lib
 from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from wsol_jax.data.decode import resize_image, to_uint8
 from wsol_jax.errors import WorkdirError
@@ -169,8 +169,8 @@ class Localizer:
         if len(inputs) == 0:
             return Prediction([], np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
         maps, maps_hat, probs = self._run(np.asarray(inputs))
-        boxes = localization.boxes_from_thresholded(maps_hat, self.spec['box_rule'])
-        scores = np.asarray(localization.containment_score(maps_hat, boxes))
+        boxes = boxes_lib.boxes_from_thresholded(maps_hat, self.spec['box_rule'])
+        scores = np.asarray(boxes_lib.containment_score(maps_hat, boxes))
         if probs.shape[1]:
             classes, confidence = probs.argmax(-1), probs.max(-1)
         else:  # no classifier: no class, no probability
@@ -195,7 +195,7 @@ class Localizer:
                 f'{workdir} holds no {workdir_lib.CONFIG}: not a wsol-jax workdir, or training never started'
             )
         config = ml_collections.ConfigDict(workdir_lib.read_json(config_path))
-        from wsol_jax.select import load_selection  # the select stage's reader: same checks
+        from wsol_jax.stages.select import load_selection  # the select stage's reader: same checks
 
         selection = load_selection(workdir)
         classes = workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.CLASSES))
@@ -228,31 +228,6 @@ class Localizer:
         )
         return cls(spec, g_vars, f_vars, batch_size)
 
-    def export(self, directory: str) -> str:
-        """Write this localiser to `directory` (replaced atomically if it exists), with the sha256
-        of every array in `localizer.json` (`load_localizer` checks them)."""
-        directory = os.path.abspath(directory)
-        tmp = directory + '.tmp'
-        with workdir_lib.writing(os.path.dirname(directory), 'the export into', '--config.export.dir'):
-            try:
-                shutil.rmtree(tmp, ignore_errors=True)
-                os.makedirs(tmp)
-                variables = {'g': self.g_vars, **({} if self.f_vars is None else {'f': self.f_vars})}
-                with ocp.StandardCheckpointer() as ckpt:
-                    ckpt.save(os.path.join(tmp, VARIABLES), variables)
-                workdir_lib.write_json(
-                    os.path.join(tmp, MANIFEST), {**self.spec, checkpoint.DIGESTS: checkpoint.array_digests(variables)}
-                )
-            except ValueError as e:  # TensorStore reports a full disk or a refused write as ValueError
-                code = workdir_lib.write_errno(e)
-                if code is None:
-                    raise
-                raise OSError(code, os.strerror(code), tmp) from None
-            if os.path.exists(directory):
-                shutil.rmtree(directory)
-            os.rename(tmp, directory)
-        return directory
-
 
 def make_spec(config, class_names: Sequence[str], selection: dict) -> dict:
     """What a localiser needs besides its variables, as JSON."""
@@ -278,7 +253,7 @@ def make_spec(config, class_names: Sequence[str], selection: dict) -> dict:
             'mean': IMAGENET_MEAN.tolist(),
             'std': IMAGENET_STD.tolist(),
         },
-        'box': f'{localization.BOX_RULE_DESCRIPTIONS[config.eval.box_rule]} (ratio: threshold_ratio), '
+        'box': f'{boxes_lib.BOX_RULE_DESCRIPTIONS[config.eval.box_rule]} (ratio: threshold_ratio), '
         'largest OpenCV contour, its bounding rectangle',
         'source': {
             'method': config.method,

@@ -17,8 +17,8 @@ import functools
 from typing import Callable
 
 from wsol_jax import workdir
+from wsol_jax.config import check_method
 from wsol_jax.data.pipeline import classification_batches, triplet_batches
-from wsol_jax.errors import ConfigError
 from wsol_jax.models import registry
 from wsol_jax.train import steps
 
@@ -159,6 +159,5 @@ def not_defined(config) -> dict[str, str]:
 
 
 def get(name: str) -> Method:
-    if name not in METHODS:
-        raise ConfigError(f'method must be one of {tuple(METHODS)}, got {name!r}')
+    check_method(name)
     return METHODS[name]

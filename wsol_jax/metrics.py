@@ -67,7 +67,7 @@ class PxAPAccumulator:
     Histograms of map values of foreground and background pixels over the thresholds
     `arange(0, 1, interval)` (plus right edges 1, 2, 3) are accumulated batch by batch, so the
     test set never sits in memory. Maps are expected in [0, 1] (wsolevaluation min-max
-    normalises each map first: `localization.normalize_maps`).
+    normalises each map first: `boxes.normalize_maps`).
     """
 
     def __init__(self, interval: float = 0.01):

@@ -23,9 +23,9 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from wsol_jax import methods, workdir as workdir_lib  # noqa: E402
+from wsol_jax import evaluators, methods, workdir as workdir_lib  # noqa: E402
 from wsol_jax.data.dataset import crop_offset  # noqa: E402
-from wsol_jax.localization import BOX_RULE_DESCRIPTIONS  # noqa: E402
+from wsol_jax.boxes import BOX_RULE_DESCRIPTIONS  # noqa: E402
 
 METRIC_NAMES = {
     'gt_known_loc': 'GT-known loc',
@@ -36,13 +36,6 @@ METRIC_NAMES = {
     'pxap': 'PxAP',
     'maxboxacc_v1': 'MaxBoxAcc',
     'maxboxacc_v2': 'MaxBoxAccV2',
-}
-VARIANT_NAMES = {
-    'weight_map_selected': 'weight map g, point selected by S',
-    'weight_map_last': 'weight map g, last point',
-    'cam': 'CAM of f (baseline)',
-    'weight_map_selected_wsolevaluation': 'weight map g, point selected by S, wsolevaluation protocol '
-    '(whole image at 224, saved scoremaps)',
 }
 
 
@@ -84,19 +77,8 @@ def protocol(config) -> list[str]:
         f'each at {grid}.',
         f'- PxAP (where masks exist): area under the pixel precision-recall curve, over the thresholds 0, '
         f'{e.pxap_interval:g}, ..., {1 - e.pxap_interval:g} of the min-max normalised map.',
-        *(
-            [
-                '- CAM: class activation maps of f for the true class, ReLU, bilinearly upsampled, min-max normalised; '
-                'its boxes follow the same rule as g\'s.'
-            ]
-            if 'cam' not in absent
-            else []
-        ),
-        '- wsolevaluation protocol (with eval.save_maps): g on the whole image (resize, no crop), maps resized to '
-        '224x224 and min-max normalised, exactly the arrays written to scoremaps/; ground truth scaled once from '
-        'the original image\'s pixels as clovaai/wsolevaluation\'s evaluation.py does (boxes int(x * 224 / W) '
-        'of the integer boxes, masks resized to 224 by nearest neighbours), the same files it reads in '
-        'wsolevaluation_metadata/ and wsolevaluation_masks/. Only the threshold-free metrics are reported there.',
+        # each evaluator's own protocol, for every one this run's f defines
+        *(e.protocol for e in evaluators.EVALUATORS.values() if e.protocol and e.needs not in absent),
         '- Numbers are percentages of the test images.',
     ]
 
@@ -131,8 +113,9 @@ def provenance() -> dict:
 
 
 def markdown_table(results: dict, selection: dict, not_defined: dict[str, str] | None = None) -> str:
-    """The table of `results` (`{variant: metrics}`), then one line for each row or column that
-    is absent because f does not define it (`not_defined`: `methods.not_defined`), and why."""
+    """The table of `results` (`{row: metrics}`, each row named by `evaluators.title`), then one
+    line for each row or column that is absent because f does not define it (`not_defined`:
+    `methods.not_defined`), and why."""
     cols = [k for k in METRIC_NAMES if any(k in r for r in results.values())]
     lines = [
         f'Selected: step {selection["selected_step"]} (epoch {selection["selected_epoch"]:.2f}); g stopped at epoch '
@@ -142,9 +125,9 @@ def markdown_table(results: dict, selection: dict, not_defined: dict[str, str] |
         '| method | ' + ' | '.join(METRIC_NAMES[c] for c in cols) + ' |',
         '|---|' + '---|' * len(cols),
     ]
-    for variant, r in results.items():
+    for name, r in results.items():
         cells = [f'{100 * r[c]:.2f}' if c in r else '-' for c in cols]
-        lines.append(f'| {VARIANT_NAMES.get(variant, variant)} | ' + ' | '.join(cells) + ' |')
+        lines.append(f'| {evaluators.title(name)} | ' + ' | '.join(cells) + ' |')
     absent = [f'- {methods.NOT_DEFINED_NAMES[k]}: not defined, {why}.' for k, why in (not_defined or {}).items()]
     return '\n'.join(lines + (['', 'Not in the table:', *absent] if absent else []) + diagnostics(selection)) + '\n'
 
@@ -225,21 +208,20 @@ def _draw_box(ax, box, color):
     ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=color, lw=1.5))
 
 
-OVERLAY_TITLES = {'weight_map_selected': 'g (selected)', 'weight_map_last': 'g (last)', 'cam': 'CAM'}
-
-
 def plot_overlays(images_uint8: np.ndarray, samples, crop_size: int):
-    """The figure of Fig. 5: rows: test images; columns: image + boxes of g, then the map (+ its
-    box) of each variant in `samples`: g selected, g last, CAM where f defines it."""
+    """The figure of Fig. 5: rows: test images; columns: the image with the box of the first row
+    drawn (g at the selected point), then the map (+ its box) of each row in `samples` that has an
+    overlay title (`evaluators.Entry.overlay`), in the order evaluated: g selected, g last, CAM
+    where f defines it."""
     images = _center(images_uint8, crop_size)
     n = len(samples.indices)
-    shown = [v for v in OVERLAY_TITLES if v in samples.maps]
+    shown = [v for v in samples.maps if v in evaluators.EVALUATORS and evaluators.EVALUATORS[v].overlay]
     cols = 1 + len(shown)
     fig, axes = plt.subplots(n, cols, figsize=(2 * cols, 2 * n), squeeze=False)
     for row in range(n):
         gt = samples.gt_boxes[row]
-        panels = [('image', None, samples.boxes['weight_map_selected'][row])] + [
-            (OVERLAY_TITLES[v], samples.maps[v][row], samples.boxes[v][row]) for v in shown
+        panels = [('image', None, samples.boxes[shown[0]][row])] + [
+            (evaluators.EVALUATORS[v].overlay, samples.maps[v][row], samples.boxes[v][row]) for v in shown
         ]
         for col, (title, m, box) in enumerate(panels):
             ax = axes[row, col]

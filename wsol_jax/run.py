@@ -1,4 +1,5 @@
-"""Runs the stages of the method on a workdir: train_f -> train_g -> select -> evaluate.
+"""Runs the stages of the method on a workdir: train_f -> train_g -> select -> evaluate, or one
+stage (export and predict included), through the table `wsol_jax.stages.STAGES`.
 
 Each stage reads what the previous one wrote, so any stage can be re-run alone, and re-running
 an interrupted stage resumes from its last complete checkpoint. Before anything runs, the
@@ -16,15 +17,11 @@ import time
 
 import jax
 
-from wsol_jax import checks, config as config_lib, evaluate as evaluate_lib, methods
-from wsol_jax import parallel, report, select, workdir as workdir_lib
+from wsol_jax import checks, config as config_lib, methods, parallel, stages as stages_lib, workdir as workdir_lib
 from wsol_jax.context import Context
 from wsol_jax.data import load_dataset
 from wsol_jax.errors import WorkdirError
-from wsol_jax.train import stages
-
-STAGES = ('train_f', 'train_g', 'select', 'evaluate')
-USE_STAGES = ('export', 'predict')  # use a trained run; need neither the data nor a device mesh
+from wsol_jax.stages import Stage
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -61,37 +58,39 @@ def run(config, workdir: str, stage: str = 'all') -> dict:
         return _run(config, workdir, stage)
 
 
-def _run(config, workdir: str, stage: str) -> dict:
-    if stage != 'all' and stage not in STAGES + USE_STAGES:
-        raise ValueError(f'unknown stage {stage!r}; choose all or one of {STAGES + USE_STAGES}')
-    if stage in USE_STAGES:
-        if stage == 'predict' and _writes_into_workdir(config, workdir, stage):
-            os.makedirs(workdir, exist_ok=True)  # predictions/ goes there: lock it
+def _run(config, workdir: str, name: str) -> dict:
+    todo = stages_lib.ALL if name == 'all' else (stages_lib.get(name),)
+    if not todo[0].needs_data:
+        stage = todo[0]
+        if stage.model_key and _writes_into_workdir(config, workdir, stage):
+            os.makedirs(workdir, exist_ok=True)  # predict's outputs go there (its model may not): lock it
         with workdir_lib.locked(workdir) if _uses_workdir(config, workdir, stage) else contextlib.nullcontext():
             return _use(config, workdir, stage)
     workdir = prepare_workdir(workdir)
     with workdir_lib.locked(workdir):
-        return _run_stages(config, workdir, STAGES if stage == 'all' else (stage,))
+        return _run_stages(config, workdir, todo)
 
 
-def _writes_into_workdir(config, workdir: str, stage: str) -> bool:
-    out = config.export.dir if stage == 'export' else config.predict.out
+def _config_value(config, key: str) -> str:
+    """`config` at the dotted `key` ('' for no key)."""
+    for part in key.split('.') if key else ():
+        config = config[part]
+    return config if key else ''
+
+
+def _writes_into_workdir(config, workdir: str, stage: Stage) -> bool:
+    out = _config_value(config, stage.out_key)
     return not out or workdir_lib.inside(out, workdir)
 
 
-def _uses_workdir(config, workdir: str, stage: str) -> bool:
-    """Whether export / predict read or write the workdir (export always reads its checkpoints;
-    predict with an export elsewhere and its outputs elsewhere does not touch it)."""
-    model = config.predict.model if stage == 'predict' else ''
-    return (
-        stage == 'export'
-        or not model
-        or workdir_lib.inside(model, workdir)
-        or _writes_into_workdir(config, workdir, stage)
-    )
+def _uses_workdir(config, workdir: str, stage: Stage) -> bool:
+    """Whether a stage that uses a trained run reads or writes the workdir (export always reads
+    its checkpoints; predict with an export elsewhere and its outputs elsewhere does not touch it)."""
+    model = _config_value(config, stage.model_key)
+    return not model or workdir_lib.inside(model, workdir) or _writes_into_workdir(config, workdir, stage)
 
 
-def _run_stages(config, workdir: str, todo: tuple[str, ...]) -> dict:
+def _run_stages(config, workdir: str, todo: tuple[Stage, ...]) -> dict:
     workdir_lib.check(workdir, config, trained_stages(config))
     if jax.config.jax_compilation_cache_dir is None:
         # Re-running a stage (resume, evaluate again) reuses compiled programs instead of
@@ -107,7 +106,7 @@ def _run_stages(config, workdir: str, todo: tuple[str, ...]) -> dict:
         f'{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} host(s)'
     )
     mesh = parallel.make_mesh()
-    checks.check_run(config, data, mesh, todo)
+    checks.check_run(config, data, mesh, tuple(s.name for s in todo))
     if parallel.is_chief():
         workdir_lib.write_json(os.path.join(workdir, workdir_lib.CONFIG), config.to_dict())
         workdir_lib.write_json(
@@ -118,26 +117,13 @@ def _run_stages(config, workdir: str, todo: tuple[str, ...]) -> dict:
     timings, results = {}, {}
     started = datetime.datetime.now().isoformat(timespec='seconds')
     try:
-        for name in todo:
+        for stage in todo:
             t0 = time.perf_counter()
-            if name == 'train_f':
-                stages.train_f(ctx)
-            elif name == 'train_g':
-                stages.train_g(ctx)
-            elif name == 'select':
-                select.select(ctx)
-            else:
-                results, samples = evaluate_lib.evaluate(ctx)
-            timings[name] = round(time.perf_counter() - t0, 1)
+            output = stage.function()(ctx)
+            timings[stage.name] = round(time.perf_counter() - t0, 1)
             all_timings = _add_timings(workdir, started, timings)
-            if name == 'evaluate' and parallel.is_chief():
-                report.write(workdir, config, results, select.load_selection(workdir), samples, data, all_timings)
-                print(
-                    f'[report] {os.path.join(workdir, "results.md")}\n'
-                    + open(os.path.join(workdir, 'results.md')).read()
-                )
-            if name == 'evaluate':  # after the report, so that what went wrong can be looked at
-                select.check_selected_maps(select.load_selection(workdir), config.eval.max_bad_maps)
+            if stage.reports:  # after the time is recorded: the report lists it
+                results = stage.report_function()(ctx, output, all_timings)
     except BaseException:
         if ctx.writer is not None:
             with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
@@ -148,23 +134,11 @@ def _run_stages(config, workdir: str, todo: tuple[str, ...]) -> dict:
     return results
 
 
-def _use(config, workdir: str, stage: str) -> dict:
-    """export / predict: only the process of rank 0 writes."""
-    from wsol_jax import predict as predict_lib
-    from wsol_jax.localizer import Localizer
-
+def _use(config, workdir: str, stage: Stage) -> dict:
+    """A stage that uses a trained run (export, predict): only the process of rank 0 writes."""
     if not parallel.is_chief():
         return {}
-    if stage == 'export':
-        out = Localizer.from_workdir(workdir).export(config.export.dir or os.path.join(workdir, workdir_lib.EXPORT))
-        print(
-            f'[export] {out}: load it with wsol_jax.load_localizer({out!r}) or '
-            f'--stage=predict --config.predict.model={out}'
-        )
-        return {'export': out}
-    out = config.predict.out or os.path.join(workdir, workdir_lib.PREDICTIONS)
-    with workdir_lib.writing(out, 'the predictions to', '--config.predict.out'):
-        return predict_lib.run_predict(config, workdir)
+    return stage.function()(config, workdir)
 
 
 def _add_timings(workdir: str, started: str, timings: dict) -> dict:

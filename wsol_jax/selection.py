@@ -7,7 +7,7 @@ only things the selection reads;
 `val/gt_known_loc` (where the validation split has boxes) is a diagnostic the selection never uses.
 
 `select_step` and `selection_regret` are pure functions of that history; the stage that applies
-them to a workdir is `wsol_jax.select`.
+them to a workdir is `wsol_jax.stages.select`.
 """
 
 from __future__ import annotations

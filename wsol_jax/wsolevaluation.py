@@ -39,7 +39,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from wsol_jax import localization, metrics
+from wsol_jax import boxes as boxes_lib, metrics
 from wsol_jax.errors import DataError
 
 SIZE = 224  # their evaluation.py: _RESIZE_LENGTH
@@ -80,7 +80,7 @@ def normalized_maps(maps) -> np.ndarray:
     maps = np.asarray(maps, np.float32)
     if maps.shape[1:] != (SIZE, SIZE):
         maps = np.stack([cv2.resize(m, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR) for m in maps])
-    return localization.normalize_maps(maps).astype(np.float32)
+    return boxes_lib.normalize_maps(maps).astype(np.float32)
 
 
 def listed_boxes(boxes) -> np.ndarray:

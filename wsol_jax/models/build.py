@@ -9,12 +9,14 @@ import jax.numpy as jnp
 from wsol_jax.models.classifier import Classifier
 from wsol_jax.models.weight_map import WeightMapNet
 
+DTYPES = ('float32', 'bfloat16', 'float64')  # float64: JAX's 64-bit mode for the run (numerical checks)
+
 
 def compute_dtype(name: str):
     """`config.dtype` as a dtype. 'float64' needs JAX's 64-bit mode (`run.run` turns it on for
     such a run; without it JAX would silently compute in float32)."""
-    if name not in ('float32', 'bfloat16', 'float64'):
-        raise ValueError(f"config.dtype must be 'float32', 'bfloat16' or 'float64', got {name!r}")
+    if name not in DTYPES:
+        raise ValueError(f'config.dtype must be one of {DTYPES}, got {name!r}')
     if name == 'float64' and not jax.config.jax_enable_x64:
         raise ValueError("config.dtype='float64' needs JAX's 64-bit mode: run inside `with jax.enable_x64(True):`")
     return jnp.dtype(name)

@@ -23,6 +23,15 @@ from wsol_jax.train.loop import History, Loop
 F_SCORE = 'val/accuracy'
 
 
+def lr_hint(config, net: str) -> str:
+    """What to try when the loss of `net` ('f' or 'g') is not finite: the loop's `hint`."""
+    lr = config[net].optimizer.learning_rate
+    return (
+        f'Lower config.{net}.optimizer.learning_rate (now {lr}, e.g. to {lr / 10:g}) and run again with '
+        f'--config.overwrite=True' + (' (or use dtype=float32)' if config.dtype != 'float32' else '')
+    )
+
+
 def most_accurate(history: History) -> Optional[int]:
     """The step of the highest validation accuracy (the earliest of equal ones), None if none."""
     scored = {s: h[F_SCORE] for s, h in history.items() if F_SCORE in h}

@@ -27,11 +27,17 @@ def parameter_dtype(model) -> jnp.dtype:
     return output_dtype(getattr(model, 'dtype', jnp.float32))
 
 
+OPTIMIZERS, SCHEDULES = ('sgd', 'adam', 'adamw'), ('step', 'cosine')
+
+
 def learning_rate_schedule(opt_cfg, steps_per_epoch: int, max_epochs: int) -> optax.Schedule:
     """The paper's step decay (times `decay_factor` every `decay_every` epochs) or a cosine decay to 0
     at `max_epochs`, after the optional linear warm-up of `warmup_epochs`."""
     warmup_steps = int(round(opt_cfg.get('warmup_epochs', 0.0) * steps_per_epoch))
-    if opt_cfg.get('schedule', 'step') == 'cosine':
+    schedule = opt_cfg.get('schedule', 'step')
+    if schedule not in SCHEDULES:
+        raise ValueError(f'optimizer.schedule must be one of {SCHEDULES}, got {schedule!r}')
+    if schedule == 'cosine':
         return optax.warmup_cosine_decay_schedule(
             0.0, opt_cfg.learning_rate, warmup_steps, max(warmup_steps + 1, max_epochs * steps_per_epoch)
         )
@@ -64,7 +70,7 @@ def make_optimizer(opt_cfg, steps_per_epoch: int, max_epochs: int = 1) -> optax.
     elif opt_cfg.name == 'adam':
         base = optax.adam(schedule)
     else:
-        raise ValueError(f"optimizer.name must be 'sgd', 'adam' or 'adamw', got {opt_cfg.name!r}")
+        raise ValueError(f'optimizer.name must be one of {OPTIMIZERS}, got {opt_cfg.name!r}')
     return optax.chain(*clip, optax.add_decayed_weights(opt_cfg.weight_decay), base)
 
 

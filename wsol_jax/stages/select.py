@@ -1,5 +1,6 @@
-"""Stage select: the point of `g` to keep, by the rule of `wsol_jax.selection`, written to
-`selection.json`, which evaluate, export and predict read (`load_selection`)."""
+"""Stage select: the point of `g` to keep, by the rule of `wsol_jax.selection` (which holds the
+rule alone, as a pure function of g's history), written to `selection.json`, which evaluate,
+export and predict read (`load_selection`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from wsol_jax.data.dataset import steps_per_epoch
 from wsol_jax.train import budgets, checkpoint, loop
 
 
-def select(ctx) -> dict:
-    """Stage select: the latest scored point of `g` whose mean S (Eq. 6) is within
+def run(ctx) -> dict:
+    """The latest scored point of `g` whose mean S (Eq. 6) is within
     `eval.selection_se` standard errors of the highest; no box or mask is used.
     `ctx` is a `wsol_jax.context.Context`."""
     cfg = ctx.config

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wsol_jax.localization import (
+from wsol_jax.boxes import (
     boxes_from_maps,
     containment_score,
     normalize_maps,
