@@ -55,6 +55,16 @@ def test_synthetic_and_the_custom_small_preset_share_one_recipe(method):
     assert recipe.f.erase_prob == 0.5 and paper.f.erase_prob == 0  # the paper's f sees no erasing
 
 
+def test_both_methods_train_g_with_one_optimiser_from_the_untrained_map():
+    """The recipe's g differs between the methods only in what an example is (16 triplets are 48
+    images a step, against 32 images)."""
+    m1, m2 = (config_lib.from_scratch(config_lib.base_config(m)) for m in ('method1', 'method2'))
+    assert m1.g.optimizer.to_dict() == m2.g.optimizer.to_dict()
+    assert m1.g.initial_weight == m2.g.initial_weight == config_lib.base_config('method1').g.initial_weight
+    differ = {k for k in m1.g.keys() if m1.g[k] != m2.g[k]}
+    assert differ == {'batch_size'} and 3 * m2.g.batch_size > m1.g.batch_size
+
+
 @pytest.mark.parametrize('method', ['method1', 'method2'])
 def test_the_synthetic_vit_preset_changes_only_the_architecture_of_f(method):
     """`synthetic.py:method1,vit`: the same data, sizes and recipe with a ViT f whose position
