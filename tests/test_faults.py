@@ -25,7 +25,7 @@ from wsol_jax.errors import WorkdirError
 from wsol_jax.stages.evaluate import Samples
 from wsol_jax.localizer import MANIFEST, VARIABLES, Localizer, load_localizer
 from wsol_jax.stages.export import export_localizer
-from wsol_jax.stages.select import load_selection
+from wsol_jax.selection import load_selection
 from wsol_jax.train import checkpoint
 from wsol_jax.models.build import build_weight_map_net
 

@@ -31,10 +31,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from PIL import Image
 
-from wsol_jax import boxes as boxes_lib, inference, methods, workdir as workdir_lib
+from wsol_jax import boxes as boxes_lib, inference, workdir as workdir_lib
 from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from wsol_jax.data.decode import resize_image, to_uint8
 from wsol_jax.errors import WorkdirError
+from wsol_jax.selection import load_selection
 from wsol_jax.train import checkpoint
 from wsol_jax.models.build import build_classifier, build_weight_map_net
 
@@ -195,8 +196,6 @@ class Localizer:
                 f'{workdir} holds no {workdir_lib.CONFIG}: not a wsol-jax workdir, or training never started'
             )
         config = ml_collections.ConfigDict(workdir_lib.read_json(config_path))
-        from wsol_jax.stages.select import load_selection  # the select stage's reader: same checks
-
         selection = load_selection(workdir)
         classes = workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.CLASSES))
         if classes is None:
@@ -240,7 +239,7 @@ def make_spec(config, class_names: Sequence[str], selection: dict) -> dict:
         'box_rule': config.eval.box_rule,
         'dtype': config.dtype,
         # the classifier f that names the class of a prediction (None: the run has none)
-        'f': {k: config.f[k] for k in ('arch', 'width')} if methods.has_classifier(config) else None,
+        'f': {k: config.f[k] for k in ('arch', 'width')} if workdir_lib.has_classifier(config) else None,
         'g': {
             'depth': config.g.depth,
             'width': config.g.width,

@@ -22,7 +22,8 @@ from wsol_jax import evaluators, inference, methods, parallel, report as report_
 from wsol_jax.context import Context, g_setup, restore_g
 from wsol_jax.errors import DataError
 from wsol_jax.evaluators.common import Bench, contour_executor
-from wsol_jax.stages.select import check_selected_maps, load_selection
+from wsol_jax.selection import load_selection
+from wsol_jax.stages.select import check_selected_maps
 
 
 @dataclasses.dataclass
