@@ -61,3 +61,29 @@ def test_fit_weight_map_stops_on_the_stage_checks_before_training(tmp_path):
     with pytest.raises(DataError, match=r'Method II draws triplets .* needs at least two classes in the training'):
         wsol_jax.fit_weight_map(f_apply, (images, np.zeros(16)), images[:4], two, workdir=str(tmp_path / 'w'))
     assert not (tmp_path / 'w').exists()
+
+
+@pytest.mark.parametrize(
+    'f, evaluators, left_out',
+    [
+        (dict(arch='vit_tiny_test'), ('cam',), r'cam \(f \(vit_tiny_test\) pools a class token'),
+        (dict(kind='encoder', train=False, pretrained='f.safetensors'), ('cam',), r'cam \(f has no class head'),
+    ],
+)
+def test_evaluators_that_make_no_row_with_maps_are_one_start_up_error(f, evaluators, left_out):
+    """The overlay figure draws the rows' maps: an `eval.evaluators` whose rows are all left out for
+    this f (CAM of a ViT or of an encoder) stops at start-up, naming the key."""
+    config = tiny_synthetic('method1')
+    config.f.update(f)
+    config.eval.evaluators = evaluators
+    data = Dataset(_split(16), _split(4), _split(4, boxes=_boxes(4)), 2)
+    message = rf"config.eval.evaluators: \('cam',\) makes no row with maps for this f: left out {left_out}"
+    with pytest.raises(ConfigError, match=message) as error:
+        check_run(config, data, parallel.make_mesh(), ('evaluate',))
+    assert '\n' not in str(error.value) and str(error.value).endswith('add weight_map_selected')
+    check_run(config, data, parallel.make_mesh(), ('select',))  # evaluates nothing: fine
+    config.eval.evaluators = ('cam', 'weight_map_last')
+    check_run(config, data, parallel.make_mesh(), ('evaluate',))  # one row with maps: fine
+    config.f.update(dict(arch='resnet18', kind='classifier', train=True))
+    config.eval.evaluators = ('cam',)  # a ResNet classifier has CAM: its row draws maps
+    check_run(config, data, parallel.make_mesh(), ('evaluate',))

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from wsol_jax import methods, parallel
+from wsol_jax import evaluators, methods, parallel
 from wsol_jax.data.dataset import Dataset
 from wsol_jax.errors import ConfigError, DataError
 from wsol_jax.models.pretrained import check_pretrained, wants_pretrained
@@ -33,6 +33,23 @@ def _annotation_hint(config, split: str) -> str:
     if data.source == 'tfds':
         return f'TFDS {data.tfds_name} in {data.root}'
     return f'the {data.source} annotations in {data.root or "the generator"}'
+
+
+def _check_rows(config) -> None:
+    """The rows `eval.evaluators` makes for this run's f must include one that draws maps (the
+    overlay figure shows them): e.g. `cam` alone with a ViT f, or with an encoder f, makes none."""
+    absent = methods.not_defined(config)
+    rows = evaluators.names(config, absent)
+    if not any(evaluators.EVALUATORS[n].overlay for n in rows):
+        left_out = [
+            f'{n} ({absent[evaluators.EVALUATORS[n].needs]})'
+            for n in config.eval.evaluators
+            if evaluators.EVALUATORS[n].needs in absent
+        ]
+        raise ConfigError(
+            f'config.eval.evaluators: {tuple(config.eval.evaluators)!r} makes no row with maps for this f'
+            f'{": left out " + "; ".join(left_out) if left_out else ""}; add weight_map_selected'
+        )
 
 
 def check_run(config, data: Dataset, mesh, stages: tuple[str, ...]) -> None:
@@ -72,6 +89,8 @@ def check_run(config, data: Dataset, mesh, stages: tuple[str, ...]) -> None:
             f'the test split has {what}: localization cannot be evaluated. Add them, or run '
             '--stage=train_f/train_g/select only'
         )
+    if 'evaluate' in stages:
+        _check_rows(config)
     if config.eval.save_maps:  # the ids name the scoremaps: an unusable one stops now, not after training
         from wsol_jax import wsolevaluation
 
