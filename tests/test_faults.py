@@ -193,20 +193,31 @@ def _truncate_all(step_dir, keep=64):
             handle.truncate(keep)
 
 
-def _flip_bits(file, n=4, seed=0):
-    data = bytearray(open(file, 'rb').read())
+def _flip_bits_all(step_dir, every=256):
+    """Flip one bit in every `every` bytes of every data file of the checkpoint, at fixed places.
+    Every file, as `_truncate_all` cuts them: bits flipped in one file alone may land in arrays
+    of the optimiser state only, which inference never reads; spread over each file, they reach
+    every array of more than `every` bytes (each kernel of g), whichever file holds it."""
+    for file in _state_files(step_dir):
+        data = bytearray(open(file, 'rb').read())
+        for pos in range(every // 2, len(data), every):
+            data[pos] ^= 1 << (pos // every % 8)
+        open(file, 'wb').write(bytes(data))
+
+
+def _randomize_all(step_dir, seed=1):
+    """Every data file of the checkpoint replaced by random bytes of its size (every file: see
+    `_truncate_all`)."""
     rng = np.random.default_rng(seed)
-    for pos in rng.choice(len(data), n, replace=False):
-        data[pos] ^= 1 << int(rng.integers(8))
-    open(file, 'wb').write(bytes(data))
+    for file in _state_files(step_dir):
+        data = rng.bytes(os.path.getsize(file))
+        open(file, 'wb').write(data)
 
 
 DAMAGES = {
-    'four flipped bits': lambda step: _flip_bits(_state_files(step)[0]),
+    'flipped bits in every data file': lambda step: _flip_bits_all(step),
     'truncated data files': lambda step: _truncate_all(step),
-    'a data file of random bytes': lambda step: open(_state_files(step)[0], 'wb').write(
-        np.random.default_rng(1).bytes(os.path.getsize(_state_files(step)[0]))
-    ),
+    'data files of random bytes': lambda step: _randomize_all(step),
     'a garbage _METADATA': lambda step: open(os.path.join(step, 'state', '_METADATA'), 'wb').write(b'\x8f\x00garbage'),
 }
 
@@ -221,7 +232,7 @@ def test_a_damaged_checkpoint_of_g_is_refused_in_one_line(method1_run, g_target,
     step = os.path.join(workdir, 'g', str(epoch))
     DAMAGES[damage](step)
     with pytest.raises(WorkdirError) as e:
-        if damage == 'four flipped bits':
+        if damage == 'flipped bits in every data file':
             Localizer.from_workdir(workdir)  # what export and predict load
         else:
             _restore_g(workdir, g_target)
