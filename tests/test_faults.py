@@ -342,7 +342,9 @@ def _edit_spec(path, change):
     [
         (lambda s: s['g'].update(width=0.25), 'g.'),  # another width: other shapes
         (lambda s: s['g'].update(depth='resnet50'), 'g.'),  # another depth: other tensors (a 15 KB diff)
-        (lambda s: s['f'].update(depth='resnet34', width=0.25), 'f.'),
+        (lambda s: s['f'].update(arch='resnet34'), 'f.'),  # f's architecture (its manifest key): more blocks
+        (lambda s: s['f'].update(arch='vit_tiny_test'), 'f.'),  # another kind of network altogether
+        (lambda s: s['f'].update(width=0.25), 'f.'),
     ],
 )
 def test_an_export_whose_manifest_names_other_networks_is_one_short_line(exported, tmp_path, change, differ):
@@ -355,6 +357,29 @@ def test_an_export_whose_manifest_names_other_networks_is_one_short_line(exporte
     assert f'than {path}/{VARIABLES} holds: ' in message and f'({differ}' in message
     assert message.endswith(
         'the two must come from one export: export it again (--stage=export on its training workdir)'
+    )
+
+
+@pytest.mark.parametrize(
+    'change, says',
+    [
+        (lambda s: s['f'].update(depth='resnet34'), 'unknown key(s) f.depth'),  # f is named by arch
+        (lambda s: s.update(threshold='0.5'), 'unknown key(s) threshold'),
+        (lambda s: s['g'].pop('decoder'), 'no g.decoder'),
+        (lambda s: s.pop('box_rule'), 'no box_rule'),
+        (lambda s: (s['f'].pop('arch'), s.update(extra=1)), 'unknown key(s) extra and no f.arch'),
+    ],
+)
+def test_a_manifest_with_an_unknown_or_a_missing_key_is_one_line(exported, tmp_path, change, says):
+    """A key this version does not write (e.g. a hand edit, `depth` for f) is refused, not
+    ignored: loading it silently would give the networks the manifest does not name."""
+    path = shutil.copytree(exported[0], tmp_path / 'export')
+    _edit_spec(path, change)
+    with pytest.raises(WorkdirError) as e:
+        load_localizer(str(path))
+    assert str(e.value) == (
+        f'{path}/{MANIFEST} has {says}: it was not written by this wsol-jax; export it again '
+        '(--stage=export on its training workdir)'
     )
 
 
