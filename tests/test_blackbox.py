@@ -33,6 +33,7 @@ WEIGHT_MAP_KEYS = {
     'pxap',
 }
 CLASS_KEYS = {'top1_loc', 'top1_cls', 'top5_loc', 'top5_cls'}
+ENCODER = 'resnet_tiny_test'  # the encoder f's architecture
 
 
 def _config(method='method1', **f):
@@ -51,17 +52,18 @@ def vit_run(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def encoder_weights(tmp_path_factory):
-    """A ResNet-18 backbone (width 1/8) written to a .safetensors file, no class head."""
-    backbone = registry.build('resnet18', 0.125)
+    """A ResNet backbone (the tiny preset's `resnet_tiny_test` at width 1/8) written to a
+    .safetensors file in torchvision's layout, no class head."""
+    backbone = registry.build(ENCODER, 0.125)
     variables = jax.jit(backbone.init)(jax.random.key(3), jnp.zeros((1, 32, 32, 3)))
-    return write_backbone(variables, 'resnet18', str(tmp_path_factory.mktemp('encoder_f') / 'encoder.safetensors'))
+    return write_backbone(variables, ENCODER, str(tmp_path_factory.mktemp('encoder_f') / 'encoder.safetensors'))
 
 
 @pytest.fixture(scope='module')
 def encoder_run(encoder_weights, tmp_path_factory):
     """An encoder f used as it is (`f.train=False`), never trained; g compares its pooled features
     (Eq. 1 with the cosine distance)."""
-    config = _config(arch='resnet18', kind='encoder', train=False, pretrained=encoder_weights)
+    config = _config(arch=ENCODER, kind='encoder', train=False, pretrained=encoder_weights)
     workdir = str(tmp_path_factory.mktemp('encoder_run'))
     return config, workdir, run_lib.run(config, workdir)
 
@@ -70,7 +72,7 @@ def encoder_run(encoder_weights, tmp_path_factory):
 def method2_encoder_run(encoder_weights, tmp_path_factory):
     """Method II on the same encoder f: g's inner and outer triplet losses (Eq. 3, 4) on its
     features, triplets drawn by the labels; no f is trained, no classifier."""
-    config = _config('method2', arch='resnet18', kind='encoder', train=False, pretrained=encoder_weights)
+    config = _config('method2', arch=ENCODER, kind='encoder', train=False, pretrained=encoder_weights)
     workdir = str(tmp_path_factory.mktemp('method2_encoder_run'))
     return config, workdir, run_lib.run(config, workdir)
 
@@ -141,7 +143,7 @@ def test_an_encoder_f_has_only_the_weight_map_rows_and_the_report_says_why(run, 
     assert all(set(row) == WEIGHT_MAP_KEYS for row in results.values())
     assert set(record['not_defined']) == {'top_k', 'cam'}
     assert set(record['f_quality']) == {'f_encoder'} and not os.path.exists(os.path.join(workdir, 'f_classifier'))
-    why = 'not defined, f has no class head (resnet18 used as an encoder from f.pretrained, f.train=False).'
+    why = f'not defined, f has no class head ({ENCODER} used as an encoder from f.pretrained, f.train=False).'
     assert f'- Top-1/Top-k loc and cls: {why}' in markdown and f'- CAM of f (baseline): {why}' in markdown
     table = [line for line in markdown.splitlines() if line.startswith('| method |')]
     assert table == ['| method | GT-known loc | PxAP | MaxBoxAcc | MaxBoxAccV2 |']

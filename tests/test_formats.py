@@ -18,6 +18,9 @@ from wsol_jax.data.dataset import cache_boxes, crop_protocol_boxes
 from wsol_jax.errors import ConfigError, DataError
 
 
+TINY_RESNET = 'resnet_tiny_test'  # the tiny preset's networks in the runs below: the formats are what is tested
+
+
 def _config(name, root, **data):
     c = load_config(name, 'method1')
     c.data.root = str(root)
@@ -550,8 +553,8 @@ def test_openimages_layout_runs_every_stage_with_saved_maps_on_a_read_only_copy(
     cfg.data.update(
         dict(root='OpenImages', metadata_dir='metadata/OpenImages', num_classes=2, image_size=32, crop_size=32)
     )
-    cfg.f.update(dict(arch='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
-    cfg.g.update(dict(depth='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none'))
+    cfg.f.update(dict(arch=TINY_RESNET, width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
+    cfg.g.update(dict(depth=TINY_RESNET, width=0.125, max_epochs=1, batch_size=2, pretrained='none'))
     cfg.eval.update(dict(batch_size=2, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1, save_maps=True))
     workdir = str(tmp_path / 'run')
     try:
@@ -617,8 +620,8 @@ def test_ilsvrc_layout_runs_every_stage_through_the_jpeg_cache(tmp_path):
     cfg = load_config('imagenet', 'method1')
     assert cfg.data.cache_codec == 'jpeg' and cfg.f.arch == cfg.g.depth == 'resnet50'
     cfg.data.update(dict(root=str(root), metadata_dir=str(meta), num_classes=3, image_size=32, crop_size=32))
-    cfg.f.update(dict(arch='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
-    cfg.g.update(dict(depth='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none'))
+    cfg.f.update(dict(arch=TINY_RESNET, width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
+    cfg.g.update(dict(depth=TINY_RESNET, width=0.125, max_epochs=1, batch_size=2, pretrained='none'))
     cfg.eval.update(dict(batch_size=4, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1))
     data = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))
     assert (len(data.train), len(data.val), len(data.test)) == (6, 6, 6)
