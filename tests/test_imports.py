@@ -153,3 +153,26 @@ def test_the_inference_path_imports_no_training_code():
         assert not imported & training, (module, sorted(imported & training))
     reached = _imported('wsol_jax.localizer')  # the closure reaches storage and the packages above
     assert {'wsol_jax.train.checkpoint', 'wsol_jax.models.resnet', 'wsol_jax.data', 'wsol_jax'} <= reached
+
+
+def test_importing_the_inference_path_loads_no_training_code():
+    """The same, by what Python loads: importing the inference path in a fresh interpreter brings in
+    none of the training modules, nor optax (the optimisers) or flax.training (the train state)."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        'import json, sys\n'
+        + ''.join(f'import {m}\n' for m in INFERENCE)
+        + 'print(json.dumps(sorted(m for m in sys.modules if m.startswith(("wsol_jax", "optax", "flax")))))'
+    )
+    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert set(INFERENCE) <= loaded and 'wsol_jax.train.checkpoint' in loaded
+    assert not {m for m in loaded if m.startswith(('optax', 'flax.training'))}, sorted(loaded)
+    training = {m for m in loaded if m.startswith('wsol_jax.train.') and m != 'wsol_jax.train.checkpoint'}
+    training |= loaded & {'wsol_jax.methods', 'wsol_jax.losses', 'wsol_jax.data.pipeline', 'wsol_jax.context'}
+    training |= {m for m in loaded if m.startswith('wsol_jax.stages.') and m not in INFERENCE}
+    assert not training, sorted(training)
