@@ -3,6 +3,7 @@ clovaai/wsolevaluation's own evaluation.py gives on them (`tests/test_wsolevalua
 wsol-jax's metrics to those numbers).
 
     python benchmarks/wsoleval_golden.py --wsolevaluation=/path/to/wsolevaluation [--out=tests/golden]
+    python benchmarks/wsoleval_golden.py --dry_run      # print the wsol-jax commands, run nothing
 
 `--wsolevaluation` is a checkout of clovaai/wsolevaluation (its evaluation.py, data_loaders.py,
 util.py and config.py are what runs, unmodified). Their code needs numpy < 1.24 (it uses
@@ -102,9 +103,22 @@ COMMANDS = {  # their evaluation.py flags per metric (wsol_jax.wsolevaluation.ev
 }
 
 
+def wsol_jax_command(name: str, workdir: str, data_args: list[str]) -> list[str]:
+    """The command line of one run through every stage with save_maps."""
+    return [sys.executable, 'main.py', *RUNS[name], *data_args, *TINY, *EPOCHS[name], f'--workdir={workdir}']
+
+
+def data_args(name: str, scratch: str) -> list[str]:
+    """The data flags of a set: the OpenImages fixture is written under `<scratch>/data`."""
+    if name != 'openimages':
+        return []
+    root, metadata = os.path.join(scratch, 'data', 'OpenImages'), os.path.join(scratch, 'data', 'metadata')
+    return [f'--config.data.root={root}', f'--config.data.metadata_dir={metadata}/OpenImages']
+
+
 def run_wsol_jax(name: str, workdir: str, data_args: list[str]) -> list[str]:
     """One run through every stage with save_maps; returns its command line."""
-    cmd = [sys.executable, 'main.py', *RUNS[name], *data_args, *TINY, *EPOCHS[name], f'--workdir={workdir}']
+    cmd = wsol_jax_command(name, workdir, data_args)
     subprocess.run(cmd, cwd=ROOT, check=True)
     return cmd
 
@@ -195,13 +209,23 @@ def golden_set(
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--wsolevaluation', required=True, help='a checkout of clovaai/wsolevaluation')
+    p.add_argument('--wsolevaluation', default='', help='a checkout of clovaai/wsolevaluation')
     p.add_argument('--shim', default='', help='a folder put first on their PYTHONPATH (see above)')
     p.add_argument('--out', default=os.path.join(ROOT, 'tests', 'golden'))
     p.add_argument('--workdir', default='', help='where the two runs go (default: a temporary folder)')
     p.add_argument('--commit', default='', help='the commit of the checkout (default: git rev-parse HEAD in it)')
     p.add_argument('--sets', default=','.join(RUNS), help='which sets to (re)make; the others stay as they are in OUT')
+    p.add_argument(
+        '--dry_run', action='store_true', help='print the wsol-jax commands (as the .json records them) and stop'
+    )
     a = p.parse_args(argv)
+    if a.dry_run:
+        for name in a.sets.split(','):
+            command = wsol_jax_command(name, f'<scratch>/{name}/run', data_args(name, '<scratch>'))
+            print(f'{name}: ' + ' '.join(['python', *command[1:]]))
+        return
+    if not a.wsolevaluation:
+        sys.exit('wsoleval_golden.py: pass --wsolevaluation=<a checkout of clovaai/wsolevaluation> (or --dry_run)')
     checkout = os.path.abspath(a.wsolevaluation)
     if not os.path.isfile(os.path.join(checkout, 'evaluation.py')):
         sys.exit(f'wsoleval_golden.py: no evaluation.py in {checkout}; pass a checkout of clovaai/wsolevaluation')
@@ -212,14 +236,13 @@ def main(argv=None) -> None:
     json_path = os.path.join(a.out, 'wsolevaluation.json')
     records = json.load(open(json_path))['sets'] if os.path.exists(json_path) else {}
     for name in a.sets.split(','):
-        workdir, data_args, own = os.path.join(scratch, name, 'run'), [], {}
+        workdir, own = os.path.join(scratch, name, 'run'), {}
         if name == 'openimages':
             root, metadata = os.path.join(scratch, 'data', 'OpenImages'), os.path.join(scratch, 'data', 'metadata')
             shutil.rmtree(os.path.join(scratch, 'data'), ignore_errors=True)
             fixtures.write_openimages(root, os.path.join(metadata, 'OpenImages'), per_split=32)
-            data_args = [f'--config.data.root={root}', f'--config.data.metadata_dir={metadata}/OpenImages']
             own = {'own_metadata': metadata, 'own_mask_root': os.path.dirname(root)}
-        command = run_wsol_jax(name, workdir, data_args)
+        command = run_wsol_jax(name, workdir, data_args(name, scratch))
         arrays, record = golden_set(name, workdir, checkout, a.shim, scratch, **own)
         np.savez_compressed(os.path.join(a.out, f'{name}.npz'), **arrays)
         record['their_commands'] = {

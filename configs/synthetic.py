@@ -7,9 +7,10 @@ The data and the sizes are set here; the training is the CPU recipe that every f
 config shares (`wsol_jax.config.from_scratch`): 64 px images without cropping, quarter-width
 ResNet-18s for f and g, budgets that stop when the validation scores do.
 
-`tiny`: the same run shrunk to seconds (32 px, 1/8-width networks, 48 training images, one
-epoch of f, three of g, no early stops or quality stops): what the tests and the benchmarks' dry
-runs use, and a smoke test of a new installation; its numbers measure nothing.
+`tiny`: the same run shrunk to seconds (32 px, 1/8-width networks with one ResNet block per
+stage (`resnet_tiny_test`: ResNet-18's layers, half its convolutions to compile), 48 training
+images, one epoch of f, three of g, no early stops or quality stops): what the tests and the
+benchmarks' dry runs use, and a smoke test of a new installation; its numbers measure nothing.
 
 `vit`: f is a ViT (`vit_cpu8`, patch 8 on the 64 px images' 8x8 grid) instead of the ResNet,
 with the same recipe: g explains an f that it shares no architecture with, and that has no CAM.
@@ -48,6 +49,9 @@ def get_config(arg: str = 'method1'):
         # one epoch of f on 48 images is near chance: the weak-f stop is tested on its own
         c.f.update(dict(width=0.125, max_epochs=1, batch_size=16, embed_dim=8, allow_weak=True, patience=0))
         c.g.update(dict(width=0.125, max_epochs=3, batch_size=16, eval_every_steps=0, patience=0))
+        if c.f.arch == 'resnet18':  # (with vit: the ViT f stays)
+            c.f.arch = 'resnet_tiny_test'
+        c.g.depth = 'resnet_tiny_test'
         # three short epochs of g do not localise: keep their boxes (the bad-map stop is tested on its own)
         c.eval.update(dict(batch_size=16, num_overlays=2, strip_images=2, max_coverage=1.0, max_bad_maps=1.0))
     return c

@@ -41,7 +41,7 @@ def load_config(name: str, arg: str):
 
 
 def tiny_synthetic(method: str, g_epochs: int = 3):
-    """`configs/synthetic.py:<method>,tiny` (seconds: 32 px, 1/8-width ResNet-18s, 48 images),
+    """`configs/synthetic.py:<method>,tiny` (seconds: 32 px, 1/8-width one-block-per-stage ResNets, 48 images),
     with `g_epochs` epochs of g."""
     c = load_config('synthetic', f'{method},tiny')
     c.g.max_epochs = g_epochs

@@ -92,3 +92,34 @@ def test_blackbox_table_gives_each_f_its_median_and_worst_seed():
         '| **inline** | median | 25.0 | | 0.5 min |' in lines and '| **inline** | worst | 25.0 | | 0.5 min |' in lines
     )
     assert '- inline: a CNN defined in this script, through fit_weight_map; f val accuracy: top-1' in lines
+
+
+def test_wsoleval_golden_dry_run_gives_the_recorded_commands_with_current_keys():
+    """benchmarks/wsoleval_golden.py --dry_run prints the wsol-jax command of each golden set: the
+    same flags as tests/golden/wsolevaluation.json records (which made the golden numbers), and each
+    `--config.<key>` a key of the config file it names (a retired key, e.g. `f.epochs` or `f.depth`,
+    would stop main.py at its first flag)."""
+    import json
+
+    from helpers import load_config
+
+    proc = subprocess.run(
+        [sys.executable, 'benchmarks/wsoleval_golden.py', '--dry_run'], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = dict(line.split(': ', 1) for line in proc.stdout.strip().splitlines())
+    recorded = json.load(open(os.path.join(ROOT, 'tests', 'golden', 'wsolevaluation.json')))['sets']
+    assert set(printed) == set(recorded) == {'synthetic', 'openimages'}
+    for name, command in printed.items():
+        args = command.split()
+        assert args[:2] == ['python', 'main.py'] and args[2].startswith('--config=configs/')
+        assert sorted(args) == sorted(recorded[name]['wsol_jax_command'].split())  # the flags that made the numbers
+        path, _, arg = args[2].split('=', 1)[1].partition(':')
+        config = load_config(os.path.splitext(os.path.basename(path))[0], arg)
+        keys = [a.split('=', 1)[0][len('--config.') :] for a in args if a.startswith('--config.')]
+        assert 'f.max_epochs' in keys and 'g.max_epochs' in keys
+        for key in keys:
+            node = config
+            for part in key.split('.'):
+                assert part in node, f'{name}: --config.{key} is not a key of {args[2]}'
+                node = node[part]

@@ -1,5 +1,6 @@
 """f as a black box, end to end: a ViT classifier f (no CAM) and an encoder f imported from a
-weight file (no class head) each run every stage on the tiny synthetic benchmark. The weight
+weight file (no class head; with Method I and with Method II) each run every stage on the tiny
+synthetic benchmark. The weight
 map's rows (GT-known loc, MaxBoxAcc, PxAP) are there and equal what the exported localiser's
 boxes score against the ground truth (IoU computed here); Top-1 cls equals f's own accuracy;
 the CAM row and the Top-1 columns are absent where f does not define them, and the report says
@@ -32,10 +33,11 @@ WEIGHT_MAP_KEYS = {
     'pxap',
 }
 CLASS_KEYS = {'top1_loc', 'top1_cls', 'top5_loc', 'top5_cls'}
+ENCODER = 'resnet_tiny_test'  # the encoder f's architecture
 
 
-def _config(**f):
-    c = tiny_synthetic('method1', g_epochs=1)  # one scored point of g: the rows, not their quality
+def _config(method='method1', **f):
+    c = tiny_synthetic(method, g_epochs=1)  # one scored point of g: the rows, not their quality
     c.f.update(f)
     return c
 
@@ -49,15 +51,29 @@ def vit_run(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def encoder_run(tmp_path_factory):
-    """An encoder f used as it is (`f.train=False`): a ResNet-18 backbone written to a
-    .safetensors file, no class head, never trained; g compares its pooled features."""
-    folder = tmp_path_factory.mktemp('encoder_f')
-    backbone = registry.build('resnet18', 0.125)
+def encoder_weights(tmp_path_factory):
+    """A ResNet backbone (the tiny preset's `resnet_tiny_test` at width 1/8) written to a
+    .safetensors file in torchvision's layout, no class head."""
+    backbone = registry.build(ENCODER, 0.125)
     variables = jax.jit(backbone.init)(jax.random.key(3), jnp.zeros((1, 32, 32, 3)))
-    weights = write_backbone(variables, 'resnet18', str(folder / 'encoder.safetensors'))
-    config = _config(arch='resnet18', kind='encoder', train=False, pretrained=weights)
-    workdir = str(folder / 'run')
+    return write_backbone(variables, ENCODER, str(tmp_path_factory.mktemp('encoder_f') / 'encoder.safetensors'))
+
+
+@pytest.fixture(scope='module')
+def encoder_run(encoder_weights, tmp_path_factory):
+    """An encoder f used as it is (`f.train=False`), never trained; g compares its pooled features
+    (Eq. 1 with the cosine distance)."""
+    config = _config(arch=ENCODER, kind='encoder', train=False, pretrained=encoder_weights)
+    workdir = str(tmp_path_factory.mktemp('encoder_run'))
+    return config, workdir, run_lib.run(config, workdir)
+
+
+@pytest.fixture(scope='module')
+def method2_encoder_run(encoder_weights, tmp_path_factory):
+    """Method II on the same encoder f: g's inner and outer triplet losses (Eq. 3, 4) on its
+    features, triplets drawn by the labels; no f is trained, no classifier."""
+    config = _config('method2', arch=ENCODER, kind='encoder', train=False, pretrained=encoder_weights)
+    workdir = str(tmp_path_factory.mktemp('method2_encoder_run'))
     return config, workdir, run_lib.run(config, workdir)
 
 
@@ -119,18 +135,25 @@ def test_the_vit_runs_top1_cls_is_its_own_accuracy_and_gt_known_loc_its_localise
     )
 
 
-def test_an_encoder_f_has_only_the_weight_map_rows_and_the_report_says_why(encoder_run):
-    config, workdir, results = encoder_run
+@pytest.mark.parametrize('run', ['encoder_run', 'method2_encoder_run'])
+def test_an_encoder_f_has_only_the_weight_map_rows_and_the_report_says_why(run, request):
+    config, workdir, results = request.getfixturevalue(run)
     record, markdown = _read(workdir)
     assert set(results) == set(record['results']) == WEIGHT_MAP_ROWS
     assert all(set(row) == WEIGHT_MAP_KEYS for row in results.values())
     assert set(record['not_defined']) == {'top_k', 'cam'}
     assert set(record['f_quality']) == {'f_encoder'} and not os.path.exists(os.path.join(workdir, 'f_classifier'))
-    why = 'not defined, f has no class head (resnet18 used as an encoder from f.pretrained, f.train=False).'
+    why = f'not defined, f has no class head ({ENCODER} used as an encoder from f.pretrained, f.train=False).'
     assert f'- Top-1/Top-k loc and cls: {why}' in markdown and f'- CAM of f (baseline): {why}' in markdown
     table = [line for line in markdown.splitlines() if line.startswith('| method |')]
     assert table == ['| method | GT-known loc | PxAP | MaxBoxAcc | MaxBoxAccV2 |']
     assert 'Top-1 / Top-5 cls' not in markdown and 'Top-1 loc also needs' not in markdown
+    history = json.load(open(os.path.join(workdir, 'g_history.json')))['points']
+    train_keys = set().union(*history.values())
+    if config.method == 'method2':  # g trained with the triplet terms on the encoder's features
+        assert {'train/inner', 'train/outer'} <= train_keys and 'train/cosine' not in train_keys, train_keys
+    else:
+        assert 'train/cosine' in train_keys, train_keys
 
 
 def test_the_encoder_runs_gt_known_loc_is_what_its_localiser_scores(encoder_run):

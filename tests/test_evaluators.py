@@ -19,7 +19,7 @@ from wsol_jax.data import load_dataset
 from wsol_jax.errors import ConfigError
 from wsol_jax.evaluators import validation
 from wsol_jax.evaluators.common import Bench, Evaluator, Row
-from wsol_jax.stages.select import load_selection
+from wsol_jax.selection import load_selection
 
 
 def test_the_default_rows_and_what_the_report_calls_them():

@@ -25,7 +25,7 @@ from wsol_jax.errors import WorkdirError
 from wsol_jax.stages.evaluate import Samples
 from wsol_jax.localizer import MANIFEST, VARIABLES, Localizer, load_localizer
 from wsol_jax.stages.export import export_localizer
-from wsol_jax.stages.select import load_selection
+from wsol_jax.selection import load_selection
 from wsol_jax.train import checkpoint
 from wsol_jax.models.build import build_weight_map_net
 
@@ -193,20 +193,31 @@ def _truncate_all(step_dir, keep=64):
             handle.truncate(keep)
 
 
-def _flip_bits(file, n=4, seed=0):
-    data = bytearray(open(file, 'rb').read())
+def _flip_bits_all(step_dir, every=256):
+    """Flip one bit in every `every` bytes of every data file of the checkpoint, at fixed places.
+    Every file, as `_truncate_all` cuts them: bits flipped in one file alone may land in arrays
+    of the optimiser state only, which inference never reads; spread over each file, they reach
+    every array of more than `every` bytes (each kernel of g), whichever file holds it."""
+    for file in _state_files(step_dir):
+        data = bytearray(open(file, 'rb').read())
+        for pos in range(every // 2, len(data), every):
+            data[pos] ^= 1 << (pos // every % 8)
+        open(file, 'wb').write(bytes(data))
+
+
+def _randomize_all(step_dir, seed=1):
+    """Every data file of the checkpoint replaced by random bytes of its size (every file: see
+    `_truncate_all`)."""
     rng = np.random.default_rng(seed)
-    for pos in rng.choice(len(data), n, replace=False):
-        data[pos] ^= 1 << int(rng.integers(8))
-    open(file, 'wb').write(bytes(data))
+    for file in _state_files(step_dir):
+        data = rng.bytes(os.path.getsize(file))
+        open(file, 'wb').write(data)
 
 
 DAMAGES = {
-    'four flipped bits': lambda step: _flip_bits(_state_files(step)[0]),
+    'flipped bits in every data file': lambda step: _flip_bits_all(step),
     'truncated data files': lambda step: _truncate_all(step),
-    'a data file of random bytes': lambda step: open(_state_files(step)[0], 'wb').write(
-        np.random.default_rng(1).bytes(os.path.getsize(_state_files(step)[0]))
-    ),
+    'data files of random bytes': lambda step: _randomize_all(step),
     'a garbage _METADATA': lambda step: open(os.path.join(step, 'state', '_METADATA'), 'wb').write(b'\x8f\x00garbage'),
 }
 
@@ -221,7 +232,7 @@ def test_a_damaged_checkpoint_of_g_is_refused_in_one_line(method1_run, g_target,
     step = os.path.join(workdir, 'g', str(epoch))
     DAMAGES[damage](step)
     with pytest.raises(WorkdirError) as e:
-        if damage == 'four flipped bits':
+        if damage == 'flipped bits in every data file':
             Localizer.from_workdir(workdir)  # what export and predict load
         else:
             _restore_g(workdir, g_target)
@@ -331,7 +342,9 @@ def _edit_spec(path, change):
     [
         (lambda s: s['g'].update(width=0.25), 'g.'),  # another width: other shapes
         (lambda s: s['g'].update(depth='resnet50'), 'g.'),  # another depth: other tensors (a 15 KB diff)
-        (lambda s: s['f'].update(depth='resnet34', width=0.25), 'f.'),
+        (lambda s: s['f'].update(arch='resnet34'), 'f.'),  # f's architecture (its manifest key): more blocks
+        (lambda s: s['f'].update(arch='vit_tiny_test'), 'f.'),  # another kind of network altogether
+        (lambda s: s['f'].update(width=0.25), 'f.'),
     ],
 )
 def test_an_export_whose_manifest_names_other_networks_is_one_short_line(exported, tmp_path, change, differ):
@@ -344,6 +357,29 @@ def test_an_export_whose_manifest_names_other_networks_is_one_short_line(exporte
     assert f'than {path}/{VARIABLES} holds: ' in message and f'({differ}' in message
     assert message.endswith(
         'the two must come from one export: export it again (--stage=export on its training workdir)'
+    )
+
+
+@pytest.mark.parametrize(
+    'change, says',
+    [
+        (lambda s: s['f'].update(depth='resnet34'), 'unknown key(s) f.depth'),  # f is named by arch
+        (lambda s: s.update(threshold='0.5'), 'unknown key(s) threshold'),
+        (lambda s: s['g'].pop('decoder'), 'no g.decoder'),
+        (lambda s: s.pop('box_rule'), 'no box_rule'),
+        (lambda s: (s['f'].pop('arch'), s.update(extra=1)), 'unknown key(s) extra and no f.arch'),
+    ],
+)
+def test_a_manifest_with_an_unknown_or_a_missing_key_is_one_line(exported, tmp_path, change, says):
+    """A key this version does not write (e.g. a hand edit, `depth` for f) is refused, not
+    ignored: loading it silently would give the networks the manifest does not name."""
+    path = shutil.copytree(exported[0], tmp_path / 'export')
+    _edit_spec(path, change)
+    with pytest.raises(WorkdirError) as e:
+        load_localizer(str(path))
+    assert str(e.value) == (
+        f'{path}/{MANIFEST} has {says}: it was not written by this wsol-jax; export it again '
+        '(--stage=export on its training workdir)'
     )
 
 

@@ -27,15 +27,16 @@ class TinyEncoder(nn.Module):
 
 @pytest.fixture(scope='module')
 def fitted(tmp_path_factory):
+    """g fitted for an encoder f on images alone: neither train nor val has labels (Eq. 1 with the
+    cosine distance of f's features needs none)."""
     config = tiny_synthetic('method1', g_epochs=2)
     data = load_dataset(config)
     encoder = TinyEncoder()
     params = encoder.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     config.f.kind = 'encoder'  # f_apply returns features: Eq. 1 with the cosine distance
     workdir = str(tmp_path_factory.mktemp('fit'))
-    train = {'image': np.asarray(data.train.images), 'label': data.train.labels}
     localizer = wsol_jax.fit_weight_map(
-        lambda x: encoder.apply(params, x), train, np.asarray(data.val.images), config, workdir=workdir
+        lambda x: encoder.apply(params, x), np.asarray(data.train.images), np.asarray(data.val.images), config, workdir
     )
     return localizer, data, workdir
 
@@ -48,6 +49,7 @@ def test_fit_trains_g_with_the_stage_loop_and_keeps_the_selected_point(fitted):
     assert sorted(history, key=int) == ['3', '6']  # 48 images, batch 16: S once an epoch, 2 epochs
     assert {'train/cosine', 'train/reg', 'mean_S'} <= set(history['3'])
     assert localizer.spec['source']['selected_step'] in (3, 6) and not localizer.has_classes
+    assert localizer.spec['class_names'] == ['class_0']  # no labels: one class, which nothing reads
 
 
 def test_the_fitted_localizer_predicts_exports_and_loads(fitted, tmp_path):
@@ -67,3 +69,6 @@ def test_inputs_that_cannot_be_images_are_one_clear_error():
         as_split(np.zeros((4, 32, 16, 3), np.uint8), 'train')
     split = as_split((np.zeros((4, 32, 32, 3), np.uint8), [0, 1, 0, 1]), 'val')
     assert split.labels.tolist() == [0, 1, 0, 1] and split.boxes is None
+    split = as_split({'image': np.zeros((2, 32, 32, 3), np.uint8), 'label': [3, 1]}, 'train')
+    assert split.labels.tolist() == [3, 1] and split.labels.dtype == np.int32
+    assert as_split(np.zeros((2, 32, 32, 3), np.uint8), 'train').labels.tolist() == [0, 0]  # images alone

@@ -1,7 +1,9 @@
 """Every on-disk format, through the loader a real run uses (`load_dataset`), on fixtures written
 in that format: labels, boxes (hand-checked after the 256/224 transform), masks, splits, errors."""
 
+import csv
 import os
+import stat
 
 import cv2
 import numpy as np
@@ -14,6 +16,9 @@ from wsol_jax.data import decode, formats, load_dataset
 from wsol_jax import wsolevaluation
 from wsol_jax.data.dataset import cache_boxes, crop_protocol_boxes
 from wsol_jax.errors import ConfigError, DataError
+
+
+TINY_RESNET = 'resnet_tiny_test'  # the tiny preset's networks in the runs below: the formats are what is tested
 
 
 def _config(name, root, **data):
@@ -510,14 +515,29 @@ def _file_states(*roots):
     }
 
 
+def _tree(*roots):
+    """Every folder and file under `roots` (the roots included): its kind, size and modification
+    time. A new file or folder (an empty one too) is a new entry; a file or folder made and removed
+    again changes its folder's modification time."""
+    out = {}
+    for root in roots:
+        for d, dirs, fs in os.walk(root):
+            for path in [d] + [os.path.join(d, n) for n in dirs + fs]:
+                st = os.lstat(path)
+                out[path] = (stat.S_IFMT(st.st_mode), st.st_size if stat.S_ISREG(st.st_mode) else 0, st.st_mtime_ns)
+    return out
+
+
 def test_openimages_layout_runs_every_stage_with_saved_maps_on_a_read_only_copy(tmp_path, monkeypatch):
     """configs/openimages.py on a fixture in wsolevaluation's OpenImages layout, read-only and given
     by a relative root: instance masks united, ignore regions stored as IGNORE (only outside
     objects), at the original resolution; every stage with eval.save_maps writes one scoremap per
-    image id of test/image_ids.txt into <workdir>/scoremaps, their metadata and masks beside it,
-    and nothing under the data root. The saved ground truth, read as their evaluation.py reads it
-    (tests/helpers.py), gives the numbers wsol-jax reports for the saved maps."""
-    import stat
+    image id of test/image_ids.txt into <workdir>/scoremaps, their metadata and masks beside it;
+    export and predict (on the test images under the data root) follow, and no stage writes
+    anything under the data root: no file, no folder, not even one made and removed again (the
+    tests run as root, whom the read-only modes do not stop: the tree listing is the check). The
+    saved ground truth, read as their evaluation.py reads it (tests/helpers.py), gives the numbers
+    wsol-jax reports for the saved maps."""
     from helpers import read_wsolevaluation_ground_truth
     from wsol_jax import metrics, run as run_lib, workdir as workdir_lib
     from wsol_jax.data import load_dataset
@@ -527,14 +547,14 @@ def test_openimages_layout_runs_every_stage_with_saved_maps_on_a_read_only_copy(
         for name in dirs + fs:
             path = os.path.join(d, name)
             os.chmod(path, os.stat(path).st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-    before = _file_states(tmp_path / 'OpenImages', tmp_path / 'metadata')
+    before = _tree(tmp_path / 'OpenImages', tmp_path / 'metadata')
     monkeypatch.chdir(tmp_path)
     cfg = load_config('openimages', 'method1')
     cfg.data.update(
         dict(root='OpenImages', metadata_dir='metadata/OpenImages', num_classes=2, image_size=32, crop_size=32)
     )
-    cfg.f.update(dict(arch='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
-    cfg.g.update(dict(depth='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none'))
+    cfg.f.update(dict(arch=TINY_RESNET, width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
+    cfg.g.update(dict(depth=TINY_RESNET, width=0.125, max_epochs=1, batch_size=2, pretrained='none'))
     cfg.eval.update(dict(batch_size=2, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1, save_maps=True))
     workdir = str(tmp_path / 'run')
     try:
@@ -544,11 +564,18 @@ def test_openimages_layout_runs_every_stage_with_saved_maps_on_a_read_only_copy(
             want = np.where(obj, 1, np.where(ignore, metrics.IGNORE, 0)).astype(np.uint8)
             np.testing.assert_array_equal(data.test.masks[i], want)
         results = run_lib.run(cfg, workdir)
+        run_lib.run(cfg, workdir, 'export')
+        cfg.predict.update(dict(images='OpenImages/test/*/*.jpg', model=os.path.join(workdir, workdir_lib.EXPORT)))
+        run_lib.run(cfg, workdir, 'predict')
     finally:
         for d, dirs, fs in os.walk(tmp_path):
             for name in dirs + fs:
                 os.chmod(os.path.join(d, name), 0o755)
-    assert _file_states(tmp_path / 'OpenImages', tmp_path / 'metadata') == before  # nothing written there
+    assert _tree(tmp_path / 'OpenImages', tmp_path / 'metadata') == before  # nothing written there
+    with open(os.path.join(workdir, workdir_lib.PREDICTIONS, 'predictions.csv'), newline='') as fh:
+        rows = list(csv.DictReader(fh))
+    predicted = sorted(os.path.relpath(os.path.abspath(row['path']), tmp_path / 'OpenImages') for row in rows)
+    assert predicted == sorted(expected)  # every test image, read from the data root
     assert 0 <= results['weight_map_selected']['pxap'] <= 1
     with open(tmp_path / 'metadata' / 'OpenImages' / 'test' / 'image_ids.txt') as fh:
         ids = fh.read().split()
@@ -593,8 +620,8 @@ def test_ilsvrc_layout_runs_every_stage_through_the_jpeg_cache(tmp_path):
     cfg = load_config('imagenet', 'method1')
     assert cfg.data.cache_codec == 'jpeg' and cfg.f.arch == cfg.g.depth == 'resnet50'
     cfg.data.update(dict(root=str(root), metadata_dir=str(meta), num_classes=3, image_size=32, crop_size=32))
-    cfg.f.update(dict(arch='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
-    cfg.g.update(dict(depth='resnet18', width=0.125, max_epochs=1, batch_size=2, pretrained='none'))
+    cfg.f.update(dict(arch=TINY_RESNET, width=0.125, max_epochs=1, batch_size=2, pretrained='none', allow_weak=True))
+    cfg.g.update(dict(depth=TINY_RESNET, width=0.125, max_epochs=1, batch_size=2, pretrained='none'))
     cfg.eval.update(dict(batch_size=4, max_coverage=1.0, num_overlays=2, strip_images=2, num_workers=1))
     data = load_dataset(cfg, cache_dir=str(tmp_path / 'cache'))
     assert (len(data.train), len(data.val), len(data.test)) == (6, 6, 6)

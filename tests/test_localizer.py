@@ -10,7 +10,7 @@ from wsol_jax import boxes as boxes_lib, inference, parallel
 from wsol_jax.context import Context, g_setup, restore_g
 from wsol_jax.data import load_dataset
 from wsol_jax.localizer import Localizer, box_to_image, to_rgb
-from wsol_jax.stages.select import load_selection
+from wsol_jax.selection import load_selection
 
 
 def test_localizer_boxes_equal_the_evaluation_boxes(method1_run, localizer, test_split):

@@ -21,10 +21,10 @@ from wsol_jax.errors import ConfigError
 def test_what_g_compares_follows_the_method_and_the_kind_of_f(method, kind, train, networks, target, output, objective):
     c = config_lib.base_config(method)
     c.f.kind, c.f.train = kind, train
-    assert methods.f_networks(c) == networks
+    assert workdir.f_networks(c) == networks
     t = methods.g_target(c)
     assert (t.f_network, t.f_output, t.objective.__name__) == (target, output, objective)
-    assert methods.has_classifier(c) == ('f_classifier' in networks)
+    assert workdir.has_classifier(c) == ('f_classifier' in networks)
 
 
 @pytest.mark.parametrize(

@@ -61,11 +61,20 @@ def test_weight_map_shape(depth, size, decoder):
     assert maps.shape == (2, size, size) and maps.dtype == jnp.float32
 
 
+@functools.lru_cache(maxsize=None)
+def _initialised(decoder: str, initial_weight: float = 0.5):
+    """`(variables, maps)` of g (ResNet-18 at width 1/8) initialised on two 64 px images, and its
+    maps of them (`init_with_output`: what `apply` of those variables gives): one compile per
+    decoder and weight, shared by the tests below."""
+    g = WeightMapNet('resnet18', width=0.125, decoder=decoder, initial_weight=initial_weight)
+    x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+    maps, variables = jax.jit(g.init_with_output)(jax.random.key(0), x)
+    return variables, np.asarray(maps)
+
+
 @pytest.mark.parametrize('decoder', ['released', 'paper'])
 def test_weight_map_values_in_unit_interval(decoder):
-    g = WeightMapNet('resnet18', width=0.125, decoder=decoder)
-    x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
-    maps = np.asarray(jax.jit(g.apply)(jax.jit(g.init)(jax.random.key(0), x), x))
+    _, maps = _initialised(decoder)
     assert maps.shape == (2, 64, 64)
     assert maps.min() >= 0.0 and maps.max() <= 1.0 and np.isfinite(maps).all() and maps.std() > 0
 
@@ -76,12 +85,7 @@ def test_weight_map_values_in_unit_interval(decoder):
 def test_initial_weight_sets_the_last_bias_and_the_untrained_map(decoder, bias_path):
     """Only the last layer's bias changes with `initial_weight`: logit(0.9) = log 9; the
     untrained map then sits around 0.9 instead of 0.5 (eval_shape elsewhere; one init here)."""
-    x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
-    out = {}
-    for w in (0.5, 0.9):
-        g = WeightMapNet('resnet18', width=0.125, decoder=decoder, initial_weight=w)
-        maps, variables = jax.jit(lambda k, x, g=g: g.init_with_output(k, x))(jax.random.key(0), x)
-        out[w] = (variables, np.asarray(maps))
+    out = {w: _initialised(decoder, w) for w in (0.5, 0.9)}
     bias = lambda v: np.asarray(functools.reduce(lambda t, k: t[k], bias_path, v['params']))
     np.testing.assert_allclose(bias(out[0.5][0]), 0.0)
     np.testing.assert_allclose(bias(out[0.9][0]), np.log(9.0), rtol=1e-6)

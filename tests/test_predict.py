@@ -10,7 +10,29 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from wsol_jax.predict import predict
+from wsol_jax.predict import HELD_PIXELS, PixelBudget, predict
+
+
+def test_a_batch_holds_at_most_the_pixel_budget_of_decoded_photos_whatever_their_size():
+    """`PixelBudget` on sizes alone (nothing allocated). Eight 12 Mpx photos (4000 x 3000) under the
+    default 2**26 = 67,108,864 px: five stay decoded (60,000,000 px), a sixth would make 72,000,000;
+    the rest are decoded again for their overlays. One 100 Mpx panorama alone exceeds it."""
+    assert HELD_PIXELS == 2**26
+    budget = PixelBudget()
+    assert [budget.keep(4000 * 3000) for _ in range(8)] == [True] * 5 + [False] * 3
+    assert budget.held == 60_000_000 and budget.keep(7_108_864) and budget.held == HELD_PIXELS  # exactly full
+    assert not budget.keep(1)
+    assert not PixelBudget().keep(20_000 * 5_000)
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # any photos: the kept pixels never exceed the budget, each released one would not fit
+        sizes = rng.integers(1, 12_000, (int(rng.integers(1, 40)), 2))
+        budget, held = PixelBudget(), 0
+        for w, h in sizes:
+            if budget.keep(int(w * h)):
+                held += int(w * h)
+            else:
+                assert held + w * h > HELD_PIXELS
+        assert held == budget.held <= HELD_PIXELS
 
 
 def test_predict_writes_maps_overlays_and_rows_and_skips_unreadable_files(localizer, test_split, tmp_path):

@@ -180,7 +180,7 @@ def test_evaluate_without_checkpoints_is_a_clear_error(tmp_path):
 
 def test_cub_config_runs_every_stage_on_the_cub_fixture(tmp_path):
     """`main.py --config=configs/cub.py:method1 --config.data.root=FIXTURE`: the real CUB loader,
-    decode cache, all stages, report (sizes shrunk for the CPU)."""
+    decode cache, all stages, report (sizes and networks shrunk for the CPU)."""
     import fixtures
 
     root = tmp_path / 'CUB_200_2011'
@@ -194,9 +194,11 @@ def test_cub_config_runs_every_stage_on_the_cub_fixture(tmp_path):
         '--config.data.crop_size=32',
         '--config.data.num_val=4',
         '--config.data.num_classes=0',
+        '--config.f.arch=resnet_tiny_test',  # the tiny preset's networks: the loader is what is tested
         '--config.f.width=0.125',
         '--config.f.max_epochs=1',
         '--config.f.batch_size=4',
+        '--config.g.depth=resnet_tiny_test',
         '--config.g.width=0.125',
         '--config.g.max_epochs=2',
         '--config.g.batch_size=4',

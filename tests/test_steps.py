@@ -107,9 +107,11 @@ def test_blank_weight_makes_f_name_no_class_on_a_blank_image(setup):
         functools.partial(steps.f_classifier_step, f, CROP, blank_weight=1.0), mesh, donate_state=False
     )
     state, history = f_state, []
-    # 40 steps: the first ~20 oscillate (momentum SGD, lr 0.01) along a path that differs between
-    # machines; by the last five the blank term is below 0.005 on every path seen, 10x under the bound.
-    for i in range(40):
+    # 60 steps: the first ~20 oscillate (momentum SGD, lr 0.01) along a path that differs between
+    # machines and compiles (XLA's optimisation level changes its roundings: tests/conftest.py); by
+    # the last five the blank term is below 0.005 on every path seen, 10x under the bound (at
+    # step 40 one path was still at 0.15).
+    for i in range(60):
         state, m = step(state, {'image': images, 'label': labels}, jax.random.key(i))
         history.append({k: float(v) for k, v in m.items()})
     assert set(history[0]) >= {'loss', 'ce', 'blank', 'accuracy'}

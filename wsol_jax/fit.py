@@ -23,7 +23,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from wsol_jax import config as config_lib, methods, parallel
+from wsol_jax import checks, config as config_lib, methods, parallel
 from wsol_jax.context import Context, g_setup, restore_g
 from wsol_jax.data.dataset import Dataset, Split
 from wsol_jax.errors import ConfigError
@@ -67,15 +67,13 @@ def fit_weight_map(
 
     config_lib.validate_training(config)
     train, val = as_split(train, 'train'), as_split(val, 'val')
-    if config.data.crop_size > train.size:
-        raise ConfigError(f'config.data.crop_size={config.data.crop_size} exceeds the images ({train.size} px)')
-    num_classes = int(max(train.labels.max(), val.labels.max())) + 1
-    if config.method == 'method2' and len(np.unique(train.labels)) < 2:
-        raise ConfigError('Method II draws triplets and needs labels of at least two classes in train')
+    num_classes = int(np.concatenate([train.labels, val.labels]).max(initial=0)) + 1
+    data = Dataset(train=train, val=val, test=val, num_classes=num_classes)
+    mesh = parallel.make_mesh()
+    checks.check_run(config, data, mesh, ('train_g',))  # the stages' own start-up checks
     workdir = os.path.abspath(workdir or tempfile.mkdtemp(prefix='wsol_jax_fit_'))
     os.makedirs(workdir, exist_ok=True)
-    data = Dataset(train=train, val=val, test=val, num_classes=num_classes)
-    ctx = Context(config, workdir, data, parallel.make_mesh())
+    ctx = Context(config, workdir, data, mesh)
     history = fit_g(ctx, f_of_normalized(f_apply, f_input), {}, methods.g_target(config).objective)
     step = select_step(history, standard_errors=config.eval.selection_se)
     _, g_state, _ = g_setup(ctx, abstract=True)

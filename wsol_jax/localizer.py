@@ -31,16 +31,34 @@ import numpy as np
 import orbax.checkpoint as ocp
 from PIL import Image
 
-from wsol_jax import boxes as boxes_lib, inference, methods, workdir as workdir_lib
+from wsol_jax import boxes as boxes_lib, inference, workdir as workdir_lib
 from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from wsol_jax.data.decode import resize_image, to_uint8
 from wsol_jax.errors import WorkdirError
+from wsol_jax.selection import load_selection
 from wsol_jax.train import checkpoint
 from wsol_jax.models.build import build_classifier, build_weight_map_net
 
 MANIFEST = 'localizer.json'
 VARIABLES = 'variables'
 FORMAT_VERSION = 2  # 2: f named by its architecture (f.arch), optional
+# The keys of localizer.json (`make_spec`), all required but the digests (exports from before them
+# load), and those of its networks (f: None where the localiser has no classifier).
+SPEC_KEYS = (
+    'format_version',
+    'input_size',
+    'num_classes',
+    'class_names',
+    'threshold_ratio',
+    'box_rule',
+    'dtype',
+    'f',
+    'g',
+    'preprocessing',
+    'box',
+    'source',
+)
+NETWORK_KEYS = {'f': ('arch', 'width'), 'g': ('depth', 'width', 'decoder', 'decoder_channels')}
 
 
 @dataclasses.dataclass
@@ -195,8 +213,6 @@ class Localizer:
                 f'{workdir} holds no {workdir_lib.CONFIG}: not a wsol-jax workdir, or training never started'
             )
         config = ml_collections.ConfigDict(workdir_lib.read_json(config_path))
-        from wsol_jax.stages.select import load_selection  # the select stage's reader: same checks
-
         selection = load_selection(workdir)
         classes = workdir_lib.read_json(workdir_lib.path(workdir, workdir_lib.CLASSES))
         if classes is None:
@@ -240,13 +256,8 @@ def make_spec(config, class_names: Sequence[str], selection: dict) -> dict:
         'box_rule': config.eval.box_rule,
         'dtype': config.dtype,
         # the classifier f that names the class of a prediction (None: the run has none)
-        'f': {k: config.f[k] for k in ('arch', 'width')} if methods.has_classifier(config) else None,
-        'g': {
-            'depth': config.g.depth,
-            'width': config.g.width,
-            'decoder': config.g.decoder,
-            'decoder_channels': list(config.g.decoder_channels),
-        },
+        'f': {k: config.f[k] for k in NETWORK_KEYS['f']} if workdir_lib.has_classifier(config) else None,
+        'g': {k: list(config.g[k]) if k == 'decoder_channels' else config.g[k] for k in NETWORK_KEYS['g']},
         'preprocessing': {
             'resize': 'whole image to input_size x input_size, Pillow bilinear (no crop)',
             'normalization': '(x / 255 - mean) / std',
@@ -319,7 +330,27 @@ def _read_spec(manifest: str) -> dict:
             f'{manifest} has format_version {version}; this wsol-jax reads '
             f'{FORMAT_VERSION}: export it again with this version'
         )
+    unknown, missing = _key_differences(spec)
+    if unknown or missing:
+        what = [f'unknown key(s) {", ".join(unknown)}'] * bool(unknown) + [f'no {", ".join(missing)}'] * bool(missing)
+        raise WorkdirError(f'{manifest} has {" and ".join(what)}: it was not written by this wsol-jax; {REEXPORT}')
     return spec
+
+
+def _key_differences(spec: dict) -> tuple[list[str], list[str]]:
+    """`(unknown keys, missing keys)` of a manifest against `SPEC_KEYS` and `NETWORK_KEYS` (dotted)."""
+    allowed = set(SPEC_KEYS) | {checkpoint.DIGESTS}
+    unknown, missing = sorted(set(spec) - allowed), [k for k in SPEC_KEYS if k not in spec]
+    for net, keys in NETWORK_KEYS.items():
+        part = spec.get(net)
+        if part is None and net == 'f':  # no classifier
+            continue
+        if not isinstance(part, dict):
+            missing += [] if net not in spec else [f'{net} (a dict of {", ".join(keys)})']
+            continue
+        unknown += [f'{net}.{k}' for k in sorted(set(part) - set(keys))]
+        missing += [f'{net}.{k}' for k in keys if k not in part]
+    return unknown, missing
 
 
 def _architecture(spec: dict) -> str:

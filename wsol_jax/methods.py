@@ -103,16 +103,6 @@ METHODS = {
 }
 
 
-def f_networks(config) -> tuple[str, ...]:
-    """The f networks the run trains (or imports), in order. The classifier, where there is one,
-    also gives Top-1 cls/loc and the CAM baseline."""
-    if not config.f.train:
-        return (workdir.F_ENCODER,)
-    if config.method == 'method2' and config.f.kind == 'classifier':
-        return (workdir.F_CLASSIFIER, workdir.F_SIAMESE)
-    return (workdir.F_CLASSIFIER,)
-
-
 def g_target(config) -> GTarget:
     """The f inside g's objective, and the objective: Eq. 1 on a classifier's distribution, its
     embedding form on an encoder's features (Method I); Eq. 3 + 4 on the Siamese f's embedding or on
@@ -133,11 +123,6 @@ def g_target(config) -> GTarget:
     return GTarget(network, output, steps.method1_objective, 'Eq. 1 (cross-entropy D, L1 R)')
 
 
-def has_classifier(config) -> bool:
-    """Whether the run has a classifier f for Top-1 cls/loc and the CAM baseline."""
-    return workdir.F_CLASSIFIER in f_networks(config)
-
-
 # What the evaluation reports only for some f (keys of `not_defined`), as the report names them.
 NOT_DEFINED_NAMES = {'top_k': 'Top-1/Top-k loc and cls', 'cam': 'CAM of f (baseline)'}
 
@@ -147,7 +132,7 @@ def not_defined(config) -> dict[str, str]:
     loc need f's class prediction) and `'cam'` (CAM needs a class head on features averaged over
     positions; on any other layer it would be another method). Empty for the paper's ResNet
     classifier. The weight map's GT-known loc, MaxBoxAcc and PxAP need no class: always there."""
-    if not has_classifier(config):
+    if not workdir.has_classifier(config):
         reason = f'f has no class head ({config.f.arch} used as an encoder from f.pretrained, f.train=False)'
         return {'top_k': reason, 'cam': reason}
     if not registry.has_cam(config.f.arch):

@@ -134,9 +134,25 @@ class _Input:
     image: Optional[np.ndarray]
 
 
+class PixelBudget:
+    """The decoded pixels one batch keeps for its overlays: `keep(pixels)` for each image in turn
+    says whether it stays decoded (while the kept ones fit `budget`; one that does not is released
+    and decoded again when its overlay is written), so that a batch holds at most `budget` decoded
+    pixels however large its photos are."""
+
+    def __init__(self, budget: int = HELD_PIXELS):
+        self.budget, self.held = budget, 0
+
+    def keep(self, pixels: int) -> bool:
+        if self.held + pixels > self.budget:
+            return False
+        self.held += pixels
+        return True
+
+
 def _read_batch(items, localizer: Localizer, held_pixels: int, unreadable: list) -> list[_Input]:
-    """Decode, preprocess and (beyond `held_pixels` decoded pixels) release each image in turn."""
-    batch, held = [], 0
+    """Decode, preprocess and (beyond `held_pixels` decoded pixels: `PixelBudget`) release each image in turn."""
+    batch, budget = [], PixelBudget(held_pixels)
     for path, stem in items:
         try:
             image = read_image(path, upright=True, hint=READ_HINT)
@@ -144,8 +160,7 @@ def _read_batch(items, localizer: Localizer, held_pixels: int, unreadable: list)
             unreadable.append((path, str(e)))
             continue
         inputs, (size,) = localizer.preprocess([image])
-        keep = held + image.shape[0] * image.shape[1] <= held_pixels
-        held += image.shape[0] * image.shape[1] if keep else 0
+        keep = budget.keep(image.shape[0] * image.shape[1])
         batch.append(_Input(path, stem, inputs[0], size, image if keep else None))
         del image
     return batch

@@ -17,7 +17,7 @@ import time
 
 import jax
 
-from wsol_jax import checks, config as config_lib, methods, parallel, stages as stages_lib, workdir as workdir_lib
+from wsol_jax import checks, config as config_lib, parallel, stages as stages_lib, workdir as workdir_lib
 from wsol_jax.context import Context
 from wsol_jax.data import load_dataset
 from wsol_jax.errors import WorkdirError
@@ -47,7 +47,7 @@ def _writer(workdir: str):
 
 def trained_stages(config) -> tuple[str, ...]:
     """The stage folders this config trains, in order."""
-    return methods.f_networks(config) + (workdir_lib.G,)
+    return workdir_lib.f_networks(config) + (workdir_lib.G,)
 
 
 def run(config, workdir: str, stage: str = 'all') -> dict:

@@ -7,7 +7,9 @@ only things the selection reads;
 `val/gt_known_loc` (where the validation split has boxes) is a diagnostic the selection never uses.
 
 `select_step` and `selection_regret` are pure functions of that history; the stage that applies
-them to a workdir is `wsol_jax.stages.select`.
+them to a workdir is `wsol_jax.stages.select`, which writes `selection.json`; `load_selection`
+reads it back for evaluate, export, predict and the localiser (here, beside the rule, so that the
+inference path imports no training code).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-from wsol_jax.errors import TrainingError
+from wsol_jax import workdir as workdir_lib
+from wsol_jax.errors import TrainingError, WorkdirError
+from wsol_jax.train import checkpoint
 
 CRITERION = 'mean_S'
 STANDARD_ERROR = 'mean_S_se'  # the standard error of mean_S over the validation images
@@ -88,3 +92,16 @@ def selection_regret(
         'best': values[best_step],
         'regret': values[best_step] - values[int(selected)],
     }
+
+
+def load_selection(workdir: str) -> dict:
+    """`selection.json` of `workdir`, refused when g has trained further since it was written."""
+    path = workdir_lib.path(workdir, workdir_lib.SELECTION)
+    selection = workdir_lib.read_json(path)
+    if (
+        selection is None
+        or 'selected_step' not in selection
+        or selection['last_step'] != checkpoint.latest_step(workdir_lib.path(workdir, workdir_lib.G))
+    ):
+        raise WorkdirError(f'{path} is missing or older than the last checkpoint of g; run --stage=select first')
+    return selection

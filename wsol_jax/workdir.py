@@ -56,6 +56,22 @@ WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ERO
 TRAINED = (F_CLASSIFIER, F_SIAMESE, F_ENCODER, G)  # in the order they are trained
 
 
+def f_networks(config) -> tuple[str, ...]:
+    """The f networks a run trains (or imports), in order: the folders of f in its workdir. The
+    classifier, where there is one, also gives Top-1 cls/loc and the CAM baseline. (Here, not in
+    `wsol_jax.methods`, which imports the training steps: the localiser reads it too.)"""
+    if not config.f.train:
+        return (F_ENCODER,)
+    if config.method == 'method2' and config.f.kind == 'classifier':
+        return (F_CLASSIFIER, F_SIAMESE)
+    return (F_CLASSIFIER,)
+
+
+def has_classifier(config) -> bool:
+    """Whether the run has a classifier f for Top-1 cls/loc and the CAM baseline."""
+    return F_CLASSIFIER in f_networks(config)
+
+
 def history_name(stage: str) -> str:
     """The per-epoch metrics file of a trained stage."""
     return G_HISTORY if stage == G else f'{stage}_history.json'

@@ -9,7 +9,8 @@ reads.
 
 `width` scales channel counts as it does for the ResNets (the synthetic CPU benchmark uses narrow
 networks): a ViT keeps its number of heads and scales the width of each, a ConvNeXt scales every
-stage. `vit_tiny_test` and `convnext_tiny_test` are small enough for tests on a CPU.
+stage. `vit_tiny_test`, `convnext_tiny_test` and `resnet_tiny_test` (ResNet-18 with one block per
+stage) are small enough for tests on a CPU.
 
 Input statistics differ between releases of the same architecture: torchvision's ResNets, timm's
 ConvNeXt, DeiT and DINO were trained on images normalised with ImageNet's mean and std (what
@@ -93,6 +94,7 @@ ARCHS: dict[str, Arch] = {
     # Tiny versions for tests (patch 8 on a 4x4 grid: 32 px).
     'vit_tiny_test': _vit(8, 32, 2, 2, 'files saved from the same small timm-layout model', pos_grid=4),
     'convnext_tiny_test': _convnext((1, 1, 2, 1), (8, 16, 24, 32), 'files saved from the same small timm-layout model'),
+    'resnet_tiny_test': _resnet('resnet_tiny_test', 'files saved from the same small torchvision-layout model'),
 }
 assert set(RESNET_SPECS) <= set(ARCHS)
 

@@ -26,6 +26,9 @@ RESNET_SPECS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
     'resnet34': ('basic', (3, 4, 6, 3)),
     'resnet50': ('bottleneck', (3, 4, 6, 3)),
     'resnet101': ('bottleneck', (3, 4, 23, 3)),
+    # For tests on a CPU: ResNet-18's layers (stem, basic blocks, the projection shortcuts of
+    # stages 2-4, BatchNorm) with one block per stage, half its convolutions to compile.
+    'resnet_tiny_test': ('basic', (1, 1, 1, 1)),
 }
 EXPANSION = {'basic': 1, 'bottleneck': 4}
 STAGE_WIDTHS = (64, 128, 256, 512)

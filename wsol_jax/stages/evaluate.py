@@ -20,9 +20,9 @@ import numpy as np
 
 from wsol_jax import evaluators, inference, methods, parallel, report as report_lib
 from wsol_jax.context import Context, g_setup, restore_g
-from wsol_jax.errors import DataError
 from wsol_jax.evaluators.common import Bench, contour_executor
-from wsol_jax.stages.select import check_selected_maps, load_selection
+from wsol_jax.selection import load_selection
+from wsol_jax.stages.select import check_selected_maps
 
 
 @dataclasses.dataclass
@@ -42,12 +42,7 @@ def run(ctx: Context) -> tuple[dict, Samples]:
     it, `cam`; with `eval.save_maps` also `weight_map_selected_wsolevaluation`). Without a
     classifier f the metrics have no Top-1/Top-k keys (`methods.not_defined` names what is left
     out and why)."""
-    cfg, split = ctx.config, ctx.data.test
-    if split.boxes is None:
-        raise DataError(
-            'the test split has no boxes (e.g. TFDS oxford_flowers102): localization cannot be '
-            'evaluated; use a source with boxes or masks'
-        )
+    cfg, split = ctx.config, ctx.data.test  # with boxes: checked at start-up (checks.check_run)
     selection = load_selection(ctx.workdir)
     g_model, g_state, _ = g_setup(ctx, abstract=True)
     steps = {'selected': selection['selected_step'], 'last': selection['last_step']}

@@ -1,6 +1,6 @@
 """Stage select: the point of `g` to keep, by the rule of `wsol_jax.selection` (which holds the
-rule alone, as a pure function of g's history), written to `selection.json`, which evaluate,
-export and predict read (`load_selection`)."""
+rule, as a pure function of g's history, and `load_selection`, the reader of `selection.json`
+that evaluate, export and predict use), written to `selection.json`."""
 
 from __future__ import annotations
 
@@ -52,19 +52,6 @@ def run(ctx) -> dict:
         f'[select] step {chosen} (epoch {chosen / per_epoch:.2f}, mean S {history[chosen]["mean_S"]:.4f}) of '
         f'{len(history)} scored points; g stopped at epoch {latest / per_epoch:.2f} ({stopped})'
     )
-    return selection
-
-
-def load_selection(workdir: str) -> dict:
-    """`selection.json` of `workdir`, refused when g has trained further since it was written."""
-    path = workdir_lib.path(workdir, workdir_lib.SELECTION)
-    selection = workdir_lib.read_json(path)
-    if (
-        selection is None
-        or 'selected_step' not in selection
-        or selection['last_step'] != checkpoint.latest_step(workdir_lib.path(workdir, workdir_lib.G))
-    ):
-        raise WorkdirError(f'{path} is missing or older than the last checkpoint of g; run --stage=select first')
     return selection
 
 

@@ -2,7 +2,8 @@
 
 Method I trains the classifier with cross-entropy; Method II also the Siamese embedding with the
 triplet loss (Eq. 2); `f.train=False` imports f from `f.pretrained` as an encoder instead. Which
-networks a run has is read from `wsol_jax.methods`; how long each trains and which of its points
+networks a run has is read from `wsol_jax.workdir.f_networks`, how each trains from
+`wsol_jax.methods`; how long each trains and which of its points
 it keeps from `wsol_jax.train.budgets`. The kept point's validation accuracy goes to
 `f_quality.json`, which train_g reads before it trains g on that f.
 """
@@ -26,7 +27,7 @@ def run(ctx: Context) -> None:
     (`train.budgets`: its most accurate point is kept, and with `f.patience` it stops when it no
     longer improves). They are frozen afterwards; the kept accuracy is recorded."""
     cfg = ctx.config
-    for name in methods.f_networks(cfg):
+    for name in workdir_lib.f_networks(cfg):
         if name == workdir_lib.F_ENCODER:
             import_encoder(ctx)
             continue

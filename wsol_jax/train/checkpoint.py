@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import sys
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,9 @@ import orbax.checkpoint as ocp
 
 from wsol_jax import workdir as workdir_lib
 from wsol_jax.errors import WorkdirError
-from wsol_jax.train.state import TrainState
+
+if TYPE_CHECKING:  # annotations only: the localiser reads checkpoints without importing the optimisers
+    from wsol_jax.train.state import TrainState
 
 DIGESTS = 'sha256'  # key of the digests in a checkpoint's JSON metadata: {array name: hex digest}
 
