@@ -133,10 +133,11 @@ def save_state_dict(state_dict, path: str) -> str:
     return path
 
 
-def copy_run(workdir, dest, *names):
-    """A new workdir holding some stages of a finished run (default: all of it)."""
+def copy_run(workdir, dest, *names, ignore=None):
+    """A new workdir holding some stages of a finished run (default: all of it but what `ignore`,
+    a `shutil.copytree` ignore function, leaves out)."""
     if not names:
-        shutil.copytree(workdir, dest)
+        shutil.copytree(workdir, dest, ignore=ignore)
         return str(dest)
     os.makedirs(dest)
     for name in names:

@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from helpers import ROOT, tiny_synthetic
+from helpers import ROOT, copy_run, tiny_synthetic
 from wsol_jax import localizer as localizer_lib, report, run as run_lib, workdir as workdir_lib
 from wsol_jax.errors import WorkdirError
 from wsol_jax.stages.evaluate import Samples
@@ -36,14 +36,7 @@ INTERRUPTED = (
 
 def _copy(workdir, dest, *names):
     """A new workdir with some files of a finished run (default: all but the caches)."""
-    if not names:
-        shutil.copytree(workdir, dest, ignore=shutil.ignore_patterns('tensorboard', 'xla_cache'))
-        return str(dest)
-    os.makedirs(dest)
-    for name in names:
-        src = os.path.join(workdir, name)
-        (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(dest, name))
-    return str(dest)
+    return copy_run(workdir, dest, *names, ignore=shutil.ignore_patterns('tensorboard', 'xla_cache'))
 
 
 TRAINED_RUN = ('f_classifier', 'f_quality.json', 'g', 'config.json', 'classes.json', 'selection.json', 'fingerprints')
