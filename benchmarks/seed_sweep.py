@@ -98,8 +98,8 @@ def table(records: list[dict]) -> str:
             cells = []
             for name, get in COLUMNS:
                 values = [get(r) for r in ok]
-                # The worst regret and wall time are the largest.
-                worst = max if name.startswith(('regret', 'CAM')) and label == 'worst' else pick
+                # The worst regret and wall time are the largest; of every score (CAM's too), the smallest.
+                worst = max if name.startswith('regret') and label == 'worst' else pick
                 values = [v for v in values if v == v] or [float('nan')]  # NaN: no boxes / no masks
                 cells.append(f'{100 * worst(values):.1f}')
             walls = [r['wall_s'] for r in ok]
