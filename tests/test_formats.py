@@ -12,7 +12,7 @@ from PIL import Image
 
 import fixtures
 from helpers import load_config
-from wsol_jax.data import decode, formats, load_dataset
+from wsol_jax.data import decode, formats, images, load_dataset
 from wsol_jax import wsolevaluation
 from wsol_jax.data.dataset import cache_boxes, crop_protocol_boxes
 from wsol_jax.errors import ConfigError, DataError
@@ -704,7 +704,7 @@ def test_every_image_mode_reads_as_the_hand_computed_pixels(tmp_path):
     """16-bit and float files scaled (Pillow's convert('RGB') clips them: 257 -> 255), 32-bit and
     out-of-range ones stretched, transparency over white, CMYK, bilevel, palettes."""
     for case, (path, expected) in _mode_cases(tmp_path).items():
-        pixels = decode.read_image(str(path))
+        pixels = images.read_image(str(path))
         assert pixels.dtype == np.uint8 and pixels.shape == expected.shape, case
         np.testing.assert_array_equal(pixels, expected, err_msg=case)
 
@@ -715,7 +715,7 @@ def test_16_bit_masks_keep_their_meaning(tmp_path):
         ([0, 65535, 32768, 32767], [0, 1, 1, 0]),
     ):  # above half of 16 bits
         Image.fromarray(np.array([values], np.uint16)).save(tmp_path / 'm.png')
-        np.testing.assert_array_equal(decode.read_mask(str(tmp_path / 'm.png'), 'binary'), [expected])
+        np.testing.assert_array_equal(images.read_mask(str(tmp_path / 'm.png'), 'binary'), [expected])
 
 
 def test_exif_orientation_is_applied_only_where_the_listed_size_is_the_upright_one(tmp_path):
@@ -726,14 +726,14 @@ def test_exif_orientation_is_applied_only_where_the_listed_size_is_the_upright_o
     Image.fromarray(upright).transpose(Image.ROTATE_90).save(tmp_path / 'o6.png', exif=_exif(6))
     Image.fromarray(upright).transpose(Image.ROTATE_180).save(tmp_path / 'o3.png', exif=_exif(3))
     path = str(tmp_path / 'o6.png')
-    stored = decode.read_image(path)
+    stored = images.read_image(path)
     np.testing.assert_array_equal(stored, np.rot90(upright))  # stored: turned counter-clockwise
-    np.testing.assert_array_equal(decode.read_image(path, listed_size=(40, 24)), upright)
-    np.testing.assert_array_equal(decode.read_image(path, listed_size=(24, 40)), stored)
-    np.testing.assert_array_equal(decode.read_image(path, upright=True), upright)
+    np.testing.assert_array_equal(images.read_image(path, listed_size=(40, 24)), upright)
+    np.testing.assert_array_equal(images.read_image(path, listed_size=(24, 40)), stored)
+    np.testing.assert_array_equal(images.read_image(path, upright=True), upright)
     o3 = str(tmp_path / 'o3.png')  # a half turn keeps the size: the listed size cannot tell, stored it is
-    np.testing.assert_array_equal(decode.read_image(o3, listed_size=(40, 24)), upright[::-1, ::-1])
-    np.testing.assert_array_equal(decode.read_image(o3, upright=True), upright)
+    np.testing.assert_array_equal(images.read_image(o3, listed_size=(40, 24)), upright[::-1, ::-1])
+    np.testing.assert_array_equal(images.read_image(o3, upright=True), upright)
 
 
 def test_wsolevaluation_image_listed_upright_but_stored_turned_loads_as_the_upright_one(tmp_path):

@@ -16,7 +16,7 @@ pytest.importorskip('sklearn', reason='the digit set takes its digits from sciki
 
 from helpers import load_config  # noqa: E402
 from wsol_jax.data import formats, load_dataset  # noqa: E402
-from wsol_jax.data.decode import read_image, read_mask  # noqa: E402
+from wsol_jax.data.images import read_image, read_mask  # noqa: E402
 
 _BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks')
 SIZE = 32

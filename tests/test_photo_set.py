@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip('skimage', reason='make_photo_set.py takes its photographs from scikit-image')
 
 from wsol_jax.data import formats  # noqa: E402
-from wsol_jax.data.decode import read_image, read_mask  # noqa: E402
+from wsol_jax.data.images import read_image, read_mask  # noqa: E402
 
 _PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks', 'make_photo_set.py')
 

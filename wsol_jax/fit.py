@@ -49,7 +49,7 @@ def as_split(data: Data, name: str) -> Split:
     if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ConfigError(
             f'{name} images must be square (N, S, S, 3) uint8, got {images.shape} {images.dtype}; '
-            'resize them first (wsol_jax.data.decode.resize_image)'
+            'resize them first (wsol_jax.data.images.resize_image)'
         )
     labels = np.zeros(len(images), np.int32) if labels is None else np.asarray(labels, np.int32)
     return Split(images, labels, None if boxes is None else np.asarray(boxes, np.int32))

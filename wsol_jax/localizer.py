@@ -33,7 +33,7 @@ from PIL import Image
 
 from wsol_jax import boxes as boxes_lib, inference, workdir as workdir_lib
 from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD
-from wsol_jax.data.decode import resize_image, to_uint8
+from wsol_jax.data.images import resize_image, to_uint8
 from wsol_jax.errors import WorkdirError
 from wsol_jax.selection import load_selection
 from wsol_jax.train import checkpoint
@@ -78,7 +78,7 @@ class Prediction:
 
 def to_rgb(image) -> np.ndarray:
     """Any uint8 image, `(H, W)` grey, `(H, W, 1)`, `(H, W, 3)` or `(H, W, 4)` with alpha, as
-    `(H, W, 3)` RGB; alpha is composited over white, as files are read (`decode.to_uint8`)."""
+    `(H, W, 3)` RGB; alpha is composited over white, as files are read (`images.to_uint8`)."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError(

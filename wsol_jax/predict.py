@@ -2,7 +2,7 @@
 from the command line is `wsol_jax.stages.predict`).
 
 Images are read as a viewer shows them (EXIF orientation applied; 16-bit, float, palette,
-transparency and CMYK files converted by `decode.to_uint8`), so boxes, maps and overlays are in
+transparency and CMYK files converted by `images.to_uint8`), so boxes, maps and overlays are in
 the upright frame. For each image, in `<out>/`, under its path relative to the input root with
 its extension kept (`photos/a/b.jpg` -> `maps/a/b.jpg.png`, `overlays/a/b.jpg.jpg`; a name too
 long for the file system or that would clash gets a shortened unique one with a hash, see
@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from wsol_jax.data.decode import read_image
+from wsol_jax.data.images import read_image
 from wsol_jax.errors import ConfigError, DataError
 from wsol_jax.image_paths import OVERLAY_EXTENSION, list_images, output_stems
 from wsol_jax.localizer import Localizer, map_to_image

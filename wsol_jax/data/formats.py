@@ -20,7 +20,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from wsol_jax.data.decode import SKIP_HINT, Record
+from wsol_jax.data.decode import Record
+from wsol_jax.data.images import SKIP_HINT
 from wsol_jax.errors import DataError
 
 Records = dict[str, list[Record]]

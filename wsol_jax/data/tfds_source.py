@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from wsol_jax.data.dataset import Split, holdout_indices
 from wsol_jax.data import decode, records
-from wsol_jax.data.decode import resize_image
+from wsol_jax.data.images import resize_image
 from wsol_jax.errors import ConfigError, DataError
 
 SUPPORTED = ('caltech_birds2011', 'cars196', 'oxford_flowers102')
