@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from helpers import ROOT, copy_run, tiny_synthetic
-from wsol_jax import localizer as localizer_lib, report, run as run_lib, workdir as workdir_lib
+from wsol_jax import localizer as localizer_lib, lock as lock_lib, report, run as run_lib, workdir as workdir_lib
 from wsol_jax.errors import WorkdirError
 from wsol_jax.stages.evaluate import Samples
 from wsol_jax.localizer import MANIFEST, VARIABLES, Localizer, load_localizer
@@ -122,7 +122,7 @@ def test_a_busy_workdir_refuses_a_second_command_and_ctrl_c_is_one_line(method1_
 
     # The lock went with A, and the last complete epoch, from which the same command resumes,
     # restores intact (its digests are checked).
-    with workdir_lib.locked(workdir):
+    with lock_lib.locked(workdir):
         latest = checkpoint.latest_step(os.path.join(workdir, 'g'))
         assert latest >= 3
         checkpoint.restore_inference_variables(os.path.join(workdir, 'g'), g_target, latest, 'g')
@@ -133,8 +133,8 @@ def test_the_lock_names_its_holder_is_reentrant_and_goes_with_its_holder(tmp_pat
         [
             sys.executable,
             '-c',
-            'import sys, time\nfrom wsol_jax import workdir\n'
-            'with workdir.locked(sys.argv[1]):\n    print("locked", flush=True)\n    time.sleep(600)',
+            'import sys, time\nfrom wsol_jax import lock\n'
+            'with lock.locked(sys.argv[1]):\n    print("locked", flush=True)\n    time.sleep(600)',
             str(tmp_path),
         ],
         cwd=ROOT,
@@ -148,7 +148,7 @@ def test_the_lock_names_its_holder_is_reentrant_and_goes_with_its_holder(tmp_pat
             match=rf'^{tmp_path} is in use by pid {holder.pid} on \S+ since [\d-]+ [\d:]+ '
             rf'\(\S*python\S* -c {tmp_path}\); wait for it to finish',
         ):
-            with workdir_lib.locked(str(tmp_path)):
+            with lock_lib.locked(str(tmp_path)):
                 pass
         # a library call is refused too, before anything is loaded
         with pytest.raises(WorkdirError, match=rf'in use by pid {holder.pid} '):
@@ -157,8 +157,8 @@ def test_the_lock_names_its_holder_is_reentrant_and_goes_with_its_holder(tmp_pat
     finally:
         holder.kill()  # SIGKILL: no cleanup runs; the kernel releases the lock
         holder.wait()
-    with workdir_lib.locked(str(tmp_path)):
-        with workdir_lib.locked(str(tmp_path / '.')):  # the same workdir again in this process: no deadlock
+    with lock_lib.locked(str(tmp_path)):
+        with lock_lib.locked(str(tmp_path / '.')):  # the same workdir again in this process: no deadlock
             assert json.load(open(tmp_path / workdir_lib.LOCK))['pid'] == os.getpid()
     assert (tmp_path / workdir_lib.LOCK).read_text() == ''  # released: nobody is named any more
 

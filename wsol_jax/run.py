@@ -5,7 +5,7 @@ Each stage reads what the previous one wrote, so any stage can be re-run alone, 
 an interrupted stage resumes from its last complete checkpoint. Before anything runs, the
 workdir's checkpoints are checked against the config (`wsol_jax.workdir`) and everything the
 run will need is checked (`wsol_jax.checks`). A command holds the workdir's lock
-(`wsol_jax.workdir.locked`) from start to end: a second one on the same workdir stops at once.
+(`wsol_jax.lock.locked`) from start to end: a second one on the same workdir stops at once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 import jax
 
-from wsol_jax import checks, config as config_lib, parallel, stages as stages_lib, workdir as workdir_lib
+from wsol_jax import checks, config as config_lib, lock, parallel, stages as stages_lib, workdir as workdir_lib
 from wsol_jax.context import Context
 from wsol_jax.data import load_dataset
 from wsol_jax.errors import WorkdirError
@@ -64,10 +64,10 @@ def _run(config, workdir: str, name: str) -> dict:
         stage = todo[0]
         if stage.model_key and _writes_into_workdir(config, workdir, stage):
             os.makedirs(workdir, exist_ok=True)  # predict's outputs go there (its model may not): lock it
-        with workdir_lib.locked(workdir) if _uses_workdir(config, workdir, stage) else contextlib.nullcontext():
+        with lock.locked(workdir) if _uses_workdir(config, workdir, stage) else contextlib.nullcontext():
             return _use(config, workdir, stage)
     workdir = prepare_workdir(workdir)
-    with workdir_lib.locked(workdir):
+    with lock.locked(workdir):
         return _run_stages(config, workdir, todo)
 
 
