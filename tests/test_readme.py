@@ -35,3 +35,31 @@ def test_ci_runs_the_readme_test_command():
     ).group(1)
     ci = open(os.path.join(ROOT, '.ci', 'run')).read().splitlines()
     assert command.strip() in [line.strip() for line in ci]
+
+
+def test_the_library_pieces_run_as_written_on_a_tiny_g():
+    """The README's pure-function example (g, Eq. 5, boxes, Eq. 6, the selection rule, the metrics),
+    on a tiny g and two hand-made 64 px images whose ground truth is the whole image."""
+    import jax
+
+    example = next(b for b in _python_blocks(open(README).read()) if 'containment_score' in b)
+    assert "WeightMapNet('resnet18')" in example and 'maps = g.apply(g_variables, images)' in example
+    example = example.replace("WeightMapNet('resnet18')", "WeightMapNet('resnet_tiny_test', width=0.125)")
+    example = example.replace(
+        'maps = g.apply(g_variables, images)',
+        'g_variables = g.init(jax.random.key(0), images)\nmaps = g.apply(g_variables, images)',
+    )
+    images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    namespace = dict(
+        jax=jax,
+        images=images,
+        gt_boxes=np.array([[0, 0, 64, 64]] * 2),
+        predicted=np.array([1, 0]),
+        labels=np.array([1, 1]),
+        gt_masks=np.ones((2, 64, 64), np.uint8),
+    )
+    exec(compile(example, README, 'exec'), namespace)
+    assert namespace['boxes'].shape == (2, 4) and namespace['s'].shape == (2,)
+    assert namespace['step'] == 2  # the later point is within one standard error of the best
+    assert namespace['acc']['top1_cls'] == 0.5  # one of the two predictions is the label
+    assert 0 <= namespace['ap'] <= 1
