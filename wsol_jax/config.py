@@ -199,8 +199,8 @@ def from_scratch(c: ml_collections.ConfigDict, width: float = 0.25) -> ml_collec
             batch_size=32 if method == 'method1' else 16,  # 16 triplets: 48 images a step
             pretrained='none',
             max_epochs=12,  # a cap; g stops by the selection's patience
-            eval_every_steps=25,  # S every 800 images (Method I): the map moves within an epoch
-            patience=6,
+            eval_every_steps=10,  # S every 320 images (Method I): the whole-object map can last < 25 steps
+            patience=15,
         )
     )  # scores past the selected point before stopping
     # One optimiser for both methods. A quarter-epoch warm-up and clipping keep the first steps small
