@@ -120,6 +120,9 @@ def base_config(method: str) -> ml_collections.ConfigDict:
             decoder='released',  # released: the authors' SkipDecoder | paper: the paper text's decoder
             decoder_channels=(256, 128, 64, 32, 16),
             initial_weight=0.5,  # the untrained map (bias of the last layer); 0.5: the released code
+            # > 0: raise the untrained map from initial_weight until f's answers on the dimmed training
+            # images agree with its answers on the images for this share of them (train/start.py); 0: the paper
+            start_agreement=0.0,
             pretrained='',
             optimizer=optimizer(1e-4, 1e-4, decay_every=1000),
             reg_weight=1.0,
@@ -208,6 +211,9 @@ def from_scratch(c: ml_collections.ConfigDict, width: float = 0.25) -> ml_collec
     # S scored within epochs follows the map at this rate (at 0.01 from a map of 0.9, Method I's
     # map faded uniformly for up to 9 epochs before it told object from background).
     c.g.optimizer = optimizer(0.03, 1e-5, decay_every=1000, warmup_epochs=0.25, clip_norm=1.0)
+    # g starts where nearly all of f's answers survive the untrained map (train/start.py): where f
+    # answers on I * 0.5 as on a blank, Eq. 1 has no gradient and the L1 term empties the map.
+    c.g.start_agreement = 0.9
     return c
 
 
@@ -300,6 +306,7 @@ def validate_training(config) -> None:
     need(config.eval.selection_se >= 0, 'eval.selection_se', 'must be >= 0 (0: the epoch of the highest mean S)')
     need(0 < config.eval.max_coverage <= 1, 'eval.max_coverage', 'must be in (0, 1] (1 switches the rule off)')
     need(0 < config.g.initial_weight < 1, 'g.initial_weight', 'must be in (0, 1)')
+    need(0 <= config.g.start_agreement <= 1, 'g.start_agreement', 'must be in [0, 1] (0: g starts at initial_weight)')
     need(config.f.blank_weight >= 0, 'f.blank_weight', 'must be >= 0 (0: off)')
     need(config.f.min_accuracy_over_chance >= 0, 'f.min_accuracy_over_chance', 'must be >= 0')
     need(len(config.g.decoder_channels) == 5, 'g.decoder_channels', 'needs five widths (five upsampling blocks)')

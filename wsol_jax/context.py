@@ -90,8 +90,12 @@ def _with_classifier_backbone(ctx: Context, state: TrainState) -> TrainState:
     return state.replace(params=params, batch_stats=stats)
 
 
-def g_setup(ctx: Context, abstract: bool = False) -> tuple[object, TrainState, int]:
-    model = build_weight_map_net(ctx.config)
+def g_setup(
+    ctx: Context, abstract: bool = False, initial_weight: float | None = None
+) -> tuple[object, TrainState, int]:
+    """`(g, its train state, steps per epoch)`; `initial_weight`: the untrained map's value
+    (`wsol_jax.train.start`; default `g.initial_weight`)."""
+    model = build_weight_map_net(ctx.config, initial_weight)
     return (model, *_setup(ctx, model, ctx.config.g, 'init_g', abstract, 'encoder'))
 
 

@@ -164,6 +164,7 @@ ADDED_KEYS = {
     'f.erase_prob': 0.0,
     'f.blank_weight': 0.0,
     'g.initial_weight': 0.5,
+    'g.start_agreement': 0.0,
     'data.cache_codec': 'raw',
     'f.siamese_from_classifier': False,
     # histories recorded before it have no mean_S_se: the rule is then the maximum, as it was

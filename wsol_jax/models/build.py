@@ -28,13 +28,14 @@ def build_classifier(config, num_outputs: int, kind: str = 'classifier') -> Clas
     return Classifier(num_outputs, config.f.arch, config.f.width, compute_dtype(config.dtype), kind)
 
 
-def build_weight_map_net(config) -> WeightMapNet:
-    # An export's spec has no initial_weight: it only sets initial values, which loaded weights replace.
+def build_weight_map_net(config, initial_weight: float | None = None) -> WeightMapNet:
+    """g; `initial_weight`: the untrained map's value (default `config.g.initial_weight`; an
+    export's spec has none: it only sets initial values, which loaded weights replace)."""
     return WeightMapNet(
         config.g.depth,
         config.g.width,
         tuple(config.g.decoder_channels),
         compute_dtype(config.dtype),
         config.g.decoder,
-        config.g.get('initial_weight', 0.5),
+        config.g.get('initial_weight', 0.5) if initial_weight is None else initial_weight,
     )

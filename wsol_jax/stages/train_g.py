@@ -20,7 +20,7 @@ from wsol_jax.context import Context, frozen_f, g_setup
 from wsol_jax.errors import TrainingError, WorkdirError
 from wsol_jax.evaluators import validation
 from wsol_jax.evaluators.common import Bench
-from wsol_jax.train import budgets, checkpoint, loop, steps
+from wsol_jax.train import budgets, checkpoint, loop, start, steps
 from wsol_jax.train.state import TrainState
 
 
@@ -67,7 +67,7 @@ def fit_g(ctx: Context, f_apply, f_vars, objective) -> loop.History:
     with `g.patience` it stops once mean S has not come back within the selection's tolerance of
     its best for that many scores. Returns the history of scored points."""
     cfg, method = ctx.config, ctx.method
-    g_model, state, n_steps = g_setup(ctx)
+    g_model, state, n_steps = g_setup(ctx, initial_weight=initial_weight(ctx, f_apply, f_vars, objective))
     fn = functools.partial(steps.g_step, f_apply, g_model, cfg.g, ctx.crop, objective)
     compiled = steps.compile_step(fn, ctx.mesh, n_frozen=1)
     step = lambda s, batch, rng: compiled(s, f_vars, batch, rng)
@@ -106,3 +106,26 @@ def fit_g(ctx: Context, f_apply, f_vars, objective) -> loop.History:
         return scores
 
     return loop.run(spec, state, step, batches, ctx.key('g'), score)[1]
+
+
+def initial_weight(ctx: Context, f_apply, f_vars, objective) -> float:
+    """The untrained map's value for this f (`wsol_jax.train.start`), printed with what f did at
+    each value tried. With `g.start_agreement` 0: `g.initial_weight`."""
+    cfg = ctx.config
+    weight, measured = start.start_weight(
+        functools.partial(f_apply, f_vars),
+        ctx.data.train.images,
+        ctx.crop,
+        cfg.g.initial_weight,
+        cfg.g.start_agreement,
+        embedding=objective is not steps.method1_objective,
+        mask_space=cfg.g.mask_space,
+        batch_size=cfg.eval.batch_size,
+    )
+    if measured:
+        tried = ', '.join(f'{a:.2f} at {w:g}' for w, a in measured.items())
+        print(
+            f'[g] the untrained map is {weight:g}: f answers on the dimmed training images as on the images '
+            f'for a share of {tried} (g.start_agreement={cfg.g.start_agreement:g})'
+        )
+    return weight
