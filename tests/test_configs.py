@@ -53,6 +53,8 @@ def test_synthetic_and_the_custom_small_preset_share_one_recipe(method):
     paper = load_config('cub', method)  # the paper's fixed budgets
     assert (paper.f.max_epochs, paper.f.patience, paper.g.max_epochs, paper.g.patience) == (200, 0, 100, 0)
     assert recipe.f.erase_prob == 0.5 and paper.f.erase_prob == 0  # the paper's f sees no erasing
+    # the paper's g starts at 0.5 whatever f does; the recipe's where f still answers (train/start.py)
+    assert recipe.g.start_agreement == 0.9 and paper.g.start_agreement == 0 and paper.g.initial_weight == 0.5
 
 
 def test_both_methods_train_g_with_one_optimiser_from_the_untrained_map():
@@ -66,16 +68,18 @@ def test_both_methods_train_g_with_one_optimiser_from_the_untrained_map():
 
 
 @pytest.mark.parametrize('method', ['method1', 'method2'])
-def test_the_synthetic_vit_preset_changes_only_the_architecture_of_f(method):
+def test_the_synthetic_vit_preset_changes_only_the_architecture_of_f_and_its_erasing(method):
     """`synthetic.py:method1,vit`: the same data, sizes and recipe with a ViT f whose position
-    grid is the 64 px images' patch grid (no resampled embeddings), 48 wide at the recipe's width."""
+    grid is the 64 px images' patch grid (no resampled embeddings), 48 wide at the recipe's width,
+    trained without random erasing."""
     import jax
     import jax.numpy as jnp
     from wsol_jax.models import registry
     from wsol_jax.workdir import flatten
 
     plain, vit = flatten(load_config('synthetic', method)), flatten(load_config('synthetic', f'{method},vit'))
-    assert {k for k in plain if plain[k] != vit[k]} == {'f.arch'} and vit['f.arch'] == 'vit_cpu8'
+    assert {k for k in plain if plain[k] != vit[k]} == {'f.arch', 'f.erase_prob'}
+    assert vit['f.arch'] == 'vit_cpu8' and vit['f.erase_prob'] == 0
     c = load_config('synthetic', f'{method},vit')
     config_lib.validate(c)
     options = registry.ARCHS[c.f.arch].options

@@ -56,3 +56,36 @@ def test_g_never_trains_on_a_half_trained_f(method1_run, tmp_path):
         r'config \(f\.max_epochs=2, f\.patience=0\).*run --stage=train_f first',
     ):
         run_lib.run(cfg, copy, 'train_g')
+
+
+def test_g_starts_where_its_f_still_answers_and_the_paper_at_its_initial_weight(capsys, monkeypatch):
+    """`train_g.initial_weight`: the recipe raises the untrained map to the first candidate where f
+    answers on nearly every dimmed training image as on the image (here: f names the class by the
+    image's brightness, and only a weight of 0.9 keeps these images above its threshold); the
+    paper's config starts at g.initial_weight whatever f does. Classifier logits by top class,
+    every other objective's outputs as embeddings."""
+    import jax.numpy as jnp
+    import numpy as np
+    from wsol_jax.data.dataset import Dataset, Split, center_crop
+    from wsol_jax.stages import train_g
+    from wsol_jax.train import steps
+
+    cfg = tiny_synthetic('method1')
+    images = np.full((8, 32, 32, 3), 230, np.uint8)
+    data = Dataset(Split(images, np.zeros(8, np.int32), None), None, None, 2)
+    ctx = Context(cfg, '/nonexistent', data=data, mesh=None)
+    level = float(jnp.mean(center_crop(images[:1], 32)))
+    f_apply = lambda v, x: jnp.stack([jnp.mean(x, axis=(1, 2, 3)) - 0.85 * level, jnp.zeros(len(x))], -1)
+    assert train_g.initial_weight(ctx, f_apply, {}, steps.method1_objective) == 0.9
+    assert (
+        'the untrained map is 0.9: f answers on the dimmed training images as on the images for a share of '
+        '0.00 at 0.5, 0.00 at 0.6, 0.00 at 0.7, 0.00 at 0.8, 1.00 at 0.9' in capsys.readouterr().out
+    )
+    cfg.g.start_agreement = 0.0
+    assert train_g.initial_weight(ctx, f_apply, {}, steps.method1_objective) == 0.5
+    assert 'untrained map' not in capsys.readouterr().out  # nothing measured, nothing printed
+    kinds = []
+    monkeypatch.setattr(train_g.start, 'start_weight', lambda *a, embedding, **k: kinds.append(embedding) or (0.5, {}))
+    for objective in (steps.method1_objective, steps.embedding_objective, steps.method2_objective):
+        train_g.initial_weight(ctx, f_apply, {}, objective)
+    assert kinds == [False, True, True]

@@ -47,11 +47,14 @@ def test_blank_weight_ties_f_to_the_mask_space_and_old_records_still_match():
     for stage in ('f_classifier', 'f_siamese'):
         assert workdir.fingerprint(a, stage)['g.mask_space'] == 'normalized'  # the blank is g's zero map
     # A record written before the keys existed matches a config at the earlier behaviour only.
-    a.f.blank_weight, a.g.initial_weight = 0.0, 0.5
-    old = {k: v for k, v in workdir.fingerprint(a, 'g').items() if k not in ('f.blank_weight', 'g.initial_weight')}
+    a.f.blank_weight, a.g.initial_weight, a.g.start_agreement = 0.0, 0.5, 0.0
+    added = ('f.blank_weight', 'g.initial_weight', 'g.start_agreement')
+    old = {k: v for k, v in workdir.fingerprint(a, 'g').items() if k not in added}
     assert workdir._differences(old, workdir.fingerprint(a, 'g')) == []
     a.g.initial_weight = 0.9
     assert workdir._differences(old, workdir.fingerprint(a, 'g')) == ["g.initial_weight: '(unset)' -> 0.9"]
+    a.g.initial_weight, a.g.start_agreement = 0.5, 0.9
+    assert workdir._differences(old, workdir.fingerprint(a, 'g')) == ["g.start_agreement: '(unset)' -> 0.9"]
 
 
 def test_a_siamese_f_from_the_classifier_depends_on_the_classifier_budget():

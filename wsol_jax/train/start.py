@@ -30,7 +30,7 @@ def agreement(out_image: np.ndarray, out_masked: np.ndarray, embedding: bool) ->
 
     Classifier logits: the fraction with the same top class. Embeddings (an encoder, the Siamese
     f), which have no top class: the fraction whose dimmed output is nearer (by cosine) to its own
-    image's output than the median pair of distinct images of the batch are to each other, i.e.
+    image's output than (or as near as) the median pair of distinct images of the batch are to each other, i.e.
     dimming moves f's answer less than telling one image from another does (needs N >= 2)."""
     out_image, out_masked = np.asarray(out_image, np.float64), np.asarray(out_masked, np.float64)
     if out_image.shape != out_masked.shape or out_image.ndim != 2:
@@ -43,7 +43,7 @@ def agreement(out_image: np.ndarray, out_masked: np.ndarray, embedding: bool) ->
     own = np.sum(unit(out_masked) * unit(out_image), axis=-1)  # (N,) cosine of each to its own image
     pairs = unit(out_image) @ unit(out_image).T
     between = np.median(pairs[~np.eye(len(pairs), dtype=bool)])
-    return float(np.mean(own > between))
+    return float(np.mean(own >= between))
 
 
 def start_weight(
