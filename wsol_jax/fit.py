@@ -12,7 +12,9 @@ batch of images (normalised as `wsol_jax.data.dataset.normalize` does, or with
 `f_input='pixels'` floats in [0, 255]) that returns logits (`config.f.kind='classifier'`: Eq. 1
 with D the cross-entropy) or features (`'encoder'`: D the cosine distance). Its variables are
 closed over and frozen. g is trained with the same loop, budget and selection by S as the
-`train_g` stage (Method I; Method II when the training images have labels), in `workdir`.
+`train_g` stage (Method I; Method II when the training images have labels), in `workdir`, from
+the untrained map where f still answers (`g.start_agreement`, `wsol_jax.train.start`): an f
+from elsewhere may never have seen a dimmed image.
 """
 
 from __future__ import annotations
