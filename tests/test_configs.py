@@ -110,6 +110,14 @@ def test_a_negative_selection_tolerance_is_a_config_error():
     config_lib.validate(c)
 
 
+@pytest.mark.parametrize('value', [-0.1, 1.5])
+def test_a_start_agreement_outside_the_unit_interval_is_a_config_error(value):
+    c = load_config('synthetic', 'method1')
+    c.g.start_agreement = value
+    with pytest.raises(ConfigError, match=r'^config.g.start_agreement: must be in \[0, 1\]'):
+        config_lib.validate(c)
+
+
 def test_f_from_a_file_is_an_encoder_with_its_weights():
     c = load_config('synthetic', 'method1')
     c.f.train = False
