@@ -110,6 +110,29 @@ def test_a_negative_selection_tolerance_is_a_config_error():
     config_lib.validate(c)
 
 
+@pytest.mark.parametrize('method', ['method1', 'method2'])
+def test_the_pretrained_preset_is_the_small_preset_with_full_width_imagenet_resnets(method):
+    """`custom.py:<method>,small,pretrained`: full-width ResNet-18s for f and g, which must start
+    from the ImageNet file the check names; f fine-tuned at the paper's SGD rate; the rest is the
+    small preset's."""
+    from wsol_jax.workdir import flatten
+
+    c = load_config('custom', f'{method},small,pretrained')
+    c.data.root = '/data/mine'
+    with pytest.raises(ConfigError, match=r'config.f.pretrained: is empty.*resnet18-f37072fd\.pth'):
+        config_lib.validate(c)
+    c.f.pretrained = c.g.pretrained = '/weights/resnet18-f37072fd.pth'
+    config_lib.validate(c)
+    assert (c.f.arch, c.f.width, c.g.depth, c.g.width) == ('resnet18', 1.0, 'resnet18', 1.0)
+    assert (c.f.optimizer.name, c.f.optimizer.learning_rate) == ('sgd', 1e-3)
+    small = flatten(load_config('custom', f'{method},small'))
+    small['data.root'] = c.data.root
+    changed = {k for k, v in flatten(c).items() if small[k] != v}
+    assert changed == {'require_pretrained', 'f.width', 'g.width', 'f.pretrained', 'g.pretrained'} | {
+        f'f.optimizer.{k}' for k in ('name', 'learning_rate')
+    }
+
+
 @pytest.mark.parametrize('value', [-0.1, 1.5])
 def test_a_start_agreement_outside_the_unit_interval_is_a_config_error(value):
     c = load_config('synthetic', 'method1')

@@ -39,7 +39,8 @@ def test_a_classifier_at_chance_stops_before_g(method1_run, tmp_path):
     with pytest.raises(
         TrainingError,
         match=r'f_classifier reaches 0\.\d+ validation accuracy, below 1\.250 '
-        r'\(5x chance 0\.250\).*--config\.f\.allow_weak=True',
+        r'\(5x chance 0\.250\).*ImageNet weights f\.pretrained, e\.g\. configs/custom\.py:method1,small,pretrained'
+        r'.*--config\.f\.allow_weak=True',
     ):
         run_lib.run(cfg, copy, 'train_g')
     assert not os.path.exists(os.path.join(copy, 'g'))

@@ -54,8 +54,10 @@ def check_f_quality(ctx: Context, names: tuple[str, ...]) -> None:
             raise TrainingError(
                 f'{name} reaches {entry["val_accuracy"]:.3f} validation accuracy, below {floor:.3f} '
                 f'({cfg.f.min_accuracy_over_chance:g}x chance {entry["chance"]:.3f}): g trained on it would localise '
-                f'nothing. Train f better (ImageNet weights f.pretrained, more data, more f.patience or '
-                f'f.max_epochs, another f.optimizer.learning_rate) with --config.overwrite=True, or continue with '
+                'nothing. Train f better (ImageNet weights f.pretrained, e.g. '
+                f'configs/custom.py:{cfg.method},small,pretrained; '
+                'more data, more f.patience or f.max_epochs, another f.optimizer.learning_rate) with '
+                '--config.overwrite=True, or continue with '
                 f'--config.f.allow_weak=True'
             )
 
