@@ -70,13 +70,7 @@ def test_blackbox_table_gives_each_f_its_median_and_worst_seed():
     """benchmarks/blackbox_seeds.py's table (the runs themselves: `--tiny`, about 90 s): per f the
     median and the lowest GT-known loc and the longest wall time over the seeds that finished;
     a failed seed is one line and counts in neither."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        'blackbox_seeds', os.path.join(ROOT, 'benchmarks', 'blackbox_seeds.py')
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark_module('blackbox_seeds')
     run = lambda loc, wall: {'gt_known_loc': loc, 'f_val_accuracy': 0.9, 'wall_s': wall}
     text = module.table(
         {
@@ -123,3 +117,28 @@ def test_wsoleval_golden_dry_run_gives_the_recorded_commands_with_current_keys()
             for part in key.split('.'):
                 assert part in node, f'{name}: --config.{key} is not a key of {args[2]}'
                 node = node[part]
+
+
+def _benchmark_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'benchmarks', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_f_small_data_gives_each_set_its_options_and_each_size_its_median_and_worst():
+    """benchmarks/f_small_data.py: the preset's config with the set's options (letters and digits
+    are never mirrored), and the table's median and smallest accuracy over seeds."""
+    module = _benchmark_module('f_small_data')
+    digits = module.preset_config('digits', '/sets/digits_2000', 3)
+    assert (digits.data.root, digits.seed, digits.data.flip) == ('/sets/digits_2000', 3, False)
+    assert module.preset_config('photo', '/sets/photo', 0).data.flip is True
+    results = {
+        f'digits/2000/{net}/{s}': {'val_accuracy': a}
+        for net, accs in (('f', (0.5, 0.2, 0.4)), ('plain', (0.3, 0.3, 0.1)))
+        for s, a in enumerate(accs)
+    }
+    lines = module.table(results, 'digits', [2000], [0, 1, 2], ['f', 'plain']).splitlines()
+    assert lines[-1].split() == ['2000', '0.400', '(0.200)', '0.300', '(0.100)']

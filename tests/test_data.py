@@ -61,6 +61,54 @@ def test_augment_crops_flips_and_normalizes():
     )
 
 
+def test_augment_without_flips_crops_only_unmirrored_windows():
+    images = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3)
+    for seed in range(4):
+        out = np.asarray(dataset.augment(images, jax.random.key(seed), 4, flip=False))
+        pixels = np.rint((out * dataset.IMAGENET_STD + dataset.IMAGENET_MEAN) * 255).astype(int)
+        for src, crop in zip(images, pixels):
+            assert any(np.array_equal(crop, src[y : y + 4, x : x + 4]) for y in range(5) for x in range(5))
+    # Flips on, nothing else: the default transform, number for number.
+    np.testing.assert_array_equal(
+        np.asarray(dataset.Augment(4)(images, jax.random.key(1))),
+        np.asarray(dataset.augment(images, jax.random.key(1), 4)),
+    )
+
+
+def test_scale_jitter_zooms_within_its_range():
+    """On a horizontal ramp (pixel value = column), a window of `side` pixels resized to `crop`
+    steps by side / crop = 1 / zoom per output column: linear interpolation keeps a ramp a ramp."""
+    size, crop, jitter = 64, 32, 0.5
+    ramp = np.broadcast_to(np.arange(size, dtype=np.uint8)[None, :, None], (size, size, 3))
+    images = np.repeat(ramp[None] * 3, 64, axis=0)  # values 0..189: no clipping
+    out = np.asarray(dataset.augment(images, jax.random.key(0), crop, flip=False, scale_jitter=jitter))
+    values = (out * dataset.IMAGENET_STD + dataset.IMAGENET_MEAN)[..., 0] * 255 / 3  # back to columns
+    steps = np.diff(values[:, crop // 2, 2:-2], axis=1)  # away from the borders' antialiasing
+    per_image = steps.mean(axis=1)
+    # one zoom per image (the antialiasing kernel, sampled at whole pixels, ripples the steps)
+    assert np.abs(steps - per_image[:, None]).max() < 0.15
+    # zoom in [1/1.5, 1.5], and the window never exceeds the image: side <= 64 -> step <= 2
+    assert per_image.min() >= 1 / 1.5 - 1e-3 and per_image.max() <= min(1.5, size / crop) + 1e-3
+    assert per_image.max() - per_image.min() > 0.5  # the zooms differ between images
+    # no vertical change: the ramp is constant down each column
+    assert np.abs(values[:, 0] - values[:, -1]).max() < 1e-3
+
+
+def test_colour_jitter_scales_brightness_and_keeps_grey_grey():
+    grey = np.full((256, 8, 8, 3), 100, np.uint8)
+    out = np.asarray(dataset.augment(grey, jax.random.key(0), 8, colour_jitter=0.4))
+    unit = out * dataset.IMAGENET_STD + dataset.IMAGENET_MEAN
+    assert np.abs(unit - unit[..., :1]).max() < 1e-5  # saturation leaves grey grey
+    assert np.abs(unit - unit[:, :1, :1]).max() < 1e-5  # contrast leaves a flat image flat
+    factor = unit[:, 0, 0, 0] / (100 / 255)  # only brightness changes a flat grey image
+    assert 0.6 - 1e-5 <= factor.min() < 0.7 and 1.3 < factor.max() <= 1.4 + 1e-5
+    colourful = np.zeros((1, 8, 8, 3), np.uint8)
+    colourful[..., 0] = 200
+    out = np.asarray(dataset.augment(colourful, jax.random.key(3), 8, colour_jitter=0.4))
+    unit = out * dataset.IMAGENET_STD + dataset.IMAGENET_MEAN
+    assert unit.min() >= -1e-6 and unit.max() <= 1 + 1e-6
+
+
 def test_batches_cover_the_split():
     seen = np.concatenate(list(dataset.train_batches(10, 3, jax.random.key(0))))
     assert len(seen) == 9 and len(set(seen)) == 9

@@ -22,6 +22,13 @@ def test_classification_loss_hand_computed():
     assert float(parts['accuracy']) == 0.5  # ties resolve to class 0 for the second row
 
 
+def test_label_smoothing_hand_computed():
+    logits = np.array([[2.0, 0.0, -1.0]])
+    total, _ = losses.classification_loss(jnp.asarray(logits), jnp.array([1]), label_smoothing=0.3)
+    target = np.array([0.1, 0.8, 0.1])  # (1 - 0.3) * one_hot + 0.3 / 3
+    assert float(total) == pytest.approx(-(target * _log_softmax(logits)[0]).sum(), rel=1e-6)
+
+
 def test_blank_loss_is_the_kl_from_uniform():
     # uniform logits: f names no class, nothing to pay
     assert float(losses.blank_loss(jnp.zeros((2, 5)))) == pytest.approx(0.0, abs=1e-6)

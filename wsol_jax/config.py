@@ -82,6 +82,9 @@ def base_config(method: str) -> ml_collections.ConfigDict:
             num_classes=0,  # 0: read from the data
             val_split='holdout',  # holdout: num_val images held out of train | val: the dataset's own
             num_val=500,
+            # horizontal flips of training images (f and g); False where mirroring changes the class
+            # or makes none (letters, digits)
+            flip=True,
             on_bad_sample='error',
         )
     )  # error | skip (missing or corrupt files)
@@ -102,6 +105,9 @@ def base_config(method: str) -> ml_collections.ConfigDict:
             allow_weak=False,  # continue to train_g although f is below min_accuracy_over_chance
             min_accuracy_over_chance=2.0,
             erase_prob=0.0,  # random erasing to the mean colour while training f (0: off, the paper)
+            label_smoothing=0.0,  # of f's cross-entropy targets (0: the paper)
+            scale_jitter=0.0,  # f's training crops zoomed by [1/(1+s), 1+s] (dataset.augment; 0: the paper)
+            colour_jitter=0.0,  # f's brightness, contrast, saturation scaled by [1-c, 1+c] (0: off, the paper)
             # weight of "a blank image is of no class" (losses.blank_loss; Siamese f: blank as negative; 0: the paper)
             blank_weight=0.0,
             siamese_from_classifier=False,  # Method II: the Siamese f starts from the trained classifier's backbone
@@ -308,6 +314,9 @@ def validate_training(config) -> None:
     need(0 < config.g.initial_weight < 1, 'g.initial_weight', 'must be in (0, 1)')
     need(0 <= config.g.start_agreement <= 1, 'g.start_agreement', 'must be in [0, 1] (0: g starts at initial_weight)')
     need(config.f.blank_weight >= 0, 'f.blank_weight', 'must be >= 0 (0: off)')
+    need(0 <= config.f.label_smoothing < 1, 'f.label_smoothing', 'must be in [0, 1) (0: off)')
+    need(config.f.scale_jitter >= 0, 'f.scale_jitter', 'must be >= 0 (0: off)')
+    need(0 <= config.f.colour_jitter < 1, 'f.colour_jitter', 'must be in [0, 1) (0: off)')
     need(config.f.min_accuracy_over_chance >= 0, 'f.min_accuracy_over_chance', 'must be >= 0')
     need(len(config.g.decoder_channels) == 5, 'g.decoder_channels', 'needs five widths (five upsampling blocks)')
     crop, size = config.data.crop_size, config.data.image_size

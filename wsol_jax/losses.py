@@ -23,9 +23,17 @@ Parts = dict[str, jnp.ndarray]
 MASK_SPACES = ('normalized', 'pixels')
 
 
-def classification_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> tuple[jnp.ndarray, Parts]:
-    """Cross-entropy of `(N, C)` logits against integer labels `(N,)`, batch mean."""
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+def classification_loss(
+    logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float = 0.0
+) -> tuple[jnp.ndarray, Parts]:
+    """Cross-entropy of `(N, C)` logits against integer labels `(N,)`, batch mean; with
+    `label_smoothing` e > 0 the target is `(1 - e) * one_hot + e / C` (Szegedy et al. 2016: a
+    classifier from few images that may not drive its logits apart without bound)."""
+    if label_smoothing > 0:
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+        ce = optax.softmax_cross_entropy(logits, targets).mean()
+    else:
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
     return ce, {'ce': ce, 'accuracy': accuracy}
 

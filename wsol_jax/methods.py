@@ -67,6 +67,7 @@ F_NETWORKS = {
             erase_prob=f_cfg.erase_prob,
             blank_weight=f_cfg.blank_weight,
             mask_space=g_cfg.mask_space,
+            label_smoothing=f_cfg.label_smoothing,
         ),
         measure='top-1',
     ),

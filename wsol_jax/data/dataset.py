@@ -68,20 +68,103 @@ def normalize(images_uint8: jnp.ndarray) -> jnp.ndarray:
     return (images_uint8.astype(input_float()) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def augment(images_uint8: jnp.ndarray, rng: jax.Array, crop_size: int) -> jnp.ndarray:
-    """Training transform on the device: random `crop_size` crop, horizontal flip with p=0.5,
-    normalisation. `(N, S, S, 3)` uint8 -> `(N, crop, crop, 3)` float32."""
+def augment(
+    images_uint8: jnp.ndarray,
+    rng: jax.Array,
+    crop_size: int,
+    flip: bool = True,
+    scale_jitter: float = 0.0,
+    colour_jitter: float = 0.0,
+) -> jnp.ndarray:
+    """Training transform on the device: random `crop_size` crop, horizontal flip with p=0.5
+    (`flip=False`: none, for classes that mirroring changes: letters, digits), normalisation.
+    `(N, S, S, 3)` uint8 -> `(N, crop, crop, 3)` float32.
+
+    `scale_jitter` s > 0: the crop is taken at a zoom drawn log-uniformly from [1/(1+s), 1+s] (a
+    window of `crop / zoom` pixels, at most the image, resized to `crop`; bilinear, antialiased),
+    so that f sees its objects at more sizes than the data holds. `colour_jitter` c > 0:
+    brightness, contrast and saturation are each scaled by a factor drawn from [1-c, 1+c]
+    (torchvision's ColorJitter without hue). Both 0: the paper's crop and flip, exactly."""
     n, size = images_uint8.shape[0], images_uint8.shape[1]
     k_y, k_x, k_flip = jax.random.split(rng, 3)
-    ys = jax.random.randint(k_y, (n,), 0, size - crop_size + 1)
-    xs = jax.random.randint(k_x, (n,), 0, size - crop_size + 1)
-    flips = jax.random.bernoulli(k_flip, 0.5, (n,))
+    flips = jax.random.bernoulli(k_flip, 0.5, (n,)) if flip else jnp.zeros((n,), bool)
+    if scale_jitter > 0:
+        images = _zoomed_crops(images_uint8, jax.random.fold_in(rng, 1), crop_size, scale_jitter)
+    else:
+        ys = jax.random.randint(k_y, (n,), 0, size - crop_size + 1)
+        xs = jax.random.randint(k_x, (n,), 0, size - crop_size + 1)
 
-    def one(image, y, x, flip):
-        crop = jax.lax.dynamic_slice(image, (y, x, 0), (crop_size, crop_size, 3))
-        return jnp.where(flip, crop[:, ::-1], crop)
+        def one(image, y, x):
+            return jax.lax.dynamic_slice(image, (y, x, 0), (crop_size, crop_size, 3))
 
-    return normalize(jax.vmap(one)(images_uint8, ys, xs, flips))
+        images = jax.vmap(one)(images_uint8, ys, xs)
+    images = jnp.where(flips[:, None, None, None], images[:, :, ::-1], images)
+    if colour_jitter > 0:
+        unit = images.astype(input_float()) / 255.0
+        unit = _colour_jitter(unit, jax.random.fold_in(rng, 2), colour_jitter)
+        return (unit - IMAGENET_MEAN) / IMAGENET_STD
+    return normalize(images)
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """The training transform as one hashable value, `(images_uint8, rng) -> images` (`augment`
+    with these settings): what the compiled steps of f and g take. `Augment.of(crop)` also takes a
+    bare crop size, the paper's crop and flip."""
+
+    crop_size: int
+    flip: bool = True
+    scale_jitter: float = 0.0
+    colour_jitter: float = 0.0
+
+    def __call__(self, images_uint8: jnp.ndarray, rng: jax.Array) -> jnp.ndarray:
+        return augment(images_uint8, rng, self.crop_size, self.flip, self.scale_jitter, self.colour_jitter)
+
+    @classmethod
+    def of(cls, crop: 'int | Augment') -> 'Augment':
+        return crop if isinstance(crop, Augment) else cls(int(crop))
+
+
+def _zoomed_crops(images_uint8: jnp.ndarray, rng: jax.Array, crop_size: int, jitter: float) -> jnp.ndarray:
+    """`(N, S, S, 3)` uint8 -> `(N, crop, crop, 3)` float pixel values (0-255): per image a square
+    window of side `crop / zoom` (zoom log-uniform in [1/(1+jitter), 1+jitter], the window at
+    most the image) at a uniform position, resized to `crop`."""
+    n, size = images_uint8.shape[0], images_uint8.shape[1]
+    k_zoom, k_y, k_x = jax.random.split(rng, 3)
+    bound = jnp.log1p(jitter)
+    zoom = jnp.exp(jax.random.uniform(k_zoom, (n,), minval=-bound, maxval=bound))
+    side = jnp.minimum(crop_size / zoom, size)
+    y0 = jax.random.uniform(k_y, (n,)) * (size - side)
+    x0 = jax.random.uniform(k_x, (n,)) * (size - side)
+    scale = crop_size / side
+
+    def one(image, s, y, x):
+        # Output pixel o samples the input at (o + 0.5 - t) / s - 0.5: t = -y0 * s maps the
+        # window [y0, y0 + side) onto [0, crop).
+        return jax.image.scale_and_translate(
+            image.astype(jnp.float32),
+            (crop_size, crop_size, 3),
+            (0, 1),
+            jnp.stack([s, s]),
+            jnp.stack([-y * s, -x * s]),
+            method='linear',
+            antialias=True,
+        )
+
+    return jax.vmap(one)(images_uint8, scale, y0, x0)
+
+
+def _colour_jitter(unit: jnp.ndarray, rng: jax.Array, jitter: float) -> jnp.ndarray:
+    """Brightness, contrast and saturation of `(N, H, W, 3)` images in [0, 1], each scaled by a
+    factor uniform in [1 - jitter, 1 + jitter] per image, in that order, clipped to [0, 1]."""
+    n = unit.shape[0]
+    b, c, s = jax.random.uniform(rng, (3, n, 1, 1, 1), minval=1 - jitter, maxval=1 + jitter)
+    grey_weights = jnp.asarray([0.299, 0.587, 0.114], unit.dtype)  # ITU-R 601 luma, as PIL and torchvision
+    unit = jnp.clip(unit * b, 0, 1)
+    mean_grey = jnp.mean(unit @ grey_weights, axis=(1, 2))[:, None, None, None]
+    unit = jnp.clip((unit - mean_grey) * c + mean_grey, 0, 1)
+    grey = (unit @ grey_weights)[..., None]
+    return jnp.clip((unit - grey) * s + grey, 0, 1)
 
 
 def random_erase(images: jnp.ndarray, rng: jax.Array, prob: float, area=(0.05, 0.4), aspect=(0.3, 3.3)) -> jnp.ndarray:

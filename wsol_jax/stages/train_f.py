@@ -17,7 +17,7 @@ import numpy as np
 from wsol_jax import inference, methods, parallel
 from wsol_jax import workdir as workdir_lib
 from wsol_jax.context import Context, f_setup
-from wsol_jax.data.dataset import Split
+from wsol_jax.data.dataset import Augment, Split
 from wsol_jax.data.pipeline import map_split
 from wsol_jax.train import budgets, checkpoint, loop, steps
 
@@ -33,7 +33,8 @@ def run(ctx: Context) -> None:
             continue
         network = methods.F_NETWORKS[name]
         model, state, n_steps = f_setup(ctx, name)
-        fn = network.step(model, ctx.crop, cfg.f, cfg.g)
+        augment = Augment(ctx.crop, cfg.data.flip, cfg.f.scale_jitter, cfg.f.colour_jitter)
+        fn = network.step(model, augment, cfg.f, cfg.g)
         batches = functools.partial(
             network.batches, ctx.data.train, cfg.f.batch_size, ctx.mesh, threads=cfg.data.read_threads
         )

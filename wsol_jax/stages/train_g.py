@@ -17,6 +17,7 @@ import numpy as np
 from wsol_jax import inference, methods, parallel
 from wsol_jax import workdir as workdir_lib
 from wsol_jax.context import Context, frozen_f, g_setup
+from wsol_jax.data.dataset import Augment
 from wsol_jax.errors import TrainingError, WorkdirError
 from wsol_jax.evaluators import validation
 from wsol_jax.evaluators.common import Bench
@@ -70,7 +71,9 @@ def fit_g(ctx: Context, f_apply, f_vars, objective) -> loop.History:
     its best for that many scores. Returns the history of scored points."""
     cfg, method = ctx.config, ctx.method
     g_model, state, n_steps = g_setup(ctx, initial_weight=initial_weight(ctx, f_apply, f_vars, objective))
-    fn = functools.partial(steps.g_step, f_apply, g_model, cfg.g, ctx.crop, objective)
+    # g's crops and flips are the paper's; f's scale and colour jitter are for f's training only
+    augment = Augment(ctx.crop, flip=cfg.data.flip)
+    fn = functools.partial(steps.g_step, f_apply, g_model, cfg.g, augment, objective)
     compiled = steps.compile_step(fn, ctx.mesh, n_frozen=1)
     step = lambda s, batch, rng: compiled(s, f_vars, batch, rng)
     batches = functools.partial(

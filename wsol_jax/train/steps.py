@@ -1,6 +1,7 @@
 """Compiled steps: pure functions `(state, [frozen f], batch, rng) -> (new_state, metrics)`.
 
-Batches hold uint8 images at cache resolution; cropping, flipping and normalisation happen here,
+Batches hold uint8 images at cache resolution; the training transform (`crop`: a
+`dataset.Augment`, or a crop size for the paper's crop and flip) and normalisation happen here,
 on the device. Triplet batches stack (anchor, positive, negative) on axis 1, `(B, 3, S, S, 3)`,
 so that the batch axis stays the sharded one. Every step is `jax.jit`-ed over the mesh with the
 batch sharded on `'data'` and the state replicated (`wsol_jax.parallel`).
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from wsol_jax import losses, parallel
-from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD, augment, random_erase
+from wsol_jax.data.dataset import IMAGENET_MEAN, IMAGENET_STD, Augment, random_erase
 from wsol_jax.train.state import TrainState
 
 
@@ -35,9 +36,9 @@ def _apply_update(state: TrainState, loss_fn, *args):
     return new_state, dict(parts, loss=loss)
 
 
-def _f_inputs(images_uint8, rng, crop_size: int, erase_prob: float):
+def _f_inputs(images_uint8, rng, crop: Augment | int, erase_prob: float):
     k_aug, k_erase = jax.random.split(rng)
-    images = augment(images_uint8, k_aug, crop_size)
+    images = Augment.of(crop)(images_uint8, k_aug)
     return random_erase(images, k_erase, erase_prob) if erase_prob > 0 else images
 
 
@@ -49,17 +50,19 @@ def blank_images(images: jnp.ndarray, mask_space: str, n: int = 1) -> jnp.ndarra
 
 def f_classifier_step(
     model,
-    crop_size: int,
+    crop: Augment | int,
     state: TrainState,
     batch,
     rng,
     erase_prob: float = 0.0,
     blank_weight: float = 0.0,
     mask_space: str = 'normalized',
+    label_smoothing: float = 0.0,
 ):
-    """Pre-training of `f` for Method I: cross-entropy on image labels, plus `blank_weight` times
-    `losses.blank_loss` on one blank image appended to the batch (0: off, the paper)."""
-    images = _f_inputs(batch['image'], rng, crop_size, erase_prob)
+    """Pre-training of `f` for Method I: cross-entropy on image labels (smoothed by
+    `label_smoothing`; 0: the paper), plus `blank_weight` times `losses.blank_loss` on one blank
+    image appended to the batch (0: off, the paper)."""
+    images = _f_inputs(batch['image'], rng, crop, erase_prob)
     n = images.shape[0]
     if blank_weight > 0:
         # In the same forward pass, so that BatchNorm sees it among real images, as f later sees
@@ -70,7 +73,7 @@ def f_classifier_step(
         logits, updates = model.apply(
             {'params': params, 'batch_stats': state.batch_stats}, images, train=True, mutable=['batch_stats']
         )
-        loss, parts = losses.classification_loss(logits[:n], batch['label'])
+        loss, parts = losses.classification_loss(logits[:n], batch['label'], label_smoothing)
         if blank_weight > 0:
             parts['blank'] = losses.blank_loss(logits[n:])
             loss = loss + blank_weight * parts['blank']
@@ -81,7 +84,7 @@ def f_classifier_step(
 
 def f_triplet_step(
     model,
-    crop_size: int,
+    crop: Augment | int,
     margin: float,
     state: TrainState,
     batch,
@@ -93,7 +96,7 @@ def f_triplet_step(
     """Pre-training of the Siamese `f` for Method II with the triplet loss (Eq. 2), plus
     `blank_weight` times Eq. 2 with the blank image as every anchor's negative (0: off, the
     paper): the embedding's counterpart of `losses.blank_loss`, a blank is of no class."""
-    images = _f_inputs(_flatten(batch['image']), rng, crop_size, erase_prob)  # (3B, c, c, 3)
+    images = _f_inputs(_flatten(batch['image']), rng, crop, erase_prob)  # (3B, c, c, 3)
     n = images.shape[0]
     if blank_weight > 0:
         images = jnp.concatenate([images, blank_images(images, mask_space)])
@@ -119,11 +122,11 @@ def _g_forward(g_model, params, batch_stats, x):
     return out, updates['batch_stats']
 
 
-def embedding_objective(g_apply, f_apply, mask, g_cfg, crop_size: int, images_uint8, rng):
+def embedding_objective(g_apply, f_apply, mask, g_cfg, crop: Augment | int, images_uint8, rng):
     """Method I for an encoder f (`f.kind='encoder'`: pooled features, no class head): Eq. 1 with D
     the cosine distance between `f(I)` and `f(I * g(I))`, plus `lambda R(g(I))`. Returns `(loss,
     parts, new batch stats of g)`."""
-    images = augment(images_uint8, rng, crop_size)
+    images = Augment.of(crop)(images_uint8, rng)
     weight_map, new_batch_stats = g_apply(images)
     emb_image = jax.lax.stop_gradient(f_apply(images))
     emb_masked = f_apply(mask(images, weight_map))
@@ -131,10 +134,10 @@ def embedding_objective(g_apply, f_apply, mask, g_cfg, crop_size: int, images_ui
     return loss, parts, new_batch_stats
 
 
-def method1_objective(g_apply, f_apply, mask, g_cfg, crop_size: int, images_uint8, rng):
+def method1_objective(g_apply, f_apply, mask, g_cfg, crop: Augment | int, images_uint8, rng):
     """Method I (Eq. 1): `f(I)` and `f(I * g(I))` agree, plus `lambda R(g(I))`.
     `images_uint8` `(B, S, S, 3)`. Returns `(loss, parts, new batch stats of g)`."""
-    images = augment(images_uint8, rng, crop_size)
+    images = Augment.of(crop)(images_uint8, rng)
     weight_map, new_batch_stats = g_apply(images)
     logits_image = jax.lax.stop_gradient(f_apply(images))
     logits_masked = f_apply(mask(images, weight_map))
@@ -142,10 +145,10 @@ def method1_objective(g_apply, f_apply, mask, g_cfg, crop_size: int, images_uint
     return loss, parts, new_batch_stats
 
 
-def method2_objective(g_apply, f_apply, mask, g_cfg, crop_size: int, images_uint8, rng):
+def method2_objective(g_apply, f_apply, mask, g_cfg, crop: Augment | int, images_uint8, rng):
     """Method II (Eq. 3 + Eq. 4 + `lambda R(M_a)`) on triplets `(B, 3, S, S, 3)` (anchor,
     positive, negative) and the Siamese `f`. Returns `(loss, parts, new batch stats of g)`."""
-    images = augment(_flatten(images_uint8), rng, crop_size)  # (3B, c, c, 3): a, p, n
+    images = Augment.of(crop)(_flatten(images_uint8), rng)  # (3B, c, c, 3): a, p, n
     flat_maps, new_batch_stats = g_apply(images)
     maps, images = _unflatten(flat_maps, 3), _unflatten(images, 3)
     masked = jnp.stack(
@@ -181,7 +184,7 @@ def frozen_apply(f_model, f_output: str = 'outputs') -> Callable:
 
 
 def g_loss(
-    f_apply, g_model, g_cfg, crop_size: int, objective: Callable, params, batch_stats, f_vars, images_uint8, rng
+    f_apply, g_model, g_cfg, crop: Augment | int, objective: Callable, params, batch_stats, f_vars, images_uint8, rng
 ):
     """The objective of `g` (`method1_objective`, `embedding_objective` or `method2_objective`, as
     `wsol_jax.methods` names them) with `f` frozen: `f_apply(f_vars, images)` (`frozen_apply`, or
@@ -194,13 +197,13 @@ def g_loss(
     mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
     mask = functools.partial(losses.apply_weight_map, mask_space=g_cfg.mask_space, mean=mean, std=std)
     g_apply = functools.partial(_g_forward, g_model, params, batch_stats)
-    loss, parts, new_batch_stats = objective(g_apply, f_apply_vars, mask, g_cfg, crop_size, images_uint8, rng)
+    loss, parts, new_batch_stats = objective(g_apply, f_apply_vars, mask, g_cfg, crop, images_uint8, rng)
     return loss, (parts, new_batch_stats)
 
 
-def g_step(f_apply, g_model, g_cfg, crop_size: int, objective: Callable, state: TrainState, f_vars, batch, rng):
+def g_step(f_apply, g_model, g_cfg, crop: Augment | int, objective: Callable, state: TrainState, f_vars, batch, rng):
     """One step of `g` (`f_apply` as in `g_loss`); gradients reach only `g`'s parameters."""
-    loss_fn = functools.partial(g_loss, f_apply, g_model, g_cfg, crop_size, objective)
+    loss_fn = functools.partial(g_loss, f_apply, g_model, g_cfg, crop, objective)
     return _apply_update(state, lambda p: loss_fn(p, state.batch_stats, f_vars, batch['image'], rng))
 
 
