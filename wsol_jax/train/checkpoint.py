@@ -103,7 +103,12 @@ def some(names: list[str], shown: int = 2) -> str:
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state: TrainState, meta: dict) -> None:
-    tree = _state_dict(state)
+    """Start writing `state` and `meta` as step `step`: Orbax writes in a background thread, and
+    the next save or `mgr.wait_until_finished()` waits for it (a failed write raises there). The
+    arrays are copied to host memory first, because the compiled train step donates the state's
+    buffers: a write still reading them could store the next step's values (on a CPU, Orbax's
+    host transfer can alias them)."""
+    tree = jax.tree.map(lambda leaf: np.array(_host(leaf)), _state_dict(state))
     meta = {**meta, DIGESTS: array_digests(tree)}
     mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
 

@@ -132,16 +132,13 @@ def read_history(path: str, latest: int) -> History:
     return {int(s): m for s, m in record.get('points', {}).items() if int(s) <= latest}
 
 
-def _save(loop: Loop, mgr, step: int, state: TrainState, metrics: dict, history: History) -> None:
-    """History first, then the checkpoint, then the steps that are no longer needed: a kill at
-    any point leaves a workdir that resumes exactly (a point in the history without its
-    checkpoint is redone and overwritten)."""
+@contextlib.contextmanager
+def _writing(loop: Loop, step: int):
+    """Orbax/TensorStore report a full or read-only disk as OSError, ValueError, ...: one
+    `WorkdirError` that says what to do."""
     try:
-        if parallel.is_chief():
-            write_history(loop.history_path, history)
-        checkpoint.save(mgr, step, state, {'step': step, 'epoch': step / loop.steps_per_epoch, 'metrics': metrics})
-        mgr.wait_until_finished()
-    except Exception as e:  # Orbax/TensorStore report a full disk as OSError, ValueError, ...
+        yield
+    except Exception as e:
         code = workdir_lib.write_errno(e)
         if code in (errno.ENOSPC, errno.EDQUOT):
             raise WorkdirError(
@@ -154,10 +151,36 @@ def _save(loop: Loop, mgr, step: int, state: TrainState, metrics: dict, history:
                 f'writable and run the same command again (it resumes after the last checkpoint)'
             ) from None
         raise
+
+
+def _prune(loop: Loop, mgr, keep: set) -> None:
+    """Delete the finished checkpoints outside `keep` (nothing is being written)."""
     if not loop.keep_all:
-        kept = {step, kept_point(loop, history)}
-        for old in set(mgr.all_steps()) - kept:
+        for old in set(mgr.all_steps()) - keep:
             mgr.delete(old)
+
+
+def _save(loop: Loop, mgr, step: int, state: TrainState, metrics: dict, history: History) -> None:
+    """History first, then the checkpoint, written in the background while training goes on (a
+    synchronous write of a small state took ~1 s of Orbax's own work at every scored point). A
+    kill at any point leaves a workdir that resumes exactly: a point in the history without its
+    finished checkpoint is redone and overwritten, and until step `step` is finished the disk
+    keeps what a resume from the previous one needs (that step, and the points kept with and
+    without `step`'s score)."""
+    previous = {s: m for s, m in history.items() if s != step}
+    with _writing(loop, step):
+        mgr.wait_until_finished()  # the previous save: delete nothing while a write is running
+        _prune(loop, mgr, {mgr.latest_step(), kept_point(loop, previous), kept_point(loop, history)})
+        if parallel.is_chief():
+            write_history(loop.history_path, history)
+        checkpoint.save(mgr, step, state, {'step': step, 'epoch': step / loop.steps_per_epoch, 'metrics': metrics})
+
+
+def _finish_saves(loop: Loop, mgr, step: int, history: History) -> None:
+    """Wait for the last save, then keep only the kept and the latest checkpoints."""
+    with _writing(loop, step):
+        mgr.wait_until_finished()
+    _prune(loop, mgr, {mgr.latest_step(), kept_point(loop, history)})
 
 
 def _log(loop: Loop, step: int, metrics: dict) -> None:
@@ -178,37 +201,11 @@ def _log(loop: Loop, step: int, metrics: dict) -> None:
         )
 
 
-def run(
-    loop: Loop,
-    state: TrainState,
-    step_fn: Callable,
-    batches: Callable[..., Iterator],
-    rng: jax.Array,
-    score_fn: ScoreFn,
-) -> tuple[TrainState, History]:
-    """Train `state` with `step_fn(state, batch, rng)` until `finished`; returns the last state and
-    the history of scored points.
-
-    `batches(epoch_key, skip=k)` yields the global batches of one epoch from its `k`-th on (a
-    resumed epoch skips those it already trained on). At every score step: `score_fn(step,
-    state)`, the history, then an Orbax checkpoint.
-    """
-    mgr = checkpoint.manager(loop.directory)
-    start = mgr.latest_step() or 0
-    if start > loop.max_steps:
-        raise WorkdirError(
-            f'{loop.directory} holds {start} steps, more than the {loop.max_steps} of '
-            f'{loop.max_epochs} epochs asked for: raise the epochs, or use --config.overwrite=True '
-            'to train it afresh'
-        )
-    history = read_history(loop.history_path, start)
-    if start:
-        state, _ = checkpoint.restore(mgr, start, state)
-        why = finished(loop, history, start)
-        print(
-            f'[{loop.name}] {f"finished ({why})" if why else "resuming"} at step {start} '
-            f'(epoch {start / loop.steps_per_epoch:.2f}) in {loop.directory}'
-        )
+def _train(
+    loop: Loop, mgr, state: TrainState, step_fn, batches, rng, score_fn: ScoreFn, history: History, start: int
+) -> tuple[TrainState, int]:
+    """`run`'s steps and scores from step `start` until `finished`; `history` grows in place.
+    Returns the last state and its step."""
     targets = [s for s in score_steps(loop) if s > start]
     step, sums, pending, t0 = start, {}, [], time.perf_counter()
     step_at_t0 = start  # the rate of a point counts the steps since the previous point
@@ -263,6 +260,48 @@ def run(
                 if not targets or finished(loop, history, step):
                     break
         bar.close()
+    return state, step
+
+
+def run(
+    loop: Loop,
+    state: TrainState,
+    step_fn: Callable,
+    batches: Callable[..., Iterator],
+    rng: jax.Array,
+    score_fn: ScoreFn,
+) -> tuple[TrainState, History]:
+    """Train `state` with `step_fn(state, batch, rng)` until `finished`; returns the last state and
+    the history of scored points.
+
+    `batches(epoch_key, skip=k)` yields the global batches of one epoch from its `k`-th on (a
+    resumed epoch skips those it already trained on). At every score step: `score_fn(step,
+    state)`, the history, then an Orbax checkpoint.
+    """
+    mgr = checkpoint.manager(loop.directory)
+    start = mgr.latest_step() or 0
+    if start > loop.max_steps:
+        raise WorkdirError(
+            f'{loop.directory} holds {start} steps, more than the {loop.max_steps} of '
+            f'{loop.max_epochs} epochs asked for: raise the epochs, or use --config.overwrite=True '
+            'to train it afresh'
+        )
+    history = read_history(loop.history_path, start)
+    if start:
+        state, _ = checkpoint.restore(mgr, start, state)
+        why = finished(loop, history, start)
+        print(
+            f'[{loop.name}] {f"finished ({why})" if why else "resuming"} at step {start} '
+            f'(epoch {start / loop.steps_per_epoch:.2f}) in {loop.directory}'
+        )
+    try:
+        state, step = _train(loop, mgr, state, step_fn, batches, rng, score_fn, history, start)
+    except BaseException:
+        # An error or Ctrl-C between scores: the checkpoint being written finishes first, so
+        # that the same command resumes from it.
+        with contextlib.suppress(Exception):
+            _finish_saves(loop, mgr, mgr.latest_step() or 0, history)
+        raise
     why = finished(loop, history, step)
     if why in ('patience', 'perfect') and parallel.is_chief():
         kept = kept_point(loop, history)
@@ -272,5 +311,5 @@ def run(
             else f'{loop.ceiling[0]} reached {loop.ceiling[1]:g}, nothing can beat it'
         )
         print(f'[{loop.name}] stopped at step {step} (epoch {step / loop.steps_per_epoch:.2f}): {reason}')
-    mgr.wait_until_finished()
+    _finish_saves(loop, mgr, step, history)
     return state, history
