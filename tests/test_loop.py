@@ -84,7 +84,22 @@ def test_f_at_a_perfect_validation_score_stops_at_once(tmp_path):
 def _f_config(**f):
     import ml_collections
 
-    return ml_collections.ConfigDict({'f': dict(dict(max_epochs=10, eval_every_steps=0, patience=0), **f)})
+    defaults = dict(max_epochs=10, eval_every_steps=0, patience=0, min_images=0, batch_size=4)
+    return ml_collections.ConfigDict({'f': dict(defaults, **f)})
+
+
+def test_f_with_a_minimum_of_examples_is_not_stopped_by_patience_before_it(tmp_path):
+    """f from scratch on a few thousand varied images may stay at chance for many epochs before it
+    learns: `f.min_images` = 48 examples at batch 4 is 12 steps, so the patience of 1 that would
+    stop at step 10 (epoch 2: no gain) waits for the score at step 15, and stops at step 20."""
+    accuracy = [0.3, 0.3, 0.5, 0.5, 0.5]
+    score, calls = _scores_from([{budgets.F_SCORE: a} for a in accuracy])
+    spec = budgets.f_loop(_f_config(patience=1, min_images=48), str(tmp_path), 'f_classifier', STEPS_PER_EPOCH)
+    assert spec.min_steps == 12
+    _, history = loop.run(spec, _state(), _step, _batches, jax.random.key(0), score)
+    assert calls == [5, 10, 15, 20] and loop.kept_point(spec, history) == 15
+    assert loop.finished(spec, history, 20) == 'patience'
+    assert loop.finished(spec, {5: history[5], 10: history[10]}, 10) is None  # before the minimum
 
 
 def test_g_scores_within_epochs_and_stops_when_s_does_not_come_back(tmp_path):

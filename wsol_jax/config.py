@@ -100,6 +100,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
             batch_size=16,
             max_epochs=200,  # the budget's cap (the paper: 200 epochs)
             patience=0,  # stop after this many validation scores without a more accurate f; 0: max_epochs
+            min_images=0,  # the patience stops f only after this many training examples (steps x batch; 0: any time)
             eval_every_steps=0,  # steps between validation scores (accuracy); 0: once an epoch
             pretrained='',  # ImageNet weights (.pth / .safetensors); 'none': from scratch on purpose
             allow_weak=False,  # continue to train_g although f is below min_accuracy_over_chance
@@ -291,6 +292,7 @@ def validate_training(config) -> None:
         need(config[net].batch_size >= 1, f'{net}.batch_size', 'must be at least 1')
         need(config[net].optimizer.name in OPTIMIZERS, f'{net}.optimizer.name', f'must be one of {OPTIMIZERS}')
         need(config[net].optimizer.schedule in SCHEDULES, f'{net}.optimizer.schedule', f'must be one of {SCHEDULES}')
+    need(config.f.min_images >= 0, 'f.min_images', 'must be >= 0 (0: the patience may stop f at any time)')
     need(config.g.mask_space in MASK_SPACES, 'g.mask_space', f'must be one of {MASK_SPACES}')
     need(config.g.decoder in DECODERS, 'g.decoder', f'must be one of {DECODERS}, got {config.g.decoder!r}')
     need(

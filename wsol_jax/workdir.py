@@ -75,7 +75,8 @@ def history_name(stage: str) -> str:
 # The budget of a stage: a longer budget (or more patience, another scoring interval) continues a
 # shorter run from its last checkpoint, so they are not part of that stage's fingerprint (but g
 # depends on the f that f's budget kept).
-BUDGET_KEYS = {net: tuple(f'{net}.{k}' for k in ('max_epochs', 'patience', 'eval_every_steps')) for net in 'fg'}
+_BUDGETS = ('max_epochs', 'patience', 'eval_every_steps')
+BUDGET_KEYS = {'f': tuple(f'f.{k}' for k in _BUDGETS) + ('f.min_images',), 'g': tuple(f'g.{k}' for k in _BUDGETS)}
 
 # Config keys that never change what a stage produced (where things go, how long to train: a
 # longer run continues a shorter one, and g records the f it was trained with).
@@ -164,6 +165,7 @@ ADDED_KEYS = {
     'f.erase_prob': 0.0,
     'f.blank_weight': 0.0,
     'f.label_smoothing': 0.0,
+    'f.min_images': 0,
     'f.scale_jitter': 0.0,
     'f.colour_jitter': 0.0,
     'data.flip': True,

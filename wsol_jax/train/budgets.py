@@ -56,6 +56,7 @@ def f_loop(
         most_accurate,
         score_every=f.eval_every_steps,
         patience=f.patience,
+        min_steps=-(-f.min_images // f.batch_size),  # examples drawn: steps x batch
         hint=hint,
         writer=writer,
         ceiling=(F_SCORE, 1.0),

@@ -52,6 +52,7 @@ class Loop:
     kept: KeptFn  # the stage's rule: which point it keeps
     score_every: int = 0  # steps between scores; 0: once an epoch
     patience: int = 0  # stop this many scores after the kept point; 0: train max_epochs
+    min_steps: int = 0  # the patience stops nothing before this step
     keep_all: bool = False  # keep every checkpoint (default: the kept and the latest)
     ceiling: Optional[tuple[str, float]] = None  # (metric, value): a kept point that reaches it cannot be beaten
     # whether the kept point may end the stage by patience (g: only once its maps localise; a point
@@ -91,7 +92,9 @@ def finished(loop: Loop, history: History, step: int) -> Optional[str]:
         return 'perfect'  # e.g. validation accuracy 1: no later point can be kept, waiting is wasted
     if loop.settled is not None and kept is not None and not loop.settled(history[kept]):
         return None
-    if loop.patience and kept is not None and sum(s > kept for s in history) >= loop.patience:
+    if not loop.patience or kept is None or step < loop.min_steps:
+        return None
+    if sum(s > kept for s in history) >= loop.patience:
         return 'patience'
     return None
 
