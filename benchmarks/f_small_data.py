@@ -156,8 +156,8 @@ def train_plain_cnn(name: str, root: str, seed: int, cache_dir: str) -> dict:
             best, best_epoch, since = accuracy, epoch, 0
         else:
             since += 1
-            if cfg.patience and since >= cfg.patience:
-                break
+            if cfg.patience and since >= cfg.patience and epoch * steps_per_epoch * cfg.batch_size >= cfg.min_images:
+                break  # f's budget: patience, not before f.min_images examples
     return dict(val_accuracy=best, kept_epoch=best_epoch, last_epoch=epoch, wall_s=time.time() - start)
 
 

@@ -17,8 +17,11 @@ The number of classes is read from the data; without a val/ folder use
 --config.data.val_split=holdout --config.data.num_val=N.
 
 `small`: a preset for a CPU and a few thousand photographs: 80 px images with random 64 px crops,
-and the CPU recipe that the synthetic benchmark uses too (`wsol_jax.config.from_scratch`:
-quarter-width ResNet-18s from scratch, budgets that stop when the validation scores do).
+the CPU recipe that the synthetic benchmark uses too (`wsol_jax.config.from_scratch`:
+quarter-width ResNet-18s from scratch, budgets that stop when the validation scores do), and f's
+recipe for objects that vary within a class (`wsol_jax.config.varied_data_f`: AdamW, label
+smoothing, scale and colour jitter, at least 120k training examples before f's patience may stop
+it). Classes that a mirror image changes (letters, digits): add --config.data.flip=False.
 
 `pretrained`: the paper's path: f and g are full-width ResNet-18s that start from ImageNet
 weights (torchvision's resnet18-f37072fd.pth, from
@@ -28,7 +31,7 @@ preset's 80/64 px and budgets, f is fine-tuned at the paper's rate (SGD 1e-3) in
 from-scratch rate: what to try when f from scratch stays near chance on few or varied images.
 """
 
-from wsol_jax.config import base_config, from_scratch, optimizer
+from wsol_jax.config import base_config, from_scratch, optimizer, varied_data_f
 from wsol_jax.errors import ConfigError
 
 PRESETS = ('small', 'pretrained')
@@ -45,6 +48,7 @@ def get_config(arg: str = 'method1'):
     c.data.update(dict(source='wsolevaluation', num_classes=0, image_size=256, crop_size=224, val_split='val'))
     if 'small' in presets:
         from_scratch(c)
+        varied_data_f(c)
         c.data.update(dict(image_size=80, crop_size=64))
         c.eval.batch_size = 128
     if 'pretrained' in presets:
@@ -55,4 +59,6 @@ def get_config(arg: str = 'method1'):
             # Fine-tuning ImageNet features, not learning them: the paper's SGD rate for f, with the
             # recipe's cosine decay and warm-up (Adam at 2e-3 is a rate for a network from scratch).
             c.f.optimizer = optimizer(1e-3, 1e-4, schedule='cosine', warmup_epochs=0.5)
+            # ImageNet features need no long start: the patience may stop f at any time
+            c.f.update(dict(min_images=0, max_epochs=30))
     return c

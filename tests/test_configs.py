@@ -40,13 +40,22 @@ def test_paper_configs_need_imagenet_weights_or_an_explicit_none(name):
 @pytest.mark.parametrize('method', ['method1', 'method2'])
 def test_synthetic_and_the_custom_small_preset_share_one_recipe(method):
     """The synthetic config sets the data and sizes, not the optimisation: every f and g setting
-    (budgets, optimisers, the recipe's additions) is the CPU recipe's, and the same as the own-data preset's."""
+    (budgets, optimisers, the recipe's additions) is the CPU recipe's; the own-data preset's too,
+    with f's recipe for varied objects on top (`varied_data_f`) and nothing else changed."""
     from wsol_jax.workdir import flatten
 
     synthetic, small = load_config('synthetic', method), load_config('custom', f'{method},small')
     recipe = config_lib.from_scratch(config_lib.base_config(method))
     train = lambda c: {k: v for k, v in flatten(c).items() if k.split('.')[0] in ('f', 'g')}
-    assert train(synthetic) == train(small) == train(recipe)
+    assert train(synthetic) == train(recipe)
+    varied = config_lib.varied_data_f(config_lib.from_scratch(config_lib.base_config(method)))
+    assert train(small) == train(varied)
+    changed = {k for k, v in train(varied).items() if train(recipe)[k] != v}
+    assert changed == {'f.label_smoothing', 'f.scale_jitter', 'f.colour_jitter', 'f.min_images', 'f.max_epochs'} | {
+        'f.optimizer.name',
+        'f.optimizer.weight_decay',
+    }
+    assert (small.f.optimizer.name, small.f.min_images, small.data.flip) == ('adamw', 120_000, True)
     assert small.data.source == 'wsolevaluation' and (small.data.image_size, small.data.crop_size) == (80, 64)
     assert small.f.pretrained == small.g.pretrained == 'none' and small.f.patience > 0 and small.g.patience > 0
     assert load_config('custom', method).data.crop_size == 224  # no preset: the paper's sizes
@@ -128,9 +137,12 @@ def test_the_pretrained_preset_is_the_small_preset_with_full_width_imagenet_resn
     small = flatten(load_config('custom', f'{method},small'))
     small['data.root'] = c.data.root
     changed = {k for k, v in flatten(c).items() if small[k] != v}
+    # ImageNet features need no long start: f's patience may stop it at any time
+    assert (c.f.min_images, c.f.max_epochs) == (0, 30)
     assert changed == {'require_pretrained', 'f.width', 'g.width', 'f.pretrained', 'g.pretrained'} | {
-        f'f.optimizer.{k}' for k in ('name', 'learning_rate')
-    }
+        'f.min_images',
+        'f.max_epochs',
+    } | {f'f.optimizer.{k}' for k in ('name', 'learning_rate', 'weight_decay')}
 
 
 @pytest.mark.parametrize('value', [-0.1, 1.5])

@@ -100,6 +100,10 @@ def test_f_with_a_minimum_of_examples_is_not_stopped_by_patience_before_it(tmp_p
     assert calls == [5, 10, 15, 20] and loop.kept_point(spec, history) == 15
     assert loop.finished(spec, history, 20) == 'patience'
     assert loop.finished(spec, {5: history[5], 10: history[10]}, 10) is None  # before the minimum
+    # the Siamese f that starts from the trained classifier learns nothing afresh: no minimum
+    siamese = _f_config(patience=1, min_images=48, siamese_from_classifier=True)
+    assert budgets.f_loop(siamese, str(tmp_path), 'f_siamese', STEPS_PER_EPOCH).min_steps == 0
+    assert budgets.f_loop(siamese, str(tmp_path), 'f_classifier', STEPS_PER_EPOCH).min_steps == 12
 
 
 def test_g_scores_within_epochs_and_stops_when_s_does_not_come_back(tmp_path):

@@ -46,6 +46,7 @@ def f_loop(
 ) -> Loop:
     """The loop of the f network `network` (a workdir stage: f_classifier or f_siamese)."""
     f = config.f
+    from_classifier = network == workdir_lib.F_SIAMESE and f.get('siamese_from_classifier', False)
     return Loop(
         network,
         workdir_lib.path(workdir, network),
@@ -56,7 +57,8 @@ def f_loop(
         most_accurate,
         score_every=f.eval_every_steps,
         patience=f.patience,
-        min_steps=-(-f.min_images // f.batch_size),  # examples drawn: steps x batch
+        # examples drawn: steps x batch; a Siamese f that starts from the classifier learns nothing afresh
+        min_steps=0 if from_classifier else -(-f.min_images // f.batch_size),
         hint=hint,
         writer=writer,
         ceiling=(F_SCORE, 1.0),
