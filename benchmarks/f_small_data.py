@@ -1,6 +1,6 @@
 """How many training images f from scratch needs, and the CPU recipe's f against a plain CNN.
 
-    python benchmarks/f_small_data.py --set=digits --sizes=2000,5000,20000 --seeds=0,1,2 \
+    python benchmarks/f_small_data.py --set=digit --sizes=2000,5000,20000 --seeds=0,1,2 \
         --out=runs/f_small_data
 
 For each training size the set is written by its generator (`benchmarks/make_<set>_set.py`, data
@@ -33,8 +33,8 @@ sys.path.insert(0, ROOT)
 # Data options of each set (not tuned: what its classes allow). Letters and digits mirrored are
 # other shapes or none.
 SET_OPTIONS = {
-    'digits': {'data.flip': False},
-    'glyphs': {'data.flip': False},
+    'digit': {'data.flip': False},
+    'glyph': {'data.flip': False},
     'photo': {},
 }
 
@@ -178,7 +178,7 @@ def table(results: dict, name: str, sizes: list[int], seeds: list[int], nets: li
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--set', choices=sorted(SET_OPTIONS), default='digits')
+    p.add_argument('--set', choices=sorted(SET_OPTIONS), default='digit')
     p.add_argument('--sizes', default='2000,5000,20000', help='training images, comma-separated')
     p.add_argument('--seeds', default='0,1,2')
     p.add_argument('--out', default='runs/f_small_data')

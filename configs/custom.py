@@ -18,10 +18,10 @@ The number of classes is read from the data; without a val/ folder use
 
 `small`: a preset for a CPU and a few thousand photographs: 80 px images with random 64 px crops,
 the CPU recipe that the synthetic benchmark uses too (`wsol_jax.config.from_scratch`:
-quarter-width ResNet-18s from scratch, budgets that stop when the validation scores do), and f's
-recipe for objects that vary within a class (`wsol_jax.config.varied_data_f`: AdamW, label
-smoothing, scale and colour jitter, at least 120k training examples before f's patience may stop
-it). Classes that a mirror image changes (letters, digits): add --config.data.flip=False.
+quarter-width ResNet-18s from scratch, budgets that stop when the validation scores do), and a
+recipe for objects that vary within a class (`wsol_jax.config.varied_objects`: f with AdamW,
+label smoothing, scale and colour jitter, at least 120k training examples before its patience may
+stop it; g's lambda 2). Classes that a mirror image changes (letters, digits): add --config.data.flip=False.
 
 `pretrained`: the paper's path: f and g are full-width ResNet-18s that start from ImageNet
 weights (torchvision's resnet18-f37072fd.pth, from
@@ -31,7 +31,7 @@ preset's 80/64 px and budgets, f is fine-tuned at the paper's rate (SGD 1e-3) in
 from-scratch rate: what to try when f from scratch stays near chance on few or varied images.
 """
 
-from wsol_jax.config import base_config, from_scratch, optimizer, varied_data_f
+from wsol_jax.config import base_config, from_scratch, optimizer, varied_objects
 from wsol_jax.errors import ConfigError
 
 PRESETS = ('small', 'pretrained')
@@ -48,7 +48,7 @@ def get_config(arg: str = 'method1'):
     c.data.update(dict(source='wsolevaluation', num_classes=0, image_size=256, crop_size=224, val_split='val'))
     if 'small' in presets:
         from_scratch(c)
-        varied_data_f(c)
+        varied_objects(c)
         c.data.update(dict(image_size=80, crop_size=64))
         c.eval.batch_size = 128
     if 'pretrained' in presets:

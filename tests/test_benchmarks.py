@@ -132,13 +132,13 @@ def test_f_small_data_gives_each_set_its_options_and_each_size_its_median_and_wo
     """benchmarks/f_small_data.py: the preset's config with the set's options (letters and digits
     are never mirrored), and the table's median and smallest accuracy over seeds."""
     module = _benchmark_module('f_small_data')
-    digits = module.preset_config('digits', '/sets/digits_2000', 3)
-    assert (digits.data.root, digits.seed, digits.data.flip) == ('/sets/digits_2000', 3, False)
+    digits = module.preset_config('digit', '/sets/digit_2000', 3)
+    assert (digits.data.root, digits.seed, digits.data.flip) == ('/sets/digit_2000', 3, False)
     assert module.preset_config('photo', '/sets/photo', 0).data.flip is True
     results = {
-        f'digits/2000/{net}/{s}': {'val_accuracy': a}
+        f'digit/2000/{net}/{s}': {'val_accuracy': a}
         for net, accs in (('f', (0.5, 0.2, 0.4)), ('plain', (0.3, 0.3, 0.1)))
         for s, a in enumerate(accs)
     }
-    lines = module.table(results, 'digits', [2000], [0, 1, 2], ['f', 'plain']).splitlines()
+    lines = module.table(results, 'digit', [2000], [0, 1, 2], ['f', 'plain']).splitlines()
     assert lines[-1].split() == ['2000', '0.400', '(0.200)', '0.300', '(0.100)']

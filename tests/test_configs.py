@@ -41,19 +41,20 @@ def test_paper_configs_need_imagenet_weights_or_an_explicit_none(name):
 def test_synthetic_and_the_custom_small_preset_share_one_recipe(method):
     """The synthetic config sets the data and sizes, not the optimisation: every f and g setting
     (budgets, optimisers, the recipe's additions) is the CPU recipe's; the own-data preset's too,
-    with f's recipe for varied objects on top (`varied_data_f`) and nothing else changed."""
+    with f's recipe for varied objects on top (`varied_objects`) and nothing else changed."""
     from wsol_jax.workdir import flatten
 
     synthetic, small = load_config('synthetic', method), load_config('custom', f'{method},small')
     recipe = config_lib.from_scratch(config_lib.base_config(method))
     train = lambda c: {k: v for k, v in flatten(c).items() if k.split('.')[0] in ('f', 'g')}
     assert train(synthetic) == train(recipe)
-    varied = config_lib.varied_data_f(config_lib.from_scratch(config_lib.base_config(method)))
+    varied = config_lib.varied_objects(config_lib.from_scratch(config_lib.base_config(method)))
     assert train(small) == train(varied)
     changed = {k for k, v in train(varied).items() if train(recipe)[k] != v}
     assert changed == {'f.label_smoothing', 'f.scale_jitter', 'f.colour_jitter', 'f.min_images', 'f.max_epochs'} | {
         'f.optimizer.name',
         'f.optimizer.weight_decay',
+        'g.reg_weight',
     }
     assert (small.f.optimizer.name, small.f.min_images, small.data.flip) == ('adamw', 120_000, True)
     assert small.data.source == 'wsolevaluation' and (small.data.image_size, small.data.crop_size) == (80, 64)
