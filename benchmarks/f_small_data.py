@@ -161,6 +161,18 @@ def train_plain_cnn(name: str, root: str, seed: int, cache_dir: str) -> dict:
     return dict(val_accuracy=best, kept_epoch=best_epoch, last_epoch=epoch, wall_s=time.time() - start)
 
 
+def save(path: str, new: dict) -> None:
+    """Add `new` to the results on disk (another invocation may have written others meanwhile)."""
+    results = {}
+    if os.path.isfile(path):
+        with open(path) as fh:
+            results = json.load(fh)
+    results.update(new)
+    with open(path + '.tmp', 'w') as fh:
+        json.dump(results, fh, indent=1)
+    os.replace(path + '.tmp', path)
+
+
 def table(results: dict, name: str, sizes: list[int], seeds: list[int], nets: list[str]) -> str:
     """Validation accuracy by training size and network: median (worst) over `seeds`."""
     lines = [
@@ -207,8 +219,7 @@ def main(argv=None) -> dict:
                 else:
                     results[key] = train_plain_cnn(a.set, root, seed, os.path.join(workdir, 'data_cache'))
                 print(f'[{key}] {results[key]}', flush=True)
-                with open(results_path, 'w') as fh:
-                    json.dump(results, fh, indent=1)
+                save(results_path, {key: results[key]})
     print(table(results, a.set, sizes, seeds, nets))
     return results
 

@@ -5,7 +5,8 @@ clovaai/wsolevaluation's metadata layout; the writers of the test digits are not
                                             # scikit-image, scikit-learn and matplotlib
     python benchmarks/make_digit_set.py --out=/tmp/sets/digits [--seed=0 --size=96 \
         --num_train=2000 --num_val=300 --num_test=500]
-    python main.py --config=configs/custom.py:method1,small --config.data.root=/tmp/sets/digits --workdir=runs/digits
+    python main.py --config=configs/custom.py:method1,small --config.data.root=/tmp/sets/digits \
+        --config.data.flip=False --workdir=runs/digits     # a mirrored digit is no digit
 
 Nothing is downloaded. The digits are scikit-learn's `load_digits`: the 1,797 digits of the
 test part of the UCI "Optical Recognition of Handwritten Digits" data (Alpaydin and Kaynak,

@@ -4,7 +4,8 @@ clovaai/wsolevaluation's metadata layout; the typefaces of val and test are not 
     pip install scikit-image            # the photographs come with scikit-image, scikit-learn, matplotlib
     python benchmarks/make_glyph_set.py --out=/tmp/sets/glyphs [--seed=0 --size=96 \
         --num_train=2000 --num_val=300 --num_test=500]
-    python main.py --config=configs/custom.py:method1,small --config.data.root=/tmp/sets/glyphs --workdir=runs/glyphs
+    python main.py --config=configs/custom.py:method1,small --config.data.root=/tmp/sets/glyphs \
+        --config.data.flip=False --workdir=runs/glyphs     # a mirrored letter is no letter
 
 Nothing is downloaded. The glyphs are rendered (Pillow, FreeType) from the TrueType fonts that
 matplotlib ships in mpl-data/fonts/ttf: DejaVu Sans, Sans Mono and Serif (4 faces each), STIX
