@@ -17,9 +17,9 @@ The number of classes is read from the data; without a val/ folder use
 --config.data.val_split=holdout --config.data.num_val=N.
 
 `small`: a preset for a CPU and a few thousand photographs: 80 px images with random 64 px crops,
-the CPU recipe that the synthetic benchmark uses too (`wsol_jax.config.from_scratch`:
+the CPU recipe that the synthetic benchmark uses too (`wsol_jax.recipes.from_scratch`:
 quarter-width ResNet-18s from scratch, budgets that stop when the validation scores do), and a
-recipe for objects that vary within a class (`wsol_jax.config.varied_objects`: f with AdamW,
+recipe for objects that vary within a class (`wsol_jax.recipes.varied_objects`: f with AdamW,
 label smoothing, scale and colour jitter, at least 120k training examples before its patience may
 stop it; g's lambda 2). Classes that a mirror image changes (letters, digits): add --config.data.flip=False.
 
@@ -31,7 +31,8 @@ preset's 80/64 px and budgets, f is fine-tuned at the paper's rate (SGD 1e-3) in
 from-scratch rate: what to try when f from scratch stays near chance on few or varied images.
 """
 
-from wsol_jax.config import base_config, from_scratch, optimizer, varied_objects
+from wsol_jax.config import base_config, optimizer
+from wsol_jax.recipes import from_scratch, varied_objects
 from wsol_jax.errors import ConfigError
 
 PRESETS = ('small', 'pretrained')

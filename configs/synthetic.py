@@ -4,7 +4,7 @@
     python main.py --config=configs/synthetic.py:method1,vit --workdir=runs/synthetic_m1_vit
 
 The data and the sizes are set here; the training is the CPU recipe that every from-scratch
-config shares (`wsol_jax.config.from_scratch`): 64 px images without cropping, quarter-width
+config shares (`wsol_jax.recipes.from_scratch`): 64 px images without cropping, quarter-width
 ResNet-18s for f and g, budgets that stop when the validation scores do.
 
 `tiny`: the same run shrunk to seconds (32 px, 1/8-width networks with one ResNet block per
@@ -16,7 +16,8 @@ benchmarks' dry runs use, and a smoke test of a new installation; its numbers me
 with the same recipe: g explains an f that it shares no architecture with, and that has no CAM.
 """
 
-from wsol_jax.config import base_config, from_scratch
+from wsol_jax.config import base_config
+from wsol_jax.recipes import from_scratch
 from wsol_jax.errors import ConfigError
 
 PRESETS = ('vit', 'tiny')

@@ -4,6 +4,7 @@ import pytest
 
 from helpers import load_config
 from wsol_jax import config as config_lib
+from wsol_jax import recipes
 from wsol_jax.errors import ConfigError
 
 NAMES = ('synthetic', 'cub', 'cars', 'flowers', 'tiny_imagenet', 'custom', 'openimages', 'imagenet')
@@ -45,10 +46,10 @@ def test_synthetic_and_the_custom_small_preset_share_one_recipe(method):
     from wsol_jax.workdir import flatten
 
     synthetic, small = load_config('synthetic', method), load_config('custom', f'{method},small')
-    recipe = config_lib.from_scratch(config_lib.base_config(method))
+    recipe = recipes.from_scratch(config_lib.base_config(method))
     train = lambda c: {k: v for k, v in flatten(c).items() if k.split('.')[0] in ('f', 'g')}
     assert train(synthetic) == train(recipe)
-    varied = config_lib.varied_objects(config_lib.from_scratch(config_lib.base_config(method)))
+    varied = recipes.varied_objects(recipes.from_scratch(config_lib.base_config(method)))
     assert train(small) == train(varied)
     changed = {k for k, v in train(varied).items() if train(recipe)[k] != v}
     assert changed == {'f.label_smoothing', 'f.scale_jitter', 'f.colour_jitter', 'f.min_images', 'f.max_epochs'} | {
@@ -70,7 +71,7 @@ def test_synthetic_and_the_custom_small_preset_share_one_recipe(method):
 def test_both_methods_train_g_with_one_optimiser_from_the_untrained_map():
     """The recipe's g differs between the methods only in what an example is (16 triplets are 48
     images a step, against 32 images)."""
-    m1, m2 = (config_lib.from_scratch(config_lib.base_config(m)) for m in ('method1', 'method2'))
+    m1, m2 = (recipes.from_scratch(config_lib.base_config(m)) for m in ('method1', 'method2'))
     assert m1.g.optimizer.to_dict() == m2.g.optimizer.to_dict()
     assert m1.g.initial_weight == m2.g.initial_weight == config_lib.base_config('method1').g.initial_weight
     differ = {k for k in m1.g.keys() if m1.g[k] != m2.g[k]}

@@ -1,7 +1,8 @@
 """`fit_weight_map`: train g for any f, from research code.
 
     import jax.numpy as jnp, wsol_jax
-    from wsol_jax.config import base_config, from_scratch
+    from wsol_jax.config import base_config
+    from wsol_jax.recipes import from_scratch
     config = from_scratch(base_config('method1'))            # g's recipe; sizes: config.data
     config.f.kind = 'encoder'                                # f_apply returns features, not logits
     localizer = wsol_jax.fit_weight_map(lambda x: my_net.apply(my_vars, x), train_images, val_images, config)
