@@ -54,7 +54,7 @@ def get_config(arg: str = 'method1'):
         c.eval.batch_size = 128
     if 'pretrained' in presets:
         c.require_pretrained = True  # validate names the files until both are given
-        c.f.update(dict(width=1.0, pretrained=''))
+        c.f.update(dict(arch='resnet18', width=1.0, pretrained=''))  # the stem of the ImageNet file
         c.g.update(dict(width=1.0, pretrained=''))
         if 'small' in presets:
             # Fine-tuning ImageNet features, not learning them: the paper's SGD rate for f, with the

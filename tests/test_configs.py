@@ -53,11 +53,13 @@ def test_synthetic_and_the_custom_small_preset_share_one_recipe(method):
     assert train(small) == train(varied)
     changed = {k for k, v in train(varied).items() if train(recipe)[k] != v}
     assert changed == {'f.label_smoothing', 'f.scale_jitter', 'f.colour_jitter', 'f.min_images', 'f.max_epochs'} | {
+        'f.arch',
         'f.optimizer.name',
         'f.optimizer.weight_decay',
         'g.reg_weight',
     }
     assert (small.f.optimizer.name, small.f.min_images, small.data.flip) == ('adamw', 120_000, True)
+    assert small.f.arch == 'resnet18_small' and synthetic.f.arch == 'resnet18' and small.g.depth == 'resnet18'
     assert small.data.source == 'wsolevaluation' and (small.data.image_size, small.data.crop_size) == (80, 64)
     assert small.f.pretrained == small.g.pretrained == 'none' and small.f.patience > 0 and small.g.patience > 0
     assert load_config('custom', method).data.crop_size == 224  # no preset: the paper's sizes
@@ -141,7 +143,7 @@ def test_the_pretrained_preset_is_the_small_preset_with_full_width_imagenet_resn
     changed = {k for k, v in flatten(c).items() if small[k] != v}
     # ImageNet features need no long start: f's patience may stop it at any time
     assert (c.f.min_images, c.f.max_epochs) == (0, 30)
-    assert changed == {'require_pretrained', 'f.width', 'g.width', 'f.pretrained', 'g.pretrained'} | {
+    assert changed == {'require_pretrained', 'f.arch', 'f.width', 'g.width', 'f.pretrained', 'g.pretrained'} | {
         'f.min_images',
         'f.max_epochs',
     } | {f'f.optimizer.{k}' for k in ('name', 'learning_rate', 'weight_decay')}

@@ -10,7 +10,7 @@ import pytest
 
 from helpers import save_state_dict
 from wsol_jax.errors import ConfigError
-from wsol_jax.models import Classifier, ResNet, WeightMapNet
+from wsol_jax.models import Classifier, WeightMapNet, registry
 from wsol_jax.models.pretrained import (
     backbone_variables,
     check_pretrained,
@@ -73,10 +73,12 @@ class TBottleneck(tnn.Module):
 class TResNet(tnn.Module):
     """torchvision.models.ResNet's layout and names (torchvision itself is not needed)."""
 
-    def __init__(self, block, layers, num_classes=1000, width=1.0):
+    def __init__(self, block, layers, num_classes=1000, width=1.0, stem='imagenet'):
         super().__init__()
         inp = scaled(64, width)
-        self.conv1 = tnn.Conv2d(3, inp, 7, 2, 3, bias=False)
+        # the small-image stem: a 3x3 stride-1 convolution (the max-pool stays)
+        k, stride = (7, 2) if stem == 'imagenet' else (3, 1)
+        self.conv1 = tnn.Conv2d(3, inp, k, stride, k // 2, bias=False)
         self.bn1 = tnn.BatchNorm2d(inp)
         self.maxpool = tnn.MaxPool2d(3, 2, 1)
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
@@ -101,9 +103,9 @@ SPECS = {'resnet18': (TBasic, (2, 2, 2, 2)), 'resnet50': (TBottleneck, (3, 4, 6,
 TINY = 0.125  # width of the files that the error tests read: 1/8 of the channels, fast to save and load
 
 
-def _reference(depth, width=1.0):
+def _reference(depth, width=1.0, stem='imagenet'):
     torch.manual_seed(0)
-    model = TResNet(*SPECS[depth], width=width)
+    model = TResNet(*SPECS[depth], width=width, stem=stem)
     with torch.no_grad():  # non-trivial BatchNorm statistics and affine parameters
         for m in model.modules():
             if isinstance(m, tnn.BatchNorm2d):
@@ -131,25 +133,42 @@ def tiny_files(tmp_path_factory):
 TOL64 = 1e-9
 
 
-@pytest.mark.parametrize('depth', ['resnet18', 'resnet50'])
-@pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
-def test_flax_backbone_equals_pytorch_reference(tmp_path, depth, fmt):
-    model = _reference(depth)
-    path = save_state_dict(model.state_dict(), str(tmp_path / f'weights.{fmt}'))
+def _assert_equals_reference(model, path, arch, width=1.0):
+    """The backbone of `arch` with the weights of `path` (`model`'s) gives `model`'s layer1..4."""
     x = np.random.default_rng(0).normal(size=(2, 64, 64, 3))
     with torch.no_grad():
         expected = [t.permute(0, 2, 3, 1).numpy() for t in model.double()(torch.from_numpy(x).permute(0, 3, 1, 2))]
     with jax.enable_x64(True):
         variables = jax.tree.map(
-            lambda v: jnp.asarray(v, jnp.float64), backbone_variables(read_state_dict(path), depth)
+            lambda v: jnp.asarray(v, jnp.float64), backbone_variables(read_state_dict(path), arch, width)
         )
-        got = jax.jit(ResNet(depth, dtype=jnp.float64).apply)(variables, jnp.asarray(x))[-4:]  # layer1..4
+        backbone = registry.build(arch, width, jnp.float64)
+        got = jax.jit(backbone.apply)(variables, jnp.asarray(x))[-4:]  # layer1..4
         assert all(g.dtype == jnp.float64 for g in got)
         got = [np.asarray(g) for g in got]
     for e, g in zip(expected, got):
+        assert g.shape == e.shape
         diff = float(np.abs(g - e).max())
-        print(f'{depth} {fmt}: max abs difference {diff:.2e} (outputs up to {np.abs(e).max():.2f})')
+        print(f'{arch} {path}: max abs difference {diff:.2e} (outputs up to {np.abs(e).max():.2f})')
         assert diff <= TOL64 * np.abs(e).max(), diff
+
+
+@pytest.mark.parametrize('depth', ['resnet18', 'resnet50'])
+@pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
+def test_flax_backbone_equals_pytorch_reference(tmp_path, depth, fmt):
+    model = _reference(depth)
+    _assert_equals_reference(model, save_state_dict(model.state_dict(), str(tmp_path / f'weights.{fmt}')), depth)
+
+
+def test_small_stem_equals_a_reference_with_a_3x3_stride_1_stem(tmp_path):
+    """resnet18_small: the ResNet-18 whose first convolution is 3x3 at stride 1 (layer1 at half the
+    image side: 32x32 for 64 px); the ImageNet file's 7x7 stem does not fit it."""
+    model = _reference('resnet18', TINY, stem='small')
+    path = save_state_dict(model.state_dict(), str(tmp_path / 'small.safetensors'))
+    _assert_equals_reference(model, path, 'resnet18_small', TINY)
+    imagenet = save_state_dict(_reference('resnet18', TINY).state_dict(), str(tmp_path / 'imagenet.safetensors'))
+    with pytest.raises(ConfigError, match=r'conv1\.weight: file \(8, 3, 7, 7\) vs model \(3, 3, 3, 8\)'):
+        check_pretrained(imagenet, 'resnet18_small', TINY)
 
 
 def test_a_written_backbone_is_the_torchvision_state_dict(tiny_files, tmp_path):

@@ -67,6 +67,10 @@ def varied_objects(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.f.optimizer = optimizer(2e-3, 0.05, name='adamw', schedule='cosine', warmup_epochs=0.5)
     c.f.update(
         dict(
+            # The ResNet stem for small images (models.resnet): at 64 px the ImageNet stem leaves f's
+            # blocks 16x16 of the crop; with it f learned the digits as well as a plain CNN whose
+            # first block sees the whole crop (0.77 against 0.76 at 2,000 images, 0.66 before)
+            arch='resnet18_small',
             label_smoothing=0.1,  # Szegedy et al. 2016's value
             scale_jitter=0.25,  # objects of a user's photographs come at more sizes than a few thousand show
             colour_jitter=0.4,  # timm's and torchvision's usual strength; the object's shape tells the class

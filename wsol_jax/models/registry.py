@@ -39,8 +39,8 @@ class Arch:
     weights: str  # released files in the layout that the weight import reads
 
 
-def _resnet(depth: str, files: str) -> Arch:
-    return Arch('resnet', {'depth': depth}, True, files)
+def _resnet(depth: str, files: str, stem: str = 'imagenet') -> Arch:
+    return Arch('resnet', {'depth': depth, 'stem': stem}, True, files)
 
 
 def _vit(patch: int, dim: int, depth: int, heads: int, files: str, pos_grid: int = 14) -> Arch:
@@ -94,6 +94,11 @@ ARCHS: dict[str, Arch] = {
     # Tiny versions for tests (patch 8 on a 4x4 grid: 32 px).
     'vit_tiny_test': _vit(8, 32, 2, 2, 'files saved from the same small timm-layout model', pos_grid=4),
     'convnext_tiny_test': _convnext((1, 1, 2, 1), (8, 16, 24, 32), 'files saved from the same small timm-layout model'),
+    # ResNet-18 with the 3x3 stride-1 stem of the ResNets for small images (models.resnet): f from
+    # scratch on 64 px crops, whose blocks would otherwise start at 16x16.
+    'resnet18_small': _resnet(
+        'resnet18', 'files saved from the same model (no ImageNet release has its stem)', 'small'
+    ),
     'resnet_tiny_test': _resnet('resnet_tiny_test', 'files saved from the same small torchvision-layout model'),
 }
 assert set(RESNET_SPECS) <= set(ARCHS)
@@ -125,7 +130,7 @@ def build(name: str, width: float = 1.0, dtype: Any = jnp.float32) -> nn.Module:
         raise ConfigError(f'the width of {name} must be positive, got {width}')
     options = _scaled_options(arch, width)
     if arch.family == 'resnet':
-        return ResNet(options['depth'], width, dtype)
+        return ResNet(options['depth'], width, dtype, options['stem'])
     return {'vit': ViT, 'convnext': ConvNeXt}[arch.family](**options, dtype=dtype)
 
 
@@ -133,7 +138,7 @@ def feature_dim(name: str, width: float = 1.0) -> int:
     """D of the pooled features of `name` at `width` (resnet18: 512, resnet50: 2048, vit_s16: 384)."""
     arch = get(name)
     if arch.family == 'resnet':
-        return stage_channels(name, width)[-1]
+        return stage_channels(arch.options['depth'], width)[-1]
     options = _scaled_options(arch, width)
     return options['embed_dim'] if arch.family == 'vit' else options['dims'][-1]
 

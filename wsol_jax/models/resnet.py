@@ -6,6 +6,11 @@ and ImageNet weights can be mapped in by name (`wsol_jax.models.pretrained`).
 
 `width` scales every channel count (1.0 = torchvision); the synthetic CPU benchmark uses a
 narrow network. `dtype` is the compute dtype (e.g. bfloat16); parameters stay float32.
+
+`stem='small'` replaces the 7x7 stride-2 convolution by a 3x3 stride-1 one (the stem of the
+ResNets for small images, He et al. 2016, Sec. 4.2, kept here with its max-pool): the blocks see
+the image at half its side instead of a quarter (a 64 px crop: 32x32 at layer1, 4x4 at layer4)
+for about 4x the computation. No ImageNet release has this stem; it is for f trained from scratch.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ RESNET_SPECS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
 }
 EXPANSION = {'basic': 1, 'bottleneck': 4}
 STAGE_WIDTHS = (64, 128, 256, 512)
+STEMS = ('imagenet', 'small')
 
 
 def scaled(channels: int, width: float) -> int:
@@ -106,12 +112,14 @@ class ResNet(nn.Module):
 
     Input: `(N, H, W, 3)` normalised images. Output: the list of feature maps
     `[stem (H/2), max-pool (H/4), layer1 (H/4), layer2 (H/8), layer3 (H/16), layer4 (H/32)]`,
-    which the classifier pools (the last) and the U-Net decoders use as skip connections.
+    which the classifier pools (the last) and the U-Net decoders use as skip connections; with
+    `stem='small'` each map is twice as large (stem H, ..., layer4 H/16).
     """
 
     depth: str = 'resnet18'
     width: float = 1.0
     dtype: Any = jnp.float32
+    stem: str = 'imagenet'
 
     @nn.compact
     def __call__(self, x, train: bool = False) -> Sequence[jnp.ndarray]:
@@ -121,7 +129,10 @@ class ResNet(nn.Module):
         norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
         block_cls = BasicBlock if kind == 'basic' else Bottleneck
         x = x.astype(self.dtype)
-        x = conv(scaled(64, self.width), (7, 7), (2, 2), padding=_pad(7), name='conv1')(x)
+        if self.stem not in STEMS:
+            raise ValueError(f'unknown ResNet stem {self.stem!r}; choose one of {STEMS}')
+        k, s = (7, 2) if self.stem == 'imagenet' else (3, 1)
+        x = conv(scaled(64, self.width), (k, k), (s, s), padding=_pad(k), name='conv1')(x)
         x = nn.relu(norm(name='bn1')(x))
         features = [x]
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
