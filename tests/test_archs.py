@@ -473,6 +473,7 @@ def test_wrong_settings_stop_with_one_line():
         'resnet101',
         'convnext_tiny',
         'convnext_tiny_test',
+        'resnet18_small',
         'resnet_tiny_test',
     ]
 

@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from helpers import BF16_LAYERS, bf16_tolerance
 from wsol_jax.models import Classifier, ResNet, WeightMapNet, stage_channels
+from wsol_jax.models.norm import BatchNorm
 
 # Parameter counts of torchvision.models.resnetXX(num_classes=1000) (as printed by torchvision).
 TORCHVISION_PARAMS = {'resnet18': 11_689_512, 'resnet34': 21_797_672, 'resnet50': 25_557_032, 'resnet101': 44_549_160}
@@ -296,3 +298,24 @@ def test_batchnorm_keeps_flax_variable_names_and_float32_statistics():
     assert y.dtype == jnp.bfloat16 and updates['batch_stats']['var'].dtype == jnp.float32
     with pytest.raises(ValueError, match='more than one value per channel'):
         BatchNorm(False).apply(variables, jnp.ones((1, 1, 1, 3)), mutable=['batch_stats'])
+
+
+def test_zero_init_last_starts_every_block_as_its_shortcut():
+    """With `zero_init_last` the last BatchNorm of every block starts at scale 0, so a block's
+    output is relu(shortcut): the identity on non-negative inputs where the shape is kept."""
+    from wsol_jax.models.resnet import BasicBlock, Bottleneck
+
+    x = jax.nn.relu(jax.random.normal(jax.random.key(1), (2, 8, 8, 16)))
+    conv = functools.partial(nn.Conv, use_bias=False)
+    norm = functools.partial(BatchNorm, use_running_average=True)
+    for block, planes in ((BasicBlock, 16), (Bottleneck, 4)):
+        zero = block(planes, 1, conv, norm, zero_init_last=True)
+        y, v = zero.init_with_output(jax.random.key(0), x)
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
+        default = block(planes, 1, conv, norm)
+        assert not np.allclose(np.asarray(default.apply(default.init(jax.random.key(0), x), x)), np.asarray(x))
+    from wsol_jax.models import registry
+
+    small = registry.build('resnet18_small', 0.25)  # from scratch only: it starts zero-initialised
+    assert (small.stem, small.zero_init_last) == ('small', True)
+    assert not registry.build('resnet18', 0.25).zero_init_last  # ImageNet weights replace the init anyway

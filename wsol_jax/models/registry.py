@@ -39,8 +39,8 @@ class Arch:
     weights: str  # released files in the layout that the weight import reads
 
 
-def _resnet(depth: str, files: str, stem: str = 'imagenet') -> Arch:
-    return Arch('resnet', {'depth': depth, 'stem': stem}, True, files)
+def _resnet(depth: str, files: str, stem: str = 'imagenet', zero_init_last: bool = False) -> Arch:
+    return Arch('resnet', {'depth': depth, 'stem': stem, 'zero_init_last': zero_init_last}, True, files)
 
 
 def _vit(patch: int, dim: int, depth: int, heads: int, files: str, pos_grid: int = 14) -> Arch:
@@ -95,9 +95,10 @@ ARCHS: dict[str, Arch] = {
     'vit_tiny_test': _vit(8, 32, 2, 2, 'files saved from the same small timm-layout model', pos_grid=4),
     'convnext_tiny_test': _convnext((1, 1, 2, 1), (8, 16, 24, 32), 'files saved from the same small timm-layout model'),
     # ResNet-18 with the 3x3 stride-1 stem of the ResNets for small images (models.resnet): f from
-    # scratch on 64 px crops, whose blocks would otherwise start at 16x16.
+    # scratch on 64 px crops, whose blocks would otherwise start at 16x16; trained from scratch
+    # only, so it starts as timm's ResNets do (zero-initialised last BatchNorm of each block).
     'resnet18_small': _resnet(
-        'resnet18', 'files saved from the same model (no ImageNet release has its stem)', 'small'
+        'resnet18', 'files saved from the same model (no ImageNet release has its stem)', 'small', zero_init_last=True
     ),
     'resnet_tiny_test': _resnet('resnet_tiny_test', 'files saved from the same small torchvision-layout model'),
 }
@@ -130,7 +131,7 @@ def build(name: str, width: float = 1.0, dtype: Any = jnp.float32) -> nn.Module:
         raise ConfigError(f'the width of {name} must be positive, got {width}')
     options = _scaled_options(arch, width)
     if arch.family == 'resnet':
-        return ResNet(options['depth'], width, dtype, options['stem'])
+        return ResNet(options['depth'], width, dtype, options['stem'], options['zero_init_last'])
     return {'vit': ViT, 'convnext': ConvNeXt}[arch.family](**options, dtype=dtype)
 
 

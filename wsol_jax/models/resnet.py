@@ -10,7 +10,8 @@ narrow network. `dtype` is the compute dtype (e.g. bfloat16); parameters stay fl
 `stem='small'` replaces the 7x7 stride-2 convolution by a 3x3 stride-1 one (the stem of the
 ResNets for small images, He et al. 2016, Sec. 4.2, kept here with its max-pool): the blocks see
 the image at half its side instead of a quarter (a 64 px crop: 32x32 at layer1, 4x4 at layer4)
-for about 4x the computation. No ImageNet release has this stem; it is for f trained from scratch.
+for about 4x the computation. No ImageNet release has this stem; it is for f trained from scratch,
+with `zero_init_last` (each block's last BatchNorm scale starts at zero).
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ def _shortcut(block: nn.Module, x, out_channels: int):
     return block.norm(name='downsample_bn')(y)
 
 
+def _last_norm_init(zero: bool):
+    """The scale init of a block's last BatchNorm: zero makes the residual branch start at 0, each
+    block the identity on its shortcut (Goyal et al. 2017; timm's `zero_init_last`), so a ResNet
+    from scratch starts as a shallow network."""
+    return nn.initializers.zeros if zero else nn.initializers.ones
+
+
 class BasicBlock(nn.Module):
     """torchvision BasicBlock: conv3x3(stride) - bn - relu - conv3x3 - bn, + shortcut, relu."""
 
@@ -79,13 +87,14 @@ class BasicBlock(nn.Module):
     stride: int
     conv: ModuleDef
     norm: ModuleDef
+    zero_init_last: bool = False
 
     @nn.compact
     def __call__(self, x):
         y = self.conv(self.planes, (3, 3), (self.stride, self.stride), padding=_pad(3), name='conv1')(x)
         y = nn.relu(self.norm(name='bn1')(y))
         y = self.conv(self.planes, (3, 3), padding=_pad(3), name='conv2')(y)
-        y = self.norm(name='bn2')(y)
+        y = self.norm(name='bn2', scale_init=_last_norm_init(self.zero_init_last))(y)
         return nn.relu(y + _shortcut(self, x, self.planes))
 
 
@@ -96,6 +105,7 @@ class Bottleneck(nn.Module):
     stride: int
     conv: ModuleDef
     norm: ModuleDef
+    zero_init_last: bool = False
 
     @nn.compact
     def __call__(self, x):
@@ -103,7 +113,8 @@ class Bottleneck(nn.Module):
         y = nn.relu(self.norm(name='bn1')(self.conv(self.planes, (1, 1), padding=0, name='conv1')(x)))
         y = self.conv(self.planes, (3, 3), (self.stride, self.stride), padding=_pad(3), name='conv2')(y)
         y = nn.relu(self.norm(name='bn2')(y))
-        y = self.norm(name='bn3')(self.conv(out_ch, (1, 1), padding=0, name='conv3')(y))
+        y = self.conv(out_ch, (1, 1), padding=0, name='conv3')(y)
+        y = self.norm(name='bn3', scale_init=_last_norm_init(self.zero_init_last))(y)
         return nn.relu(y + _shortcut(self, x, out_ch))
 
 
@@ -120,6 +131,7 @@ class ResNet(nn.Module):
     width: float = 1.0
     dtype: Any = jnp.float32
     stem: str = 'imagenet'
+    zero_init_last: bool = False  # for training from scratch; loaded weights replace the init
 
     @nn.compact
     def __call__(self, x, train: bool = False) -> Sequence[jnp.ndarray]:
@@ -140,6 +152,9 @@ class ResNet(nn.Module):
         for stage, (n_blocks, planes) in enumerate(zip(blocks, STAGE_WIDTHS)):
             for b in range(n_blocks):
                 stride = 2 if stage > 0 and b == 0 else 1
-                x = block_cls(scaled(planes, self.width), stride, conv, norm, name=f'layer{stage + 1}_{b}')(x)
+                block = block_cls(
+                    scaled(planes, self.width), stride, conv, norm, self.zero_init_last, name=f'layer{stage + 1}_{b}'
+                )
+                x = block(x)
             features.append(x)
         return features
