@@ -19,9 +19,10 @@ The number of classes is read from the data; without a val/ folder use
 `small`: a preset for a CPU and a few thousand photographs: 80 px images with random 64 px crops,
 the CPU recipe that the synthetic benchmark uses too (`wsol_jax.recipes.from_scratch`:
 quarter-width ResNet-18s from scratch, budgets that stop when the validation scores do), and a
-recipe for objects that vary within a class (`wsol_jax.recipes.varied_objects`: f with AdamW,
-label smoothing, scale and colour jitter, at least 120k training examples before its patience may
-stop it; g's lambda 2). Classes that a mirror image changes (letters, digits): add --config.data.flip=False.
+recipe for objects that vary within a class (`wsol_jax.recipes.varied_objects`: f a ResNet-18
+with the stem for small images, AdamW, label smoothing, scale and colour jitter, at least 120k
+training examples before its patience may stop it; g's lambda 4 for Method I, 2 for Method II).
+Classes that a mirror image changes (letters, digits): add --config.data.flip=False.
 
 `pretrained`: the paper's path: f and g are full-width ResNet-18s that start from ImageNet
 weights (torchvision's resnet18-f37072fd.pth, from
