@@ -83,7 +83,7 @@ class Classifier(nn.Module):
 
     def class_activation_maps(self, x, classes, clip: bool = True) -> jnp.ndarray:
         """CAM of Zhou et al. (2016) for `classes` `(N,)`: `(N, h, w)` (h = H/32 for the ResNets
-        and ConvNeXt), at least float32.
+        and ConvNeXt, H/16 for resnet18_small), at least float32.
 
         The class score decomposes over positions: `logit_k = b_k + w_k . offset + mean_hw
         M_k[h, w]` with `M_k = scale * sum_c w[c, k] * terms[h, w, c]` (for a ResNet `terms` is
