@@ -68,3 +68,18 @@ def test_a_siamese_f_from_the_classifier_depends_on_the_classifier_budget():
         started[k] == a.f[k.split('.')[1]] for k in workdir.BUDGET_KEYS['f']
     )  # it starts from the kept classifier
     assert 'f.siamese_from_classifier' not in workdir.fingerprint(a, 'f_classifier')
+
+
+def test_an_f_of_the_earlier_own_data_preset_is_not_reused():
+    """The preset's f changed architecture (resnet18 -> resnet18_small): a workdir trained before
+    differs in f.arch, so f, its Siamese f and g are retrained, never read with the new network."""
+    from helpers import load_config
+
+    new = load_config('custom', 'method1,small')
+    new.data.root = '/data/mine'
+    old = load_config('custom', 'method1,small')
+    old.data.root, old.f.arch = '/data/mine', 'resnet18'
+    for stage in ('f_classifier', 'g'):
+        assert workdir._differences(workdir.fingerprint(old, stage), workdir.fingerprint(new, stage)) == [
+            "f.arch: 'resnet18' -> 'resnet18_small'"
+        ]
