@@ -69,6 +69,8 @@ def test_synthetic_and_the_custom_small_preset_share_one_recipe(method):
     assert recipe.f.erase_prob == 0.5 and paper.f.erase_prob == 0  # the paper's f sees no erasing
     # the paper's g starts at 0.5 whatever f does; the recipe's where f still answers (train/start.py)
     assert recipe.g.start_agreement == 0.9 and paper.g.start_agreement == 0 and paper.g.initial_weight == 0.5
+    # the recipe scores and keeps a moving average of g's weights; the paper, the weights themselves
+    assert recipe.g.ema_decay == 0.98 and paper.g.ema_decay == 0
 
 
 def test_both_methods_train_g_with_one_optimiser_from_the_untrained_map():

@@ -134,6 +134,9 @@ def base_config(method: str) -> ml_collections.ConfigDict:
             start_agreement=0.0,
             pretrained='',
             optimizer=optimizer(1e-4, 1e-4, decay_every=1000),
+            # > 0: S, the selection and the boxes use an exponential moving average of g's weights with
+            # this decay per step (Polyak averaging), not the weights of the last step; 0: the paper
+            ema_decay=0.0,
             reg_weight=1.0,
             inner_weight=1.0,
             outer_weight=1.0,
@@ -270,6 +273,7 @@ def validate_training(config) -> None:
     need(0 < config.eval.max_coverage <= 1, 'eval.max_coverage', 'must be in (0, 1] (1 switches the rule off)')
     need(0 < config.g.initial_weight < 1, 'g.initial_weight', 'must be in (0, 1)')
     need(0 <= config.g.start_agreement <= 1, 'g.start_agreement', 'must be in [0, 1] (0: g starts at initial_weight)')
+    need(0 <= config.g.ema_decay < 1, 'g.ema_decay', 'must be in [0, 1) (0: no moving average, the paper)')
     need(config.f.blank_weight >= 0, 'f.blank_weight', 'must be >= 0 (0: off)')
     need(0 <= config.f.label_smoothing < 1, 'f.label_smoothing', 'must be in [0, 1) (0: off)')
     need(config.f.scale_jitter >= 0, 'f.scale_jitter', 'must be >= 0 (0: off)')

@@ -51,15 +51,16 @@ def _setup(ctx: Context, model, net_cfg, init_name: str, abstract: bool, backbon
     With `net_cfg.pretrained`, the ResNet `backbone` submodule starts from those weights."""
     n_steps = steps_per_epoch(len(ctx.data.train), net_cfg.batch_size)
     shape, tx = (1, ctx.crop, ctx.crop, 3), make_optimizer(net_cfg.optimizer, n_steps, net_cfg.max_epochs)
+    average = net_cfg.get('ema_decay', 0.0) > 0  # g: the moving average of its weights (train/state.py)
     if abstract:
-        return abstract_train_state(model, shape, tx, parallel.replicated_sharding(ctx.mesh)), n_steps
+        return abstract_train_state(model, shape, tx, parallel.replicated_sharding(ctx.mesh), average), n_steps
     state = create_train_state(model, ctx.key(init_name), shape, tx)
     if wants_pretrained(net_cfg.pretrained):
         arch = net_cfg.arch if 'arch' in net_cfg else net_cfg.depth  # f: any registered architecture; g: a ResNet
-        variables = load_backbone(state.variables, net_cfg.pretrained, arch, net_cfg.width, backbone)
+        variables = load_backbone(state.trained_variables, net_cfg.pretrained, arch, net_cfg.width, backbone)
         state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
         print(f'[{init_name[5:]}] {backbone} initialised from {net_cfg.pretrained}')
-    return parallel.replicate(state, ctx.mesh), n_steps
+    return parallel.replicate(state.with_average() if average else state, ctx.mesh), n_steps
 
 
 def f_setup(ctx: Context, network: str, abstract: bool = False) -> tuple[object, TrainState, int]:

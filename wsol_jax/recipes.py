@@ -49,6 +49,10 @@ def from_scratch(c: ml_collections.ConfigDict, width: float = 0.25) -> ml_collec
     # S scored within epochs follows the map at this rate (at 0.01 from a map of 0.9, Method I's
     # map faded uniformly for up to 9 epochs before it told object from background).
     c.g.optimizer = optimizer(0.03, 1e-5, decay_every=1000, warmup_epochs=0.25, clip_norm=1.0)
+    # S, the selection and the boxes read a moving average of g's weights over about 50 steps
+    # (1 / (1 - decay)): at this rate the maps of consecutive scores 10 steps apart swing by up to 15
+    # points of validation GT-known, and S scored on one step's weights follows the swing
+    c.g.ema_decay = 0.98
     # g starts where nearly all of f's answers survive the untrained map (train/start.py): where f
     # answers on I * 0.5 as on a blank, Eq. 1 has no gradient and the L1 term empties the map.
     c.g.start_agreement = 0.9

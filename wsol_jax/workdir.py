@@ -171,6 +171,7 @@ ADDED_KEYS = {
     'data.flip': True,
     'g.initial_weight': 0.5,
     'g.start_agreement': 0.0,
+    'g.ema_decay': 0.0,
     'data.cache_codec': 'raw',
     'f.siamese_from_classifier': False,
     # histories recorded before it have no mean_S_se: the rule is then the maximum, as it was

@@ -1,6 +1,7 @@
 """Orbax checkpoints keyed by the global training step: state plus JSON metadata.
 
-The train state is saved as a plain dict (params, batch_stats, opt_state, step). Which steps
+The train state is saved as a plain dict (params, batch_stats, opt_state, step, and g's moving
+average of its variables where it keeps one). Which steps
 stay on disk is decided by the training loop from the history of scored points (`wsol_jax.selection`),
 not by Orbax's `best_fn`, so that the kept step is exactly the one the selection picks.
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # annotations only: the localiser reads checkpoints without i
     from wsol_jax.train.state import TrainState
 
 DIGESTS = 'sha256'  # key of the digests in a checkpoint's JSON metadata: {array name: hex digest}
+AVERAGE = 'average'  # the moving average of the variables (TrainState.average), where one is kept
 
 
 def manager(directory: str, read_only: bool = False) -> ocp.CheckpointManager:
@@ -44,7 +46,8 @@ def manager(directory: str, read_only: bool = False) -> ocp.CheckpointManager:
 
 
 def _state_dict(state: TrainState) -> dict:
-    return {'params': state.params, 'batch_stats': state.batch_stats, 'opt_state': state.opt_state, 'step': state.step}
+    tree = {'params': state.params, 'batch_stats': state.batch_stats, 'opt_state': state.opt_state, 'step': state.step}
+    return tree if state.average is None else {**tree, AVERAGE: state.average}
 
 
 def _key_name(key) -> str:
@@ -125,7 +128,9 @@ def restore(
         directory, step, what or os.path.basename(directory), tree, lambda: mgr.restore(step, args=args)
     )
     s = restored['state']
-    state = target.replace(params=s['params'], batch_stats=s['batch_stats'], opt_state=s['opt_state'], step=s['step'])
+    state = target.replace(
+        params=s['params'], batch_stats=s['batch_stats'], opt_state=s['opt_state'], step=s['step'], average=s.get(AVERAGE)
+    )
     return state, restored['meta']
 
 
@@ -207,21 +212,27 @@ def why_unreadable(folder: str, item: str, target, error: Exception) -> str:
     return f'{type(error).__name__}: {text[:200]}'
 
 
-def structure_differences(item_folder: str, target) -> list[str]:
-    """The arrays of `target` (a tree of arrays or ShapeDtypeStructs) that the checkpoint item in
-    `item_folder` lacks or holds with another shape, as `'name: saved (a, b), expected (c, d)'`;
-    [] when they fit or the item's metadata cannot be read."""
+def saved_shapes(item_folder: str) -> dict[str, tuple[int, ...]]:
+    """`{array name: shape}` of the checkpoint item in `item_folder`, read from its metadata
+    alone; {} when the metadata cannot be read (Orbax reads a damaged tree's metadata as empty)."""
     try:
         with ocp.StandardCheckpointer() as ckpt:
             metadata = ckpt.metadata(item_folder)
-        saved = {
+        return {
             n: tuple(m.shape)
             for n, m in _named_leaves(getattr(metadata, 'item_metadata', metadata)).items()
             if hasattr(m, 'shape')
         }
-    except Exception:  # the metadata itself is damaged: the caller reports the read error
-        return []
-    if not saved:  # the same (Orbax reads an unreadable tree's metadata as empty)
+    except Exception:
+        return {}
+
+
+def structure_differences(item_folder: str, target) -> list[str]:
+    """The arrays of `target` (a tree of arrays or ShapeDtypeStructs) that the checkpoint item in
+    `item_folder` lacks or holds with another shape, as `'name: saved (a, b), expected (c, d)'`;
+    [] when they fit or the item's metadata cannot be read."""
+    saved = saved_shapes(item_folder)
+    if not saved:  # the metadata is damaged or empty: the caller reports the read error
         return []
     out = []
     for name, leaf in _named_leaves(target).items():
@@ -267,11 +278,14 @@ def restore_variables(
 def restore_inference_variables(
     directory: str, abstract_variables: dict, step: Optional[int] = None, what: str = 'model'
 ) -> tuple[dict, dict]:
-    """Only `{'params', 'batch_stats'}` of a checkpoint (default: latest), as numpy arrays, into
-    the structure of `abstract_variables` (e.g. `jax.eval_shape` of `model.init`): restoring for
-    inference builds no optimiser and reads none of its state. Checked intact like `restore`."""
+    """Only the variables that `TrainState.variables` evaluates (`{'params', 'batch_stats'}`, or
+    their moving average where the checkpoint holds one) of a checkpoint (default: latest), as
+    numpy arrays, into the structure of `abstract_variables` (e.g. `jax.eval_shape` of
+    `model.init`): restoring for inference builds no optimiser and reads none of its state.
+    Checked intact like `restore`."""
     directory, step = _find(directory, step, what)
-    item = dict(abstract_variables)
+    averaged = any(n.startswith(AVERAGE + '.') for n in saved_shapes(os.path.join(directory, str(step), 'state')))
+    item = {AVERAGE: dict(abstract_variables)} if averaged else dict(abstract_variables)
 
     def read():
         return manager(directory, read_only=True).restore(
@@ -285,7 +299,8 @@ def restore_inference_variables(
         )
 
     restored = _restore_checked(directory, step, what, item, read)
-    return dict(restored['state']), restored['meta']
+    state = restored['state'][AVERAGE] if averaged else restored['state']
+    return dict(state), restored['meta']
 
 
 def latest_step(directory: str) -> Optional[int]:

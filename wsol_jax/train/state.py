@@ -13,13 +13,32 @@ from wsol_jax.models.dtypes import output_dtype
 
 
 class TrainState(train_state.TrainState):
-    """Flax's TrainState plus BatchNorm running statistics."""
+    """Flax's TrainState plus BatchNorm running statistics and, optionally, an exponential moving
+    average of both (`average`, `{'params', 'batch_stats'}`; None: not kept).
+
+    `variables` are what is evaluated, selected and exported: the average where one is kept
+    (Polyak averaging), else the trained variables themselves."""
 
     batch_stats: Any = None
+    average: Any = None
+
+    @property
+    def trained_variables(self) -> dict:
+        return {'params': self.params, 'batch_stats': self.batch_stats}
 
     @property
     def variables(self) -> dict:
-        return {'params': self.params, 'batch_stats': self.batch_stats}
+        return self.trained_variables if self.average is None else self.average
+
+    def with_average(self) -> TrainState:
+        """This state with an average that starts at its current variables (a copy: the compiled
+        train step donates the state's buffers)."""
+        return self.replace(average=jax.tree.map(jnp.copy, self.trained_variables))
+
+    def update_average(self, decay: float) -> TrainState:
+        """`average <- decay * average + (1 - decay) * variables` (jit-traceable); BatchNorm's
+        statistics are averaged with the parameters so that they describe the averaged network."""
+        return self.replace(average=optax.incremental_update(self.trained_variables, self.average, 1.0 - decay))
 
 
 def parameter_dtype(model) -> jnp.dtype:
@@ -74,10 +93,18 @@ def make_optimizer(opt_cfg, steps_per_epoch: int, max_epochs: int = 1) -> optax.
     return optax.chain(*clip, optax.add_decayed_weights(opt_cfg.weight_decay), base)
 
 
-def abstract_train_state(model, input_shape: tuple[int, ...], tx: optax.GradientTransformation, sharding) -> TrainState:
-    """The structure of a train state as `ShapeDtypeStruct`s placed on `sharding`: a restore
-    target that costs no initialisation (compiling `init` takes seconds on CPU)."""
-    abstract = jax.eval_shape(lambda: create_train_state(model, jax.random.key(0), input_shape, tx, jit=False))
+def abstract_train_state(
+    model, input_shape: tuple[int, ...], tx: optax.GradientTransformation, sharding, average: bool = False
+) -> TrainState:
+    """The structure of a train state (with an `average` if asked) as `ShapeDtypeStruct`s placed
+    on `sharding`: a restore target that costs no initialisation (compiling `init` takes seconds
+    on CPU)."""
+
+    def create():
+        state = create_train_state(model, jax.random.key(0), input_shape, tx, jit=False)
+        return state.with_average() if average else state
+
+    abstract = jax.eval_shape(create)
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
 
 

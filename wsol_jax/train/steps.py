@@ -204,7 +204,10 @@ def g_loss(
 def g_step(f_apply, g_model, g_cfg, crop: Augment | int, objective: Callable, state: TrainState, f_vars, batch, rng):
     """One step of `g` (`f_apply` as in `g_loss`); gradients reach only `g`'s parameters."""
     loss_fn = functools.partial(g_loss, f_apply, g_model, g_cfg, crop, objective)
-    return _apply_update(state, lambda p: loss_fn(p, state.batch_stats, f_vars, batch['image'], rng))
+    new_state, metrics = _apply_update(state, lambda p: loss_fn(p, state.batch_stats, f_vars, batch['image'], rng))
+    if state.average is not None:  # g.ema_decay > 0
+        new_state = new_state.update_average(g_cfg.ema_decay)
+    return new_state, metrics
 
 
 def compile_step(fn: Callable, mesh, n_frozen: int = 0, donate_state: bool = True):
