@@ -129,7 +129,11 @@ def restore(
     )
     s = restored['state']
     state = target.replace(
-        params=s['params'], batch_stats=s['batch_stats'], opt_state=s['opt_state'], step=s['step'], average=s.get(AVERAGE)
+        params=s['params'],
+        batch_stats=s['batch_stats'],
+        opt_state=s['opt_state'],
+        step=s['step'],
+        average=s.get(AVERAGE),
     )
     return state, restored['meta']
 
