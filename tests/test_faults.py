@@ -258,12 +258,13 @@ def _rewrite(step_dir, change_state, digests):
 
 
 def _nudge(state):
-    decoder = state['params']['decoder']['bottleneck_conv1']
+    # the variables inference reads: g's moving average of its weights (the recipe keeps one)
+    decoder = state['average']['params']['decoder']['bottleneck_conv1']
     decoder['kernel'] = np.asarray(decoder['kernel']) + np.float32(1e-3)
 
 
 def _nan(state):
-    stats = state['batch_stats']['decoder']['bottleneck_bn1']
+    stats = state['average']['batch_stats']['decoder']['bottleneck_bn1']
     stats['var'] = np.asarray(stats['var']).copy()
     stats['var'][0] = np.nan
 
@@ -273,6 +274,7 @@ def test_changed_values_and_nan_are_refused_and_checkpoints_without_digests_stil
     step = os.path.join(workdir, 'g', str(load_selection(workdir)['selected_step']))
     names = set(json.load(open(os.path.join(step, 'meta', 'metadata')))[checkpoint.DIGESTS])
     assert {'params.decoder.bottleneck_conv1.kernel', 'batch_stats.decoder.bottleneck_bn1.var', 'step'} <= names
+    assert {'average.params.decoder.bottleneck_conv1.kernel', 'average.batch_stats.decoder.bottleneck_bn1.var'} <= names
     assert any(n.startswith('opt_state.') for n in names)  # the whole train state, not only the variables
     before = _restore_g(workdir, g_target)
 
@@ -280,7 +282,7 @@ def test_changed_values_and_nan_are_refused_and_checkpoints_without_digests_stil
     _rewrite(step, _nudge, 'keep')
     with pytest.raises(
         WorkdirError,
-        match=r'is damaged: 1 array\(s\) \(params\.decoder\.bottleneck_conv1\.kernel\) '
+        match=r'is damaged: 1 array\(s\) \(average\.params\.decoder\.bottleneck_conv1\.kernel\) '
         r'no longer match the sha256 recorded when it was saved',
     ):
         _restore_g(workdir, g_target)
@@ -289,7 +291,7 @@ def test_changed_values_and_nan_are_refused_and_checkpoints_without_digests_stil
         _rewrite(step, _nan, digests)
         with pytest.raises(
             WorkdirError,
-            match=r'is damaged: 1 array\(s\) \(batch_stats\.decoder\.bottleneck_bn1\.var\) '
+            match=r'is damaged: 1 array\(s\) \(average\.batch_stats\.decoder\.bottleneck_bn1\.var\) '
             r'hold NaN or inf; delete .*/g and train again',
         ):
             _restore_g(workdir, g_target)
