@@ -68,7 +68,8 @@ STAGES = (
     Stage(
         'train_g',
         '`g` with `f` frozen, once f is above chance; every `g.eval_every_steps` steps (default: once an epoch) the '
-        'mean S on the validation split',
+        "mean S on the validation split (of a moving average of g's weights where `g.ema_decay` > 0, which the "
+        'later stages read too)',
         reads=(*F_NETWORKS, workdir_lib.F_QUALITY),
         writes=(workdir_lib.G, workdir_lib.G_HISTORY, workdir_lib.STRIP),
         needs_data=True,
