@@ -83,3 +83,15 @@ def test_an_f_of_the_earlier_own_data_preset_is_not_reused():
         assert workdir._differences(workdir.fingerprint(old, stage), workdir.fingerprint(new, stage)) == [
             "f.arch: 'resnet18' -> 'resnet18_small'"
         ]
+
+
+def test_a_g_of_the_recipe_before_the_moving_average_is_not_reused():
+    """A g trained before `g.ema_decay` existed has no average in its checkpoints, and its selection
+    scored its own weights: its fingerprint (no such key) must differ from the recipe's 0.98, so
+    that g is retrained, while f (whose settings did not change) is reused."""
+    from helpers import load_config
+
+    new = load_config('synthetic', 'method1')
+    old_g = {k: v for k, v in workdir.fingerprint(new, 'g').items() if k != 'g.ema_decay'}
+    assert workdir._differences(old_g, workdir.fingerprint(new, 'g')) == ["g.ema_decay: '(unset)' -> 0.98"]
+    assert 'g.ema_decay' not in workdir.fingerprint(new, 'f_classifier')
