@@ -235,3 +235,25 @@ def test_random_erase_sets_a_rectangle_to_the_mean_colour():
         ys, xs = np.nonzero(m)
         assert m[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].all()
     np.testing.assert_array_equal(np.asarray(random_erase(images, jax.random.key(0), prob=0.0)), 1.0)
+
+
+def test_the_config_refuses_an_unknown_erasing_fill():
+    from wsol_jax import config as config_lib
+    from wsol_jax.errors import ConfigError
+
+    c = config_lib.base_config('method1')
+    c.f.erase_fill = 'grey'
+    with pytest.raises(ConfigError, match=r"^config.f.erase_fill: must be one of \('mean', 'noise'\), got 'grey'"):
+        config_lib.validate_training(c)
+
+
+def test_random_erase_with_noise_fills_the_same_rectangles_with_random_colours():
+    images = jnp.full((64, 32, 32, 3), 9.0)  # outside every normalised colour: erased pixels stand out
+    mean = np.asarray(random_erase(images, jax.random.key(0), prob=0.5))
+    noise = np.asarray(random_erase(images, jax.random.key(0), prob=0.5, fill='noise'))
+    np.testing.assert_array_equal(noise != 9.0, mean != 9.0)  # the rectangles do not depend on the fill
+    pixels = noise[noise != 9.0].reshape(-1, 3)
+    # uniform colours in [0, 1], normalised by ImageNet's statistics: (0 - mean) / std .. (1 - mean) / std
+    lo, hi = (0 - dataset.IMAGENET_MEAN) / dataset.IMAGENET_STD, (1 - dataset.IMAGENET_MEAN) / dataset.IMAGENET_STD
+    assert len(pixels) > 1000 and (pixels >= lo - 1e-6).all() and (pixels <= hi + 1e-6).all()
+    np.testing.assert_allclose(pixels.mean(0), (0.5 - dataset.IMAGENET_MEAN) / dataset.IMAGENET_STD, atol=0.05)

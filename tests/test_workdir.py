@@ -95,3 +95,18 @@ def test_a_g_of_the_recipe_before_the_moving_average_is_not_reused():
     old_g = {k: v for k, v in workdir.fingerprint(new, 'g').items() if k != 'g.ema_decay'}
     assert workdir._differences(old_g, workdir.fingerprint(new, 'g')) == ["g.ema_decay: '(unset)' -> 0.98"]
     assert 'g.ema_decay' not in workdir.fingerprint(new, 'f_classifier')
+
+
+def test_an_f_from_before_the_erasing_fill_counts_as_mean_filled():
+    """`f.erase_fill` came after f's were recorded with erasing to the mean colour: such an f
+    matches 'mean' (reused) and differs from 'noise' (retrained, with g after it)."""
+    from helpers import load_config
+
+    mean = load_config('synthetic', 'method1')
+    old = {k: v for k, v in workdir.fingerprint(mean, 'f_classifier').items() if k != 'f.erase_fill'}
+    assert workdir._differences(old, workdir.fingerprint(mean, 'f_classifier')) == []
+    noise = load_config('synthetic', 'method1')
+    noise.f.erase_fill = 'noise'
+    for stage in ('f_classifier', 'g'):
+        old = {k: v for k, v in workdir.fingerprint(mean, stage).items() if k != 'f.erase_fill'}
+        assert workdir._differences(old, workdir.fingerprint(noise, stage)) == ["f.erase_fill: '(unset)' -> 'noise'"]

@@ -14,6 +14,7 @@ import ml_collections
 from wsol_jax import evaluators
 from wsol_jax.errors import ConfigError
 from wsol_jax.boxes import BOX_RULES
+from wsol_jax.data.dataset import ERASE_FILLS
 from wsol_jax.losses import MASK_SPACES
 from wsol_jax.models.build import DTYPES
 from wsol_jax.models.classifier import KINDS
@@ -107,7 +108,8 @@ def base_config(method: str) -> ml_collections.ConfigDict:
             pretrained='',  # ImageNet weights (.pth / .safetensors); 'none': from scratch on purpose
             allow_weak=False,  # continue to train_g although f is below min_accuracy_over_chance
             min_accuracy_over_chance=2.0,
-            erase_prob=0.0,  # random erasing to the mean colour while training f (0: off, the paper)
+            erase_prob=0.0,  # random erasing while training f (0: off, the paper)
+            erase_fill='mean',  # what fills an erased rectangle: 'mean' (colour) or 'noise' (dataset.random_erase)
             label_smoothing=0.0,  # of f's cross-entropy targets (0: the paper)
             scale_jitter=0.0,  # f's training crops zoomed by [1/(1+s), 1+s] (dataset.augment; 0: the paper)
             colour_jitter=0.0,  # f's brightness, contrast, saturation scaled by [1-c, 1+c] (0: off, the paper)
@@ -275,6 +277,8 @@ def validate_training(config) -> None:
     need(0 <= config.g.start_agreement <= 1, 'g.start_agreement', 'must be in [0, 1] (0: g starts at initial_weight)')
     need(0 <= config.g.ema_decay < 1, 'g.ema_decay', 'must be in [0, 1) (0: no moving average, the paper)')
     need(config.f.blank_weight >= 0, 'f.blank_weight', 'must be >= 0 (0: off)')
+    fill = config.f.erase_fill
+    need(fill in ERASE_FILLS, 'f.erase_fill', f'must be one of {ERASE_FILLS}, got {fill!r}')
     need(0 <= config.f.label_smoothing < 1, 'f.label_smoothing', 'must be in [0, 1) (0: off)')
     need(config.f.scale_jitter >= 0, 'f.scale_jitter', 'must be >= 0 (0: off)')
     need(0 <= config.f.colour_jitter < 1, 'f.colour_jitter', 'must be in [0, 1) (0: off)')

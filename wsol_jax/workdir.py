@@ -163,6 +163,7 @@ ADDED_KEYS = {
     'optimizer.warmup_epochs': 0.0,
     'optimizer.clip_norm': 0.0,
     'f.erase_prob': 0.0,
+    'f.erase_fill': 'mean',
     'f.blank_weight': 0.0,
     'f.label_smoothing': 0.0,
     'f.min_images': 0,

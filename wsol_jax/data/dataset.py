@@ -167,12 +167,18 @@ def _colour_jitter(unit: jnp.ndarray, rng: jax.Array, jitter: float) -> jnp.ndar
     return jnp.clip((unit - grey) * s + grey, 0, 1)
 
 
-def random_erase(images: jnp.ndarray, rng: jax.Array, prob: float, area=(0.05, 0.4), aspect=(0.3, 3.3)) -> jnp.ndarray:
+ERASE_FILLS = ('mean', 'noise')
+
+
+def random_erase(
+    images: jnp.ndarray, rng: jax.Array, prob: float, area=(0.05, 0.4), aspect=(0.3, 3.3), fill: str = 'mean'
+) -> jnp.ndarray:
     """Random erasing (Zhong et al., 2020) of normalised images `(N, H, W, 3)`: with probability
-    `prob` per image, one rectangle of `area` (a share of the image) and `aspect` ratio is set to
-    0, the dataset-mean colour, which is what a weight of 0 of `g` does to a pixel
-    (`losses.apply_weight_map`). An `f` that has seen such regions still classifies `I * M`
-    instead of reacting to the unseen grey (and keeping background for it)."""
+    `prob` per image, one rectangle of `area` (a share of the image) and `aspect` ratio is filled.
+    `fill='mean'`: with 0, the dataset-mean colour, which is what a weight of 0 of `g` does to a
+    pixel (`losses.apply_weight_map`), so f learns to answer alike on what g's zero weights make.
+    `fill='noise'`: with random colours, uniform per pixel (Zhong et al.'s default): f learns to
+    gather evidence past an occluder without learning that the masked grey changes nothing."""
     n, h, w = images.shape[:3]
     k_on, k_area, k_aspect, k_y, k_x = jax.random.split(rng, 5)
     on = jax.random.bernoulli(k_on, prob, (n,))
@@ -191,6 +197,9 @@ def random_erase(images: jnp.ndarray, rng: jax.Array, prob: float, area=(0.05, 0
         & (xs < (x0 + ew)[:, None, None])
         & on[:, None, None]
     )
+    if fill == 'noise':  # its own key (the rectangles are those of fill='mean')
+        u = jax.random.uniform(jax.random.fold_in(rng, 7), images.shape)
+        return jnp.where(inside[..., None], ((u - IMAGENET_MEAN) / IMAGENET_STD).astype(images.dtype), images)
     return jnp.where(inside[..., None], 0.0, images)
 
 

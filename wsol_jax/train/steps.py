@@ -36,10 +36,10 @@ def _apply_update(state: TrainState, loss_fn, *args):
     return new_state, dict(parts, loss=loss)
 
 
-def _f_inputs(images_uint8, rng, crop: Augment | int, erase_prob: float):
+def _f_inputs(images_uint8, rng, crop: Augment | int, erase_prob: float, erase_fill: str = 'mean'):
     k_aug, k_erase = jax.random.split(rng)
     images = Augment.of(crop)(images_uint8, k_aug)
-    return random_erase(images, k_erase, erase_prob) if erase_prob > 0 else images
+    return random_erase(images, k_erase, erase_prob, fill=erase_fill) if erase_prob > 0 else images
 
 
 def blank_images(images: jnp.ndarray, mask_space: str, n: int = 1) -> jnp.ndarray:
@@ -58,11 +58,12 @@ def f_classifier_step(
     blank_weight: float = 0.0,
     mask_space: str = 'normalized',
     label_smoothing: float = 0.0,
+    erase_fill: str = 'mean',
 ):
     """Pre-training of `f` for Method I: cross-entropy on image labels (smoothed by
     `label_smoothing`; 0: the paper), plus `blank_weight` times `losses.blank_loss` on one blank
     image appended to the batch (0: off, the paper)."""
-    images = _f_inputs(batch['image'], rng, crop, erase_prob)
+    images = _f_inputs(batch['image'], rng, crop, erase_prob, erase_fill)
     n = images.shape[0]
     if blank_weight > 0:
         # In the same forward pass, so that BatchNorm sees it among real images, as f later sees
@@ -92,11 +93,12 @@ def f_triplet_step(
     erase_prob: float = 0.0,
     blank_weight: float = 0.0,
     mask_space: str = 'normalized',
+    erase_fill: str = 'mean',
 ):
     """Pre-training of the Siamese `f` for Method II with the triplet loss (Eq. 2), plus
     `blank_weight` times Eq. 2 with the blank image as every anchor's negative (0: off, the
     paper): the embedding's counterpart of `losses.blank_loss`, a blank is of no class."""
-    images = _f_inputs(_flatten(batch['image']), rng, crop, erase_prob)  # (3B, c, c, 3)
+    images = _f_inputs(_flatten(batch['image']), rng, crop, erase_prob, erase_fill)  # (3B, c, c, 3)
     n = images.shape[0]
     if blank_weight > 0:
         images = jnp.concatenate([images, blank_images(images, mask_space)])
