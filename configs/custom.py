@@ -21,7 +21,7 @@ the CPU recipe that the synthetic benchmark uses too (`wsol_jax.recipes.from_scr
 quarter-width ResNet-18s from scratch, budgets that stop when the validation scores do), and a
 recipe for objects that vary within a class (`wsol_jax.recipes.varied_objects`: f a ResNet-18
 with the stem for small images, AdamW, label smoothing, scale and colour jitter, at least 120k
-training examples before its patience may stop it; g's lambda 4 for Method I, 2 for Method II).
+training examples before its patience may stop it; g's lambda 4).
 Classes that a mirror image changes (letters, digits): add --config.data.flip=False.
 
 `pretrained`: the paper's path: f and g are full-width ResNet-18s that start from ImageNet

@@ -60,7 +60,7 @@ def test_synthetic_and_the_custom_small_preset_share_one_recipe(method):
     }
     assert (small.f.optimizer.name, small.f.min_images, small.data.flip) == ('adamw', 120_000, True)
     assert small.f.arch == 'resnet18_small' and synthetic.f.arch == 'resnet18' and small.g.depth == 'resnet18'
-    assert (synthetic.g.reg_weight, small.g.reg_weight) == (1.0, 4.0 if method == 'method1' else 2.0)
+    assert (synthetic.g.reg_weight, small.g.reg_weight) == (1.0, 4.0)
     assert small.data.source == 'wsolevaluation' and (small.data.image_size, small.data.crop_size) == (80, 64)
     assert small.f.pretrained == small.g.pretrained == 'none' and small.f.patience > 0 and small.g.patience > 0
     assert load_config('custom', method).data.crop_size == 224  # no preset: the paper's sizes
